@@ -1,0 +1,159 @@
+#!/usr/bin/env bash
+# Rate-limit cost on the hot path, in one run: an open route vs the same route behind
+# a memory rate limit and behind a Redis rate limit (sliding window and token bucket),
+# all served by one Potok process against one nginx upstream. The limits are far above
+# the load, so every request is admitted: this measures the check, not the refusals.
+#
+#     bench/ratelimit.sh             # 3 rounds of 10 s per route and load (~6 min)
+#     QUICK=1 bench/ratelimit.sh     # 1 round of 3 s (smoke test)
+#
+# Needs the Redis on 127.0.0.1:6379 (.ci/run starts it); keys go under a prefix of
+# their own and are deleted at the end. Layout as bench/proxy.sh: Potok on core 0,
+# upstream nginx, Redis and the load generators on core 1. Per round every route runs
+# back to back under `wrk -c50` (max throughput) and `hey` at a fixed 2,000 req/s
+# (latency at a steady rate), so drift of the machine hits all routes alike.
+# Raw outputs: bench/results/ratelimit-raw-latest/; table: stdout and
+# bench/results/ratelimit-latest.md.
+set -euo pipefail
+# Own work dir and ports, so this can start while other benchmarks' are in use.
+WORK=${WORK:-$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/.work/ratelimit}
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+UPSTREAM_PORT=${RL_UPSTREAM_PORT:-18281}
+RL_PORT=${RL_PORT:-18097}
+REDIS_URL=${REDIS_URL:-redis://127.0.0.1:6379/0}
+
+ROUNDS=${ROUNDS:-3}
+DURATION=${DURATION:-10}
+WARMUP=${WARMUP:-2}
+if [[ ${QUICK:-0} == 1 ]]; then
+    ROUNDS=1
+    DURATION=3
+fi
+((DURATION <= 10)) || die "DURATION is capped at 10 s per run"
+RAW=$RESULTS/ratelimit-raw-latest
+PREFIX="bench-rl-$$:"
+ROUTES="open memory memory-tb redis redis-tb"
+
+redis_cleanup() {
+    "$PYTHON" - "$REDIS_URL" "$PREFIX" <<'PY' || true
+import sys, redis
+client = redis.Redis.from_url(sys.argv[1])
+for key in client.scan_iter(match=sys.argv[2] + "*", count=1000):
+    client.delete(key)
+PY
+}
+trap 'cleanup; redis_cleanup' EXIT
+ensure_tools
+mkdir -p "$WORK/potok" "$WORK/upstream"
+rm -rf "$RAW"
+mkdir -p "$RAW"
+"$PYTHON" -c "import redis, sys; redis.Redis.from_url(sys.argv[1]).ping()" "$REDIS_URL" \
+    || die "no Redis answering at $REDIS_URL"
+
+"$PYTHON" - "$WORK/potok/potok.yaml" "$RL_PORT" "$UPSTREAM_PORT" "$REDIS_URL" "$PREFIX" <<'PY'
+import sys
+from pathlib import Path
+import yaml
+
+path, port, upstream, redis_url, prefix = sys.argv[1:]
+# Far above what one core can serve: nothing is ever refused.
+sliding = {"limit": 10000, "window": "250ms"}  # 40,000 req/s
+bucket = {"limit": 1000000, "window": "1s", "algorithm": "token_bucket"}
+def route(name, policy=None):
+    entry = {"name": name, "match": {"prefix": f"/{name}"}, "service": "bench"}
+    if policy is not None:
+        entry["policies"] = {"rate_limit": policy}
+    return entry
+config = {
+    "server": {"host": "127.0.0.1", "port": int(port), "timeouts": {"shutdown_grace": "2s"}},
+    "logging": {"level": "warning", "access_log": {"enabled": False}},
+    "metrics": {"enabled": False},
+    "redis": {"url": redis_url, "key_prefix": prefix},
+    "services": {"bench": {"targets": [f"http://127.0.0.1:{upstream}"]}},
+    "routes": [
+        route("memory", sliding),
+        route("memory-tb", bucket),
+        route("redis", {**sliding, "store": "redis"}),
+        route("redis-tb", {**bucket, "store": "redis"}),
+        route("open"),
+        {"name": "root", "match": {"prefix": "/"}, "service": "bench"},
+    ],
+}
+Path(path).write_text(yaml.safe_dump(config, sort_keys=False))
+PY
+"$POTOK" check --config "$WORK/potok/potok.yaml" >/dev/null || die "potok rejects the bench config"
+
+start_upstream
+check_port_free "$RL_PORT"
+start_potok "$WORK/potok/potok.yaml" "$PROXY_CPU" "$WORK/potok/stdout.log"
+PID=$LAST_PID
+wait_http "$RL_PORT" "$PID" || die "potok did not start (see $WORK/potok/stdout.log)"
+log "potok (pid $PID, core $PROXY_CPU) on 127.0.0.1:$RL_PORT"
+base="http://127.0.0.1:$RL_PORT"
+for name in $ROUTES; do
+    headers=$(curl -s -D - -o /dev/null "$base/$name/x")
+    [[ $headers == *" 200 "* ]] || die "GET /$name/x did not answer 200"
+    if [[ $name != open && $headers != *RateLimit-Policy* ]]; then
+        die "GET /$name/x carries no RateLimit-Policy: is the limit configured?"
+    fi
+done
+
+log "warm-up ${WARMUP}s per route"
+for name in $ROUTES; do
+    taskset -c "$LOAD_CPU" wrk -t1 -c50 -d"${WARMUP}s" "$base/$name/x" >/dev/null 2>&1 || true
+done
+# Other sessions may run test suites on this 2-core machine. With bench/cpuwatch.py
+# present: before each run wait (at most QUIET_WAIT s) until processes outside this
+# benchmark use under QUIET_THRESHOLD % CPU, record what they used during the run, and
+# redo a disturbed run up to RETRIES times (its share is in the table either way).
+QUIET_THRESHOLD=${QUIET_THRESHOLD:-10}
+QUIET_WAIT=${QUIET_WAIT:-30}
+RETRIES=${RETRIES:-2}
+CPUWATCH=$BENCH_DIR/cpuwatch.py
+
+load_once() {  # KIND NAME OUT
+    case $1 in
+        wrk50) taskset -c "$LOAD_CPU" wrk -t1 -c50 -d"${DURATION}s" --latency "$base/$2/x" >"$3" 2>&1 || true ;;
+        hey2k) taskset -c "$LOAD_CPU" hey -z "${DURATION}s" -c 10 -q 200 "$base/$2/x" >"$3" 2>&1 || true ;;
+    esac
+}
+
+measure() {  # KIND NAME ROUND
+    local kind=$1 name=$2 round=$3 out=$RAW/$2.$1.$3.txt attempt foreign
+    if [[ ! -f $CPUWATCH ]]; then
+        load_once "$kind" "$name" "$out"
+        return
+    fi
+    for attempt in $(seq 1 $((RETRIES + 1))); do
+        "$PYTHON" "$CPUWATCH" quiet $$ --threshold "$QUIET_THRESHOLD" --max-wait "$QUIET_WAIT" >/dev/null
+        "$PYTHON" "$CPUWATCH" snapshot $$ >"$WORK/cpu.before"
+        load_once "$kind" "$name" "$out"
+        "$PYTHON" "$CPUWATCH" snapshot $$ >"$WORK/cpu.after"
+        foreign=$("$PYTHON" "$CPUWATCH" foreign "$WORK/cpu.before" "$WORK/cpu.after")
+        echo "$foreign" >"${out%.txt}.foreign"
+        if awk -v a="$foreign" -v b="$QUIET_THRESHOLD" 'BEGIN { exit !(a < b) }'; then
+            return
+        fi
+        log "$name $kind round $round: other processes used $foreign % CPU (attempt $attempt)"
+    done
+}
+
+for round in $(seq 1 "$ROUNDS"); do
+    for name in $ROUTES; do
+        log "round $round/$ROUNDS $name: wrk -c50 ${DURATION}s, then hey 2,000 req/s ${DURATION}s"
+        measure wrk50 "$name" "$round"
+        measure hey2k "$name" "$round"
+    done
+done
+kill -0 "$PID" 2>/dev/null || die "potok exited during the benchmark"
+cat >"$RAW/meta.env" <<EOF
+ROUNDS=$ROUNDS
+DURATION=$DURATION
+WARMUP=$WARMUP
+QUICK=${QUICK:-0}
+PROXY_CPU=$PROXY_CPU
+LOAD_CPU=$LOAD_CPU
+UPSTREAM_CPU=$UPSTREAM_CPU
+ROUTES=$ROUTES
+EOF
+"$PYTHON" "$BENCH_DIR/ratelimit_report.py" --raw "$RAW" --out "$RESULTS/ratelimit-latest.md"

@@ -1,0 +1,131 @@
+"""The table of bench/ratelimit.sh: open route vs memory and Redis rate limits (stdlib only;
+parsing from report.py).
+
+    python bench/ratelimit_report.py --raw bench/results/ratelimit-raw-latest \
+        --out bench/results/ratelimit-latest.md
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import sys
+from pathlib import Path
+
+_spec = importlib.util.spec_from_file_location("report", Path(__file__).with_name("report.py"))
+assert _spec is not None and _spec.loader is not None
+report = importlib.util.module_from_spec(_spec)
+sys.modules["report"] = report
+_spec.loader.exec_module(report)
+
+LABELS = {
+    "open": "open route (no limit)",
+    "memory": "memory, sliding window",
+    "memory-tb": "memory, token bucket",
+    "redis": "Redis, sliding window",
+    "redis-tb": "Redis, token bucket",
+}
+# The issue's goals: memory < 5 % of req/s; Redis < 15 % and < 1 ms added p99.
+GOALS = {
+    "memory": (0.05, None),
+    "memory-tb": (0.05, None),
+    "redis": (0.15, 1.0),
+    "redis-tb": (0.15, 1.0),
+}
+
+
+def runs(raw: Path, name: str, kind: str, parse):
+    files = sorted(raw.glob(f"{name}.{kind}.*.txt"), key=lambda p: int(p.stem.rsplit(".", 1)[1]))
+    out = []
+    for f in files:
+        run = parse(f.read_text(errors="replace"))
+        foreign = f.with_suffix(".foreign")
+        if foreign.exists():
+            run.foreign_pct = float(foreign.read_text().strip() or "nan")
+        out.append(run)
+    return out
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--raw", type=Path, required=True)
+    parser.add_argument("--out", type=Path, required=True)
+    args = parser.parse_args()
+    meta = dict(
+        line.split("=", 1)
+        for line in (args.raw / "meta.env").read_text().splitlines()
+        if "=" in line
+    )
+    rows = []
+    for name in meta["ROUTES"].split():
+        wrk = runs(args.raw, name, "wrk50", report.parse_wrk)
+        hey = runs(args.raw, name, "hey2k", report.parse_hey)
+        rows.append(
+            {
+                "name": name,
+                "label": LABELS.get(name, name),
+                "rps": report.median([r.rps for r in wrk]),
+                "p99": report.median([r.p99_ms for r in wrk]),
+                "p50_2k": report.median([r.p50_ms for r in hey]),
+                "p99_2k": report.median([r.p99_ms for r in hey]),
+                "rate_2k": report.median([r.rps for r in hey]),
+                "per_round": [r.rps for r in wrk],
+                "bad": sum(r.non2xx + r.socket_error_total for r in wrk + hey),
+                "foreign": max(
+                    (r.foreign_pct for r in wrk + hey if r.foreign_pct is not None), default=None
+                ),
+            }
+        )
+    base = rows[0]
+    head = (
+        "| Route | req/s @50 | cost | p99 ms @50 | p50 ms @2k/s | p99 ms @2k/s | p99 added @2k/s "
+        "| req/s @50 per round | non-2xx + errors | other CPU (max) |"
+    )
+    lines = [head, "|:---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    checks = []
+    for r in rows:
+        cost = 1 - r["rps"] / base["rps"] if r["rps"] and base["rps"] else None
+        added = r["p99_2k"] - base["p99_2k"] if r["p99_2k"] is not None and base["p99_2k"] else None
+        foreign = "n/a" if r["foreign"] is None else f"{r['foreign']:.0f} %"
+        rounds = ", ".join(f"{v:,.0f}" for v in r["per_round"] if v is not None)
+        lines.append(
+            f"| {r['label']} | {report._f(r['rps'], 'rps')} | "
+            f"{'—' if r is base or cost is None else f'{cost * 100:.1f} %'} | "
+            f"{report._f(r['p99'], 'ms')} | {report._f(r['p50_2k'], 'ms')} | "
+            f"{report._f(r['p99_2k'], 'ms')} | "
+            f"{'—' if r is base or added is None else f'{added:+.2f}'} | {rounds} | {r['bad']} | "
+            f"{foreign} |"
+        )
+        goal = GOALS.get(r["name"])
+        if goal is not None and cost is not None:
+            max_cost, max_p99 = goal
+            ok = cost < max_cost and (max_p99 is None or (added is not None and added < max_p99))
+            what = f"cost {cost * 100:.1f} % (goal < {max_cost * 100:.0f} %)"
+            if max_p99 is not None and added is not None:
+                what += f", p99 added at 2,000 req/s {added:+.2f} ms (goal < {max_p99:g} ms)"
+            checks.append(f"{r['label']}: {what} -> {'MET' if ok else 'NOT MET'}")
+    mach = report.machine()
+    setup = (
+        f"{meta['ROUNDS']} round(s) x {meta['DURATION']} s per route and load (median), "
+        f"{meta['WARMUP']} s warm-up; `wrk -t1 -c50` and `hey -c 10 -q 200` (2,000 req/s); Potok on "
+        f"core {meta['PROXY_CPU']}, nginx upstream, Redis and load generators on core {meta['LOAD_CPU']}"
+        + (" — QUICK smoke run, not a measurement" if meta.get("QUICK") == "1" else "")
+    )
+    text = "\n".join(
+        [
+            f"Rate-limit benchmark — {setup}",
+            f"{mach['CPU']}, {mach['Cores']} cores, kernel {mach['Kernel']}, "
+            f"Python {mach['Python']}, {mach['Potok']}",
+            "",
+            *lines,
+            "",
+            *checks,
+        ]
+    )
+    print(text)
+    args.out.write_text(text + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,3 @@
+"""Potok: a fast API gateway for microservices."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,3 @@
+from potok.cli.main import main
+
+raise SystemExit(main())

@@ -1,0 +1,77 @@
+"""The own API: health probes and metrics (auth and admin endpoints join later)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client.registry import CollectorRegistry
+
+from potok import __version__
+from potok.api.auth import create_auth_router
+from potok.realtime.events_api import create_events_router
+from potok.realtime.socketio import PATH as SOCKETIO_PATH
+from potok.realtime.socketio import SocketIoGateway
+
+if TYPE_CHECKING:
+    from potok.runtime import Runtime
+
+
+@dataclass
+class ApiContext:
+    """What the API reads from the running gateway."""
+
+    is_ready: Callable[[], bool]
+    runtime: Callable[[], Runtime]
+    prometheus: CollectorRegistry
+
+
+def create_api(context: ApiContext) -> FastAPI:
+    app = FastAPI(
+        title="Potok gateway API",
+        version=__version__,
+        docs_url="/api/docs",
+        redoc_url=None,
+        openapi_url="/api/openapi.json",
+    )
+
+    @app.get("/api/v1/health/liveness", tags=["health"])
+    async def liveness() -> dict[str, str]:
+        """The process is up and its event loop answers."""
+        return {"status": "ok"}
+
+    @app.get("/api/v1/health/readiness", tags=["health"])
+    async def readiness() -> Response:
+        """503 once shutdown has begun, so load balancers stop sending traffic."""
+        if context.is_ready():
+            return JSONResponse({"status": "ready"})
+        return JSONResponse({"status": "draining"}, status_code=503)
+
+    @app.get("/api/v1/health", tags=["health"])
+    async def health() -> Response:
+        """Readiness plus every service and target as this worker sees them."""
+        ready = context.is_ready()
+        body: dict[str, Any] = {
+            "status": "ok" if ready else "draining",
+            "version": __version__,
+            "services": _services(context.runtime()),
+        }
+        return JSONResponse(body, status_code=200 if ready else 503)
+
+    @app.get("/api/v1/metrics", tags=["observability"])
+    async def metrics(request: Request) -> Response:
+        """Prometheus text format, merged over all worker processes."""
+        return Response(generate_latest(context.prometheus), media_type=CONTENT_TYPE_LATEST)
+
+    app.include_router(create_auth_router(context.runtime))
+    app.include_router(create_events_router(context.runtime))
+    app.mount(SOCKETIO_PATH, SocketIoGateway(context.runtime))
+    return app
+
+
+def _services(runtime: Runtime) -> dict[str, Any]:
+    return {name: service.describe() for name, service in runtime.services.items()}

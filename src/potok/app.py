@@ -1,0 +1,116 @@
+"""Per request: route lookup -> the route's pipeline; per finished request: logs and metrics."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import TYPE_CHECKING
+
+from potok.observability.metrics import GatewayMetrics
+from potok.routing.rewrite import UnsafePath, normalize_path
+from potok.routing.table import MethodNotAllowed
+from potok.upstream.forwarded import apply_forwarding
+
+if TYPE_CHECKING:
+    from potok.exchange import Exchange
+    from potok.observability.access_log import AccessLog
+    from potok.runtime import Runtime
+
+_METHOD_NAMES: dict[bytes, str] = {}
+
+
+def _method_name(method: bytes) -> str:
+    # llhttp accepts a fixed set of methods, so this stays small.
+    name = _METHOD_NAMES.get(method)
+    if name is None:
+        name = _METHOD_NAMES[method] = method.decode("latin-1")
+    return name
+
+
+def _host_name(host: bytes) -> str:
+    """Host header without the port, lower-case (for host routing)."""
+    text = host.decode("latin-1").lower()
+    if text.startswith("["):
+        return text.split("]", 1)[0] + "]"
+    return text.rsplit(":", 1)[0] if ":" in text else text
+
+
+class Gateway:
+    """The server's request handler."""
+
+    def __init__(
+        self, runtime: Runtime, metrics: GatewayMetrics, access_log: AccessLog | None
+    ) -> None:
+        self.runtime = runtime
+        self.metrics = metrics
+        self.access_log = access_log
+        self.record_metrics = runtime.config.metrics.enabled
+        self._loop = asyncio.get_running_loop()
+
+    def handle(self, exchange: Exchange) -> None:
+        runtime = self.runtime
+        self.metrics.inflight_count += 1
+        apply_forwarding(exchange, runtime.trusted)
+        try:
+            path = normalize_path(exchange.path)
+        except UnsafePath as exc:
+            exchange.problem(400, f"unsafe path: {exc}")
+            return
+        host = _host_name(exchange.host) if runtime.host_routing else ""
+        match = runtime.table.match(exchange.method, path, host)
+        if match is None:
+            exchange.problem(404, "no route matches this request", title="Not Found")
+            return
+        if isinstance(match, MethodNotAllowed):
+            allow = ", ".join(match.allow).encode()
+            exchange.problem(405, "method not allowed on this route", headers=((b"Allow", allow),))
+            return
+        route = match.entry.target
+        exchange.route = route
+        exchange.route_name = route.name
+        if route.service is not None:
+            exchange.service_name = route.service.name
+        if route.has_params:
+            exchange.params = match.params()
+        if route.rewrite is not None:
+            try:
+                exchange.upstream_path = route.rewrite(path, match)  # type: ignore[arg-type]
+            except UnsafePath as exc:
+                exchange.problem(400, f"unsafe path: {exc}")
+                return
+        else:
+            exchange.upstream_path = path
+        exchange.deadline = exchange.started + route.request_timeout
+        exchange.timer = self._loop.call_later(route.request_timeout, self._timed_out, exchange)
+        route.pipeline.run(exchange)
+
+    def _timed_out(self, exchange: Exchange) -> None:
+        exchange.timer = None
+        if not exchange.connection.is_current(exchange):
+            return
+        if exchange.on_cancel is not None:
+            exchange.on_cancel()
+            exchange.on_cancel = None
+        if exchange.response_started:
+            exchange.status = 504
+            exchange.abort("request deadline passed")
+        else:
+            exchange.body.detach()
+            exchange.problem(504, "the request did not complete within the route's deadline")
+
+    def finished(self, exchange: Exchange) -> None:
+        if exchange.timer is not None:
+            exchange.timer.cancel()
+            exchange.timer = None
+        metrics = self.metrics
+        metrics.inflight_count -= 1
+        duration = time.perf_counter() - exchange.started
+        if self.record_metrics:
+            route_name = exchange.route_name or "unmatched"
+            metrics.record(_method_name(exchange.method), route_name, exchange.status, duration)
+            if exchange.upstream_duration is not None:
+                metrics.upstream_duration.observe(
+                    (exchange.service_name,), exchange.upstream_duration
+                )
+        if self.access_log is not None:
+            self.access_log.write(exchange, duration)

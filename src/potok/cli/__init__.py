@@ -1,0 +1,1 @@
+"""The `potok` command: one module per subcommand."""

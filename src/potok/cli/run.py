@@ -1,0 +1,60 @@
+"""`potok run`: serve with a config file."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any
+
+from pydantic import ValidationError
+
+from potok.cli.common import add_config_argument, load_or_report
+from potok.config.models import GatewayConfig
+from potok.server.supervisor import Supervisor
+from potok.server.worker import run_worker
+
+
+def register(commands: Any) -> None:
+    parser: argparse.ArgumentParser = commands.add_parser("run", help="run the gateway")
+    add_config_argument(parser)
+    parser.add_argument("--host", help="address to bind (overrides server.host)")
+    parser.add_argument("--port", type=int, help="port to bind (overrides server.port)")
+    parser.add_argument("--workers", type=int, help="worker processes (overrides server.workers)")
+    parser.set_defaults(handler=main)
+
+
+def with_overrides(
+    config: GatewayConfig, host: str | None, port: int | None, workers: int | None
+) -> GatewayConfig:
+    server: dict[str, Any] = {}
+    if host is not None:
+        server["host"] = host
+    if port is not None:
+        server["port"] = port
+    if workers is not None:
+        server["workers"] = workers
+    if not server:
+        return config
+    merged = config.server.model_dump() | server
+    return config.model_validate(config.model_dump() | {"server": merged})
+
+
+def serve(config: GatewayConfig) -> int:
+    if config.server.workers > 1:
+        return Supervisor(config, config.server.workers).run()
+    return run_worker(config)
+
+
+def main(args: argparse.Namespace) -> int:
+    config = load_or_report(args.config)
+    if config is None:
+        return 1
+    try:
+        config = with_overrides(config, args.host, args.port, args.workers)
+    except ValidationError as exc:
+        # An override can make a valid file invalid (a memory rate limit with --workers 2).
+        print(f"{args.config}: invalid with the command-line overrides", file=sys.stderr)
+        for error in exc.errors():
+            print(f"  {error['msg'].removeprefix('Value error, ')}", file=sys.stderr)
+        return 1
+    return serve(config)

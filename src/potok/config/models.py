@@ -1,0 +1,442 @@
+"""The whole configuration file as pydantic models.
+
+Every field has a description: docs/configuration.md is generated from them
+(`potok config-docs`), so the reference cannot drift from the code.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from typing import Annotated, Literal
+from urllib.parse import urlsplit
+
+from pydantic import AfterValidator, Field, ValidationInfo, field_validator, model_validator
+
+from potok.config.base import ConfigModel
+from potok.config.redis import RedisConfig
+from potok.config.resilience import (
+    BulkheadConfig,
+    CircuitBreakerConfig,
+    FallbackConfig,
+    HealthCheckConfig,
+    PassiveEjectionConfig,
+    RetryConfig,
+)
+from potok.config.units import ByteSize, Duration, OptionalDuration
+from potok.identity.config import AuthConfig, DatabaseConfig
+from potok.policies.checks import policy_problems
+from potok.policies.config import PoliciesConfig
+from potok.realtime.config import RealtimeConfig, realtime_problems
+from potok.routing.pattern import validate_pattern, validate_rewrite
+
+
+def _cidr(value: str) -> str:
+    try:
+        ipaddress.ip_network(value, strict=False)
+    except ValueError as exc:
+        raise ValueError(f"{value!r} is not an IP address or CIDR") from exc
+    return value
+
+
+Cidr = Annotated[str, AfterValidator(_cidr)]
+"""An IP address or network in CIDR notation (v4 or v6); checked item by item."""
+
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+_HTTP_METHODS = frozenset(
+    {"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE", "CONNECT"}
+)
+
+
+class ServerTimeouts(ConfigModel):
+    """Timeouts on the client side of the gateway."""
+
+    header_read: Duration = Field(
+        10.0, description="Time a client has to send a complete request head (slow-loris guard)."
+    )
+    keepalive: Duration = Field(
+        75.0, description="An idle keep-alive client connection is closed after this long."
+    )
+    shutdown_grace: Duration = Field(
+        30.0, description="On SIGTERM, in-flight requests get this long to finish before exit."
+    )
+    shutdown_delay: OptionalDuration = Field(
+        0.0,
+        description=(
+            "On SIGTERM, keep accepting for this long while readiness says 503, so a load "
+            "balancer can stop sending traffic before the listener closes."
+        ),
+    )
+
+
+class ServerLimits(ConfigModel):
+    """Sizes the server refuses to exceed."""
+
+    max_header_bytes: ByteSize = Field(
+        16384,
+        description="Largest request head (request line excluded) accepted; bigger gets 431.",
+    )
+    max_url_bytes: ByteSize = Field(8192, description="Longest request target; longer gets 414.")
+    max_headers: int = Field(
+        100, gt=0, description="Most header fields in one request; more gets 431."
+    )
+    max_body_bytes: ByteSize = Field(
+        5 * 1024 * 1024,
+        description="Default request body limit (413); a route's request_size policy overrides it.",
+    )
+
+
+class AccessLogConfig(ConfigModel):
+    """One JSON line per request, written off the event loop in batches."""
+
+    enabled: bool = Field(True, description="Write an access line per request.")
+    path: str = Field("-", description="File to append to; '-' means standard output.")
+
+
+class LoggingConfig(ConfigModel):
+    """Application logs (structlog); the access log is configured separately."""
+
+    level: Literal["debug", "info", "warning", "error"] = Field(
+        "info", description="Lowest level written."
+    )
+    format: Literal["json", "console"] = Field(
+        "json", description="'json' for machines, 'console' for people at a terminal."
+    )
+    access_log: AccessLogConfig = Field(
+        default_factory=AccessLogConfig, description="The access log."
+    )
+
+
+class MetricsConfig(ConfigModel):
+    """Prometheus metrics at /api/v1/metrics."""
+
+    enabled: bool = Field(True, description="Collect and expose metrics.")
+
+
+class ServerConfig(ConfigModel):
+    """Where and how the gateway listens."""
+
+    host: str = Field("0.0.0.0", description="Address to bind.")
+    port: int = Field(8080, ge=0, le=65535, description="Port to bind (0 picks a free one).")
+    workers: int = Field(
+        1, ge=1, le=256, description="Worker processes sharing the port via SO_REUSEPORT."
+    )
+    trusted_proxies: tuple[Cidr, ...] = Field(
+        (),
+        description=(
+            "CIDRs of proxies in front of the gateway whose X-Forwarded-* headers are believed. "
+            "Requests from anywhere else have those headers replaced."
+        ),
+    )
+    timeouts: ServerTimeouts = Field(
+        default_factory=ServerTimeouts, description="Client-side timeouts."
+    )
+    limits: ServerLimits = Field(default_factory=ServerLimits, description="Request size limits.")
+
+
+class TargetConfig(ConfigModel):
+    """One upstream instance of a service."""
+
+    url: str = Field(
+        description="Base URL, e.g. http://127.0.0.1:3000 (http only; path must be empty)."
+    )
+    weight: int = Field(
+        1, ge=1, le=1000, description="Share of traffic under the weighted balancer."
+    )
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, value: str) -> str:
+        parts = urlsplit(value)
+        if parts.scheme != "http":
+            raise ValueError(f"{value!r}: only http:// targets are supported")
+        if not parts.hostname:
+            raise ValueError(f"{value!r}: no host")
+        if parts.path not in ("", "/") or parts.query or parts.fragment:
+            raise ValueError(f"{value!r}: a target is scheme://host:port only; put paths in routes")
+        try:
+            parts.port  # noqa: B018 - raises on a bad port
+        except ValueError as exc:
+            raise ValueError(f"{value!r}: bad port") from exc
+        return value
+
+
+class ApiKeyConfig(ConfigModel):
+    """A key the gateway adds to every request it sends to the service."""
+
+    header: str = Field("X-API-Key", description="Header name the service reads the key from.")
+    value: str = Field(
+        min_length=1, description="The key; use ${VAR} to read it from the environment."
+    )
+
+
+class UpstreamTimeouts(ConfigModel):
+    """Timeouts towards a service."""
+
+    connect: Duration = Field(5.0, description="Opening a TCP connection to a target.")
+    response: Duration = Field(
+        10.0, description="From the request being sent until the response head arrives (per try)."
+    )
+
+
+class PoolConfig(ConfigModel):
+    """Keep-alive connections kept open to each target."""
+
+    max_idle: int = Field(128, ge=0, description="Idle connections kept per target.")
+    idle_timeout: Duration = Field(
+        60.0, description="An idle pooled connection older than this is closed."
+    )
+
+
+class ServiceConfig(ConfigModel):
+    """A backend service: where it runs and how to talk to it."""
+
+    targets: tuple[TargetConfig, ...] = Field(
+        description="Instances of the service; a bare URL string is accepted for each.",
+    )
+    balancer: Literal["round_robin", "least_requests", "weighted"] = Field(
+        "round_robin", description="How a target is chosen for each request."
+    )
+    api_key: ApiKeyConfig | None = Field(
+        None, description="Key injected into every upstream request."
+    )
+    timeouts: UpstreamTimeouts = Field(
+        default_factory=UpstreamTimeouts, description="Upstream timeouts."
+    )
+    pool: PoolConfig = Field(default_factory=PoolConfig, description="Keep-alive pool per target.")
+    retry: RetryConfig = Field(
+        default_factory=RetryConfig,
+        description="Retries of safe requests (attempts: 1 turns them off).",
+    )
+    circuit_breaker: CircuitBreakerConfig | None = Field(
+        default_factory=CircuitBreakerConfig,
+        description="The service's circuit breaker (null turns it off).",
+    )
+    passive_ejection: PassiveEjectionConfig | None = Field(
+        default_factory=PassiveEjectionConfig,
+        description="Taking a target that fails in a row out of rotation (null turns it off).",
+    )
+    health_check: HealthCheckConfig | None = Field(
+        None, description="Active health checks of every target (off unless given)."
+    )
+    bulkhead: BulkheadConfig | None = Field(
+        None, description="Cap on concurrent upstream requests to this service (off unless given)."
+    )
+
+    @field_validator("targets", mode="before")
+    @classmethod
+    def _bare_urls(cls, value: object) -> object:
+        if isinstance(value, list | tuple):
+            if not value:
+                raise ValueError("a service needs at least one target")
+            return tuple({"url": item} if isinstance(item, str) else item for item in value)
+        return value
+
+
+class MatchConfig(ConfigModel):
+    """What requests a route takes. Exactly one of `path` (exact) or `prefix`."""
+
+    path: str | None = Field(
+        None, description="Exact path; `{name}` matches one segment, e.g. /orders/{id}."
+    )
+    prefix: str | None = Field(
+        None,
+        description="Path prefix on segment boundaries: /api/macro takes /api/macro, /api/macro/x.",
+    )
+    methods: tuple[str, ...] = Field((), description="Allowed methods; empty means any.")
+    host: str | None = Field(
+        None,
+        description="Host header to match: exact (api.example.com) or wildcard (*.example.com).",
+    )
+
+    @model_validator(mode="after")
+    def _one_of(self) -> MatchConfig:
+        if (self.path is None) == (self.prefix is None):
+            raise ValueError("give exactly one of 'path' (exact) or 'prefix'")
+        return self
+
+    @field_validator("path", "prefix")
+    @classmethod
+    def _pattern(cls, value: str | None) -> str | None:
+        if value is None:
+            return value
+        validate_pattern(value)
+        return value
+
+    @field_validator("methods")
+    @classmethod
+    def _methods(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        upper = tuple(m.upper() for m in value)
+        for method in upper:
+            if method not in _HTTP_METHODS:
+                raise ValueError(f"unknown HTTP method {method!r}")
+        if len(set(upper)) != len(upper):
+            raise ValueError("a method is listed twice")
+        return upper
+
+    @field_validator("host")
+    @classmethod
+    def _host(cls, value: str | None) -> str | None:
+        if value is None:
+            return value
+        host = value.lower()
+        bare = host[2:] if host.startswith("*.") else host
+        if not bare or "*" in bare or "/" in bare:
+            raise ValueError(f"{value!r}: use an exact host or '*.example.com'")
+        return host
+
+
+class RouteTimeouts(ConfigModel):
+    """Per-route timeouts."""
+
+    request: Duration = Field(
+        30.0, description="Whole request, from its head arriving to the response end."
+    )
+    tunnel_idle: OptionalDuration = Field(
+        300.0,
+        description=(
+            "An upgraded (WebSocket) pass-through connection with no byte either way for "
+            "this long is closed; 0 turns it off."
+        ),
+    )
+
+
+class RouteConfig(ConfigModel):
+    """A rule sending matching requests to a service."""
+
+    name: str | None = Field(
+        None, description="Name used in logs and metrics; defaults to the service name plus index."
+    )
+    match: MatchConfig = Field(description="Which requests this route takes.")
+    service: str = Field(
+        description="Name of the service (under `services`) that serves the route."
+    )
+    rewrite: str | None = Field(
+        None,
+        description=(
+            "Replaces the matched path (the whole path for `path`, the prefix for `prefix`) with "
+            "this template; `{name}` takes a parameter. The rest of the path and the query "
+            "are kept."
+        ),
+    )
+    strip_prefix: bool = Field(False, description="Drop the matched prefix before forwarding.")
+    preserve_host: bool = Field(
+        False, description="Send the client's Host header upstream instead of the target's."
+    )
+    timeouts: RouteTimeouts = Field(default_factory=RouteTimeouts, description="Route timeouts.")
+    retry: RetryConfig | None = Field(
+        None,
+        description="Retry rules for this route, replacing the service's (its budget is shared).",
+    )
+    fallback: FallbackConfig | None = Field(
+        None, description="Answer given while the service's breaker is open, instead of 503."
+    )
+    policies: PoliciesConfig = Field(
+        default_factory=PoliciesConfig,
+        description="Policies for this route; each one given replaces the global one of that name.",
+    )
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str | None) -> str | None:
+        if value is not None and not _NAME.match(value):
+            raise ValueError("letters, digits, '_', '-' and '.', at most 64, starting alphanumeric")
+        return value
+
+    @field_validator("rewrite")
+    @classmethod
+    def _rewrite(cls, value: str | None, info: ValidationInfo) -> str | None:
+        match = info.data.get("match")
+        if value is not None and isinstance(match, MatchConfig):
+            validate_rewrite(value, match.path or match.prefix or "")
+        return value
+
+    @field_validator("strip_prefix")
+    @classmethod
+    def _strip_prefix(cls, value: bool, info: ValidationInfo) -> bool:
+        if value and info.data.get("rewrite") is not None:
+            raise ValueError("give 'rewrite' or 'strip_prefix', not both")
+        match = info.data.get("match")
+        if value and isinstance(match, MatchConfig) and match.prefix is None:
+            raise ValueError("strip_prefix needs a prefix match")
+        return value
+
+    @model_validator(mode="after")
+    def _tenant_param(self) -> RouteConfig:
+        authorize = self.policies.authorize
+        if authorize is not None and authorize.tenant is not None:
+            param = authorize.tenant.param
+            if "{" + param + "}" not in (self.match.path or self.match.prefix or ""):
+                raise ValueError(
+                    f"policies.authorize.tenant.param: the route has no path parameter {{{param}}}"
+                )
+        return self
+
+
+class GatewayConfig(ConfigModel):
+    """The whole gateway: server, logging, metrics, services and routes."""
+
+    server: ServerConfig = Field(default_factory=ServerConfig, description="Listener settings.")
+    logging: LoggingConfig = Field(default_factory=LoggingConfig, description="Logs.")
+    metrics: MetricsConfig = Field(default_factory=MetricsConfig, description="Prometheus metrics.")
+    services: dict[str, ServiceConfig] = Field(
+        default_factory=dict, description="Backend services by name."
+    )
+    routes: tuple[RouteConfig, ...] = Field((), description="Routes; the most specific match wins.")
+    policies: PoliciesConfig = Field(
+        default_factory=PoliciesConfig, description="Policies applied to every route by default."
+    )
+    redis: RedisConfig | None = Field(
+        None,
+        description="Shared Redis for every instance (rate-limit counters); none: memory only.",
+    )
+    database: DatabaseConfig = Field(
+        default_factory=DatabaseConfig,
+        description="Database of the identity layer (users, API keys, refresh tokens, audit).",
+    )
+    auth: AuthConfig = Field(
+        default_factory=AuthConfig,
+        description="Identity and access: token service, passwords, revocation, audit.",
+    )
+    realtime: RealtimeConfig | None = Field(
+        None,
+        description=(
+            "Real-time delivery: /api/v1/ws, Socket.IO, channels, event bus (off unless given)."
+        ),
+    )
+
+    @model_validator(mode="after")
+    def _realtime_checks(self) -> GatewayConfig:
+        problems = realtime_problems(self)
+        if problems:
+            raise ValueError("\n  ".join(f"{path}: {message}" for path, message in problems))
+        return self
+
+    @model_validator(mode="after")
+    def _policy_checks(self) -> GatewayConfig:
+        # Also runs for `potok run --workers N`, which re-validates with the override.
+        problems = policy_problems(self)
+        if problems:
+            raise ValueError("\n  ".join(f"{path}: {message}" for path, message in problems))
+        return self
+
+    @field_validator("services")
+    @classmethod
+    def _service_names(cls, value: dict[str, ServiceConfig]) -> dict[str, ServiceConfig]:
+        for name in value:
+            if not _NAME.match(name):
+                raise ValueError(f"service name {name!r}: letters, digits, '_', '-', '.'")
+        return value
+
+    @model_validator(mode="after")
+    def _token_service_trusted_only_when_enabled(self) -> GatewayConfig:
+        if self.auth.token_service.enabled:
+            return self
+        blocks = [("policies", self.policies)]
+        blocks += [(f"routes[{i}].policies", r.policies) for i, r in enumerate(self.routes)]
+        for where, block in blocks:
+            if block.auth_jwt is not None and block.auth_jwt.token_service:
+                raise ValueError(
+                    f"{where}.auth_jwt.token_service: needs auth.token_service.enabled: true"
+                )
+        return self

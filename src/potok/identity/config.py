@@ -1,0 +1,240 @@
+"""Config of the identity layer: the `database:` and `auth:` sections of the gateway file."""
+
+from __future__ import annotations
+
+import re
+from typing import Literal
+
+from pydantic import Field, field_validator, model_validator
+
+from potok.config.base import ConfigModel
+from potok.config.units import Duration
+
+_HEADER_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
+HMAC_ALGORITHMS = ("HS256", "HS384", "HS512")
+
+
+def check_key_material(
+    algorithm: str, secret: str | None, key: str | None, key_file: str | None, kind: str
+) -> None:
+    """One rule for signing (`kind` private) and verifying (`kind` public) keys:
+    HMAC takes a secret of at least 32 bytes, the others exactly one PEM key or key file."""
+    if algorithm in HMAC_ALGORITHMS:
+        if key or key_file:
+            raise ValueError(f"{algorithm} takes a 'secret', not a {kind} key")
+        if not secret:
+            raise ValueError(f"{algorithm} needs 'secret'")
+        if len(secret.encode()) < 32:
+            raise ValueError("'secret' must be at least 32 bytes")
+    else:
+        if secret:
+            raise ValueError(f"{algorithm} takes a {kind} key, not a 'secret'")
+        if bool(key) == bool(key_file):
+            raise ValueError(f"{algorithm} needs one of '{kind}_key' or '{kind}_key_file'")
+
+
+ASYMMETRIC_ALGORITHMS = ("RS256", "ES256", "EdDSA")
+SigningAlgorithm = Literal["HS256", "HS384", "HS512", "RS256", "ES256", "EdDSA"]
+
+
+def check_header_name(value: str) -> str:
+    if not _HEADER_NAME.match(value):
+        raise ValueError(f"{value!r} is not a valid header name")
+    return value
+
+
+class DatabaseConfig(ConfigModel):
+    """Where users, API keys, refresh-token families, revocations and audit records live."""
+
+    url: str = Field(
+        "sqlite:///potok.db",
+        description=(
+            "sqlite:///path/to/file.db (default; relative to the working directory) or "
+            "postgresql://user:password@host:5432/dbname for a cluster of gateways."
+        ),
+    )
+    pool_size: int = Field(
+        5, ge=1, le=100, description="PostgreSQL connections kept per worker process."
+    )
+    connect_timeout: Duration = Field(5.0, description="Opening a database connection.")
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, value: str) -> str:
+        if not value.startswith(("sqlite:", "sqlite+aiosqlite:", "postgresql:", "postgres:")) and (
+            not value.startswith("postgresql+asyncpg:")
+        ):
+            raise ValueError("use sqlite:///file.db or postgresql://user@host/dbname")
+        return value
+
+
+class SigningKeyConfig(ConfigModel):
+    """The key the token service signs access tokens with (and verifies them by)."""
+
+    algorithm: SigningAlgorithm = Field("HS256", description="JWS algorithm of issued tokens.")
+    secret: str | None = Field(
+        None,
+        description=(
+            "HMAC secret for HS256/384/512, at least 32 bytes; use ${VAR} or an enc:v1: value "
+            "(`potok secrets encrypt`)."
+        ),
+    )
+    private_key: str | None = Field(
+        None,
+        description="PEM private key for RS256/ES256/EdDSA (inline, ${VAR} or enc:v1:).",
+    )
+    private_key_file: str | None = Field(
+        None, description="Path of a PEM private key file, instead of `private_key`."
+    )
+    key_id: str = Field("potok-1", description="`kid` put in the header of issued tokens.")
+
+    @model_validator(mode="after")
+    def _material(self) -> SigningKeyConfig:
+        check_key_material(
+            self.algorithm, self.secret, self.private_key, self.private_key_file, "private"
+        )
+        return self
+
+
+class TokenServiceConfig(ConfigModel):
+    """The built-in token service under /api/v1/auth (login, refresh, logout, profile)."""
+
+    enabled: bool = Field(False, description="Serve /api/v1/auth/* from the gateway.")
+    issuer: str = Field("potok", description="`iss` of issued access tokens.")
+    audience: str = Field("potok", description="`aud` of issued access tokens.")
+    access_ttl: Duration = Field(24 * 3600.0, description="Lifetime of an access token.")
+    refresh_ttl: Duration = Field(
+        7 * 24 * 3600.0, description="Lifetime of a refresh token ('168h' is 7 days)."
+    )
+    signing: SigningKeyConfig | None = Field(
+        None, description="Signing key; required when `enabled` is true."
+    )
+
+    @model_validator(mode="after")
+    def _signing(self) -> TokenServiceConfig:
+        if self.enabled and self.signing is None:
+            raise ValueError("the token service needs 'signing' (a secret or a private key)")
+        if self.refresh_ttl < self.access_ttl:
+            raise ValueError("'refresh_ttl' must not be shorter than 'access_ttl'")
+        return self
+
+
+class PasswordHashingConfig(ConfigModel):
+    """argon2id parameters; the defaults follow OWASP's guidance and stay strong."""
+
+    time_cost: int = Field(3, ge=1, le=20, description="argon2id iterations.")
+    memory_kib: int = Field(
+        65536, ge=8, le=4 * 1024 * 1024, description="argon2id memory per hash, in KiB."
+    )
+    parallelism: int = Field(4, ge=1, le=16, description="argon2id lanes.")
+    concurrency: int = Field(
+        2,
+        ge=1,
+        le=64,
+        description="Hashes computed at once per worker (bounds memory under a login flood).",
+    )
+
+
+class LoginProtectionConfig(ConfigModel):
+    """Brute-force protection on login: failures counted per username and per client IP."""
+
+    max_failures_per_user: int = Field(
+        5, ge=1, description="Failures within `window` that lock a username."
+    )
+    max_failures_per_ip: int = Field(
+        20, ge=1, description="Failures within `window` that lock a client IP."
+    )
+    window: Duration = Field(900.0, description="How far back failures are counted.")
+    lockout: Duration = Field(60.0, description="First lock-out; doubles with each repeat.")
+    max_lockout: Duration = Field(3600.0, description="Longest lock-out.")
+    tracked: int = Field(
+        100_000, ge=100, description="Most usernames and IPs tracked per worker (oldest dropped)."
+    )
+
+
+class RevocationConfig(ConfigModel):
+    """Revoked access tokens (logout, disabled users): a denylist checked on every request."""
+
+    backend: Literal["memory", "redis"] = Field(
+        "memory",
+        description=(
+            "'memory': each worker keeps the list, filled from the database every "
+            "`poll_interval`; 'redis': also published through Redis so every gateway learns "
+            "of a revocation at once."
+        ),
+    )
+    redis_url: str = Field("redis://127.0.0.1:6379/0", description="Redis for backend 'redis'.")
+    redis_prefix: str = Field("potok:revoked:", description="Prefix of the Redis keys used.")
+    poll_interval: Duration = Field(
+        1.0, description="How often each worker reads new revocations from the database."
+    )
+
+
+class ApiKeysConfig(ConfigModel):
+    """API keys: the table is mirrored in each worker, so a request never waits on the database."""
+
+    sync_interval: Duration = Field(
+        2.0, description="How often the mirror is reloaded (revocations take effect within it)."
+    )
+    last_used_flush: Duration = Field(
+        30.0, description="How often last-used times are written, in one batch."
+    )
+
+
+class AuditConfig(ConfigModel):
+    """Security events written to the database in batches, off the request path."""
+
+    enabled: bool = Field(True, description="Record audit events.")
+    queue_size: int = Field(
+        10_000, ge=10, description="Events waiting to be written; beyond it they are counted."
+    )
+    batch_size: int = Field(500, ge=1, description="Most events per database write.")
+    flush_interval: Duration = Field(1.0, description="Longest an event waits before a write.")
+    log: bool = Field(True, description="Also write each event to the log stream.")
+
+
+class IdentityHeadersConfig(ConfigModel):
+    """Headers carrying the caller's identity upstream; incoming copies are always removed."""
+
+    user_id: str = Field("X-User-Id", description="Subject (user id or API key id).")
+    roles: str = Field("X-User-Roles", description="Roles, comma-separated.")
+    org: str = Field("X-Org-Id", description="Organisation (tenant).")
+    scopes: str = Field("X-User-Scopes", description="Scopes, space-separated.")
+
+    @field_validator("user_id", "roles", "org", "scopes")
+    @classmethod
+    def _names(cls, value: str) -> str:
+        return check_header_name(value)
+
+    @model_validator(mode="after")
+    def _distinct(self) -> IdentityHeadersConfig:
+        names = [self.user_id, self.roles, self.org, self.scopes]
+        if len({n.lower() for n in names}) != len(names):
+            raise ValueError("identity header names must differ")
+        return self
+
+    def names(self) -> tuple[str, ...]:
+        return (self.user_id, self.roles, self.org, self.scopes)
+
+
+class AuthConfig(ConfigModel):
+    """Identity and access: token service, passwords, API keys, revocation, audit."""
+
+    token_service: TokenServiceConfig = Field(
+        default_factory=TokenServiceConfig, description="Built-in login/refresh/logout service."
+    )
+    passwords: PasswordHashingConfig = Field(
+        default_factory=PasswordHashingConfig, description="Password hashing (argon2id)."
+    )
+    login_protection: LoginProtectionConfig = Field(
+        default_factory=LoginProtectionConfig, description="Login brute-force protection."
+    )
+    revocation: RevocationConfig = Field(
+        default_factory=RevocationConfig, description="Access-token denylist."
+    )
+    api_keys: ApiKeysConfig = Field(default_factory=ApiKeysConfig, description="API keys.")
+    audit: AuditConfig = Field(default_factory=AuditConfig, description="Audit log.")
+    identity_headers: IdentityHeadersConfig = Field(
+        default_factory=IdentityHeadersConfig,
+        description="Names of the identity headers sent upstream (stripped from clients).",
+    )

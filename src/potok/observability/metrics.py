@@ -1,0 +1,268 @@
+"""Metrics: cheap in-process counters on the hot path, merged across workers at scrape time.
+
+Why not prometheus_client's own values on the hot path: a labelled histogram
+observe there walks its buckets in Python under a lock (and in multiprocess
+mode writes to an mmap per value), several microseconds per request. Here a
+request costs a dict update and a bisect; each worker writes a snapshot file
+once a second (off the event loop), and a scrape merges the live local values
+with the other workers' snapshots through a prometheus_client custom collector.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from bisect import bisect_left
+from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+import orjson
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
+from prometheus_client.registry import Collector, CollectorRegistry
+
+Labels = tuple[str, ...]
+
+LATENCY_BUCKETS = (
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+)  # fmt: skip
+
+
+class Counter:
+    __slots__ = ("help", "labelnames", "name", "values")
+
+    def __init__(self, name: str, help: str, labelnames: Labels) -> None:
+        self.name, self.help, self.labelnames = name, help, labelnames
+        self.values: dict[Labels, float] = {}
+
+    def inc(self, labels: Labels, amount: float = 1.0) -> None:
+        values = self.values
+        values[labels] = values.get(labels, 0.0) + amount
+
+
+class Gauge:
+    """A value per worker; the scrape sums the live workers' values, or, for states
+    that do not add up (a breaker's 0/1/2), shows each worker's with a `worker` label."""
+
+    __slots__ = ("function", "help", "labelnames", "name", "per_worker", "values")
+
+    def __init__(
+        self, name: str, help: str, labelnames: Labels = (), per_worker: bool = False
+    ) -> None:
+        self.name, self.help, self.labelnames = name, help, labelnames
+        self.per_worker = per_worker
+        self.values: dict[Labels, float] = {}
+        self.function: Callable[[], float] | None = None
+
+    def set(self, labels: Labels, value: float) -> None:
+        self.values[labels] = value
+
+    def current(self) -> dict[Labels, float]:
+        if self.function is not None:
+            return {(): float(self.function())}
+        return dict(self.values)
+
+
+class Histogram:
+    __slots__ = ("bounds", "counts", "help", "labelnames", "name", "sums")
+
+    def __init__(self, name: str, help: str, labelnames: Labels, bounds: tuple[float, ...]) -> None:
+        self.name, self.help, self.labelnames = name, help, labelnames
+        self.bounds = bounds
+        self.counts: dict[Labels, list[int]] = {}  # per bucket (non-cumulative), last is +Inf
+        self.sums: dict[Labels, float] = {}
+
+    def observe(self, labels: Labels, value: float) -> None:
+        counts = self.counts.get(labels)
+        if counts is None:
+            counts = self.counts[labels] = [0] * (len(self.bounds) + 1)
+            self.sums[labels] = 0.0
+        counts[bisect_left(self.bounds, value)] += 1
+        self.sums[labels] += value
+
+
+class MetricsRegistry:
+    """This worker's metrics, and how to snapshot and merge them."""
+
+    def __init__(self, worker_id: str = "0") -> None:
+        self.worker_id = worker_id
+        self.counters: dict[str, Counter] = {}
+        self.gauges: dict[str, Gauge] = {}
+        self.histograms: dict[str, Histogram] = {}
+
+    def counter(self, name: str, help: str, labelnames: Labels = ()) -> Counter:
+        return self.counters.setdefault(name, Counter(name, help, labelnames))
+
+    def gauge(
+        self, name: str, help: str, labelnames: Labels = (), per_worker: bool = False
+    ) -> Gauge:
+        return self.gauges.setdefault(name, Gauge(name, help, labelnames, per_worker))
+
+    def histogram(
+        self, name: str, help: str, labelnames: Labels, bounds: tuple[float, ...] = LATENCY_BUCKETS
+    ) -> Histogram:
+        return self.histograms.setdefault(name, Histogram(name, help, labelnames, bounds))
+
+    def snapshot(self) -> dict[str, Any]:
+        """Plain data (JSON-able) of every value."""
+        return {
+            "time": time.time(),
+            "worker": self.worker_id,
+            "counters": {n: _items(c.values) for n, c in self.counters.items()},
+            "gauges": {n: _items(g.current()) for n, g in self.gauges.items()},
+            "histograms": {
+                n: [[list(k), list(v), h.sums[k]] for k, v in h.counts.items()]
+                for n, h in self.histograms.items()
+            },
+        }
+
+
+def _items(values: dict[Labels, float]) -> list[list[Any]]:
+    return [[list(k), v] for k, v in values.items()]
+
+
+class SnapshotStore:
+    """One file per worker in a directory every worker of a gateway shares."""
+
+    # A gauge from a worker that has not written for this long is a dead worker's.
+    STALE_AFTER = 5.0
+
+    def __init__(self, directory: Path, worker_id: str) -> None:
+        self.directory = directory
+        self.path = directory / f"worker-{worker_id}.json"
+
+    def write(self, snapshot: dict[str, Any]) -> None:
+        temp = self.path.with_suffix(".tmp")
+        temp.write_bytes(orjson.dumps(snapshot))
+        os.replace(temp, self.path)
+
+    def others(self) -> Iterator[dict[str, Any]]:
+        for path in self.directory.glob("worker-*.json"):
+            if path == self.path:
+                continue
+            try:
+                yield orjson.loads(path.read_bytes())
+            except (OSError, orjson.JSONDecodeError):
+                continue  # a worker replacing its file right now; next scrape sees it
+
+
+class MergedCollector(Collector):
+    """prometheus_client collector: this worker's live values plus the others' snapshots."""
+
+    def __init__(self, registry: MetricsRegistry, store: SnapshotStore | None) -> None:
+        self.registry = registry
+        self.store = store
+
+    def collect(self) -> Iterable[Any]:
+        snapshots = [self.registry.snapshot()]
+        if self.store is not None:
+            now = time.time()
+            for other in self.store.others():
+                stale = now - other.get("time", 0) > SnapshotStore.STALE_AFTER
+                # A dead worker's counters still count; its gauges do not.
+                snapshots.append({**other, "gauges": {}} if stale else other)
+        yield from self._counters(snapshots)
+        yield from self._gauges(snapshots)
+        yield from self._histograms(snapshots)
+
+    def _counters(self, snapshots: list[dict[str, Any]]) -> Iterator[Any]:
+        for name, counter in self.registry.counters.items():
+            total: dict[Labels, float] = {}
+            for snap in snapshots:
+                for labels, value in snap["counters"].get(name, ()):
+                    key = tuple(labels)
+                    total[key] = total.get(key, 0.0) + value
+            family = CounterMetricFamily(
+                name.removesuffix("_total"), counter.help, labels=counter.labelnames
+            )
+            for labels, value in sorted(total.items()):
+                family.add_metric(list(labels), value)
+            yield family
+
+    def _gauges(self, snapshots: list[dict[str, Any]]) -> Iterator[Any]:
+        for name, gauge in self.registry.gauges.items():
+            total: dict[Labels, float] = {}
+            for snap in snapshots:
+                worker = str(snap.get("worker", "0"))
+                for labels, value in snap["gauges"].get(name, ()):
+                    key = (*labels, worker) if gauge.per_worker else tuple(labels)
+                    total[key] = total.get(key, 0.0) + value
+            labelnames = (*gauge.labelnames, "worker") if gauge.per_worker else gauge.labelnames
+            family = GaugeMetricFamily(name, gauge.help, labels=labelnames)
+            for labels, value in sorted(total.items()):
+                family.add_metric(list(labels), value)
+            yield family
+
+    def _histograms(self, snapshots: list[dict[str, Any]]) -> Iterator[Any]:
+        for name, histogram in self.registry.histograms.items():
+            counts: dict[Labels, list[int]] = {}
+            sums: dict[Labels, float] = {}
+            for snap in snapshots:
+                for labels, bucket_counts, total in snap["histograms"].get(name, ()):
+                    key = tuple(labels)
+                    merged = counts.setdefault(key, [0] * len(bucket_counts))
+                    for index, count in enumerate(bucket_counts):
+                        merged[index] += count
+                    sums[key] = sums.get(key, 0.0) + total
+            family = HistogramMetricFamily(name, histogram.help, labels=histogram.labelnames)
+            bounds = [*(repr(b) for b in histogram.bounds), "+Inf"]
+            for labels, bucket_counts in sorted(counts.items()):
+                cumulative, running = [], 0
+                for bound, count in zip(bounds, bucket_counts, strict=True):
+                    running += count
+                    cumulative.append((bound, running))
+                family.add_metric(list(labels), cumulative, sums[labels])
+            yield family
+
+
+class GatewayMetrics:
+    """The metrics every request touches, with the labels bounded by config (route names)."""
+
+    def __init__(self, registry: MetricsRegistry) -> None:
+        self.registry = registry
+        self.requests = registry.counter(
+            "http_requests_total",
+            "Requests answered, by method, route and status.",
+            ("method", "route", "status"),
+        )
+        self.duration = registry.histogram(
+            "http_request_duration_seconds",
+            "Time from request head to response end.",
+            ("method", "route"),
+        )
+        self.upstream_duration = registry.histogram(
+            "upstream_request_duration_seconds",
+            "Time from request sent upstream to response end.",
+            ("service",),
+        )
+        self.in_flight = registry.gauge("http_requests_in_flight", "Requests being answered now.")
+        self.inflight_count = 0
+        self.in_flight.function = lambda: self.inflight_count
+        self.refused = registry.counter(
+            "http_requests_refused_total",
+            "Requests refused before routing (malformed, too large).",
+            ("status",),
+        )
+
+    def record(self, method: str, route: str, status: int, seconds: float) -> None:
+        self.requests.inc((method, route, str(status)))
+        self.duration.observe((method, route), seconds)
+
+
+def build_prometheus_registry(
+    metrics: MetricsRegistry, store: SnapshotStore | None
+) -> CollectorRegistry:
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(MergedCollector(metrics, store))
+    return registry
+
+
+async def write_snapshots(
+    metrics: MetricsRegistry, store: SnapshotStore, interval: float = 1.0
+) -> None:
+    """Every `interval`, hand this worker's snapshot to a thread to write."""
+    loop = asyncio.get_running_loop()
+    while True:
+        await asyncio.sleep(interval)
+        await loop.run_in_executor(None, store.write, metrics.snapshot())

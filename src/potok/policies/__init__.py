@@ -1,0 +1,1 @@
+"""Route policies: one folder each (config.py + policy.py), ordered by stage."""

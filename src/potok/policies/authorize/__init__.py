@@ -1,0 +1,1 @@
+"""The `authorize` policy."""

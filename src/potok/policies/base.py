@@ -1,0 +1,60 @@
+"""What a policy is, and the stages that fix the order policies run in."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from enum import IntEnum
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from potok.config.redis import RedisConfig
+    from potok.exchange import Exchange
+    from potok.identity.services import IdentityServices
+    from potok.observability.metrics import MetricsRegistry
+    from potok.resources import Resources
+    from potok.server.state import ServerSettings
+
+Headers = list[tuple[bytes, bytes]]
+
+
+class Stage(IntEnum):
+    """Policies run in stage order whatever order the YAML lists them in."""
+
+    EDGE = 10  # ip filter, cors, request size
+    AUTHENTICATE = 20
+    AUTHORIZE = 30
+    LIMIT = 40
+    VALIDATE = 50
+    CACHE = 60
+    TRANSFORM = 70
+
+
+@dataclass(frozen=True, slots=True)
+class BuildContext:
+    """What a policy may need when it is built (once per route per config load)."""
+
+    route_name: str
+    settings: ServerSettings
+    services: dict[str, Any]
+    resources: Resources
+    identity: IdentityServices | None = None  # users, keys, denylist, audit (one per worker)
+    metrics: MetricsRegistry | None = None  # None outside a worker (potok routes, tests)
+    redis: RedisConfig | None = None  # the top-level `redis:` section, if configured
+
+
+@dataclass(frozen=True, slots=True)
+class Policy:
+    """A built policy: up to three hooks, each optional.
+
+    `on_request` runs before the upstream stage and refuses by raising a
+    `GatewayError`; `on_request_async` is the same for policies that must wait
+    on I/O (a task is created only for routes that have one); `on_response`
+    may change the response headers before they are sent.
+    """
+
+    name: str
+    stage: Stage
+    on_request: Callable[[Exchange], None] | None = None
+    on_request_async: Callable[[Exchange], Awaitable[None]] | None = None
+    on_response: Callable[[Exchange, Headers], Headers] | None = None

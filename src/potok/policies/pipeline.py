@@ -1,0 +1,93 @@
+"""A route's pipeline: its policies in stage order, then the terminal stage.
+
+Built once per route at config load. A route with only synchronous policies
+runs them inline in the parser's callback chain; a task is created only when a
+policy has to wait on I/O.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from potok.errors import GatewayError
+from potok.policies.answer import EdgeAnswer
+from potok.policies.base import Headers, Policy
+
+if TYPE_CHECKING:
+    from potok.exchange import Exchange
+
+Terminal = Callable[["Exchange"], None]
+
+
+class Pipeline:
+    __slots__ = ("_async_steps", "_request_hooks", "names", "response_hooks", "terminal")
+
+    def __init__(self, policies: list[Policy], terminal: Terminal) -> None:
+        ordered = sorted(policies, key=lambda p: p.stage)
+        self.names = tuple(p.name for p in ordered)
+        self._request_hooks = tuple(p.on_request for p in ordered if p.on_request is not None)
+        self.response_hooks: tuple[Callable[[Exchange, Headers], Headers], ...] = tuple(
+            p.on_response for p in ordered if p.on_response is not None
+        )
+        # With any async policy, every request hook runs in the task, in stage order.
+        self._async_steps = (
+            tuple(p for p in ordered if p.on_request or p.on_request_async)
+            if any(p.on_request_async for p in ordered)
+            else ()
+        )
+        self.terminal = terminal
+
+    def run(self, exchange: Exchange) -> None:
+        if self._async_steps:
+            asyncio.get_running_loop().create_task(self._run_async(exchange))
+            return
+        try:
+            for hook in self._request_hooks:
+                hook(exchange)
+        except GatewayError as error:
+            refuse(exchange, error, self.response_hooks)
+            return
+        self.terminal(exchange)
+
+    async def _run_async(self, exchange: Exchange) -> None:
+        try:
+            for policy in self._async_steps:
+                if policy.on_request_async is not None:
+                    await policy.on_request_async(exchange)
+                elif policy.on_request is not None:
+                    policy.on_request(exchange)
+        except GatewayError as error:
+            refuse(exchange, error, self.response_hooks)
+            return
+        if exchange.connection.is_current(exchange):
+            self.terminal(exchange)
+
+
+def refuse(
+    exchange: Exchange,
+    error: GatewayError,
+    response_hooks: tuple[Callable[[Exchange, Headers], Headers], ...] = (),
+) -> None:
+    """Answer for a policy that stopped the request. The route's response hooks run on
+    a refusal too, so a 429 or 403 carries CORS and security headers like any other
+    answer; an `EdgeAnswer` (a preflight) is sent as its policy built it."""
+    exchange.body.detach()
+    if isinstance(error, EdgeAnswer):
+        exchange.send_head(error.status, list(error.headers), length=None, body=False)
+        exchange.end()
+        return
+    headers = error.headers
+    if response_hooks:
+        extra = list(headers)
+        for hook in response_hooks:
+            extra = hook(exchange, extra)
+        headers = tuple(extra)
+    exchange.problem(
+        error.status,
+        error.detail,
+        title=error.title,
+        headers=headers,
+        extra=getattr(error, "extra", None),  # e.g. the failing fields of a validation error
+    )

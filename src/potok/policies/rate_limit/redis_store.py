@@ -1,0 +1,301 @@
+"""Rate-limit counters in Redis: exact across instances, one round trip per loop tick.
+
+Every check is decided inside one Lua script, so no two instances can both read
+"99 used" and both admit the 100th request. Checks issued during the same event
+loop tick are sent together as one EVALSHA (automatic pipelining): at thousands of
+requests per second the cost per request is a share of one round trip, not one
+round trip each. The script reads the clock from Redis (`TIME`), so instances with
+skewed clocks still agree on every window.
+
+A batch that fails or exceeds `redis.timeout` fails all of its checks with
+`StoreUnavailable`; for `redis.retry_interval` after that, checks fail at once
+without touching Redis, and then the next batch tries again (recovery needs no
+restart).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import os
+import time
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
+
+import structlog
+from redis.exceptions import NoScriptError, RedisError
+
+from potok.policies.rate_limit.algorithms import Decision
+
+if TYPE_CHECKING:
+    from redis.asyncio import Redis
+
+    from potok.config.redis import RedisConfig
+    from potok.observability.metrics import Counter, Histogram
+
+log = structlog.get_logger("potok.rate_limit")
+
+SLIDING_WINDOW = 1
+TOKEN_BUCKET = 2
+
+# Checks per script call: bounds how long one call keeps Redis busy (a few hundred µs).
+MAX_BATCH = 256
+
+# Batches in flight at once. While one is out, checks gather for the next: under load a
+# batch grows to (request rate x round trip), so the cost of a round trip (a send, a
+# wake-up of Redis, a reply to parse) is shared by many requests; when idle, a check
+# still goes out on the next loop tick.
+MAX_IN_FLIGHT = 1
+
+# An outage is logged at most once per this many seconds (per worker).
+LOG_INTERVAL = 10.0
+
+# ARGV: now_us ("0": Redis TIME), batch token, number of checks, number of limit
+# groups (a policy's limits), then per group its number of limits and per limit:
+# algorithm, limit, window_us, burst; then, only with several groups, each check's
+# group (1-based). KEYS: one per limit per check, in order. Each argument costs the
+# client an encoding step, so a batch of one policy's checks sends little but its keys.
+# Reply per check: {admitted, index (0-based), remaining, reset_ms, retry_ms}, where
+# index is the refusing limit or the one with the least remaining (as algorithms.decide).
+SCRIPT = """
+local now = tonumber(ARGV[1])
+if now == 0 then
+  local t = redis.call('TIME')
+  now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+end
+local token = ARGV[2]
+local n = tonumber(ARGV[3])
+local groups = tonumber(ARGV[4])
+local a, k = 5, 1
+local specs = {}
+for g = 1, groups do
+  local m = tonumber(ARGV[a]); a = a + 1
+  local group = {}
+  for i = 1, m do
+    group[i] = {tonumber(ARGV[a]), tonumber(ARGV[a + 1]), tonumber(ARGV[a + 2]),
+                tonumber(ARGV[a + 3])}
+    a = a + 4
+  end
+  specs[g] = group
+end
+local out = {}
+for c = 1, n do
+  local group = specs[1]
+  if groups > 1 then group = specs[tonumber(ARGV[a])]; a = a + 1 end
+  local m = #group
+  local ok, rem, reset, retry, tokens = {}, {}, {}, {}, {}
+  local algo, lim, win, burst, keys = {}, {}, {}, {}, {}
+  local all = true
+  for i = 1, m do
+    algo[i] = group[i][1]; lim[i] = group[i][2]; win[i] = group[i][3]; burst[i] = group[i][4]
+    local key = KEYS[k]; k = k + 1
+    keys[i] = key
+    if algo[i] == 1 then
+      redis.call('ZREMRANGEBYSCORE', key, '-inf', now - win[i])
+      local count = redis.call('ZCARD', key)
+      local oldest = now
+      if count > 0 then
+        oldest = tonumber(redis.call('ZRANGE', key, 0, 0, 'WITHSCORES')[2])
+      end
+      reset[i] = oldest + win[i] - now
+      if count < lim[i] then
+        ok[i] = true; rem[i] = lim[i] - count - 1; retry[i] = 0
+      else
+        ok[i] = false; rem[i] = 0; retry[i] = reset[i]
+      end
+    else
+      local rate = lim[i] / win[i]
+      local state = redis.call('HMGET', key, 't', 'ts')
+      local have = burst[i]
+      if state[1] then
+        have = math.min(burst[i], tonumber(state[1]) + math.max(0, now - tonumber(state[2])) * rate)
+      end
+      tokens[i] = have
+      if have >= 1 then
+        local left = have - 1
+        ok[i] = true; rem[i] = math.floor(left); retry[i] = 0
+        reset[i] = (math.floor(left) + 1 - left) / rate
+      else
+        ok[i] = false; rem[i] = 0; retry[i] = (1 - have) / rate; reset[i] = retry[i]
+      end
+    end
+    if not ok[i] then all = false end
+  end
+  local worst = 1
+  for i = 2, m do
+    if not ok[i] then
+      if ok[worst] or retry[i] > retry[worst] then worst = i end
+    elseif ok[worst] and rem[i] < rem[worst] then
+      worst = i
+    end
+  end
+  if all then
+    for i = 1, m do
+      if algo[i] == 1 then
+        redis.call('ZADD', keys[i], now, token .. ':' .. c)
+        redis.call('PEXPIRE', keys[i], math.ceil(win[i] / 1000) + 1)
+      else
+        redis.call('HSET', keys[i], 't', tokens[i] - 1, 'ts', now)
+        redis.call('PEXPIRE', keys[i], math.ceil(burst[i] / (lim[i] / win[i]) / 1000) + 1)
+      end
+    end
+  end
+  out[c] = {all and 1 or 0, worst - 1, rem[worst], math.ceil(reset[worst] / 1000),
+            math.ceil(retry[worst] / 1000)}
+end
+return out
+"""
+
+
+class StoreUnavailable(Exception):
+    """The store could not answer in time; the policy's on_store_error decides."""
+
+
+class LimitSpec:
+    """One limit as the script takes it (precomputed once per policy)."""
+
+    __slots__ = ("args", "label")
+
+    def __init__(self, label: str, algorithm: int, limit: int, window: float, burst: int) -> None:
+        self.label = label
+        self.args = (algorithm, limit, round(window * 1_000_000), burst)
+
+
+class _Pending:
+    __slots__ = ("future", "keys", "specs")
+
+    def __init__(
+        self, specs: Sequence[LimitSpec], keys: list[str], future: asyncio.Future[Decision]
+    ) -> None:
+        self.specs = specs
+        self.keys = keys
+        self.future = future
+
+
+class RedisLimitStore:
+    """Batches the checks of one event-loop tick into one script call on a shared client."""
+
+    def __init__(
+        self,
+        client: Redis,
+        config: RedisConfig,
+        *,
+        latency: Histogram | None = None,
+        errors: Counter | None = None,
+        clock_us: Callable[[], int] | None = None,
+    ) -> None:
+        self._client = client
+        self._timeout = config.timeout
+        self._retry_interval = config.retry_interval
+        self._latency = latency
+        self._errors = errors
+        self._clock_us = clock_us  # tests only: a fake clock instead of Redis TIME
+        self._sha: str | None = None
+        self._pending: list[_Pending] = []
+        self._flush_scheduled = False
+        self._in_flight = 0
+        self._down_until = 0.0
+        self._last_log = -math.inf
+        self._token = os.urandom(6).hex()
+        self._batches = 0
+        self._tasks: set[asyncio.Task[None]] = set()  # the loop keeps only weak references
+
+    async def acquire(self, specs: Sequence[LimitSpec], keys: list[str]) -> Decision:
+        """Check (and when every limit admits, count) one request against `specs`."""
+        if self._down_until and time.monotonic() < self._down_until:
+            raise StoreUnavailable("rate limit store marked down after a recent failure")
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[Decision] = loop.create_future()
+        self._pending.append(_Pending(specs, keys, future))
+        if not self._flush_scheduled and self._in_flight < MAX_IN_FLIGHT:
+            self._flush_scheduled = True
+            loop.call_soon(self._flush)
+        return await future
+
+    def _flush(self) -> None:
+        self._flush_scheduled = False
+        batch, self._pending = self._pending[:MAX_BATCH], self._pending[MAX_BATCH:]
+        if not batch:
+            return
+        self._in_flight += 1
+        task = asyncio.get_running_loop().create_task(self._send(batch))
+        self._tasks.add(task)
+        task.add_done_callback(self._sent)
+
+    def _sent(self, task: asyncio.Task[None]) -> None:
+        """A batch is back (or failed): send what gathered meanwhile."""
+        self._tasks.discard(task)
+        self._in_flight -= 1
+        if not self._pending or self._flush_scheduled:
+            return
+        if self._down_until and time.monotonic() < self._down_until:
+            # The store just failed: what waited behind that batch fails now, not later.
+            pending, self._pending = self._pending, []
+            for item in pending:
+                if not item.future.done():
+                    item.future.set_exception(StoreUnavailable("rate limit store unavailable"))
+            return
+        self._flush_scheduled = True
+        asyncio.get_running_loop().call_soon(self._flush)
+
+    async def _send(self, batch: list[_Pending]) -> None:
+        keys: list[str] = []
+        now = str(self._clock_us()) if self._clock_us is not None else "0"
+        self._batches += 1
+        groups: dict[int, int] = {}
+        group_args: list[Any] = []
+        for item in batch:
+            if id(item.specs) not in groups:
+                groups[id(item.specs)] = len(groups) + 1
+                group_args.append(len(item.specs))
+                for spec in item.specs:
+                    group_args.extend(spec.args)
+            keys.extend(item.keys)
+        argv: list[Any] = [now, f"{self._token}:{self._batches}", len(batch), len(groups)]
+        argv.extend(group_args)
+        if len(groups) > 1:
+            argv.extend(groups[id(item.specs)] for item in batch)
+        started = time.perf_counter()
+        try:
+            async with asyncio.timeout(self._timeout):
+                replies = await self._evaluate(keys, argv)
+        except (RedisError, OSError, TimeoutError) as exc:
+            self._failed(exc, batch)
+            return
+        if self._latency is not None:
+            self._latency.observe(("rate_limit",), time.perf_counter() - started)
+        self._down_until = 0.0
+        for item, reply in zip(batch, replies, strict=True):
+            if not item.future.done():
+                admitted, index, remaining, reset_ms, retry_ms = reply
+                item.future.set_result(
+                    Decision(
+                        bool(admitted), int(remaining), reset_ms / 1000, retry_ms / 1000, int(index)
+                    )
+                )
+
+    async def _evaluate(self, keys: list[str], argv: list[Any]) -> list[list[int]]:
+        if self._sha is not None:
+            try:
+                return await self._client.evalsha(self._sha, len(keys), *keys, *argv)  # type: ignore[no-any-return]
+            except NoScriptError:
+                pass  # Redis restarted (or flushed its scripts): load it again
+        self._sha = await self._client.script_load(SCRIPT)
+        return await self._client.evalsha(self._sha, len(keys), *keys, *argv)  # type: ignore[no-any-return]
+
+    def _failed(self, exc: BaseException, batch: list[_Pending]) -> None:
+        now = time.monotonic()
+        self._down_until = now + self._retry_interval
+        if self._errors is not None:
+            self._errors.inc(("redis",))
+        if now - self._last_log >= LOG_INTERVAL:
+            self._last_log = now
+            log.warning(
+                "rate limit store unavailable",
+                store="redis",
+                error=str(exc) or type(exc).__name__,
+                failing_fast_for_s=self._retry_interval,
+            )
+        for item in batch:
+            if not item.future.done():
+                item.future.set_exception(StoreUnavailable(str(exc) or type(exc).__name__))

@@ -1,0 +1,71 @@
+"""The `security_headers` policy: HSTS, nosniff, frame options, referrer policy, CSP.
+
+Runs on every answer of the route, the gateway's own refusals included. On the own
+API route the CSP is the one its pages (Swagger UI) need, whatever is configured.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from potok.policies.base import BuildContext, Headers, Policy, Stage
+from potok.policies.security_headers.config import SecurityHeadersConfig
+from potok.routing.endpoints import API_ROUTE_NAME
+
+if TYPE_CHECKING:
+    from potok.exchange import Exchange
+
+# Swagger UI as FastAPI serves it: its script and style from jsDelivr, an inline
+# start-up script, the FastAPI favicon. Nothing may frame the gateway's pages.
+OWN_PAGES_CSP = (
+    "default-src 'self'; script-src 'self' 'unsafe-inline' https://cdn.jsdelivr.net; "
+    "style-src 'self' 'unsafe-inline' https://cdn.jsdelivr.net; "
+    "img-src 'self' data: https://fastapi.tiangolo.com; frame-ancestors 'none'; "
+    "base-uri 'self'; form-action 'self'"
+)
+
+_UPSTREAM_SOFTWARE = frozenset({b"server", b"x-powered-by"})
+
+
+def security_headers(config: SecurityHeadersConfig, own_pages: bool) -> list[tuple[bytes, bytes]]:
+    """The (name, value) pairs the config asks for."""
+    out: list[tuple[bytes, bytes]] = []
+    if config.hsts is not None:
+        value = f"max-age={config.hsts.max_age}"
+        if config.hsts.include_subdomains:
+            value += "; includeSubDomains"
+        if config.hsts.preload:
+            value += "; preload"
+        out.append((b"Strict-Transport-Security", value.encode()))
+    if config.content_type_options:
+        out.append((b"X-Content-Type-Options", b"nosniff"))
+    if config.frame_options is not None:
+        out.append((b"X-Frame-Options", config.frame_options.encode()))
+    if config.referrer_policy is not None:
+        out.append((b"Referrer-Policy", config.referrer_policy.encode()))
+    csp = OWN_PAGES_CSP if own_pages else config.content_security_policy
+    if csp is not None:
+        out.append((b"Content-Security-Policy", csp.encode()))
+    return out
+
+
+def build(config: SecurityHeadersConfig | None, context: BuildContext) -> Policy | None:
+    if config is None:
+        return None
+    added = security_headers(config, context.route_name == API_ROUTE_NAME)
+    names = frozenset(name.lower() for name, _ in added)
+    drop = (_UPSTREAM_SOFTWARE if config.hide_upstream_server else frozenset()) | (
+        names if config.override else frozenset()
+    )
+
+    def add(exchange: Exchange, headers: Headers) -> Headers:
+        if drop:
+            headers = [pair for pair in headers if pair[0].lower() not in drop]
+        if config.override:
+            headers.extend(added)
+            return headers
+        present = {name.lower() for name, _ in headers} & names
+        headers.extend(pair for pair in added if pair[0].lower() not in present)
+        return headers
+
+    return Policy(name="security_headers", stage=Stage.EDGE, on_response=add)

@@ -1,0 +1,1 @@
+"""Routing: path patterns, the compiled route table and path rewrites."""

@@ -1,0 +1,30 @@
+"""Names the route table reserves: the gateway's own endpoints and default route names."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from potok.config.models import RouteConfig
+
+API_ROUTE_NAME = "potok-api"
+REALTIME_ROUTE_NAME = "potok-realtime"
+REALTIME_WS_PATH = "/api/v1/ws"
+
+# The gateway's own endpoints: (pattern, exact). User routes may sit beside them,
+# never on top of them (config check).
+OWN_ENDPOINTS: tuple[tuple[str, bool], ...] = (
+    ("/api/v1/health", False),
+    ("/api/v1/metrics", True),
+    ("/api/v1/auth", False),
+    ("/api/docs", False),
+    ("/api/openapi.json", True),
+    (REALTIME_WS_PATH, True),
+    ("/api/v1/socket.io", False),
+    ("/api/v1/events", True),
+)
+
+
+def route_name(index: int, config: RouteConfig) -> str:
+    """A route's name in logs and metrics: its own, or `<service>-<index>`."""
+    return config.name or f"{config.service}-{index}"

@@ -1,0 +1,91 @@
+"""Path rewriting, compiled per route, and the dot-segment checks around it."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from potok.routing.pattern import split_pattern
+from potok.routing.table import RouteMatch
+
+Rewriter = Callable[[bytes, RouteMatch[object]], bytes]
+
+
+class UnsafePath(ValueError):
+    """A path that would climb out of where the route put it."""
+
+
+def normalize_path(path: bytes) -> bytes:
+    """Resolve `.` and `..` segments (also percent-encoded) before routing.
+
+    A path that climbs above the root is refused rather than clamped: no
+    legitimate client sends one.
+    """
+    if b"/." not in path and b"%2" not in path and b"\\" not in path:
+        return path  # the common case: nothing to do
+    decoded = path.replace(b"%2e", b".").replace(b"%2E", b".")
+    if b"\\" in decoded:
+        # Some upstream stacks treat a backslash as a separator; never let one hide a '..'.
+        probe = decoded.replace(b"\\", b"/")
+        if any(seg in (b".", b"..") for seg in probe.split(b"/")):
+            raise UnsafePath("dot segment behind a backslash")
+    if b"/." not in decoded:
+        return path
+    out: list[bytes] = []
+    segments = decoded.split(b"/")[1:]
+    for index, segment in enumerate(segments):
+        last = index == len(segments) - 1
+        if segment == b".":
+            if last:
+                out.append(b"")
+            continue
+        if segment == b"..":
+            if not out:
+                raise UnsafePath("path climbs above the root")
+            out.pop()
+            if last:
+                out.append(b"")
+            continue
+        out.append(segment)
+    return b"/" + b"/".join(out)
+
+
+def has_dot_segment(path: bytes) -> bool:
+    lowered = path.replace(b"%2e", b".").replace(b"%2E", b".")
+    return any(seg in (b".", b"..") for seg in lowered.split(b"/"))
+
+
+def compile_rewrite(template: str | None, strip_prefix: bool) -> Rewriter | None:
+    """A function from (path, match) to the upstream path, or None to keep the path.
+
+    The matched part of the path (all of it for an exact route, the prefix for a
+    prefix route) is replaced by the template; the rest of the path is kept.
+    """
+    if template is None and not strip_prefix:
+        return None
+    # Literal bytes, or (as str) the name of a parameter to put in their place.
+    pieces: list[bytes | str] = []
+    for segment in split_pattern(template or ""):
+        pieces.append(b"/")
+        pieces.append(segment.literal if segment.literal is not None else str(segment.param))
+    has_params = any(isinstance(p, str) for p in pieces)
+    literal = b"".join(p for p in pieces if isinstance(p, bytes))
+
+    def rewrite(path: bytes, match: RouteMatch[object]) -> bytes:
+        rest = path[sum(len(v) + 1 for v in match.values) :]
+        if has_params:
+            params = {
+                s.param: v
+                for s, v in zip(match.entry.segments, match.values, strict=False)
+                if s.param
+            }
+            head = b"".join(p if isinstance(p, bytes) else params[p] for p in pieces)
+        else:
+            head = literal
+        result = head + rest
+        if not result.startswith(b"/"):
+            result = b"/" + result
+        if (b"/." in result or b"%2" in result) and has_dot_segment(result):
+            raise UnsafePath("rewritten path has a dot segment")
+        return result
+
+    return rewrite

@@ -1,0 +1,259 @@
+"""Config -> Runtime: the compiled route table, each route's pipeline, the services.
+
+A Runtime is immutable once built. Reload (a later layer) builds a new one
+beside the old and swaps one reference; requests in flight finish on the
+Runtime they started with.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from potok.config.models import GatewayConfig, RouteConfig
+from potok.config.resilience import FallbackConfig
+from potok.identity.services import shared_identity
+from potok.observability.metrics import MetricsRegistry
+from potok.policies.base import BuildContext, Policy
+from potok.policies.config import PoliciesConfig
+from potok.policies.pipeline import Pipeline, Terminal
+from potok.policies.registry import POLICY_BUILDERS
+from potok.realtime.service import Realtime, shared_realtime
+from potok.resources import Resources
+from potok.routing.endpoints import (
+    API_ROUTE_NAME,
+    OWN_ENDPOINTS,
+    REALTIME_ROUTE_NAME,
+    REALTIME_WS_PATH,
+    route_name,
+)
+from potok.routing.rewrite import Rewriter, compile_rewrite
+from potok.routing.table import RouteEntry, RouteTable
+from potok.server.state import ServerSettings
+from potok.upstream.forwarded import TrustedProxies
+from potok.upstream.metrics import UpstreamMetrics
+from potok.upstream.proxy import Fallback, ProxyCall
+from potok.upstream.request import RequestHeadBuilder
+from potok.upstream.retry import RetryPolicy
+from potok.upstream.service import Service
+
+if TYPE_CHECKING:
+    from potok.exchange import Exchange
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    """A compiled route: what the gateway does with a request once it matched."""
+
+    name: str
+    service: Service | None  # None: the gateway's own API
+    pipeline: Pipeline
+    rewrite: Rewriter | None
+    request_timeout: float
+    has_params: bool
+    tunnel_idle: float | None = None  # upgraded (WebSocket) pass-through idle timeout
+
+
+OWN_API_SKIPPED_POLICIES = frozenset({"headers", "auth_jwt", "auth_api_key", "authorize"})
+
+
+class ProxyStage:
+    """The terminal stage of a proxied route."""
+
+    __slots__ = ("_build_head", "_drop", "_fallback", "_retry", "_service", "_stage_pipeline")
+
+    def __init__(
+        self,
+        service: Service,
+        build_head: RequestHeadBuilder,
+        drop: frozenset[bytes],
+        retry: RetryPolicy | None,
+        fallback: Fallback | None,
+    ) -> None:
+        self._service = service
+        self._build_head = build_head
+        self._drop = drop
+        self._retry = retry
+        self._fallback = fallback
+        self._stage_pipeline: Pipeline | None = None
+
+    def bind(self, pipeline: Pipeline) -> None:
+        self._stage_pipeline = pipeline
+
+    def __call__(self, exchange: Exchange) -> None:
+        if self._drop:
+            drop = self._drop
+            exchange.headers = [pair for pair in exchange.headers if pair[0].lower() not in drop]
+        if exchange.identity is not None:  # after the drop: only the gateway sets these
+            exchange.headers.extend(exchange.identity.upstream_headers)
+        hooks = self._stage_pipeline.response_hooks if self._stage_pipeline is not None else ()
+        ProxyCall(
+            exchange,
+            self._service,
+            self._build_head,
+            hooks,
+            retry=self._retry,
+            fallback=self._fallback,
+        ).start()
+
+
+def settings_from(config: GatewayConfig) -> ServerSettings:
+    server = config.server
+    return ServerSettings(
+        header_read_timeout=server.timeouts.header_read,
+        keepalive_timeout=server.timeouts.keepalive,
+        max_url_bytes=server.limits.max_url_bytes,
+        max_header_bytes=server.limits.max_header_bytes,
+        max_headers=server.limits.max_headers,
+        max_body_bytes=server.limits.max_body_bytes,
+    )
+
+
+class Runtime:
+    """Everything a request needs, built once from a validated config."""
+
+    def __init__(
+        self,
+        config: GatewayConfig,
+        api_terminal: Terminal | None = None,
+        resources: Resources | None = None,
+        metrics: MetricsRegistry | None = None,
+    ) -> None:
+        self.config = config
+        self.metrics = metrics
+        self.resources = resources if resources is not None else Resources()
+        self.identity = shared_identity(config, self.resources)
+        self.realtime: Realtime | None = shared_realtime(
+            config, self.resources, self.identity, metrics
+        )
+        self.settings = settings_from(config)
+        self.trusted = TrustedProxies(config.server.trusted_proxies)
+        upstream_metrics = UpstreamMetrics(metrics) if metrics is not None else None
+        self.services = {
+            name: Service(name, svc, upstream_metrics) for name, svc in config.services.items()
+        }
+        entries: list[RouteEntry[Route]] = []
+        order = 0
+        if api_terminal is not None:
+            api_route = self._own_api_route(api_terminal)
+            ws_route = (
+                self._own_api_route(self.realtime.endpoint, REALTIME_ROUTE_NAME)
+                if self.realtime is not None
+                else api_route
+            )
+            for pattern, exact in OWN_ENDPOINTS:
+                target = ws_route if pattern == REALTIME_WS_PATH else api_route
+                entries.append(RouteEntry(target, pattern, exact, frozenset(), None, order))
+                order += 1
+        self.routes: list[Route] = []
+        for index, route_config in enumerate(config.routes):
+            route = self._build_route(index, route_config)
+            self.routes.append(route)
+            match = route_config.match
+            entries.append(
+                RouteEntry(
+                    route,
+                    match.path or match.prefix or "/",
+                    match.path is not None,
+                    frozenset(m.encode() for m in match.methods),
+                    match.host,
+                    order,
+                )
+            )
+            order += 1
+        self.table: RouteTable[Route] = RouteTable(entries)
+        self.host_routing = any(e.host is not None for e in entries)
+
+    def _context(self, route_name: str) -> BuildContext:
+        return BuildContext(
+            route_name=route_name,
+            settings=self.settings,
+            services=self.services,
+            resources=self.resources,
+            identity=self.identity,
+            metrics=self.metrics,
+            redis=self.config.redis,
+        )
+
+    def _policies(self, policies: PoliciesConfig, context: BuildContext) -> list[Policy]:
+        built = []
+        for name, builder in POLICY_BUILDERS.items():
+            policy = builder(getattr(policies, name), context)
+            if policy is not None:
+                built.append(policy)
+        return built
+
+    def _own_api_route(self, terminal: Terminal, name: str = API_ROUTE_NAME) -> Route:
+        context = self._context(name)
+        policies = self._policies(self.config.policies, context)
+        # Header rewriting is for proxied traffic; the own API keeps its headers, and its
+        # /api/v1/auth endpoints authenticate callers themselves (login must stay reachable).
+        policies = [p for p in policies if p.name not in OWN_API_SKIPPED_POLICIES]
+        return Route(
+            name=name,
+            service=None,
+            pipeline=Pipeline(policies, terminal),
+            rewrite=None,
+            request_timeout=30.0,
+            has_params=False,
+        )
+
+    def _build_route(self, index: int, config: RouteConfig) -> Route:
+        name = route_name(index, config)
+        service = self.services[config.service]
+        context = self._context(name)
+        policies = self._policies(config.policies.merged_over(self.config.policies), context)
+        static: list[tuple[bytes, bytes]] = []
+        drop: set[bytes] = set()
+        if service.api_key_header is not None:
+            static.append(service.api_key_header)
+            drop.add(service.api_key_header[0].lower())  # a client cannot supply or override it
+        drop.update(self.identity.headers.strip)  # identity headers: set by the gateway only
+        stage = ProxyStage(
+            service,
+            RequestHeadBuilder(static, config.preserve_host),
+            frozenset(drop),
+            _route_retry(config, service),
+            _fallback(config.fallback),
+        )
+        pipeline = Pipeline(policies, stage)
+        stage.bind(pipeline)
+        pattern = config.match.path or config.match.prefix or "/"
+        return Route(
+            name=name,
+            service=service,
+            pipeline=pipeline,
+            rewrite=compile_rewrite(config.rewrite, config.strip_prefix),
+            request_timeout=config.timeouts.request,
+            has_params="{" in pattern,
+            tunnel_idle=config.timeouts.tunnel_idle or None,
+        )
+
+    def start(self) -> None:
+        """Start background work (health checks); needs the running loop."""
+        for service in self.services.values():
+            service.start()
+
+    def close(self) -> None:
+        for service in self.services.values():
+            service.close()
+
+    def prune_pools(self) -> None:
+        for service in self.services.values():
+            service.prune_pools()
+
+
+def _route_retry(config: RouteConfig, service: Service) -> RetryPolicy | None:
+    """The route's own retry rules (sharing the service's budget), else the service's."""
+    if config.retry is None:
+        return service.retry
+    if config.retry.attempts <= 1:
+        return None
+    return RetryPolicy(config.retry, service.retry_budget)
+
+
+def _fallback(config: FallbackConfig | None) -> Fallback | None:
+    if config is None:
+        return None
+    headers = tuple((k.encode(), v.encode()) for k, v in config.headers.items())
+    return Fallback(config.status, config.body.encode(), config.content_type.encode(), headers)

@@ -1,0 +1,42 @@
+"""Serve a plain ASGI app on Potok's own HTTP server (used by the demo services)."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+
+from potok.exchange import Exchange
+from potok.server.asgi import AsgiApp, AsgiBridge
+from potok.server.connection import ClientConnection
+from potok.server.listener import listening_socket
+from potok.server.state import ServerSettings, ServerState
+
+
+class _AsgiOnly:
+    """A request handler that sends everything to one ASGI app."""
+
+    def __init__(self, bridge: AsgiBridge) -> None:
+        self._bridge = bridge
+
+    def handle(self, exchange: Exchange) -> None:
+        exchange.client_ip = exchange.peer_ip
+        self._bridge(exchange)
+
+    def finished(self, exchange: Exchange) -> None:
+        pass
+
+
+async def serve_asgi(app: AsgiApp, host: str, port: int) -> None:
+    """Serve until SIGTERM/SIGINT."""
+    loop = asyncio.get_running_loop()
+    state = ServerState(_AsgiOnly(AsgiBridge(app, (host, port))), ServerSettings())
+    server = await loop.create_server(
+        lambda: ClientConnection(state), sock=listening_socket(host, port)
+    )
+    state.start_sweeper()
+    stop = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    server.close()
+    state.stop_sweeper()

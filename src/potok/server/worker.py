@@ -1,0 +1,147 @@
+"""One worker process: build the runtime, serve, and drain on SIGTERM."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import sys
+from pathlib import Path
+
+import structlog
+import uvloop
+
+from potok.api.app import ApiContext, create_api
+from potok.app import Gateway
+from potok.config.models import GatewayConfig
+from potok.observability.access_log import AccessLog
+from potok.observability.logging import configure_logging
+from potok.observability.metrics import (
+    GatewayMetrics,
+    MetricsRegistry,
+    SnapshotStore,
+    build_prometheus_registry,
+    write_snapshots,
+)
+from potok.resources import Resources
+from potok.runtime import Runtime
+from potok.server.asgi import AsgiBridge
+from potok.server.connection import ClientConnection
+from potok.server.listener import listening_socket
+from potok.server.state import ServerState
+
+log = structlog.get_logger("potok.worker")
+
+POOL_PRUNE_INTERVAL = 5.0
+
+
+async def serve(
+    config: GatewayConfig,
+    *,
+    worker_id: str = "0",
+    metrics_dir: Path | None = None,
+) -> None:
+    """Serve until SIGTERM/SIGINT, then drain and return."""
+    loop = asyncio.get_running_loop()
+    registry = MetricsRegistry(worker_id)
+    metrics = GatewayMetrics(registry)
+    store = SnapshotStore(metrics_dir, worker_id) if metrics_dir is not None else None
+    prometheus = build_prometheus_registry(registry, store)
+    access_log = (
+        AccessLog(config.logging.access_log.path) if config.logging.access_log.enabled else None
+    )
+
+    holder: dict[str, ServerState] = {}
+    api = create_api(
+        ApiContext(
+            is_ready=lambda: not holder["state"].draining,
+            runtime=lambda: gateway.runtime,
+            prometheus=prometheus,
+        )
+    )
+    server_address = (config.server.host, config.server.port)
+    resources = Resources()
+    bridge = AsgiBridge(api, server_address)
+    runtime = Runtime(config, bridge, resources, registry)
+    await runtime.identity.start()  # migrations run before the listener accepts anything
+    realtime = runtime.realtime
+    if realtime is not None:
+        await realtime.start()
+        bridge.websockets.limits = realtime.socketio_limits()
+    gateway = Gateway(runtime, metrics, access_log)
+    state = ServerState(gateway, runtime.settings)
+    holder["state"] = state
+    state.on_refusal = lambda status: metrics.refused.inc((str(status),))
+    sock = listening_socket(config.server.host, config.server.port)
+    server = await loop.create_server(lambda: ClientConnection(state), sock=sock)
+    state.start_sweeper()
+    runtime.start()
+    background = [loop.create_task(_prune_pools(gateway))]
+    if store is not None:
+        background.append(loop.create_task(write_snapshots(registry, store)))
+
+    stop = asyncio.Event()
+    loop.add_signal_handler(signal.SIGTERM, stop.set)
+    if signal.getsignal(signal.SIGINT) is not signal.SIG_IGN:
+        # Under the supervisor, Ctrl-C reaches the parent, which sends SIGTERM.
+        loop.add_signal_handler(signal.SIGINT, stop.set)
+    log.info("listening", host=config.server.host, port=config.server.port, worker=worker_id)
+    await stop.wait()
+
+    # WebSocket clients hear 1001 (going away) before the drain closes idle connections.
+    bridge.websockets.going_away()
+    if realtime is not None:
+        await realtime.shutdown()
+    await _drain(state, server, config)
+    for task in background:
+        task.cancel()
+    state.stop_sweeper()
+    gateway.runtime.close()
+    await resources.close()
+    if access_log is not None:
+        access_log.close()
+    if store is not None:
+        store.write(registry.snapshot())
+    log.info("stopped", worker=worker_id)
+
+
+async def _drain(state: ServerState, server: asyncio.Server, config: GatewayConfig) -> None:
+    """Readiness 503 at once; stop accepting; let in-flight requests finish within the grace."""
+    loop = asyncio.get_running_loop()
+    timeouts = config.server.timeouts
+    state.draining = True
+    log.info("draining", connections=len(state.connections), grace_s=timeouts.shutdown_grace)
+    if timeouts.shutdown_delay:
+        await asyncio.sleep(timeouts.shutdown_delay)
+    server.close()
+    deadline = loop.time() + timeouts.shutdown_grace
+    while state.connections and loop.time() < deadline:
+        for connection in list(state.connections):
+            connection.close_if_idle()
+        await asyncio.sleep(0.02)
+    if state.connections:
+        log.warning("grace period over; closing connections", remaining=len(state.connections))
+        for connection in list(state.connections):
+            connection.force_close()
+        await asyncio.sleep(0)
+
+
+async def _prune_pools(gateway: Gateway) -> None:
+    while True:
+        await asyncio.sleep(POOL_PRUNE_INTERVAL)
+        gateway.runtime.prune_pools()
+
+
+def run_worker(config: GatewayConfig, worker_id: str = "0", metrics_dir: str | None = None) -> int:
+    """Process entry point (also used by the supervisor's spawned children)."""
+    configure_logging(config.logging.level, config.logging.format)
+    try:
+        uvloop.run(
+            serve(
+                config, worker_id=worker_id, metrics_dir=Path(metrics_dir) if metrics_dir else None
+            )
+        )
+    except OSError as exc:
+        log.error("cannot serve", error=str(exc))
+        return 1
+    sys.stdout.flush()
+    return 0

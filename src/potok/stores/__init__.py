@@ -1,0 +1,1 @@
+"""Clients for the shared stores several gateway instances agree through (Redis)."""

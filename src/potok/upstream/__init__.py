@@ -1,0 +1,1 @@
+"""The upstream side: services, targets, balancers, the HTTP client and its pools."""

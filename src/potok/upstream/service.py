@@ -1,0 +1,198 @@
+"""A service as the data plane sees it: targets and their health, balancer, breaker,
+retry rules, bulkhead, timeouts and the injected key."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Sequence
+
+import structlog
+
+from potok.config.models import ServiceConfig
+from potok.upstream.balancer import Balancer, make_balancer
+from potok.upstream.bulkhead import Bulkhead
+from potok.upstream.circuit_breaker import STATE_NAMES, CircuitBreaker
+from potok.upstream.health import TargetHealth, run_checks
+from potok.upstream.metrics import UpstreamMetrics
+from potok.upstream.pool import ConnectionPool
+from potok.upstream.retry import RetryBudget, RetryPolicy
+from potok.upstream.target import Target
+
+log = structlog.get_logger("potok.upstream")
+
+
+class Service:
+    __slots__ = (
+        "_health_task",
+        "_metrics",
+        "api_key_header",
+        "balancer",
+        "breaker",
+        "bulkhead",
+        "config",
+        "connect_timeout",
+        "failure_on",
+        "name",
+        "response_timeout",
+        "retry",
+        "retry_budget",
+        "targets",
+        "tracks_health",
+    )
+
+    def __init__(
+        self, name: str, config: ServiceConfig, metrics: UpstreamMetrics | None = None
+    ) -> None:
+        self.name = name
+        self.config = config
+        self._metrics = metrics
+        self.targets = tuple(
+            Target(t.url, t.weight, ConnectionPool(config.pool.max_idle, config.pool.idle_timeout))
+            for t in config.targets
+        )
+        self.balancer: Balancer = make_balancer(config.balancer, self.targets)
+        self.connect_timeout = config.timeouts.connect
+        self.response_timeout = config.timeouts.response
+        self.api_key_header: tuple[bytes, bytes] | None = (
+            (config.api_key.header.encode(), config.api_key.value.encode())
+            if config.api_key
+            else None
+        )
+        self.tracks_health = config.passive_ejection is not None or config.health_check is not None
+        if self.tracks_health:
+            for target in self.targets:
+                target.health = TargetHealth(
+                    config.passive_ejection, config.health_check, self._health_listener(target)
+                )
+        self.breaker = (
+            CircuitBreaker(config.circuit_breaker, on_transition=self._breaker_moved)
+            if config.circuit_breaker is not None
+            else None
+        )
+        self.failure_on = frozenset(
+            config.circuit_breaker.failure_on if config.circuit_breaker else ()
+        )
+        self.retry_budget = RetryBudget(config.retry.budget)
+        self.retry = (
+            RetryPolicy(config.retry, self.retry_budget) if config.retry.attempts > 1 else None
+        )
+        self.bulkhead = (
+            Bulkhead(
+                config.bulkhead.max_concurrent,
+                config.bulkhead.max_queued,
+                config.bulkhead.queue_timeout,
+            )
+            if config.bulkhead is not None
+            else None
+        )
+        self._health_task: asyncio.Task[None] | None = None
+        if metrics is not None:
+            metrics.breaker_state.set((name,), 0)
+            for target in self.targets:
+                metrics.target_healthy.set((name, target.name), 1)
+
+    def choose(self, tried: Sequence[Target] = ()) -> Target:
+        """A target for the next attempt: a healthy one not tried yet, if there is one."""
+        first = self.balancer.choose()
+        if not self.tracks_health and not tried:
+            return first
+        candidate = first
+        for _ in range(len(self.targets)):
+            healthy = candidate.health is None or candidate.health.available()
+            if healthy and candidate not in tried:
+                return candidate
+            candidate = self.balancer.choose()
+        # Everything is down or tried: take a healthy one even if tried, else the first pick
+        # (the breaker decides whether anything goes out at all).
+        for target in self.targets:
+            if target.health is None or target.health.available():
+                return target
+        return first
+
+    def count_failure(self, kind: str, status: int = 0) -> bool:
+        """Whether a failure of this kind counts against the breaker and target health."""
+        failure_on = self.failure_on
+        if status:
+            return "5xx" in failure_on or str(status) in failure_on
+        return kind in failure_on or not failure_on
+
+    # Counting (metrics are optional: tests build services without them) -------------
+
+    def note_retry(self, reason: str) -> None:
+        if self._metrics is not None:
+            self._metrics.retries.inc((self.name, reason))
+
+    def note_budget_exhausted(self) -> None:
+        if self._metrics is not None:
+            self._metrics.budget_exhausted.inc((self.name,))
+
+    def note_bulkhead_rejection(self) -> None:
+        if self._metrics is not None:
+            self._metrics.bulkhead_rejected.inc((self.name,))
+
+    def note_breaker_rejection(self) -> None:
+        if self._metrics is not None:
+            self._metrics.breaker_rejected.inc((self.name,))
+
+    # Background and bookkeeping -----------------------------------------------------
+
+    def start(self) -> None:
+        """Begin active health checks (needs a running loop)."""
+        if self.config.health_check is not None and self._health_task is None:
+            self._health_task = asyncio.get_running_loop().create_task(
+                run_checks(self.targets, self.config.health_check)
+            )
+
+    def close(self) -> None:
+        if self._health_task is not None:
+            self._health_task.cancel()
+            self._health_task = None
+        for target in self.targets:
+            target.pool.close_all()
+
+    def prune_pools(self) -> None:
+        for target in self.targets:
+            target.pool.prune()
+
+    def _breaker_moved(self, old: int, new: int, reason: str) -> None:
+        log.warning(
+            "circuit breaker",
+            service=self.name,
+            transition=f"{STATE_NAMES[old]} -> {STATE_NAMES[new]}",
+            reason=reason,
+        )
+        if self._metrics is not None:
+            self._metrics.breaker_state.set((self.name,), new)
+            self._metrics.breaker_transitions.inc((self.name, STATE_NAMES[new]))
+
+    def _health_listener(self, target: Target) -> Callable[[str], None]:
+        return lambda reason: self._target_changed(target, reason)
+
+    def _target_changed(self, target: Target, reason: str) -> None:
+        healthy = target.health is None or target.health.available()
+        log.warning("target health", service=self.name, target=target.name, change=reason)
+        if self._metrics is not None:
+            self._metrics.target_healthy.set((self.name, target.name), 1 if healthy else 0)
+
+    def describe(self) -> dict[str, object]:
+        """State for /api/v1/health."""
+        breaker = self.breaker
+        return {
+            "breaker": STATE_NAMES[breaker.state] if breaker is not None else "disabled",
+            "breaker_retry_after_s": round(breaker.retry_after(), 3) if breaker is not None else 0,
+            "bulkhead": (
+                {"in_use": self.bulkhead.in_use, "queued": self.bulkhead.queued}
+                if self.bulkhead is not None
+                else None
+            ),
+            "targets": [
+                {
+                    "target": t.name,
+                    "healthy": t.health is None or t.health.available(),
+                    "ejections": t.health.ejections if t.health is not None else 0,
+                    "in_flight": t.inflight,
+                    "idle_connections": len(t.pool),
+                }
+                for t in self.targets
+            ],
+        }

@@ -1,0 +1,34 @@
+"""A target: one instance of a service, with its pool and live counters."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+from urllib.parse import urlsplit
+
+from potok.upstream.pool import ConnectionPool
+
+if TYPE_CHECKING:
+    from potok.upstream.health import TargetHealth
+
+
+class Target:
+    """Where requests go: host, port, the Host header to send, and the keep-alive pool."""
+
+    __slots__ = ("health", "host", "host_header", "inflight", "name", "pool", "port", "weight")
+
+    def __init__(self, url: str, weight: int, pool: ConnectionPool) -> None:
+        parts = urlsplit(url)
+        self.host = parts.hostname or "127.0.0.1"
+        self.port = parts.port or 80
+        self.name = f"{self.host}:{self.port}"
+        self.host_header = (self.host if self.port == 80 else self.name).encode()
+        if ":" in self.host:  # IPv6 literal
+            self.name = f"[{self.host}]:{self.port}"
+            self.host_header = self.name.encode()
+        self.weight = weight
+        self.pool = pool
+        self.inflight = 0
+        self.health: TargetHealth | None = None  # set by the service when health is tracked
+
+    def __repr__(self) -> str:
+        return f"Target({self.name})"

@@ -1,0 +1,311 @@
+"""`potok demo` for real: three services and the gateway, driven over sockets, then SIGTERM."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import psutil
+import pytest
+
+from tests.support.net import free_port, request, wait_for_port
+
+ADMIN_KEY = "it-admin-key"
+
+
+def distinct_free_ports(count: int) -> list[int]:
+    ports: list[int] = []
+    while len(ports) < count:
+        port = free_port()
+        if port not in ports:
+            ports.append(port)
+    return ports
+
+
+class Demo:
+    """`python -m potok demo` on free ports, output captured to files."""
+
+    def __init__(self, extra_env: dict[str, str] | None = None) -> None:
+        self.port, self.admin_port, self.state_port, self.task_port = distinct_free_ports(4)
+        self.dir = Path(tempfile.mkdtemp(prefix="potok-demo-test-"))
+        self.stdout_path = self.dir / "stdout.log"
+        self.stderr_path = self.dir / "stderr.log"
+        self._stdout = open(self.stdout_path, "wb")  # noqa: SIM115
+        self._stderr = open(self.stderr_path, "wb")  # noqa: SIM115
+        env = {k: v for k, v in os.environ.items() if not k.endswith("_SERVICE_API_KEY")}
+        env.update(extra_env or {})
+        self.process = subprocess.Popen(
+            [
+                sys.executable, "-m", "potok", "demo",
+                "--port", str(self.port),
+                "--admin-port", str(self.admin_port),
+                "--state-port", str(self.state_port),
+                "--task-port", str(self.task_port),
+            ],
+            stdout=self._stdout,
+            stderr=self._stderr,
+            env=env,
+        )  # fmt: skip
+
+    def wait_started(self, timeout: float = 30.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"demo exited with {self.process.returncode}:\n{self.output()}")
+            try:
+                wait_for_port(self.port, timeout=0.2)
+                return
+            except TimeoutError:
+                continue
+        raise RuntimeError(f"demo gateway not listening after {timeout}s:\n{self.output()}")
+
+    def output(self) -> str:
+        out = self.stdout_path.read_text(errors="replace")
+        return out + self.stderr_path.read_text(errors="replace")
+
+    def descendants(self) -> list[psutil.Process]:
+        return psutil.Process(self.process.pid).children(recursive=True)
+
+    def stop(self, timeout: float = 30.0) -> int:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self._stdout.close()
+        self._stderr.close()
+        return self.process.returncode
+
+    def kill_leftovers(self, processes: list[psutil.Process]) -> None:
+        for process in processes:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                process.kill()
+
+
+@pytest.fixture(scope="module")
+def demo() -> Iterator[Demo]:
+    running = Demo({"ADMIN_SERVICE_API_KEY": ADMIN_KEY})
+    children: list[psutil.Process] = []
+    try:
+        running.wait_started()
+        children = running.descendants()
+        yield running
+    finally:
+        running.stop()
+        running.kill_leftovers(children)
+
+
+def body(response) -> dict:
+    return json.loads(response.body)
+
+
+def test_banner_lists_curl_commands(demo):
+    out = demo.stdout_path.read_text()
+    base = f"http://127.0.0.1:{demo.port}"
+    curls = [line for line in out.splitlines() if line.strip().startswith("curl ")]
+    assert 5 <= len(curls) <= 10
+    assert any(f"{base}/api/v1/health" in line for line in curls)
+    assert any(f"{base}/api/v1/metrics" in line for line in curls)
+
+
+def test_identity_walk_login_call_refresh_logout(demo):
+    out = demo.stdout_path.read_text()
+    match = re.search(r"Identity: user 'demo', password '([^']+)'", out)
+    assert match, out
+    login = request(
+        demo.port, "POST", "/api/v1/auth/login", {"Content-Type": "application/json"},
+        json.dumps({"username": "demo", "password": match.group(1)}).encode(),
+    )  # fmt: skip
+    assert login.status == 200, login
+    tokens = body(login)
+    auth = {"Authorization": f"Bearer {tokens['access_token']}"}
+    assert request(demo.port, "GET", "/secure/users").status == 401
+    users = request(demo.port, "GET", "/secure/users", auth)
+    assert users.status == 200 and body(users)["service"] == "admin"
+    assert request(demo.port, "GET", "/secure/orgs/acme/tasks", auth).status == 200
+    assert request(demo.port, "GET", "/secure/orgs/globex/tasks", auth).status == 403
+    refreshed = request(
+        demo.port, "POST", "/api/v1/auth/refresh", {"Content-Type": "application/json"},
+        json.dumps({"refresh_token": tokens["refresh_token"]}).encode(),
+    )  # fmt: skip
+    assert refreshed.status == 200
+    new_auth = {"Authorization": f"Bearer {body(refreshed)['access_token']}"}
+    assert request(demo.port, "POST", "/api/v1/auth/logout", new_auth).status == 204
+    assert request(demo.port, "GET", "/secure/users", new_auth).status == 401
+
+
+def test_three_services_run_as_children(demo):
+    commands = [" ".join(p.cmdline()) for p in demo.descendants()]
+    for name in ("admin", "state", "task"):
+        assert any(f"potok.demo.services {name}" in c for c in commands), commands
+
+
+def test_health(demo):
+    response = request(demo.port, "GET", "/api/v1/health")
+    assert response.status == 200
+    document = body(response)
+    assert document["status"] == "ok"
+    assert set(document["services"]) == {"admin", "state", "task"}
+
+
+def test_create_a_task_and_read_it_back(demo):
+    payload = json.dumps({"title": "Write the demo test", "assignee": "alice"}).encode()
+    created = request(
+        demo.port,
+        "POST",
+        "/api/v1/orgs/acme/tasks",
+        {"Content-Type": "application/json"},
+        payload,
+    )
+    assert created.status == 201, created
+    task = body(created)["task"]
+    assert body(created)["service"] == "task"
+    assert task["title"] == "Write the demo test"
+    assert task["status"] == "todo"
+    location = created.header("Location")
+    assert location == f"/api/v1/orgs/acme/tasks/{task['id']}"
+    assert created.header("X-Gateway") == "potok-demo"  # the demo's global headers policy
+
+    read = request(demo.port, "GET", location)
+    assert read.status == 200
+    assert body(read)["task"] == task
+
+    patched = request(
+        demo.port, "PATCH", location, {"Content-Type": "application/json"}, b'{"status": "done"}'
+    )
+    assert patched.status == 200
+    assert body(patched)["task"]["status"] == "done"
+
+
+def test_validation_errors_come_back_as_json(demo):
+    response = request(
+        demo.port, "POST", "/api/v1/orgs/acme/tasks", {"Content-Type": "application/json"},
+        b'{"title": ""}',
+    )  # fmt: skip
+    assert response.status == 422
+    fields = body(response)["error"]["fields"]
+    assert fields[0]["field"] == "title"
+    bad_json = request(demo.port, "PUT", "/api/v1/state/k", {}, b"{not json")
+    assert bad_json.status == 400
+
+
+def test_rewrite_route_reaches_the_task_service(demo):
+    created = request(
+        demo.port, "POST", "/api/v1/orgs/globex/tasks", {"Content-Type": "application/json"},
+        b'{"title": "Legacy clients still work"}',
+    )  # fmt: skip
+    task_id = body(created)["task"]["id"]
+    listed = request(demo.port, "GET", "/legacy/tasks/globex")
+    assert listed.status == 200
+    assert body(listed)["org_id"] == "globex"
+    assert [t["id"] for t in body(listed)["tasks"]] == [task_id]
+    one = request(demo.port, "GET", f"/legacy/tasks/globex/{task_id}")
+    assert one.status == 200
+    assert body(one)["task"]["title"] == "Legacy clients still work"
+
+
+def test_state_round_trip(demo):
+    put = request(
+        demo.port, "PUT", "/api/v1/state/greeting", {"Content-Type": "application/json"},
+        b'{"value": {"text": "hello"}}',
+    )  # fmt: skip
+    assert put.status == 201
+    got = request(demo.port, "GET", "/api/v1/state/greeting")
+    assert body(got)["value"] == {"text": "hello"}
+    assert body(got)["service"] == "state"
+    assert request(demo.port, "DELETE", "/api/v1/state/greeting").status == 200
+    assert request(demo.port, "GET", "/api/v1/state/greeting").status == 404
+
+
+def test_api_key_is_injected(demo):
+    # Straight to the service without the key: refused.
+    direct = request(demo.admin_port, "GET", "/api/v1/users")
+    assert direct.status == 401
+    # With the key from the environment: the service takes it (so the gateway was given it too).
+    keyed = request(demo.admin_port, "GET", "/api/v1/users", {"X-Service-Key": ADMIN_KEY})
+    assert keyed.status == 200
+    # Through the gateway without any key: the gateway adds it.
+    through = request(demo.port, "GET", "/api/v1/users/1")
+    assert through.status == 200
+    assert body(through)["user"]["username"] == "alice"
+    # A client's own X-Service-Key is dropped, never forwarded or trusted.
+    forged = request(demo.port, "GET", "/api/v1/users", {"X-Service-Key": "forged"})
+    assert forged.status == 200
+    # The other services got their (default) keys the same way.
+    assert request(demo.state_port, "GET", "/api/v1/state").status == 401
+    assert request(demo.task_port, "GET", "/api/v1/orgs/acme/tasks").status == 401
+
+
+def test_request_id_is_propagated(demo):
+    response = request(demo.port, "GET", "/api/v1/users", {"X-Request-ID": "demo-trace-42"})
+    assert response.status == 200
+    assert response.header("X-Request-ID") == "demo-trace-42"
+    assert body(response)["request_id"] == "demo-trace-42"
+    generated = request(demo.port, "GET", "/api/v1/users")
+    rid = generated.header("X-Request-ID")
+    assert rid and len(rid) == 32
+    assert body(generated)["request_id"] == rid
+
+
+def test_unknown_route_is_a_gateway_404(demo):
+    response = request(demo.port, "GET", "/nowhere")
+    assert response.status == 404
+    assert response.header("Content-Type") == "application/problem+json"
+
+
+def test_metrics_count_demo_routes(demo):
+    request(demo.port, "GET", "/api/v1/users")
+    text = request(demo.port, "GET", "/api/v1/metrics").body.decode()
+    assert 'http_requests_total{method="GET",route="users",status="200"}' in text
+
+
+def test_sigterm_stops_gateway_and_services():
+    running = Demo()
+    children: list[psutil.Process] = []
+    try:
+        running.wait_started()
+        children = running.descendants()
+        assert len(children) == 3
+        assert request(running.port, "GET", "/api/v1/orgs/acme/tasks").status == 200
+        code = running.stop(timeout=30)
+        assert code == 0, running.output()
+        _, alive = psutil.wait_procs(children, timeout=10)
+        assert not alive, f"left running: {alive}"
+        for port in (running.port, running.admin_port, running.state_port, running.task_port):
+            with pytest.raises(OSError):
+                socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+    finally:
+        running.stop()
+        running.kill_leftovers(children)
+
+
+def test_a_taken_port_is_reported_clearly():
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        taken = holder.getsockname()[1]
+        port, admin_port, state_port = distinct_free_ports(3)
+        result = subprocess.run(
+            [sys.executable, "-m", "potok", "demo", "--port", str(port),
+             "--admin-port", str(admin_port), "--state-port", str(state_port),
+             "--task-port", str(taken)],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=False,
+        )  # fmt: skip
+    assert result.returncode == 1
+    assert f"port {taken}" in result.stderr
+    assert "--task-port" in result.stderr

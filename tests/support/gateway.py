@@ -1,0 +1,92 @@
+"""The real gateway, started with `potok run` in a subprocess on a free port."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from tests.support.net import free_port, wait_for_port
+
+
+class GatewayProcess:
+    def __init__(
+        self, config: dict[str, Any], workers: int = 1, env: dict[str, str] | None = None
+    ) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.dir = Path(tempfile.mkdtemp(prefix="potok-test-"))
+        server = dict(config.get("server", {}))
+        server.setdefault("host", "127.0.0.1")
+        server["port"] = self.port
+        server["workers"] = workers
+        config = {**config, "server": server}
+        logging = dict(config.get("logging", {}))
+        logging.setdefault("access_log", {"path": str(self.dir / "access.log")})
+        config["logging"] = logging
+        self.config_path = self.dir / "potok.yaml"
+        self.config_path.write_text(yaml.safe_dump(config))
+        self.stdout_path = self.dir / "stdout.log"
+        self.stderr_path = self.dir / "stderr.log"
+        self._stdout = open(self.stdout_path, "wb")  # noqa: SIM115
+        self._stderr = open(self.stderr_path, "wb")  # noqa: SIM115
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "potok", "run", "--config", str(self.config_path)],
+            stdout=self._stdout,
+            stderr=self._stderr,
+            env={**os.environ, **(env or {})},
+        )
+        try:
+            wait_for_port(self.port, timeout=20)
+        except TimeoutError:
+            self.stop()
+            raise RuntimeError(f"gateway did not start:\n{self.stderr()}") from None
+
+    def stderr(self) -> str:
+        return self.stderr_path.read_text(errors="replace")
+
+    def access_log(self) -> list[dict[str, Any]]:
+        import json
+
+        path = self.dir / "access.log"
+        if not path.exists():
+            return []
+        return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+    def signal(self, sig: int = signal.SIGTERM) -> None:
+        self.process.send_signal(sig)
+
+    def stop(self, timeout: float = 30.0) -> int:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self._stdout.close()
+        self._stderr.close()
+        return self.process.returncode
+
+    def wait_for(self, predicate: Any, timeout: float = 5.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if predicate():
+                return
+            time.sleep(0.02)
+        raise TimeoutError("condition not met")
+
+
+def simple_config(upstream_url: str, **route: Any) -> dict[str, Any]:
+    """One service `up` behind a catch-all route (plus overrides on the route)."""
+    return {
+        "services": {"up": {"targets": [upstream_url]}},
+        "routes": [{"name": "all", "match": {"prefix": "/"}, "service": "up", **route}],
+    }

@@ -1,0 +1,222 @@
+"""The identity layer's pure parts: login guard, denylist, audit buffer, JWKS rate limit, config."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from potok.config import ConfigError, load_config_text
+from potok.identity.audit import AuditLog
+from potok.identity.config import AuditConfig, LoginProtectionConfig, PasswordHashingConfig
+from potok.identity.jwks import JwksKeySet
+from potok.identity.login_guard import LoginGuard
+from potok.identity.passwords import PasswordError, PasswordHasher
+from potok.identity.revocation import JTI, SUBJECT, Denylist
+from potok.policies.auth_jwt.config import JwksConfig
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_guard_locks_a_username_then_backs_off():
+    clock = Clock()
+    guard = LoginGuard(
+        LoginProtectionConfig(max_failures_per_user=3, lockout=10, max_lockout=25), clock
+    )
+    for _ in range(3):
+        assert guard.retry_after("Alice", "1.1.1.1") == 0
+        guard.failed("Alice", "1.1.1.1")
+    assert guard.retry_after("alice", "2.2.2.2") == 10  # case-insensitive, any IP
+    clock.now += 10
+    assert guard.retry_after("alice", "2.2.2.2") == 0
+    for _ in range(3):
+        guard.failed("alice", "2.2.2.2")
+    assert guard.retry_after("alice", "3.3.3.3") == 20  # doubled
+    clock.now += 20
+    for _ in range(3):
+        guard.failed("alice", "2.2.2.2")
+    assert guard.retry_after("alice", "3.3.3.3") == 25  # capped
+
+
+def test_guard_window_and_success():
+    clock = Clock()
+    guard = LoginGuard(LoginProtectionConfig(max_failures_per_user=3, window=60), clock)
+    guard.failed("bob", "ip")
+    guard.failed("bob", "ip")
+    clock.now += 61
+    guard.failed("bob", "ip")  # the first two fell out of the window
+    assert guard.retry_after("bob", "ip") == 0
+    guard.failed("bob", "ip")
+    guard.succeeded("bob")
+    guard.failed("bob", "ip")
+    assert guard.retry_after("bob", "ip") == 0
+
+
+def test_guard_locks_an_ip_across_usernames():
+    clock = Clock()
+    guard = LoginGuard(LoginProtectionConfig(max_failures_per_ip=5, lockout=30), clock)
+    for i in range(5):
+        guard.failed(f"user{i}", "6.6.6.6")
+    assert guard.retry_after("someone-new", "6.6.6.6") == 30
+    assert guard.retry_after("someone-new", "7.7.7.7") == 0
+
+
+def test_guard_is_bounded():
+    guard = LoginGuard(LoginProtectionConfig(tracked=100), Clock())
+    for i in range(1000):
+        guard.failed(f"user{i}", f"10.0.{i // 250}.{i % 250}")
+    assert len(guard._users.tracks) == 100 and len(guard._ips.tracks) == 100
+
+
+def test_denylist():
+    clock = Clock()
+    denylist = Denylist(clock)
+    denylist.add(JTI, "t1", clock.now, clock.now + 60)
+    denylist.add(SUBJECT, "u1", clock.now, clock.now + 3600)
+    assert denylist.is_revoked("t1", "anyone", 0)
+    assert not denylist.is_revoked("t2", "anyone", 0)
+    assert denylist.is_revoked("t2", "u1", clock.now - 5)  # issued before the revocation
+    assert not denylist.is_revoked("t2", "u1", clock.now + 5)  # a later login
+    clock.now += 61
+    denylist.purge()
+    assert not denylist.is_revoked("t1", "anyone", 0)
+    assert len(denylist) == 1
+
+
+async def test_audit_buffer_is_bounded_and_never_blocks():
+    written: list[int] = []
+
+    class Store:
+        async def write(self, events):
+            written.append(len(events))
+
+    log = AuditLog(
+        AuditConfig(queue_size=100, batch_size=40, flush_interval=60, log=False),
+        Store(),  # type: ignore[arg-type]
+    )
+    for _ in range(10_000):
+        log.record("request.denied", "401", ip="1.2.3.4")
+    assert log.pending == 100 and log.dropped == 9_900
+    await log.flush()
+    assert written == [40, 40, 20]  # three writes for the whole flood
+    log.start()
+    for _ in range(40):
+        log.record("request.denied", "401")
+    await asyncio.sleep(0.05)  # a full batch wakes the writer before the interval
+    assert written[-1] == 40
+    await log.close()
+
+
+async def test_jwks_refresh_is_single_flight_and_rate_limited(monkeypatch):
+    calls = 0
+
+    def fake_fetch(url: str, timeout: float) -> bytes:
+        nonlocal calls
+        calls += 1
+        return b'{"keys": []}'
+
+    monkeypatch.setattr("potok.identity.jwks._fetch", fake_fetch)
+    clock = Clock()
+    key_set = JwksKeySet(JwksConfig(url="http://idp/jwks", min_refresh_interval=30), clock)
+    results = await asyncio.gather(*(key_set.key_for(f"kid-{i}") for i in range(1000)))
+    assert results == [None] * 1000
+    assert calls == 1
+    await key_set.key_for("another")
+    assert calls == 1
+    clock.now += 31
+    await key_set.key_for("another")
+    assert calls == 2
+
+
+async def test_passwords():
+    hasher = PasswordHasher(PasswordHashingConfig(time_cost=1, memory_kib=64, parallelism=1))
+    stored = await hasher.hash("a good password")
+    assert stored.startswith("$argon2id$")
+    assert await hasher.verify(stored, "a good password")
+    assert not await hasher.verify(stored, "a bad password")
+    assert not await hasher.verify(None, "a good password")  # dummy hash, same work
+    assert not await hasher.verify("not a hash", "x")
+    with pytest.raises(PasswordError):
+        await hasher.hash("short")
+    assert not PasswordHasher(PasswordHashingConfig()).needs_rehash(
+        PasswordHasher(PasswordHashingConfig()).hash_now("strong default params")
+    )
+    assert PasswordHasher(PasswordHashingConfig()).needs_rehash(stored)
+
+
+BASE = """
+services: {up: {targets: ["http://127.0.0.1:9"]}}
+"""
+
+
+def problems(text: str) -> list[tuple[str, str]]:
+    with pytest.raises(ConfigError) as error:
+        load_config_text(BASE + text, {})
+    return error.value.problems
+
+
+def test_config_names_the_bad_field():
+    found = problems("auth: {token_service: {enabled: true}}")
+    assert found[0][0] == "auth.token_service"
+    found = problems(
+        "auth: {token_service: {enabled: true, signing: {algorithm: HS256, secret: short}}}"
+    )
+    assert found[0][0] == "auth.token_service.signing"
+    assert "32 bytes" in found[0][1]
+    found = problems(
+        "routes: [{match: {prefix: /a}, service: up, policies: {auth_jwt: {issuers: "
+        "[{issuer: x, keys: [{algorithm: RS256, secret: " + "x" * 40 + "}]}]}}}]"
+    )
+    assert found[0][0] == "routes[0].policies.auth_jwt.issuers[0].keys[0]"
+    found = problems(
+        "routes: [{match: {prefix: /a}, service: up, policies: {authorize: "
+        "{tenant: {param: org_id}}}}]"
+    )
+    assert "no path parameter {org_id}" in found[0][1]
+    found = problems(
+        "routes: [{match: {prefix: /a}, service: up, policies: {auth_jwt: {token_service: true}}}]"
+    )
+    assert found[0][1].startswith("routes[0].policies.auth_jwt.token_service:")
+    found = problems("routes: [{match: {prefix: /a}, service: up, policies: {auth_jwt: {}}}]")
+    assert "token_service" in found[0][1]
+    found = problems("database: {url: 'mysql://x'}")
+    assert found[0][0] == "database.url"
+
+
+async def test_redis_backend_spreads_a_revocation_at_once():
+    """Two gateways (no shared database poll within the test's time): one revokes, the other
+    learns it through Redis."""
+    import secrets as random
+
+    from potok.identity.config import RevocationConfig
+    from potok.identity.revocation import Revocations
+
+    config = RevocationConfig(
+        backend="redis",
+        redis_url="redis://127.0.0.1:6379/0",
+        redis_prefix=f"potok-test-{random.token_hex(4)}:",
+        poll_interval=3600,
+    )
+    first = Revocations(config, None, Denylist())
+    second = Revocations(config, None, Denylist())
+    await first.start()
+    await second.start()
+    try:
+        await asyncio.sleep(0.2)  # both subscribed
+        await first.revoke(JTI, "stolen-token", 4_000_000_000.0)
+        await first.revoke(SUBJECT, "user-9", 4_000_000_000.0)
+        for _ in range(100):
+            if second.denylist.is_revoked(None, "user-9", 1.0):
+                break
+            await asyncio.sleep(0.02)
+        assert second.denylist.is_revoked("stolen-token", "x", 0)
+        assert second.denylist.is_revoked(None, "user-9", 1.0)
+    finally:
+        await first.close()
+        await second.close()

@@ -1,0 +1,379 @@
+"""Rate limiting: the algorithms with an injected clock, keys, config errors, and one
+contract suite run against both stores (memory, and the Lua script on real Redis)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator, Callable
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+import yaml
+
+from potok.config import ConfigError, load_config_text
+from potok.config.redis import RedisConfig
+from potok.policies.rate_limit.algorithms import (
+    Decision,
+    MemoryLimiter,
+    MemoryTable,
+    SlidingWindow,
+    TokenBucket,
+)
+from potok.policies.rate_limit.config import LimitConfig, RateLimitConfig
+from potok.policies.rate_limit.keys import key_function
+from potok.policies.rate_limit.policy import algorithm_for, policy_header
+from potok.policies.rate_limit.redis_store import (
+    SLIDING_WINDOW,
+    TOKEN_BUCKET,
+    LimitSpec,
+    RedisLimitStore,
+    StoreUnavailable,
+)
+
+# --------------------------------------------------------------- algorithms --
+
+
+def test_sliding_window_admits_exactly_limit_then_rolls_over() -> None:
+    window = SlidingWindow(3, 10.0)
+    state = window.new_state()
+    for i in range(3):
+        check = window.check(state, 100.0 + i)
+        assert check.admitted and check.remaining == 2 - i
+        window.take(state, 100.0 + i)
+    refused = window.check(state, 105.0)
+    assert not refused.admitted
+    assert refused.retry_after == pytest.approx(5.0)  # the first one leaves at 110
+    assert not window.check(state, 109.999).admitted
+    again = window.check(state, 110.0)
+    assert again.admitted and again.remaining == 0  # 101 and 102 still count
+
+
+def test_sliding_window_is_exact_over_any_interval() -> None:
+    window = SlidingWindow(5, 1.0)
+    state = window.new_state()
+    admitted: list[float] = []
+    now = 0.0
+    while now < 10.0:
+        if window.check(state, now).admitted:
+            window.take(state, now)
+            admitted.append(now)
+        now = round(now + 0.01, 2)
+    for start in admitted:
+        assert sum(1 for t in admitted if start <= t < start + 1.0) <= 5
+    assert len(admitted) == 50  # 5 per second for 10 seconds
+
+
+def test_token_bucket_burst_then_steady_rate() -> None:
+    bucket = TokenBucket(10, 10.0, burst=3)  # one token a second, three at most
+    state = bucket.new_state()
+    for _ in range(3):
+        assert bucket.check(state, 0.0).admitted
+        bucket.take(state, 0.0)
+    refused = bucket.check(state, 0.25)
+    assert not refused.admitted
+    assert refused.retry_after == pytest.approx(0.75)
+    assert bucket.check(state, 1.0).admitted
+    bucket.take(state, 1.0)
+    assert not bucket.check(state, 1.5).admitted
+    assert bucket.check(state, 100.0).remaining == 2  # refilled to the burst, not beyond
+
+
+def test_token_bucket_reset_is_time_to_next_token() -> None:
+    bucket = TokenBucket(60, 60.0)
+    state = bucket.new_state()
+    check = bucket.check(state, 0.0)
+    bucket.take(state, 0.0)
+    assert check.remaining == 59 and check.reset == pytest.approx(1.0)
+
+
+def test_multi_limit_counts_only_when_all_admit() -> None:
+    clock = SimpleNamespace(now=0.0)
+    per_second = MemoryTable(SlidingWindow(2, 1.0))
+    per_minute = MemoryTable(SlidingWindow(3, 60.0))
+    limiter = MemoryLimiter([per_second, per_minute], lambda: clock.now)
+    results = [limiter.acquire(["k", "k"]).admitted for _ in range(3)]
+    assert results == [True, True, False]
+    assert len(per_minute.states["k"]) == 2  # the refused one did not count per minute
+    clock.now = 1.5
+    third = limiter.acquire(["k", "k"])
+    assert third.admitted and third.index == 1 and third.remaining == 0
+    clock.now = 2.6
+    refused = limiter.acquire(["k", "k"])
+    assert not refused.admitted and refused.index == 1  # the minute limit refuses
+    assert refused.retry_after == pytest.approx(57.4)
+
+
+def test_memory_table_stays_bounded() -> None:
+    table = MemoryTable(SlidingWindow(1, 1.0), max_keys=100)
+    limiter = MemoryLimiter([table], lambda: 0.0)
+    for i in range(1000):
+        limiter.acquire([f"k{i}"])
+    assert len(table.states) <= 100
+
+
+# --------------------------------------------------------------------- keys --
+
+
+def exchange(identity: Any = None, headers: list[tuple[bytes, bytes]] | None = None) -> Any:
+    return SimpleNamespace(client_ip="192.0.2.7", identity=identity, headers=headers or [])
+
+
+@pytest.mark.parametrize(
+    ("spec", "identity", "expected"),
+    [
+        ("ip", None, "ip:192.0.2.7"),
+        ("user", None, "ip:192.0.2.7"),
+        ("user", SimpleNamespace(subject="alice", kind="user"), "user:alice"),
+        ("user", SimpleNamespace(subject="k1", kind="api_key"), "ip:192.0.2.7"),
+        ("api_key", SimpleNamespace(subject="k1", kind="api_key"), "key:k1"),
+        ("api_key", SimpleNamespace(subject="alice", api_key_id="k9"), "key:k9"),
+        ("api_key", SimpleNamespace(subject="alice", kind="user"), "ip:192.0.2.7"),
+        ("route", None, "route"),
+        ("user", object(), "ip:192.0.2.7"),  # an identity without a subject
+    ],
+)
+def test_keys(spec: str, identity: Any, expected: str) -> None:
+    assert key_function(spec)(exchange(identity)) == expected
+
+
+def test_header_key_is_case_insensitive_and_bounded() -> None:
+    key = key_function("header:x-tenant")
+    assert key(exchange(headers=[(b"X-Tenant", b"acme")])) == "h:x-tenant:acme"
+    assert key(exchange()) == "ip:192.0.2.7"
+    long = key(exchange(headers=[(b"x-tenant", b"a" * 500)]))
+    assert len(long) < 60
+
+
+# ------------------------------------------------------------------- config --
+
+
+def load(doc: dict[str, Any]) -> Any:
+    return load_config_text(yaml.safe_dump(doc), env={})
+
+
+def problems(doc: dict[str, Any]) -> list[tuple[str, str]]:
+    with pytest.raises(ConfigError) as info:
+        load(doc)
+    return info.value.problems
+
+
+def routed(policies: dict[str, Any], **top: Any) -> dict[str, Any]:
+    return {
+        "services": {"svc": {"targets": ["http://127.0.0.1:9001"]}},
+        "routes": [{"match": {"prefix": "/"}, "service": "svc", "policies": policies}],
+        **top,
+    }
+
+
+def test_defaults_are_100_per_60s_per_ip() -> None:
+    config = load(routed({"rate_limit": {}}))
+    (limit,) = config.routes[0].policies.rate_limit.effective_limits()
+    assert (limit.limit, limit.window, limit.key, limit.algorithm) == (
+        100,
+        60.0,
+        "ip",
+        "sliding_window",
+    )
+    assert policy_header([limit]) == b'"100-per-60s";q=100;w=60'
+
+
+@pytest.mark.parametrize(
+    ("policy", "path", "message"),
+    [
+        (
+            {"limits": [{"limit": 0}]},
+            "routes[0].policies.rate_limit.limits[0].limit",
+            "greater than 0",
+        ),
+        ({"limit": -1}, "routes[0].policies.rate_limit.limit", "greater than 0"),
+        ({"window": "0s"}, "routes[0].policies.rate_limit.window", "greater than 0"),
+        ({"key": "cookie"}, "routes[0].policies.rate_limit.key", "header:"),
+        ({"key": "header:bad name"}, "routes[0].policies.rate_limit.key", "header name"),
+        ({"algorithm": "leaky"}, "routes[0].policies.rate_limit.algorithm", "sliding_window"),
+        ({"burst": 5}, "routes[0].policies.rate_limit", "token_bucket only"),
+        ({"limit": 50_000}, "routes[0].policies.rate_limit", "token_bucket"),
+        ({"limit": 5, "limits": [{"limit": 1}]}, "routes[0].policies.rate_limit", "not both"),
+        ({"limits": [{"limit": 1}, {"limit": 1}]}, "routes[0].policies.rate_limit", "named"),
+        ({"on_store_error": "maybe"}, "routes[0].policies.rate_limit.on_store_error", "allow"),
+        ({"store": "redis"}, "", "routes[0].policies.rate_limit.store: 'redis' needs"),
+    ],
+)
+def test_bad_config_names_the_field(policy: dict[str, Any], path: str, message: str) -> None:
+    found = problems(routed({"rate_limit": policy}))
+    assert len(found) == 1
+    assert found[0][0] == path
+    assert message in found[0][1]
+
+
+def test_memory_store_refused_with_several_workers() -> None:
+    (problem,) = problems(routed({"rate_limit": {}}, server={"workers": 2}))
+    assert "routes[0].policies.rate_limit.store" in problem[1]
+    assert "2x the limit" in problem[1]
+    load(routed({"rate_limit": {"store": "redis"}}, server={"workers": 2}, redis={}))
+
+
+def test_limit_config_is_documented() -> None:
+    for model in (LimitConfig, RateLimitConfig, RedisConfig):
+        for name, field in model.model_fields.items():
+            assert field.description, f"{model.__name__}.{name}"
+
+
+# ----------------------------------------------------- contract: both stores --
+
+LIMITS = {
+    "sw3": LimitConfig(limit=3, window=10.0, name="sw3"),
+    "tb2": LimitConfig(limit=1, window=1.0, algorithm="token_bucket", burst=2, name="tb2"),
+    "min": LimitConfig(limit=4, window=60.0, name="min"),
+}
+
+Acquire = Callable[[list[str], list[str]], Any]
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 1_700_000_000.0
+
+
+@pytest.fixture(params=["memory", "redis"])
+async def store(request: pytest.FixtureRequest) -> AsyncIterator[tuple[Any, FakeClock]]:
+    """(acquire(limit_names, keys) -> Decision, clock) for one backend."""
+    clock = FakeClock()
+    if request.param == "memory":
+        tables = {name: MemoryTable(algorithm_for(limit)) for name, limit in LIMITS.items()}
+
+        async def acquire_memory(names: list[str], keys: list[str]) -> Decision:
+            return MemoryLimiter([tables[n] for n in names], lambda: clock.now).acquire(keys)
+
+        yield acquire_memory, clock
+        return
+    from redis.asyncio import Redis
+
+    client = Redis.from_url("redis://127.0.0.1:6379/0")
+    prefix = f"test-contract:{os.getpid()}:{id(clock)}:"
+    redis_store = RedisLimitStore(
+        client, RedisConfig(), clock_us=lambda: round(clock.now * 1_000_000)
+    )
+    specs = {
+        name: LimitSpec(
+            name,
+            TOKEN_BUCKET if limit.algorithm == "token_bucket" else SLIDING_WINDOW,
+            limit.limit,
+            limit.window,
+            limit.burst or limit.limit,
+        )
+        for name, limit in LIMITS.items()
+    }
+
+    async def acquire_redis(names: list[str], keys: list[str]) -> Decision:
+        return await redis_store.acquire(
+            [specs[n] for n in names],
+            [f"{prefix}{n}:{k}" for n, k in zip(names, keys, strict=True)],
+        )
+
+    yield acquire_redis, clock
+    async for key in client.scan_iter(match=prefix + "*"):
+        await client.delete(key)
+    await client.aclose()
+
+
+async def test_contract_sliding_window(store: tuple[Any, FakeClock]) -> None:
+    acquire, clock = store
+    decisions = [await acquire(["sw3"], ["a"]) for _ in range(4)]
+    assert [d.admitted for d in decisions] == [True, True, True, False]
+    assert [d.remaining for d in decisions[:3]] == [2, 1, 0]
+    assert decisions[3].retry_after == pytest.approx(10.0, abs=0.001)
+    assert (await acquire(["sw3"], ["b"])).admitted  # another key has its own quota
+    clock.now += 9.9
+    assert not (await acquire(["sw3"], ["a"])).admitted
+    clock.now += 0.1
+    assert (await acquire(["sw3"], ["a"])).admitted
+
+
+async def test_contract_token_bucket(store: tuple[Any, FakeClock]) -> None:
+    acquire, clock = store
+    assert [(await acquire(["tb2"], ["a"])).admitted for _ in range(3)] == [True, True, False]
+    clock.now += 0.5
+    refused = await acquire(["tb2"], ["a"])
+    assert not refused.admitted and refused.retry_after == pytest.approx(0.5, abs=0.001)
+    clock.now += 0.5
+    assert (await acquire(["tb2"], ["a"])).admitted
+    clock.now += 60
+    assert (await acquire(["tb2"], ["a"])).remaining == 1  # capped at burst
+
+
+async def test_contract_all_or_nothing(store: tuple[Any, FakeClock]) -> None:
+    acquire, clock = store
+    results = []
+    for _ in range(6):
+        results.append(await acquire(["sw3", "min"], ["a", "a"]))
+        clock.now += 0.001
+    assert [d.admitted for d in results] == [True, True, True, False, False, False]
+    assert results[3].index == 0  # the 3-per-10s limit refused
+    clock.now += 10
+    admitted = await acquire(["sw3", "min"], ["a", "a"])
+    assert admitted.admitted and admitted.index == 1 and admitted.remaining == 0  # 4 of 4 per min
+    refused = await acquire(["sw3", "min"], ["a", "a"])
+    assert not refused.admitted and refused.index == 1
+
+
+async def test_redis_store_fails_fast_when_unreachable() -> None:
+    from redis.asyncio import Redis
+
+    from tests.support.net import free_port
+
+    client = Redis.from_url(f"redis://127.0.0.1:{free_port()}/0")
+    config = RedisConfig(timeout=0.2, retry_interval=5.0)
+    redis_store = RedisLimitStore(client, config)
+    spec = LimitSpec("x", SLIDING_WINDOW, 1, 1.0, 1)
+    with pytest.raises(StoreUnavailable):
+        await redis_store.acquire([spec], ["k"])
+    # Now marked down: the next check fails at once, without a connection attempt.
+    with pytest.raises(StoreUnavailable, match="marked down"):
+        await redis_store.acquire([spec], ["k"])
+    await client.aclose()
+
+
+async def test_redis_store_batches_one_tick_into_one_call() -> None:
+    import asyncio
+
+    from redis.asyncio import Redis
+
+    client = Redis.from_url("redis://127.0.0.1:6379/0")
+    calls = 0
+    original = client.evalsha
+
+    async def counting(*args: Any) -> Any:
+        nonlocal calls
+        calls += 1
+        return await original(*args)
+
+    client.evalsha = counting  # type: ignore[method-assign]
+    redis_store = RedisLimitStore(client, RedisConfig())
+    spec = LimitSpec("x", SLIDING_WINDOW, 50, 60.0, 50)
+    prefix = f"test-batch:{os.getpid()}:"
+    decisions = await asyncio.gather(
+        *(redis_store.acquire([spec], [prefix + "k"]) for _ in range(100))
+    )
+    assert sum(d.admitted for d in decisions) == 50
+    assert calls == 1
+    await client.delete(prefix + "k")
+    await client.aclose()
+
+
+def test_run_refuses_workers_override_that_breaks_a_memory_limit(tmp_path: Any) -> None:
+    import subprocess
+    import sys
+
+    path = tmp_path / "potok.yaml"
+    path.write_text(yaml.safe_dump(routed({"rate_limit": {}})))
+    result = subprocess.run(
+        [sys.executable, "-m", "potok", "run", "--config", str(path), "--workers", "2"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 1
+    assert "routes[0].policies.rate_limit.store: the memory store counts" in result.stderr
+    assert "Traceback" not in result.stderr
