@@ -76,6 +76,8 @@ def test_a_target_killed_mid_load_costs_no_client_errors(pair):
         health = request(gateway.port, "GET", "/api/v1/health").json()["services"]["svc"]
         down = next(t for t in health["targets"] if t["target"].endswith(str(b.port)))
         assert down["healthy"] is False  # ejected after 5 failures in a row
+        # The target's failures were retried away: the service's breaker stayed closed.
+        assert health["breaker"] == "closed"
         assert metric(gateway, "upstream_retries_total", service="svc") >= 1
     finally:
         gateway.stop()

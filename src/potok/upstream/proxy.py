@@ -225,13 +225,15 @@ class ProxyCall:
                 and status in retry.on_status
                 and self._may_retry(str(status))
             ):
-                self._judge(False, "5xx", status)
+                self._judge_attempt(False, "5xx", status)
                 self._drop_connection()
                 self._retry_later(str(status))
                 return
-            self._judge(False, "5xx", status)
+            self._judge_attempt(False, "5xx", status)
+            self._judge_call(False, "5xx", status)
         else:
-            self._judge(True)
+            self._judge_attempt(True)
+            self._judge_call(True)
         exchange = self.exchange
         for hook in self._response_hooks:
             headers = hook(exchange, headers)
@@ -257,7 +259,8 @@ class ProxyCall:
         connection = self._connection
         if connection is None:
             return
-        self._judge(True)
+        self._judge_attempt(True)
+        self._judge_call(True)
         self._finish_upstream()
         exchange = self.exchange
         client = exchange.connection
@@ -316,13 +319,14 @@ class ProxyCall:
     def _attempt_failed(self, kind: str, status: int, detail: str, *, sent: bool) -> None:
         if self._done:
             return
-        self._judge(False, kind)
+        self._judge_attempt(False, kind)
         # Nothing sent (connect failed, body still unread): any request may go again.
         # Once sent, only a safe request whose body was kept for replay.
         if (not sent or self._replay is not None) and self._may_retry(kind):
             self._drop_connection()
             self._retry_later(kind)
             return
+        self._judge_call(False, kind)
         self._fail(status, detail)
 
     def _may_retry(self, reason: str) -> bool:
@@ -355,33 +359,36 @@ class ProxyCall:
         self._timer = None
         if self._done:
             return
-        if self._service.breaker is not None and not self._service.breaker.allow():
-            self._admitted = False
-            self._breaker_open()
+        breaker = self._service.breaker
+        if breaker is not None and breaker.retry_after() > 0:
+            self._breaker_open()  # other requests tripped it meanwhile: stop here
             return
         self._attempt()
 
-    def _judge(self, ok: bool, kind: str = "", status: int = 0) -> None:
-        """Tell the breaker and the target's health how the attempt went."""
-        service = self._service
-        target = self._target
+    def _judge_attempt(self, ok: bool, kind: str = "", status: int = 0) -> None:
+        """Tell the target's health how this attempt went (passive ejection)."""
+        health = self._target.health if self._target is not None else None
+        if health is None:
+            return
         if ok:
-            if self._admitted and service.breaker is not None:
-                service.breaker.record_success()
-                self._admitted = False
-            if target is not None and target.health is not None:
-                target.health.record_success()
+            health.record_success()
+        elif self._service.count_failure(kind, status):
+            health.record_failure()
+
+    def _judge_call(self, ok: bool, kind: str = "", status: int = 0) -> None:
+        """Tell the service's breaker how the whole call went, retries included.
+
+        The breaker judges what the client gets: a dead target whose requests are
+        retried onto a healthy one is the target's failure (ejection), not the service's.
+        """
+        breaker = self._service.breaker
+        if not self._admitted or breaker is None:
             return
-        if not service.count_failure(kind, status):
-            if self._admitted and service.breaker is not None:
-                service.breaker.record_success()
-                self._admitted = False
-            return
-        if self._admitted and service.breaker is not None:
-            service.breaker.record_failure()
-            self._admitted = False
-        if target is not None and target.health is not None:
-            target.health.record_failure()
+        self._admitted = False
+        if ok or not self._service.count_failure(kind, status):
+            breaker.record_success()
+        else:
+            breaker.record_failure()
 
     def _breaker_open(self) -> None:
         exchange = self.exchange
@@ -438,9 +445,6 @@ class ProxyCall:
         """The client went away or the request deadline passed: drop the upstream side."""
         if self._done:
             return
-        if self._admitted and self._service.breaker is not None:
-            self._service.breaker.record_cancelled()
-            self._admitted = False
         self._drop_connection()
         self._finish_upstream()
 
@@ -457,6 +461,10 @@ class ProxyCall:
             return
         self._done = True
         self._cancel_timer()
+        if self._admitted and self._service.breaker is not None:
+            # Ended without a verdict (client left, deadline, bulkhead full): free the slot.
+            self._service.breaker.record_cancelled()
+            self._admitted = False
         exchange = self.exchange
         exchange.on_cancel = None
         exchange.producer = None
