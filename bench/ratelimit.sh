@@ -6,21 +6,34 @@
 #
 #     bench/ratelimit.sh             # 3 rounds of 10 s per route and load (~6 min)
 #     QUICK=1 bench/ratelimit.sh     # 1 round of 3 s (smoke test)
+#     POTOK_REF=HEAD~1 bench/ratelimit.sh   # a commit's src/ instead of the working tree
+#     PROFILE=1 bench/ratelimit.sh   # then py-spy each route for 8 s under wrk -c50 (root)
+#     ROUTES="open redis" bench/ratelimit.sh
 #
-# Needs the Redis on 127.0.0.1:6379 (.ci/run starts it); keys go under a prefix of
-# their own and are deleted at the end. Layout as bench/proxy.sh: Potok on core 0,
-# upstream nginx, Redis and the load generators on core 1. Per round every route runs
-# back to back under `wrk -c50` (max throughput) and `hey` at a fixed 2,000 req/s
+# Redis: a redis-server of the benchmark's own (port RL_REDIS_PORT, no persistence),
+# pinned to REDIS_CPU (default: the upstream's core, 1). The machine's shared Redis on
+# 6379 is not pinned, so it would run on the proxy's core 0 half of the time and take
+# CPU from the process under test; in production Redis is on another machine. With
+# REDIS_URL set, that Redis is used instead and nothing is started. Layout as
+# bench/proxy.sh: Potok on core 0; upstream nginx, Redis and the load generators on
+# core 1. Per round every route runs back to back under `wrk -c50` (max throughput,
+# and Potok's CPU seconds per request from /proc) and `hey` at a fixed 2,000 req/s
 # (latency at a steady rate), so drift of the machine hits all routes alike.
 # Raw outputs: bench/results/ratelimit-raw-latest/; table: stdout and
-# bench/results/ratelimit-latest.md.
+# bench/results/ratelimit-latest.md (profiles: bench/results/ratelimit-profile-*).
 set -euo pipefail
 # Own work dir and ports, so this can start while other benchmarks' are in use.
 WORK=${WORK:-$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/.work/ratelimit}
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 UPSTREAM_PORT=${RL_UPSTREAM_PORT:-18281}
 RL_PORT=${RL_PORT:-18097}
-REDIS_URL=${REDIS_URL:-redis://127.0.0.1:6379/0}
+REDIS_PORT=${RL_REDIS_PORT:-18379}
+REDIS_CPU=${REDIS_CPU:-$UPSTREAM_CPU}
+OWN_REDIS=0
+if [[ -z ${REDIS_URL:-} ]]; then
+    OWN_REDIS=1
+    REDIS_URL=redis://127.0.0.1:$REDIS_PORT/0
+fi
 
 ROUNDS=${ROUNDS:-3}
 DURATION=${DURATION:-10}
@@ -32,7 +45,7 @@ fi
 ((DURATION <= 10)) || die "DURATION is capped at 10 s per run"
 RAW=$RESULTS/ratelimit-raw-latest
 PREFIX="bench-rl-$$:"
-ROUTES="open memory memory-tb redis redis-tb"
+ROUTES=${ROUTES:-"open memory memory-tb redis redis-tb"}
 
 redis_cleanup() {
     "$PYTHON" - "$REDIS_URL" "$PREFIX" <<'PY' || true
@@ -42,11 +55,24 @@ for key in client.scan_iter(match=sys.argv[2] + "*", count=1000):
     client.delete(key)
 PY
 }
-trap 'cleanup; redis_cleanup' EXIT
+trap 'cleanup; ((OWN_REDIS)) || redis_cleanup' EXIT
 ensure_tools
 mkdir -p "$WORK/potok" "$WORK/upstream"
 rm -rf "$RAW"
 mkdir -p "$RAW"
+prepare_potok
+if ((OWN_REDIS)); then
+    check_port_free "$REDIS_PORT"
+    mkdir -p "$WORK/redis"
+    spawn_bg "$WORK/redis/stdout.log" taskset -c "$REDIS_CPU" redis-server --bind 127.0.0.1 \
+        --port "$REDIS_PORT" --save "" --appendonly no --dir "$WORK/redis"
+    for _ in $(seq 1 50); do
+        "$PYTHON" -c "import redis, sys; redis.Redis.from_url(sys.argv[1]).ping()" "$REDIS_URL" \
+            2>/dev/null && break
+        sleep 0.1
+    done
+    log "redis-server (pid $LAST_PID, core $REDIS_CPU) on 127.0.0.1:$REDIS_PORT"
+fi
 "$PYTHON" -c "import redis, sys; redis.Redis.from_url(sys.argv[1]).ping()" "$REDIS_URL" \
     || die "no Redis answering at $REDIS_URL"
 
@@ -113,17 +139,18 @@ CPUWATCH=$BENCH_DIR/cpuwatch.py
 
 load_once() {  # KIND NAME OUT
     case $1 in
-        wrk50) taskset -c "$LOAD_CPU" wrk -t1 -c50 -d"${DURATION}s" --latency "$base/$2/x" >"$3" 2>&1 || true ;;
+        wrk50)
+            "$PYTHON" "$CPUWATCH" snapshot $$ --proc "$PID" >"$WORK/proc.before"
+            taskset -c "$LOAD_CPU" wrk -t1 -c50 -d"${DURATION}s" --latency "$base/$2/x" >"$3" 2>&1 || true
+            "$PYTHON" "$CPUWATCH" snapshot $$ --proc "$PID" >"$WORK/proc.after"
+            "$PYTHON" "$CPUWATCH" proc-seconds "$WORK/proc.before" "$WORK/proc.after" >"${3%.txt}.cpu"
+            ;;
         hey2k) taskset -c "$LOAD_CPU" hey -z "${DURATION}s" -c 10 -q 200 "$base/$2/x" >"$3" 2>&1 || true ;;
     esac
 }
 
 measure() {  # KIND NAME ROUND
     local kind=$1 name=$2 round=$3 out=$RAW/$2.$1.$3.txt attempt foreign
-    if [[ ! -f $CPUWATCH ]]; then
-        load_once "$kind" "$name" "$out"
-        return
-    fi
     for attempt in $(seq 1 $((RETRIES + 1))); do
         "$PYTHON" "$CPUWATCH" quiet $$ --threshold "$QUIET_THRESHOLD" --max-wait "$QUIET_WAIT" >/dev/null
         "$PYTHON" "$CPUWATCH" snapshot $$ >"$WORK/cpu.before"
@@ -146,6 +173,24 @@ for round in $(seq 1 "$ROUNDS"); do
     done
 done
 kill -0 "$PID" 2>/dev/null || die "potok exited during the benchmark"
+
+# PROFILE=1: where a route's CPU goes, py-spy at 200 Hz for 8 s under wrk -c50 per route.
+if [[ ${PROFILE:-0} == 1 ]]; then
+    [[ $(id -u) == 0 ]] || die "py-spy needs root to attach to a process"
+    for name in $ROUTES; do
+        prof=$RESULTS/ratelimit-profile-$name
+        log "profiling $name: py-spy 8 s under wrk -c50"
+        "$PYTHON" "$CPUWATCH" quiet $$ --threshold "$QUIET_THRESHOLD" --max-wait "$QUIET_WAIT" >/dev/null
+        taskset -c "$LOAD_CPU" wrk -t1 -c50 -d9s "$base/$name/x" >"$prof.wrk.txt" 2>&1 &
+        wrk_pid=$!
+        sleep 0.5
+        "$VENV/bin/py-spy" record --pid "$PID" --rate 200 --duration 8 --format raw \
+            --output "$prof.collapsed.txt" >"$prof.pyspy.log" 2>&1 || die "py-spy failed (see $prof.pyspy.log)"
+        wait "$wrk_pid" || true
+        "$PYTHON" "$BENCH_DIR/stacks.py" "$prof.collapsed.txt" --top 25 --markdown "$prof.md" >/dev/null
+    done
+fi
+
 cat >"$RAW/meta.env" <<EOF
 ROUNDS=$ROUNDS
 DURATION=$DURATION
@@ -155,5 +200,9 @@ PROXY_CPU=$PROXY_CPU
 LOAD_CPU=$LOAD_CPU
 UPSTREAM_CPU=$UPSTREAM_CPU
 ROUTES=$ROUTES
+REDIS_CPU=$REDIS_CPU
+OWN_REDIS=$OWN_REDIS
+POTOK_SOURCE=$POTOK_SOURCE
+PROFILE=${PROFILE:-0}
 EOF
 "$PYTHON" "$BENCH_DIR/ratelimit_report.py" --raw "$RAW" --out "$RESULTS/ratelimit-latest.md"

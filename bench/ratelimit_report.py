@@ -42,8 +42,46 @@ def runs(raw: Path, name: str, kind: str, parse):
         foreign = f.with_suffix(".foreign")
         if foreign.exists():
             run.foreign_pct = float(foreign.read_text().strip() or "nan")
+        cpu = f.with_suffix(".cpu")
+        if cpu.exists():
+            run.cpu_s = float(cpu.read_text().strip() or "nan")
         out.append(run)
     return out
+
+
+# Frames that are the rate limit's own work: the policy and its store, and the Redis client.
+RATE_LIMIT_FILES = ("potok/policies/rate_limit/", "/redis/", "hiredis")
+
+
+def profile_lines(results: Path, rows: list[dict]) -> list[str]:
+    """Share of py-spy samples in rate-limit code per profiled route (PROFILE=1), and
+    that share of the route's CPU per request: the rate limit's cost in µs per check."""
+    stacks_py = Path(__file__).with_name("stacks.py")
+    spec = importlib.util.spec_from_file_location("stacks", stacks_py)
+    assert spec is not None and spec.loader is not None
+    stacks = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(stacks)
+    lines = []
+    for r in rows:
+        path = results / f"ratelimit-profile-{r['name']}.collapsed.txt"
+        if not path.exists():
+            continue
+        parsed = stacks.parse(path.read_text())
+        total = sum(n for _, n in parsed)
+        ours = sum(
+            n
+            for frames, n in parsed
+            if any(any(part in frame for part in RATE_LIMIT_FILES) for frame in frames)
+        )
+        if not total:
+            continue
+        share = ours / total
+        per_check = f", ~{share * r['us']:.1f} µs per check" if r["us"] else ""
+        lines.append(
+            f"{r['label']}: {ours} of {total} py-spy samples in rate-limit code "
+            f"({share * 100:.1f} %{per_check})"
+        )
+    return ["", "Profiles (PROFILE=1, py-spy 200 Hz, 8 s under wrk -c50):", *lines] if lines else []
 
 
 def main() -> int:
@@ -65,6 +103,7 @@ def main() -> int:
                 "name": name,
                 "label": LABELS.get(name, name),
                 "rps": report.median([r.rps for r in wrk]),
+                "us": report.median([r.us_per_req for r in wrk]),
                 "p99": report.median([r.p99_ms for r in wrk]),
                 "p50_2k": report.median([r.p50_ms for r in hey]),
                 "p99_2k": report.median([r.p99_ms for r in hey]),
@@ -78,19 +117,26 @@ def main() -> int:
         )
     base = rows[0]
     head = (
-        "| Route | req/s @50 | cost | p99 ms @50 | p50 ms @2k/s | p99 ms @2k/s | p99 added @2k/s "
-        "| req/s @50 per round | non-2xx + errors | other CPU (max) |"
+        "| Route | req/s @50 | cost | CPU µs/req @50 | added µs/req | p99 ms @50 | p50 ms @2k/s "
+        "| p99 ms @2k/s | p99 added @2k/s | req/s @50 per round | non-2xx + errors "
+        "| other CPU (max) |"
     )
-    lines = [head, "|:---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    lines = [head, "|:---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     checks = []
     for r in rows:
         cost = 1 - r["rps"] / base["rps"] if r["rps"] and base["rps"] else None
         added = r["p99_2k"] - base["p99_2k"] if r["p99_2k"] is not None and base["p99_2k"] else None
         foreign = "n/a" if r["foreign"] is None else f"{r['foreign']:.0f} %"
+        us = "n/a" if r["us"] is None else f"{r['us']:.1f}"
+        added_us = (
+            "—"
+            if r is base or r["us"] is None or base["us"] is None
+            else f"{r['us'] - base['us']:+.1f}"
+        )
         rounds = ", ".join(f"{v:,.0f}" for v in r["per_round"] if v is not None)
         lines.append(
             f"| {r['label']} | {report._f(r['rps'], 'rps')} | "
-            f"{'—' if r is base or cost is None else f'{cost * 100:.1f} %'} | "
+            f"{'—' if r is base or cost is None else f'{cost * 100:.1f} %'} | {us} | {added_us} | "
             f"{report._f(r['p99'], 'ms')} | {report._f(r['p50_2k'], 'ms')} | "
             f"{report._f(r['p99_2k'], 'ms')} | "
             f"{'—' if r is base or added is None else f'{added:+.2f}'} | {rounds} | {r['bad']} | "
@@ -104,11 +150,18 @@ def main() -> int:
             if max_p99 is not None and added is not None:
                 what += f", p99 added at 2,000 req/s {added:+.2f} ms (goal < {max_p99:g} ms)"
             checks.append(f"{r['label']}: {what} -> {'MET' if ok else 'NOT MET'}")
-    mach = report.machine()
+    profiles = profile_lines(args.raw.parent, rows)
+    mach = report.machine(meta.get("POTOK_SOURCE"))
     setup = (
         f"{meta['ROUNDS']} round(s) x {meta['DURATION']} s per route and load (median), "
-        f"{meta['WARMUP']} s warm-up; `wrk -t1 -c50` and `hey -c 10 -q 200` (2,000 req/s); Potok on "
-        f"core {meta['PROXY_CPU']}, nginx upstream, Redis and load generators on core {meta['LOAD_CPU']}"
+        f"{meta['WARMUP']} s warm-up; `wrk -t1 -c50` and `hey -c 10 -q 200` (2,000 req/s); "
+        f"Potok on core {meta['PROXY_CPU']}, nginx upstream and load generators on core "
+        f"{meta['LOAD_CPU']}, "
+        + (
+            f"Redis (the benchmark's own redis-server) on core {meta.get('REDIS_CPU', '?')}"
+            if meta.get("OWN_REDIS") == "1"
+            else "Redis at REDIS_URL (not pinned by the benchmark)"
+        )
         + (" — QUICK smoke run, not a measurement" if meta.get("QUICK") == "1" else "")
     )
     text = "\n".join(
@@ -120,6 +173,7 @@ def main() -> int:
             *lines,
             "",
             *checks,
+            *profiles,
         ]
     )
     print(text)
