@@ -23,13 +23,17 @@ from potok.policies.rate_limit.algorithms import (
 from potok.policies.rate_limit.config import LimitConfig, RateLimitConfig
 from potok.policies.rate_limit.keys import key_function
 from potok.policies.rate_limit.policy import algorithm_for, policy_header
+from potok.policies.rate_limit.redis_connection import ScriptClient
 from potok.policies.rate_limit.redis_store import (
+    SCRIPT,
     SLIDING_WINDOW,
     TOKEN_BUCKET,
     LimitSpec,
     RedisLimitStore,
     StoreUnavailable,
 )
+
+REDIS_URL = "redis://127.0.0.1:6379/0"
 
 # --------------------------------------------------------------- algorithms --
 
@@ -249,10 +253,11 @@ async def store(request: pytest.FixtureRequest) -> AsyncIterator[tuple[Any, Fake
         return
     from redis.asyncio import Redis
 
-    client = Redis.from_url("redis://127.0.0.1:6379/0")
+    client = Redis.from_url(REDIS_URL)  # redis-py, only to clean up
+    script_client = ScriptClient(REDIS_URL, SCRIPT)
     prefix = f"test-contract:{os.getpid()}:{id(clock)}:"
     redis_store = RedisLimitStore(
-        client, RedisConfig(), clock_us=lambda: round(clock.now * 1_000_000)
+        script_client, RedisConfig(), clock_us=lambda: round(clock.now * 1_000_000)
     )
     specs = {
         name: LimitSpec(
@@ -275,6 +280,7 @@ async def store(request: pytest.FixtureRequest) -> AsyncIterator[tuple[Any, Fake
     async for key in client.scan_iter(match=prefix + "*"):
         await client.delete(key)
     await client.aclose()
+    await script_client.close()
 
 
 async def test_contract_sliding_window(store: tuple[Any, FakeClock]) -> None:
@@ -318,20 +324,19 @@ async def test_contract_all_or_nothing(store: tuple[Any, FakeClock]) -> None:
 
 
 async def test_redis_store_fails_fast_when_unreachable() -> None:
-    from redis.asyncio import Redis
-
     from tests.support.net import free_port
 
-    client = Redis.from_url(f"redis://127.0.0.1:{free_port()}/0")
+    client = ScriptClient(f"redis://127.0.0.1:{free_port()}/0", SCRIPT)
     config = RedisConfig(timeout=0.2, retry_interval=5.0)
     redis_store = RedisLimitStore(client, config)
     spec = LimitSpec("x", SLIDING_WINDOW, 1, 1.0, 1)
     with pytest.raises(StoreUnavailable):
         await redis_store.acquire([spec], ["k"])
     # Now marked down: the next check fails at once, without a connection attempt.
+    assert redis_store.marked_down()
     with pytest.raises(StoreUnavailable, match="marked down"):
         await redis_store.acquire([spec], ["k"])
-    await client.aclose()
+    await client.close()
 
 
 async def test_redis_store_batches_one_tick_into_one_call() -> None:
@@ -339,16 +344,16 @@ async def test_redis_store_batches_one_tick_into_one_call() -> None:
 
     from redis.asyncio import Redis
 
-    client = Redis.from_url("redis://127.0.0.1:6379/0")
+    client = ScriptClient(REDIS_URL, SCRIPT)
     calls = 0
-    original = client.evalsha
+    original = client.evaluate
 
     async def counting(*args: Any) -> Any:
         nonlocal calls
         calls += 1
         return await original(*args)
 
-    client.evalsha = counting  # type: ignore[method-assign]
+    client.evaluate = counting  # type: ignore[method-assign]
     redis_store = RedisLimitStore(client, RedisConfig())
     spec = LimitSpec("x", SLIDING_WINDOW, 50, 60.0, 50)
     prefix = f"test-batch:{os.getpid()}:"
@@ -357,8 +362,10 @@ async def test_redis_store_batches_one_tick_into_one_call() -> None:
     )
     assert sum(d.admitted for d in decisions) == 50
     assert calls == 1
-    await client.delete(prefix + "k")
-    await client.aclose()
+    await client.close()
+    cleanup = Redis.from_url(REDIS_URL)
+    await cleanup.delete(prefix + "k")
+    await cleanup.aclose()
 
 
 def test_run_refuses_workers_override_that_breaks_a_memory_limit(tmp_path: Any) -> None:
@@ -377,3 +384,121 @@ def test_run_refuses_workers_override_that_breaks_a_memory_limit(tmp_path: Any) 
     assert result.returncode == 1
     assert "routes[0].policies.rate_limit.store: the memory store counts" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+# ------------------------------------------------- pipeline: waiting without a task --
+
+
+class FakeExchange:
+    """What the pipeline touches of an exchange: its connection and a refusal."""
+
+    def __init__(self) -> None:
+        self.connection = self
+        self.current = True
+        self.body = SimpleNamespace(detach=lambda: None)
+        self.refused: int | None = None
+
+    def is_current(self, exchange: Any) -> bool:
+        return self.current
+
+    def problem(self, status: int, detail: str | None = None, **_: Any) -> None:
+        self.refused = status
+
+
+def waiting_pipeline(seen: list[str]) -> tuple[Any, Any]:
+    import asyncio
+
+    from potok.policies.base import Policy, Stage
+    from potok.policies.pipeline import Pipeline
+
+    waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+    def limit(exchange: Any) -> asyncio.Future[None]:
+        seen.append("limit")
+        return waiter
+
+    def validate(exchange: Any) -> None:
+        seen.append("validate")
+
+    pipeline = Pipeline(
+        [
+            Policy("validate", Stage.VALIDATE, on_request=validate),
+            Policy("rate_limit", Stage.LIMIT, on_request=limit),
+        ],
+        terminal=lambda exchange: seen.append("upstream"),
+    )
+    return pipeline, waiter
+
+
+async def test_pipeline_goes_on_after_a_waiting_hook_without_a_task() -> None:
+    import asyncio
+
+    seen: list[str] = []
+    pipeline, waiter = waiting_pipeline(seen)
+    tasks = len(asyncio.all_tasks())
+    pipeline.run(FakeExchange())
+    assert seen == ["limit"]
+    assert len(asyncio.all_tasks()) == tasks  # no task per request
+    waiter.set_result(None)
+    await asyncio.sleep(0)
+    assert seen == ["limit", "validate", "upstream"]
+
+
+async def test_pipeline_refuses_with_the_waiting_hooks_error() -> None:
+    import asyncio
+
+    from potok.policies.rate_limit.policy import TooManyRequests
+
+    seen: list[str] = []
+    pipeline, waiter = waiting_pipeline(seen)
+    exchange = FakeExchange()
+    pipeline.run(exchange)
+    waiter.set_exception(TooManyRequests("over"))
+    await asyncio.sleep(0)
+    assert seen == ["limit"] and exchange.refused == 429
+
+
+async def test_pipeline_stops_when_the_client_left_while_waiting() -> None:
+    import asyncio
+
+    seen: list[str] = []
+    pipeline, waiter = waiting_pipeline(seen)
+    exchange = FakeExchange()
+    pipeline.run(exchange)
+    exchange.current = False
+    waiter.set_result(None)
+    await asyncio.sleep(0)
+    assert seen == ["limit"] and exchange.refused is None
+
+
+async def test_pipeline_with_a_coroutine_policy_awaits_a_waiting_hook() -> None:
+    import asyncio
+
+    from potok.policies.base import Policy, Stage
+    from potok.policies.pipeline import Pipeline
+
+    seen: list[str] = []
+    waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+    async def authenticate(exchange: Any) -> None:
+        seen.append("auth")
+
+    def limit(exchange: Any) -> asyncio.Future[None]:
+        seen.append("limit")
+        return waiter
+
+    pipeline = Pipeline(
+        [
+            Policy("rate_limit", Stage.LIMIT, on_request=limit),
+            Policy("auth_jwt", Stage.AUTHENTICATE, on_request_async=authenticate),
+        ],
+        terminal=lambda exchange: seen.append("upstream"),
+    )
+    pipeline.run(FakeExchange())
+    for _ in range(3):
+        await asyncio.sleep(0)
+    assert seen == ["auth", "limit"]
+    waiter.set_result(None)
+    for _ in range(3):
+        await asyncio.sleep(0)
+    assert seen == ["auth", "limit", "upstream"]

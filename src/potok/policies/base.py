@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from enum import IntEnum
@@ -16,6 +17,10 @@ if TYPE_CHECKING:
     from potok.server.state import ServerSettings
 
 Headers = list[tuple[bytes, bytes]]
+
+Waiting = asyncio.Future[None]
+"""What `on_request` returns when it must wait: done with None to go on, or with the
+`GatewayError` that refuses the request."""
 
 
 class Stage(IntEnum):
@@ -48,13 +53,15 @@ class Policy:
     """A built policy: up to three hooks, each optional.
 
     `on_request` runs before the upstream stage and refuses by raising a
-    `GatewayError`; `on_request_async` is the same for policies that must wait
-    on I/O (a task is created only for routes that have one); `on_response`
-    may change the response headers before they are sent.
+    `GatewayError`; when it must wait for an answer that others' requests share (a
+    batched store), it returns a `Waiting` future instead and the pipeline goes on
+    when that is done — no task per request. `on_request_async` is a coroutine for
+    policies that must wait on their own I/O (a task is created per request on routes
+    that have one). `on_response` may change the response headers before they are sent.
     """
 
     name: str
     stage: Stage
-    on_request: Callable[[Exchange], None] | None = None
+    on_request: Callable[[Exchange], Waiting | None] | None = None
     on_request_async: Callable[[Exchange], Awaitable[None]] | None = None
     on_response: Callable[[Exchange, Headers], Headers] | None = None

@@ -1,24 +1,28 @@
 """A route's pipeline: its policies in stage order, then the terminal stage.
 
-Built once per route at config load. A route with only synchronous policies
-runs them inline in the parser's callback chain; a task is created only when a
-policy has to wait on I/O.
+Built once per route at config load. A route without coroutine policies runs its
+hooks inline in the parser's callback chain; a hook that must wait returns a future
+and the pipeline goes on from the next hook in that future's done-callback, so no
+task is created. Only a route with an `on_request_async` policy runs its request
+hooks in a task.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
+from functools import partial
 from typing import TYPE_CHECKING
 
 from potok.errors import GatewayError
 from potok.policies.answer import EdgeAnswer
-from potok.policies.base import Headers, Policy
+from potok.policies.base import Headers, Policy, Waiting
 
 if TYPE_CHECKING:
     from potok.exchange import Exchange
 
 Terminal = Callable[["Exchange"], None]
+RequestHook = Callable[["Exchange"], Waiting | None]
 
 
 class Pipeline:
@@ -27,7 +31,9 @@ class Pipeline:
     def __init__(self, policies: list[Policy], terminal: Terminal) -> None:
         ordered = sorted(policies, key=lambda p: p.stage)
         self.names = tuple(p.name for p in ordered)
-        self._request_hooks = tuple(p.on_request for p in ordered if p.on_request is not None)
+        self._request_hooks: tuple[RequestHook, ...] = tuple(
+            p.on_request for p in ordered if p.on_request is not None
+        )
         self.response_hooks: tuple[Callable[[Exchange, Headers], Headers], ...] = tuple(
             p.on_response for p in ordered if p.on_response is not None
         )
@@ -43,13 +49,33 @@ class Pipeline:
         if self._async_steps:
             asyncio.get_running_loop().create_task(self._run_async(exchange))
             return
+        self._proceed(exchange, 0)
+
+    def _proceed(self, exchange: Exchange, start: int) -> None:
+        """Run the request hooks from `start`, then the terminal; at a hook that must
+        wait, stop, and go on with the next one once its future is done."""
+        hooks = self._request_hooks
         try:
-            for hook in self._request_hooks:
-                hook(exchange)
+            for index in range(start, len(hooks)):
+                waiting = hooks[index](exchange)
+                if waiting is not None:
+                    waiting.add_done_callback(partial(self._waited, exchange, index + 1))
+                    return
         except GatewayError as error:
             refuse(exchange, error, self.response_hooks)
             return
         self.terminal(exchange)
+
+    def _waited(self, exchange: Exchange, start: int, waiting: Waiting) -> None:
+        error = waiting.exception()
+        if error is not None:
+            if isinstance(error, GatewayError):
+                refuse(exchange, error, self.response_hooks)
+                return
+            raise error  # a bug: reported by the loop's exception handler, as from a task
+        if not exchange.connection.is_current(exchange):
+            return  # the client left while the request waited
+        self._proceed(exchange, start)
 
     async def _run_async(self, exchange: Exchange) -> None:
         try:
@@ -57,7 +83,9 @@ class Pipeline:
                 if policy.on_request_async is not None:
                     await policy.on_request_async(exchange)
                 elif policy.on_request is not None:
-                    policy.on_request(exchange)
+                    waiting = policy.on_request(exchange)
+                    if waiting is not None:
+                        await waiting
         except GatewayError as error:
             refuse(exchange, error, self.response_hooks)
             return

@@ -9,15 +9,18 @@ Headers follow draft-ietf-httpapi-ratelimit-headers-10 (September 2025):
 limit that refused, or on admission the one with the least quota left. `t` is the
 seconds until `r` goes up again, so on a 429 it equals `Retry-After`.
 
-With the memory store the check is synchronous (no task per request); with Redis
-it awaits the batched store (see redis_store.py).
+With the memory store the check is synchronous. With Redis the check submits to the
+batched store (see redis_store.py) and hands the pipeline a future that the batch's
+reply settles: no task or coroutine per request.
 """
 
 from __future__ import annotations
 
+import asyncio
 import math
 import time
 from collections.abc import Callable, Sequence
+from functools import partial
 from typing import TYPE_CHECKING
 
 from potok.errors import GatewayError, ServiceUnavailable
@@ -33,7 +36,9 @@ from potok.policies.rate_limit.algorithms import (
 )
 from potok.policies.rate_limit.config import LimitConfig, RateLimitConfig
 from potok.policies.rate_limit.keys import KeyFunction, key_function
+from potok.policies.rate_limit.redis_connection import ScriptClient
 from potok.policies.rate_limit.redis_store import (
+    SCRIPT,
     SLIDING_WINDOW,
     TOKEN_BUCKET,
     LimitSpec,
@@ -41,7 +46,6 @@ from potok.policies.rate_limit.redis_store import (
     StoreUnavailable,
 )
 from potok.routing.endpoints import API_ROUTE_NAME
-from potok.stores.redis_client import shared_redis
 
 if TYPE_CHECKING:
     from potok.exchange import Exchange
@@ -262,14 +266,21 @@ def _redis_policy(
     redis_config = context.redis
     if redis_config is None:  # the config check refuses this; a direct build call may not
         raise ValueError("rate_limit store 'redis' needs the top-level `redis:` section")
-    store: RedisLimitStore = context.resources.get(
-        f"rate_limit:redis:{redis_config.url}",
-        lambda: RedisLimitStore(
-            shared_redis(context.resources, redis_config),
+
+    def create_store() -> RedisLimitStore:
+        client = ScriptClient(
+            redis_config.url, SCRIPT, connect_timeout=redis_config.connect_timeout
+        )
+        context.resources.on_close(client.close)
+        return RedisLimitStore(
+            client,
             redis_config,
             latency=limiter.metrics.latency,
             errors=limiter.metrics.store_errors,
-        ),
+        )
+
+    store: RedisLimitStore = context.resources.get(
+        f"rate_limit:redis:{redis_config.url}", create_store
     )
     prefix = redis_config.key_prefix
     specs = [
@@ -284,18 +295,29 @@ def _redis_policy(
     ]
     names = [prefix + _state_name(scope, limit) + ":" for limit in limits]
 
-    async def check(exchange: Exchange) -> None:
-        if limiter.exempt_health and limiter.exempt(exchange):
-            return
-        values = limiter.key_values(exchange)
-        keys = [name + value for name, value in zip(names, values, strict=True)]
+    def settle(
+        exchange: Exchange, waiter: asyncio.Future[None], outcome: Decision | StoreUnavailable
+    ) -> None:
+        """The batch's answer for one request: go on, or refuse through the waiter."""
         try:
-            decision = await store.acquire(specs, keys)
-        except StoreUnavailable:
-            limiter.store_failed()
+            if isinstance(outcome, StoreUnavailable):
+                limiter.store_failed()
+            else:
+                limiter.apply(exchange, outcome)
+        except GatewayError as refusal:
+            waiter.set_exception(refusal)
             return
-        limiter.apply(exchange, decision)
+        waiter.set_result(None)
 
-    return Policy(
-        name="rate_limit", stage=Stage.LIMIT, on_request_async=check, on_response=on_response
-    )
+    def check(exchange: Exchange) -> asyncio.Future[None] | None:
+        if limiter.exempt_health and limiter.exempt(exchange):
+            return None
+        if store.marked_down():  # fail fast: no waiting at all
+            limiter.store_failed()
+            return None
+        keys = [name + key(exchange) for name, key in zip(names, limiter.keys, strict=True)]
+        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        store.submit(specs, keys, partial(settle, exchange, waiter))
+        return waiter
+
+    return Policy(name="rate_limit", stage=Stage.LIMIT, on_request=check, on_response=on_response)

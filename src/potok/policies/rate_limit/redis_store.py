@@ -7,10 +7,17 @@ requests per second the cost per request is a share of one round trip, not one
 round trip each. The script reads the clock from Redis (`TIME`), so instances with
 skewed clocks still agree on every window.
 
+The store talks to Redis over one connection of its own (`ScriptClient`, a minimal
+RESP client on hiredis): one batch is one `EVALSHA` written straight to the socket.
+
+A check is submitted with a `settle` callback rather than awaited, so a request
+costs no task or coroutine: the policy hands the pipeline a future and the batch's
+reply settles it (see policy.py and pipeline.py).
+
 A batch that fails or exceeds `redis.timeout` fails all of its checks with
 `StoreUnavailable`; for `redis.retry_interval` after that, checks fail at once
-without touching Redis, and then the next batch tries again (recovery needs no
-restart).
+without touching Redis (`marked_down`), and then the next batch tries again
+(recovery needs no restart).
 """
 
 from __future__ import annotations
@@ -23,13 +30,11 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 import structlog
-from redis.exceptions import NoScriptError, RedisError
 
 from potok.policies.rate_limit.algorithms import Decision
+from potok.policies.rate_limit.redis_connection import RedisReplyError, ScriptClient
 
 if TYPE_CHECKING:
-    from redis.asyncio import Redis
-
     from potok.config.redis import RedisConfig
     from potok.observability.metrics import Counter, Histogram
 
@@ -151,6 +156,10 @@ class StoreUnavailable(Exception):
     """The store could not answer in time; the policy's on_store_error decides."""
 
 
+Settle = Callable[[Decision | StoreUnavailable], None]
+"""Receives one check's outcome: its decision, or why the store could not decide."""
+
+
 class LimitSpec:
     """One limit as the script takes it (precomputed once per policy)."""
 
@@ -162,22 +171,20 @@ class LimitSpec:
 
 
 class _Pending:
-    __slots__ = ("future", "keys", "specs")
+    __slots__ = ("keys", "settle", "specs")
 
-    def __init__(
-        self, specs: Sequence[LimitSpec], keys: list[str], future: asyncio.Future[Decision]
-    ) -> None:
+    def __init__(self, specs: Sequence[LimitSpec], keys: list[str], settle: Settle) -> None:
         self.specs = specs
         self.keys = keys
-        self.future = future
+        self.settle = settle
 
 
 class RedisLimitStore:
-    """Batches the checks of one event-loop tick into one script call on a shared client."""
+    """Batches the checks of one event-loop tick into one script call."""
 
     def __init__(
         self,
-        client: Redis,
+        client: ScriptClient,
         config: RedisConfig,
         *,
         latency: Histogram | None = None,
@@ -190,26 +197,43 @@ class RedisLimitStore:
         self._latency = latency
         self._errors = errors
         self._clock_us = clock_us  # tests only: a fake clock instead of Redis TIME
-        self._sha: str | None = None
         self._pending: list[_Pending] = []
         self._flush_scheduled = False
         self._in_flight = 0
         self._down_until = 0.0
         self._last_log = -math.inf
         self._token = os.urandom(6).hex()
-        self._batches = 0
+        self.batches = 0
         self._tasks: set[asyncio.Task[None]] = set()  # the loop keeps only weak references
 
-    async def acquire(self, specs: Sequence[LimitSpec], keys: list[str]) -> Decision:
-        """Check (and when every limit admits, count) one request against `specs`."""
-        if self._down_until and time.monotonic() < self._down_until:
-            raise StoreUnavailable("rate limit store marked down after a recent failure")
-        loop = asyncio.get_running_loop()
-        future: asyncio.Future[Decision] = loop.create_future()
-        self._pending.append(_Pending(specs, keys, future))
+    def marked_down(self) -> bool:
+        """Whether a recent failure makes checks fail at once (for `retry_interval`)."""
+        return bool(self._down_until) and time.monotonic() < self._down_until
+
+    def submit(self, specs: Sequence[LimitSpec], keys: list[str], settle: Settle) -> None:
+        """Check (and when every limit admits, count) one request against `specs`; its
+        outcome goes to `settle`, always later, from the loop (never inside this call).
+        `settle` must not raise."""
+        self._pending.append(_Pending(specs, keys, settle))
         if not self._flush_scheduled and self._in_flight < MAX_IN_FLIGHT:
             self._flush_scheduled = True
-            loop.call_soon(self._flush)
+            asyncio.get_running_loop().call_soon(self._flush)
+
+    async def acquire(self, specs: Sequence[LimitSpec], keys: list[str]) -> Decision:
+        """`submit` as a coroutine: the decision, or raises `StoreUnavailable`."""
+        if self.marked_down():
+            raise StoreUnavailable("rate limit store marked down after a recent failure")
+        future: asyncio.Future[Decision] = asyncio.get_running_loop().create_future()
+
+        def settle(outcome: Decision | StoreUnavailable) -> None:
+            if future.done():  # the caller was cancelled
+                return
+            if isinstance(outcome, StoreUnavailable):
+                future.set_exception(outcome)
+            else:
+                future.set_result(outcome)
+
+        self.submit(specs, keys, settle)
         return await future
 
     def _flush(self) -> None:
@@ -228,20 +252,28 @@ class RedisLimitStore:
         self._in_flight -= 1
         if not self._pending or self._flush_scheduled:
             return
-        if self._down_until and time.monotonic() < self._down_until:
+        if self.marked_down():
             # The store just failed: what waited behind that batch fails now, not later.
             pending, self._pending = self._pending, []
             for item in pending:
-                if not item.future.done():
-                    item.future.set_exception(StoreUnavailable("rate limit store unavailable"))
+                item.settle(StoreUnavailable("rate limit store unavailable"))
             return
         self._flush_scheduled = True
         asyncio.get_running_loop().call_soon(self._flush)
 
-    async def _send(self, batch: list[_Pending]) -> None:
-        keys: list[str] = []
+    def _arguments(self, batch: list[_Pending]) -> tuple[list[str], list[Any]]:
+        """The script's KEYS and ARGV for a batch (layout above SCRIPT)."""
         now = str(self._clock_us()) if self._clock_us is not None else "0"
-        self._batches += 1
+        self.batches += 1
+        specs = batch[0].specs
+        keys: list[str] = []
+        if all(item.specs is specs for item in batch):  # one policy's checks: the usual batch
+            for item in batch:
+                keys += item.keys
+            argv: list[Any] = [now, f"{self._token}:{self.batches}", len(batch), 1, len(specs)]
+            for spec in specs:
+                argv += spec.args
+            return keys, argv
         groups: dict[int, int] = {}
         group_args: list[Any] = []
         for item in batch:
@@ -250,38 +282,31 @@ class RedisLimitStore:
                 group_args.append(len(item.specs))
                 for spec in item.specs:
                     group_args.extend(spec.args)
-            keys.extend(item.keys)
-        argv: list[Any] = [now, f"{self._token}:{self._batches}", len(batch), len(groups)]
-        argv.extend(group_args)
-        if len(groups) > 1:
-            argv.extend(groups[id(item.specs)] for item in batch)
+            keys += item.keys
+        argv = [now, f"{self._token}:{self.batches}", len(batch), len(groups), *group_args]
+        argv.extend(groups[id(item.specs)] for item in batch)
+        return keys, argv
+
+    async def _send(self, batch: list[_Pending]) -> None:
+        keys, argv = self._arguments(batch)
         started = time.perf_counter()
         try:
             async with asyncio.timeout(self._timeout):
-                replies = await self._evaluate(keys, argv)
-        except (RedisError, OSError, TimeoutError) as exc:
+                replies = await self._client.evaluate(keys, argv)
+        except TimeoutError as exc:
+            self._client.reset()  # a reply may still be owed on it: start afresh
+            self._failed(exc, batch)
+            return
+        except (RedisReplyError, OSError) as exc:
             self._failed(exc, batch)
             return
         if self._latency is not None:
             self._latency.observe(("rate_limit",), time.perf_counter() - started)
         self._down_until = 0.0
-        for item, reply in zip(batch, replies, strict=True):
-            if not item.future.done():
-                admitted, index, remaining, reset_ms, retry_ms = reply
-                item.future.set_result(
-                    Decision(
-                        bool(admitted), int(remaining), reset_ms / 1000, retry_ms / 1000, int(index)
-                    )
-                )
-
-    async def _evaluate(self, keys: list[str], argv: list[Any]) -> list[list[int]]:
-        if self._sha is not None:
-            try:
-                return await self._client.evalsha(self._sha, len(keys), *keys, *argv)  # type: ignore[no-any-return]
-            except NoScriptError:
-                pass  # Redis restarted (or flushed its scripts): load it again
-        self._sha = await self._client.script_load(SCRIPT)
-        return await self._client.evalsha(self._sha, len(keys), *keys, *argv)  # type: ignore[no-any-return]
+        for item, (admitted, index, remaining, reset_ms, retry_ms) in zip(
+            batch, replies, strict=True
+        ):
+            item.settle(Decision(admitted == 1, remaining, reset_ms / 1000, retry_ms / 1000, index))
 
     def _failed(self, exc: BaseException, batch: list[_Pending]) -> None:
         now = time.monotonic()
@@ -296,6 +321,6 @@ class RedisLimitStore:
                 error=str(exc) or type(exc).__name__,
                 failing_fast_for_s=self._retry_interval,
             )
+        error = StoreUnavailable(str(exc) or type(exc).__name__)
         for item in batch:
-            if not item.future.done():
-                item.future.set_exception(StoreUnavailable(str(exc) or type(exc).__name__))
+            item.settle(error)

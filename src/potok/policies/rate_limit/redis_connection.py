@@ -1,0 +1,201 @@
+"""Just enough of a Redis client to run one Lua script: one connection, RESP via hiredis.
+
+The rate-limit store sends one `EVALSHA` per event-loop tick and nothing else, so a
+general client's work per call — a connection pool, a lock, command packing in
+Python, a retry wrapper, stream reader/writer objects — is all overhead. Here a
+command is packed by `hiredis.pack_command` and written to the transport at once;
+replies are parsed by `hiredis.Reader` in `data_received` and handed, in order, to
+the futures waiting for them (Redis answers in order, so several calls may be in
+flight on the one connection).
+
+Supported URLs are those of `redis.url` (`RedisConfig`): `redis://[user:password@]
+host[:port][/db]`, `rediss://` (TLS, verified against the system's CAs) and
+`unix:///path[?db=N]`. A lost connection fails every waiting call with
+`ConnectionError`; the next call connects again. Timeouts are the caller's: after
+one, `reset()` drops the connection, since a reply still owed on it would answer the
+wrong call's question only if kept.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+from collections import deque
+from typing import Any, cast
+from urllib.parse import parse_qs, unquote, urlsplit
+
+import hiredis
+
+
+def pack(*args: str | int | float | bytes) -> bytes:
+    """One command in RESP, packed in C."""
+    packed: bytes = hiredis.pack_command(args)  # type: ignore[arg-type]  # stub: a 1-tuple
+    return packed
+
+
+class RedisReplyError(Exception):
+    """Redis answered a command with an error (e.g. NOSCRIPT, OOM, BUSY)."""
+
+
+class RedisConnection(asyncio.Protocol):
+    """One open connection: write packed commands, get futures of their replies."""
+
+    def __init__(self) -> None:
+        self._reader = hiredis.Reader()
+        self._waiting: deque[asyncio.Future[Any]] = deque()
+        self._transport: asyncio.Transport | None = None
+        self.closed = False
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
+
+    def call(self, command: bytes) -> asyncio.Future[Any]:
+        """Send one command (packed by `hiredis.pack_command`); its reply comes in the
+        future: the value, or `RedisReplyError`, or `ConnectionError` if the connection
+        is lost first."""
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        if self.closed or self._transport is None:
+            future.set_exception(ConnectionError("redis connection closed"))
+            return future
+        self._transport.write(command)
+        self._waiting.append(future)
+        return future
+
+    def data_received(self, data: bytes) -> None:
+        reader = self._reader
+        reader.feed(data)
+        try:
+            while (reply := reader.gets()) is not False:
+                future = self._waiting.popleft()
+                if future.done():  # its caller gave up (timeout); the reply is dropped
+                    continue
+                if isinstance(reply, hiredis.ReplyError):
+                    future.set_exception(RedisReplyError(str(reply)))
+                else:
+                    future.set_result(reply)
+        except (hiredis.ProtocolError, IndexError) as exc:  # garbage, or a reply nobody asked for
+            self.close(ConnectionError(f"redis protocol error: {exc}"))
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._fail(ConnectionError(f"redis connection lost: {exc}" if exc else "redis closed"))
+
+    def close(self, error: Exception | None = None) -> None:
+        """Drop the connection at once; waiting calls fail with `error`."""
+        if self._transport is not None:
+            self._transport.abort()
+        self._fail(error or ConnectionError("redis connection closed"))
+
+    def _fail(self, error: Exception) -> None:
+        self.closed = True
+        while self._waiting:
+            future = self._waiting.popleft()
+            if not future.done():
+                future.set_exception(error)
+
+
+class ScriptClient:
+    """Runs one Lua script on one Redis server over one connection of its own.
+
+    The connection is opened by the first call and again after it is lost or reset;
+    the script is loaded once (`SCRIPT LOAD`) and again if Redis forgot it (NOSCRIPT
+    after a restart or `SCRIPT FLUSH`).
+    """
+
+    def __init__(self, url: str, script: str, *, connect_timeout: float = 1.0) -> None:
+        self._url = url
+        self._script = script
+        self._connect_timeout = connect_timeout
+        self._sha: str | None = None
+        self._connection: RedisConnection | None = None
+
+    async def evaluate(self, keys: list[str], args: list[Any]) -> Any:
+        """EVALSHA the script with `keys` and `args`; its reply."""
+        connection = self._connection
+        if connection is None or connection.closed:
+            connection = await self._connect()
+        if self._sha is not None:
+            try:
+                return await connection.call(pack("EVALSHA", self._sha, len(keys), *keys, *args))
+            except RedisReplyError as exc:
+                if not str(exc).startswith("NOSCRIPT"):
+                    raise
+        self._sha = await self._load(connection)
+        return await connection.call(pack("EVALSHA", self._sha, len(keys), *keys, *args))
+
+    async def _load(self, connection: RedisConnection) -> str:
+        sha = await connection.call(pack("SCRIPT", "LOAD", self._script))
+        return sha.decode() if isinstance(sha, bytes) else str(sha)
+
+    def reset(self) -> None:
+        """Drop the connection (after a timeout: its state is unknown); the next call
+        connects again."""
+        if self._connection is not None:
+            self._connection.close()
+            self._connection = None
+
+    async def close(self) -> None:
+        self.reset()
+
+    async def _connect(self) -> RedisConnection:
+        opened = await self._open()
+        current = self._connection
+        if current is not None and not current.closed:  # a concurrent call was first
+            opened.close()
+            return current
+        self._connection = opened
+        return opened
+
+    async def _open(self) -> RedisConnection:
+        target = _parse_url(self._url)
+        loop = asyncio.get_running_loop()
+        async with asyncio.timeout(self._connect_timeout):
+            if target.path is not None:
+                _, connection = await loop.create_unix_connection(RedisConnection, target.path)
+            else:
+                _, connection = await loop.create_connection(
+                    RedisConnection, target.host, target.port, ssl=target.ssl
+                )
+            try:
+                if target.password is not None:
+                    user = (target.username,) if target.username else ()
+                    await connection.call(pack("AUTH", *user, target.password))
+                if target.db:
+                    await connection.call(pack("SELECT", target.db))
+            except BaseException:
+                connection.close()
+                raise
+        return connection
+
+
+class _Target:
+    __slots__ = ("db", "host", "password", "path", "port", "ssl", "username")
+
+    def __init__(self) -> None:
+        self.host = "127.0.0.1"
+        self.port = 6379
+        self.path: str | None = None
+        self.db = 0
+        self.username: str | None = None
+        self.password: str | None = None
+        self.ssl: ssl.SSLContext | None = None
+
+
+def _parse_url(url: str) -> _Target:
+    parts = urlsplit(url)
+    target = _Target()
+    if parts.username:
+        target.username = unquote(parts.username)
+    if parts.password:
+        target.password = unquote(parts.password)
+    query = parse_qs(parts.query)
+    if parts.scheme == "unix":
+        target.path = parts.path
+        target.db = int(query.get("db", ["0"])[0])
+        return target
+    target.host = parts.hostname or "127.0.0.1"
+    target.port = parts.port or 6379
+    path = parts.path.strip("/")
+    target.db = int(path) if path else int(query.get("db", ["0"])[0])
+    if parts.scheme == "rediss":
+        target.ssl = ssl.create_default_context()
+    return target
