@@ -1,12 +1,16 @@
 """Config -> Runtime: the compiled route table, each route's pipeline, the services.
 
-A Runtime is immutable once built. Reload (a later layer) builds a new one
+A Runtime is immutable once built. A reload (server/reload.py) builds a new one
 beside the old and swaps one reference; requests in flight finish on the
-Runtime they started with.
+Runtime they started with. Services whose config did not change are carried
+over as they are (pools, breaker, target health), so a reload that adds a route
+does not reset what the gateway knows about its upstreams.
 """
 
 from __future__ import annotations
 
+import hashlib
+import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -118,8 +122,11 @@ class Runtime:
         api_terminal: Terminal | None = None,
         resources: Resources | None = None,
         metrics: MetricsRegistry | None = None,
+        previous: Runtime | None = None,
     ) -> None:
         self.config = config
+        self.digest = hashlib.sha256(config.model_dump_json().encode()).hexdigest()[:16]
+        self.loaded_at = time.time()
         self.metrics = metrics
         self.resources = resources if resources is not None else Resources()
         self.identity = shared_identity(config, self.resources)
@@ -129,8 +136,14 @@ class Runtime:
         self.settings = settings_from(config)
         self.trusted = TrustedProxies(config.server.trusted_proxies)
         upstream_metrics = UpstreamMetrics(metrics) if metrics is not None else None
-        self.services = {
-            name: Service(name, svc, upstream_metrics) for name, svc in config.services.items()
+        kept = previous.services if previous is not None else {}
+        self.services: dict[str, Service] = {
+            name: (
+                kept[name]
+                if name in kept and kept[name].config == svc
+                else Service(name, svc, upstream_metrics)
+            )
+            for name, svc in config.services.items()
         }
         entries: list[RouteEntry[Route]] = []
         order = 0
@@ -237,6 +250,13 @@ class Runtime:
     def close(self) -> None:
         for service in self.services.values():
             service.close()
+
+    def retire(self, successor: Runtime) -> None:
+        """Replaced by `successor`: retire the services it did not carry over."""
+        carried = {id(service) for service in successor.services.values()}
+        for service in self.services.values():
+            if id(service) not in carried:
+                service.retire()
 
     def prune_pools(self) -> None:
         for service in self.services.values():

@@ -23,16 +23,9 @@ class GatewayProcess:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.dir = Path(tempfile.mkdtemp(prefix="potok-test-"))
-        server = dict(config.get("server", {}))
-        server.setdefault("host", "127.0.0.1")
-        server["port"] = self.port
-        server["workers"] = workers
-        config = {**config, "server": server}
-        logging = dict(config.get("logging", {}))
-        logging.setdefault("access_log", {"path": str(self.dir / "access.log")})
-        config["logging"] = logging
+        self.workers = workers
         self.config_path = self.dir / "potok.yaml"
-        self.config_path.write_text(yaml.safe_dump(config))
+        self.write_config(config)
         self.stdout_path = self.dir / "stdout.log"
         self.stderr_path = self.dir / "stderr.log"
         self._stdout = open(self.stdout_path, "wb")  # noqa: SIM115
@@ -48,6 +41,21 @@ class GatewayProcess:
         except TimeoutError:
             self.stop()
             raise RuntimeError(f"gateway did not start:\n{self.stderr()}") from None
+
+    def write_config(self, config: dict[str, Any]) -> None:
+        """(Re)write the config file, with this process's port, workers and log path."""
+        server = dict(config.get("server", {}))
+        server.setdefault("host", "127.0.0.1")
+        server["port"] = self.port
+        server["workers"] = self.workers
+        config = {**config, "server": server}
+        logging = dict(config.get("logging", {}))
+        logging.setdefault("access_log", {"path": str(self.dir / "access.log")})
+        config["logging"] = logging
+        # Write beside and rename: a watcher never reads a half-written file.
+        partial = self.config_path.with_suffix(".partial")
+        partial.write_text(yaml.safe_dump(config))
+        partial.replace(self.config_path)
 
     def stderr(self) -> str:
         return self.stderr_path.read_text(errors="replace")

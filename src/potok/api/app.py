@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from fastapi import FastAPI, Request
@@ -55,10 +56,16 @@ def create_api(context: ApiContext) -> FastAPI:
     async def health() -> Response:
         """Readiness plus every service and target as this worker sees them."""
         ready = context.is_ready()
+        runtime = context.runtime()
         body: dict[str, Any] = {
             "status": "ok" if ready else "draining",
             "version": __version__,
-            "services": _services(context.runtime()),
+            # Which config this worker serves: after a reload, every worker shows the same.
+            "config": {
+                "digest": runtime.digest,
+                "loaded_at": datetime.fromtimestamp(runtime.loaded_at, UTC).isoformat(),
+            },
+            "services": _services(runtime),
         }
         return JSONResponse(body, status_code=200 if ready else 503)
 

@@ -10,6 +10,7 @@ from pydantic import ValidationError
 
 from potok.cli.common import add_config_argument, load_or_report
 from potok.config.models import GatewayConfig
+from potok.config.source import ConfigSource, with_overrides
 from potok.server.supervisor import Supervisor
 from potok.server.worker import run_worker
 
@@ -23,32 +24,18 @@ def register(commands: Any) -> None:
     parser.set_defaults(handler=main)
 
 
-def with_overrides(
-    config: GatewayConfig, host: str | None, port: int | None, workers: int | None
-) -> GatewayConfig:
-    server: dict[str, Any] = {}
-    if host is not None:
-        server["host"] = host
-    if port is not None:
-        server["port"] = port
-    if workers is not None:
-        server["workers"] = workers
-    if not server:
-        return config
-    merged = config.server.model_dump() | server
-    return config.model_validate(config.model_dump() | {"server": merged})
-
-
-def serve(config: GatewayConfig) -> int:
+def serve(config: GatewayConfig, source: ConfigSource | None = None) -> int:
+    """Run the gateway; with a source, SIGHUP (or a watched file) reloads from it."""
     if config.server.workers > 1:
-        return Supervisor(config, config.server.workers).run()
-    return run_worker(config)
+        return Supervisor(config, config.server.workers, source).run()
+    return run_worker(config, source=source)
 
 
 def main(args: argparse.Namespace) -> int:
     config = load_or_report(args.config)
     if config is None:
         return 1
+    source = ConfigSource(args.config, args.host, args.port, args.workers)
     try:
         config = with_overrides(config, args.host, args.port, args.workers)
     except ValidationError as exc:
@@ -57,4 +44,4 @@ def main(args: argparse.Namespace) -> int:
         for error in exc.errors():
             print(f"  {error['msg'].removeprefix('Value error, ')}", file=sys.stderr)
         return 1
-    return serve(config)
+    return serve(config, source)

@@ -113,6 +113,19 @@ class MetricsConfig(ConfigModel):
     enabled: bool = Field(True, description="Collect and expose metrics.")
 
 
+class ReloadConfig(ConfigModel):
+    """Config hot reload: SIGHUP always reloads; this adds watching the file."""
+
+    watch: bool = Field(
+        False,
+        description=(
+            "Reload when the config file changes (polled; a Kubernetes ConfigMap's symlink swap "
+            "counts as a change)."
+        ),
+    )
+    interval: Duration = Field(2.0, description="How often the file is polled when watched.")
+
+
 class ServerConfig(ConfigModel):
     """Where and how the gateway listens."""
 
@@ -403,6 +416,10 @@ class GatewayConfig(ConfigModel):
         description=(
             "Real-time delivery: /api/v1/ws, Socket.IO, channels, event bus (off unless given)."
         ),
+    )
+    reload: ReloadConfig = Field(
+        default_factory=ReloadConfig,
+        description="Hot reload of services, routes and policies (SIGHUP, or a watched file).",
     )
 
     @model_validator(mode="after")

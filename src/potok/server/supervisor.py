@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import multiprocessing
+import os
 import shutil
 import signal
 import tempfile
@@ -12,7 +13,10 @@ from types import FrameType
 
 import structlog
 
+from potok.config.loader import ConfigError
 from potok.config.models import GatewayConfig
+from potok.config.source import ConfigSource
+from potok.server.reload import restart_only_changes
 from potok.server.worker import run_worker
 
 log = structlog.get_logger("potok.supervisor")
@@ -20,32 +24,44 @@ log = structlog.get_logger("potok.supervisor")
 RESTART_BACKOFF = 1.0
 
 
-def _worker_entry(config: GatewayConfig, worker_id: str, metrics_dir: str) -> None:
+def _worker_entry(
+    config: GatewayConfig, worker_id: str, metrics_dir: str, source: ConfigSource | None
+) -> None:
     # Children handle SIGTERM themselves; SIGINT from a terminal reaches the
     # whole process group, so the parent alone decides when to stop.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    raise SystemExit(run_worker(config, worker_id, metrics_dir))
+    raise SystemExit(run_worker(config, worker_id, metrics_dir, source, supervised=True))
 
 
 class Supervisor:
-    def __init__(self, config: GatewayConfig, workers: int) -> None:
+    def __init__(
+        self, config: GatewayConfig, workers: int, source: ConfigSource | None = None
+    ) -> None:
         self.config = config
+        self.source = source
         self.count = workers
         self.metrics_dir = tempfile.mkdtemp(prefix="potok-metrics-")
         # spawn, not fork: each worker starts with a fresh interpreter and event loop.
         self._context = multiprocessing.get_context("spawn")
         self._workers: dict[str, BaseProcess] = {}
         self._stopping = False
+        self._reload_requested = False
+        self._fingerprint = source.fingerprint() if source is not None else None
+        self._next_watch = 0.0
 
     def run(self) -> int:
         signal.signal(signal.SIGTERM, self._on_stop)
         signal.signal(signal.SIGINT, self._on_stop)
+        signal.signal(signal.SIGHUP, self._on_hup)
         try:
             for index in range(self.count):
                 self._start(str(index))
             while not self._stopping:
                 time.sleep(0.2)
                 self._restart_dead()
+                if self._reload_requested or self._file_changed():
+                    self._reload_requested = False
+                    self._reload()
             return self._stop_all()
         finally:
             shutil.rmtree(self.metrics_dir, ignore_errors=True)
@@ -53,7 +69,7 @@ class Supervisor:
     def _start(self, worker_id: str) -> None:
         process = self._context.Process(
             target=_worker_entry,
-            args=(self.config, worker_id, self.metrics_dir),
+            args=(self.config, worker_id, self.metrics_dir, self.source),
             name=f"potok-worker-{worker_id}",
         )
         process.start()
@@ -68,6 +84,54 @@ class Supervisor:
 
     def _on_stop(self, signum: int, frame: FrameType | None) -> None:
         self._stopping = True
+
+    def _on_hup(self, signum: int, frame: FrameType | None) -> None:
+        self._reload_requested = True
+
+    def _file_changed(self) -> bool:
+        if self.source is None or not self.config.reload.watch:
+            return False
+        now = time.monotonic()
+        if now < self._next_watch:
+            return False
+        self._next_watch = now + self.config.reload.interval
+        fingerprint = self.source.fingerprint()
+        if fingerprint is None or fingerprint == self._fingerprint:
+            return False
+        self._fingerprint = fingerprint
+        return True
+
+    def _reload(self) -> None:
+        """Check the file once here, then let every worker apply it (SIGHUP).
+
+        Workers load and judge it themselves (the same rules); checking here first
+        keeps a bad file to one log line, and a worker restarted later starts from
+        the newest config that passed.
+        """
+        if self.source is None:
+            log.warning("SIGHUP ignored: this gateway was not started from a config file")
+            return
+        try:
+            config = self.source.load()
+        except ConfigError as exc:
+            log.error(
+                "config reload refused; the running config stays",
+                path=self.source.path,
+                problems=[f"{f}: {m}" if f else m for f, m in exc.problems],
+            )
+            return
+        changed = restart_only_changes(self.config, config)
+        if changed:
+            log.error(
+                "config reload refused; the running config stays",
+                path=self.source.path,
+                problems=[f"{name}: changing it needs a restart" for name in changed],
+            )
+            return
+        self.config = config
+        for process in self._workers.values():
+            if process.is_alive() and process.pid is not None:
+                os.kill(process.pid, signal.SIGHUP)
 
     def _stop_all(self) -> int:
         for process in self._workers.values():

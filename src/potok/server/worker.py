@@ -13,6 +13,7 @@ import uvloop
 from potok.api.app import ApiContext, create_api
 from potok.app import Gateway
 from potok.config.models import GatewayConfig
+from potok.config.source import ConfigSource
 from potok.observability.access_log import AccessLog
 from potok.observability.logging import configure_logging
 from potok.observability.metrics import (
@@ -27,6 +28,7 @@ from potok.runtime import Runtime
 from potok.server.asgi import AsgiBridge
 from potok.server.connection import ClientConnection
 from potok.server.listener import listening_socket
+from potok.server.reload import Reloader
 from potok.server.state import ServerState
 
 log = structlog.get_logger("potok.worker")
@@ -39,8 +41,10 @@ async def serve(
     *,
     worker_id: str = "0",
     metrics_dir: Path | None = None,
+    source: ConfigSource | None = None,
+    supervised: bool = False,
 ) -> None:
-    """Serve until SIGTERM/SIGINT, then drain and return."""
+    """Serve until SIGTERM/SIGINT, then drain and return; SIGHUP reloads from `source`."""
     loop = asyncio.get_running_loop()
     registry = MetricsRegistry(worker_id)
     metrics = GatewayMetrics(registry)
@@ -78,6 +82,18 @@ async def serve(
     background = [loop.create_task(_prune_pools(gateway))]
     if store is not None:
         background.append(loop.create_task(write_snapshots(registry, store)))
+    reloader = _reloader(
+        source,
+        gateway=gateway,
+        state=state,
+        bridge=bridge,
+        resources=resources,
+        registry=registry,
+    )
+    loop.add_signal_handler(signal.SIGHUP, _on_sighup, reloader)
+    if reloader is not None and config.reload.watch and not supervised:
+        # Under the supervisor, it watches the file and sends SIGHUP (one log line, not N).
+        background.append(loop.create_task(reloader.watch(config.reload.interval)))
 
     stop = asyncio.Event()
     loop.add_signal_handler(signal.SIGTERM, stop.set)
@@ -125,19 +141,63 @@ async def _drain(state: ServerState, server: asyncio.Server, config: GatewayConf
         await asyncio.sleep(0)
 
 
+def _reloader(
+    source: ConfigSource | None,
+    *,
+    gateway: Gateway,
+    state: ServerState,
+    bridge: AsgiBridge,
+    resources: Resources,
+    registry: MetricsRegistry,
+) -> Reloader | None:
+    if source is None:
+        return None
+
+    def install(runtime: Runtime) -> None:
+        gateway.runtime = runtime
+        state.settings = runtime.settings
+
+    return Reloader(
+        source,
+        current=lambda: gateway.runtime,
+        build=lambda config, old: Runtime(config, bridge, resources, registry, previous=old),
+        install=install,
+        counter=registry.counter("config_reloads_total", "Config reloads, by result.", ("result",)),
+    )
+
+
+def _on_sighup(reloader: Reloader | None) -> None:
+    if reloader is None:
+        log.warning("SIGHUP ignored: this gateway was not started from a config file")
+        return
+    reloader.request("SIGHUP")
+
+
 async def _prune_pools(gateway: Gateway) -> None:
     while True:
         await asyncio.sleep(POOL_PRUNE_INTERVAL)
         gateway.runtime.prune_pools()
 
 
-def run_worker(config: GatewayConfig, worker_id: str = "0", metrics_dir: str | None = None) -> int:
+def run_worker(
+    config: GatewayConfig,
+    worker_id: str = "0",
+    metrics_dir: str | None = None,
+    source: ConfigSource | None = None,
+    supervised: bool = False,
+) -> int:
     """Process entry point (also used by the supervisor's spawned children)."""
+    # Until the loop's handler is in place, a SIGHUP (a reload) must not end the process.
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
     configure_logging(config.logging.level, config.logging.format)
     try:
         uvloop.run(
             serve(
-                config, worker_id=worker_id, metrics_dir=Path(metrics_dir) if metrics_dir else None
+                config,
+                worker_id=worker_id,
+                metrics_dir=Path(metrics_dir) if metrics_dir else None,
+                source=source,
+                supervised=supervised,
             )
         )
     except OSError as exc:

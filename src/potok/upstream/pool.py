@@ -58,5 +58,11 @@ class ConnectionPool:
         while self._idle:
             self._idle.pop().close()
 
+    def retire(self) -> None:
+        """The target left the config: close the idle connections now, and each busy one
+        when its response ends (a released connection finds no room and is closed)."""
+        self.max_idle = 0
+        self.close_all()
+
     def __len__(self) -> int:
         return len(self._idle)

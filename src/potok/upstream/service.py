@@ -150,6 +150,15 @@ class Service:
         for target in self.targets:
             target.pool.close_all()
 
+    def retire(self) -> None:
+        """Replaced by a config reload: stop checking, let in-flight requests finish on
+        their connections, keep no idle ones."""
+        if self._health_task is not None:
+            self._health_task.cancel()
+            self._health_task = None
+        for target in self.targets:
+            target.pool.retire()
+
     def prune_pools(self) -> None:
         for target in self.targets:
             target.pool.prune()

@@ -1,0 +1,65 @@
+"""Where the running config comes from: a file plus the command line's overrides.
+
+`potok run` loads it once at start; a reload (SIGHUP, a watched file) loads it
+again the same way, so `--port 9000` still holds after the file is edited.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Any
+
+from pydantic import ValidationError
+
+from potok.config.loader import ConfigError, load_config
+from potok.config.models import GatewayConfig
+
+
+@dataclass(frozen=True, slots=True)
+class ConfigSource:
+    path: str
+    host: str | None = None
+    port: int | None = None
+    workers: int | None = None
+
+    def load(self) -> GatewayConfig:
+        """The validated config; ConfigError naming every bad field otherwise (blocking I/O)."""
+        config = load_config(self.path)
+        try:
+            return with_overrides(config, self.host, self.port, self.workers)
+        except ValidationError as exc:
+            # An override can make a valid file invalid (a memory rate limit with --workers 2).
+            problems = [
+                ("command line", str(error["msg"]).removeprefix("Value error, "))
+                for error in exc.errors()
+            ]
+            raise ConfigError(problems) from exc
+
+    def fingerprint(self) -> tuple[int, int, int, int] | None:
+        """(device, inode, size, mtime) of the file, following symlinks; None if it is gone.
+
+        A Kubernetes ConfigMap update swaps a symlink: the inode changes even when the
+        size and mtime happen to match, so all four are compared.
+        """
+        try:
+            stat = os.stat(self.path)
+        except OSError:
+            return None
+        return (stat.st_dev, stat.st_ino, stat.st_size, stat.st_mtime_ns)
+
+
+def with_overrides(
+    config: GatewayConfig, host: str | None, port: int | None, workers: int | None
+) -> GatewayConfig:
+    server: dict[str, Any] = {}
+    if host is not None:
+        server["host"] = host
+    if port is not None:
+        server["port"] = port
+    if workers is not None:
+        server["workers"] = workers
+    if not server:
+        return config
+    merged = config.server.model_dump() | server
+    return config.model_validate(config.model_dump() | {"server": merged})

@@ -1,0 +1,162 @@
+"""Config hot reload in a worker: validate, build, swap one reference, retire the old.
+
+Triggered by SIGHUP (the supervisor forwards it to every worker) or, with
+`reload.watch`, by the config file changing. The new file is read and validated
+off the event loop; a config that does not validate, cannot be built, or
+changes a setting only a restart can apply is refused with every reason logged,
+and the old config keeps serving. Nothing is closed by a reload: connections
+stay open, requests in flight finish on the Runtime they started with, and
+services whose config is unchanged are carried over with their pools, breakers
+and target health.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import structlog
+
+from potok.config.loader import ConfigError
+from potok.config.models import GatewayConfig
+from potok.config.source import ConfigSource
+from potok.runtime import Runtime
+
+if TYPE_CHECKING:
+    from potok.observability.metrics import Counter
+
+log = structlog.get_logger("potok.reload")
+
+# Settings read once when a worker starts (listener, logging, shared clients): a
+# reload that changes one of these is refused, naming it, rather than half-applied.
+RESTART_ONLY = (
+    "server.host",
+    "server.port",
+    "server.workers",
+    "logging",
+    "metrics",
+    "redis",
+    "database",
+    "auth",
+    "realtime",
+    "reload",
+)
+
+
+def restart_only_changes(old: GatewayConfig, new: GatewayConfig) -> list[str]:
+    """The RESTART_ONLY settings that differ between two configs."""
+    changed = []
+    for dotted in RESTART_ONLY:
+        before: object = old
+        after: object = new
+        for part in dotted.split("."):
+            before = getattr(before, part)
+            after = getattr(after, part)
+        if before != after:
+            changed.append(dotted)
+    return changed
+
+
+@dataclass(frozen=True, slots=True)
+class ReloadOutcome:
+    result: str  # "applied" | "unchanged" | "refused"
+    problems: tuple[str, ...] = ()
+
+
+class Reloader:
+    """Reloads one worker's Runtime from its ConfigSource, one reload at a time."""
+
+    def __init__(
+        self,
+        source: ConfigSource,
+        current: Callable[[], Runtime],
+        build: Callable[[GatewayConfig, Runtime], Runtime],
+        install: Callable[[Runtime], None],
+        counter: Counter | None = None,
+    ) -> None:
+        self._source = source
+        self._current = current
+        self._build = build
+        self._install = install
+        self._counter = counter
+        self._lock = asyncio.Lock()
+        self._pending: set[asyncio.Task[ReloadOutcome]] = set()
+
+    def request(self, trigger: str) -> None:
+        """Reload in the background (from a signal handler); the task is kept until done."""
+        task = asyncio.get_running_loop().create_task(self.reload(trigger))
+        self._pending.add(task)
+        task.add_done_callback(self._pending.discard)
+
+    async def reload(self, trigger: str) -> ReloadOutcome:
+        async with self._lock:
+            outcome = await self._reload()
+        if self._counter is not None:
+            self._counter.inc((outcome.result,))
+        if outcome.result == "refused":
+            log.error(
+                "config reload refused; the running config stays",
+                trigger=trigger,
+                path=self._source.path,
+                problems=list(outcome.problems),
+            )
+        return outcome
+
+    async def _reload(self) -> ReloadOutcome:
+        old = self._current()
+        try:
+            config = await asyncio.to_thread(self._source.load)
+        except ConfigError as exc:
+            return ReloadOutcome(
+                "refused",
+                tuple(
+                    f"{field}: {message}" if field else message for field, message in exc.problems
+                ),
+            )
+        if config == old.config:
+            log.info("config reload: nothing changed", path=self._source.path)
+            return ReloadOutcome("unchanged")
+        changed = restart_only_changes(old.config, config)
+        if changed:
+            return ReloadOutcome(
+                "refused", tuple(f"{name}: changing it needs a restart" for name in changed)
+            )
+        try:
+            runtime = self._build(config, old)
+        except Exception as exc:  # a policy or service that validates but cannot be built
+            log.exception("config reload: building the new runtime failed")
+            return ReloadOutcome("refused", (f"building the new config failed: {exc}",))
+        self._install(runtime)
+        runtime.start()
+        old.retire(runtime)
+        log.info("config reloaded", path=self._source.path, **_summary(old, runtime))
+        return ReloadOutcome("applied")
+
+    async def watch(self, interval: float) -> None:
+        """Reload whenever the file's fingerprint changes (polled off the event loop)."""
+        seen = await asyncio.to_thread(self._source.fingerprint)
+        while True:
+            await asyncio.sleep(interval)
+            now = await asyncio.to_thread(self._source.fingerprint)
+            if now is None or now == seen:
+                continue  # a missing file mid-swap is not a change yet
+            seen = now
+            await self.reload("file changed")
+
+
+def _summary(old: Runtime, new: Runtime) -> dict[str, object]:
+    """What an operator wants to read in the log line: what came, went and changed."""
+    old_routes = {route.name for route in old.routes}
+    new_routes = {route.name for route in new.routes}
+    kept = {name for name, svc in new.services.items() if old.services.get(name) is svc}
+    return {
+        "config": new.digest,
+        "routes": len(new.routes),
+        "routes_added": sorted(new_routes - old_routes),
+        "routes_removed": sorted(old_routes - new_routes),
+        "services_added": sorted(set(new.services) - set(old.services)),
+        "services_removed": sorted(set(old.services) - set(new.services)),
+        "services_changed": sorted(set(new.services) & set(old.services) - kept),
+    }
