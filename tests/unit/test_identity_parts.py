@@ -1,4 +1,4 @@
-"""The identity layer's pure parts: login guard, denylist, audit buffer, JWKS rate limit, config."""
+"""The identity layer's pure parts (the login guard has test_login_guard.py): denylist, audit buffer, JWKS rate limit, config."""
 
 from __future__ import annotations
 
@@ -8,9 +8,8 @@ import pytest
 
 from potok.config import ConfigError, load_config_text
 from potok.identity.audit import AuditLog
-from potok.identity.config import AuditConfig, LoginProtectionConfig, PasswordHashingConfig
+from potok.identity.config import AuditConfig, PasswordHashingConfig
 from potok.identity.jwks import JwksKeySet
-from potok.identity.login_guard import LoginGuard
 from potok.identity.passwords import PasswordError, PasswordHasher
 from potok.identity.revocation import JTI, SUBJECT, Denylist
 from potok.policies.auth_jwt.config import JwksConfig
@@ -22,56 +21,6 @@ class Clock:
 
     def __call__(self) -> float:
         return self.now
-
-
-def test_guard_locks_a_username_then_backs_off():
-    clock = Clock()
-    guard = LoginGuard(
-        LoginProtectionConfig(max_failures_per_user=3, lockout=10, max_lockout=25), clock
-    )
-    for _ in range(3):
-        assert guard.retry_after("Alice", "1.1.1.1") == 0
-        guard.failed("Alice", "1.1.1.1")
-    assert guard.retry_after("alice", "2.2.2.2") == 10  # case-insensitive, any IP
-    clock.now += 10
-    assert guard.retry_after("alice", "2.2.2.2") == 0
-    for _ in range(3):
-        guard.failed("alice", "2.2.2.2")
-    assert guard.retry_after("alice", "3.3.3.3") == 20  # doubled
-    clock.now += 20
-    for _ in range(3):
-        guard.failed("alice", "2.2.2.2")
-    assert guard.retry_after("alice", "3.3.3.3") == 25  # capped
-
-
-def test_guard_window_and_success():
-    clock = Clock()
-    guard = LoginGuard(LoginProtectionConfig(max_failures_per_user=3, window=60), clock)
-    guard.failed("bob", "ip")
-    guard.failed("bob", "ip")
-    clock.now += 61
-    guard.failed("bob", "ip")  # the first two fell out of the window
-    assert guard.retry_after("bob", "ip") == 0
-    guard.failed("bob", "ip")
-    guard.succeeded("bob")
-    guard.failed("bob", "ip")
-    assert guard.retry_after("bob", "ip") == 0
-
-
-def test_guard_locks_an_ip_across_usernames():
-    clock = Clock()
-    guard = LoginGuard(LoginProtectionConfig(max_failures_per_ip=5, lockout=30), clock)
-    for i in range(5):
-        guard.failed(f"user{i}", "6.6.6.6")
-    assert guard.retry_after("someone-new", "6.6.6.6") == 30
-    assert guard.retry_after("someone-new", "7.7.7.7") == 0
-
-
-def test_guard_is_bounded():
-    guard = LoginGuard(LoginProtectionConfig(tracked=100), Clock())
-    for i in range(1000):
-        guard.failed(f"user{i}", f"10.0.{i // 250}.{i % 250}")
-    assert len(guard._users.tracks) == 100 and len(guard._ips.tracks) == 100
 
 
 def test_denylist():
@@ -187,6 +136,33 @@ def test_config_names_the_bad_field():
     assert "token_service" in found[0][1]
     found = problems("database: {url: 'mysql://x'}")
     assert found[0][0] == "database.url"
+    found = problems("auth: {revocation: {backend: redis}}")
+    assert found[0][1].startswith("auth.revocation.redis_url: backend 'redis' needs")
+
+
+def test_revocation_redis_comes_from_the_shared_section_unless_overridden():
+    from potok.identity.revocation import Revocations
+
+    def revocations(text: str) -> Revocations:
+        config = load_config_text(BASE + text, {})
+        return Revocations(config.auth.revocation, None, Denylist(), config.redis)
+
+    shared = revocations(
+        "redis: {url: 'redis://10.0.0.5:6380/2', key_prefix: 'staging:'}\n"
+        "auth: {revocation: {backend: redis}}"
+    )
+    assert shared.redis_url == "redis://10.0.0.5:6380/2"
+    assert shared.channel == "staging:revoked:events"
+    override = revocations(
+        "redis: {url: 'redis://10.0.0.5:6380/2'}\n"
+        "auth: {revocation: {backend: redis, redis_url: 'redis://10.0.0.9/0', "
+        "redis_prefix: 'own:'}}"
+    )
+    assert override.redis_url == "redis://10.0.0.9/0"
+    assert override.channel == "own:events"
+    alone = revocations("auth: {revocation: {backend: redis, redis_url: 'redis://10.0.0.9/0'}}")
+    assert alone.redis_url == "redis://10.0.0.9/0"
+    assert alone.channel == "potok:revoked:events"  # what it always was
 
 
 async def test_redis_backend_spreads_a_revocation_at_once():

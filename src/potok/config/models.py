@@ -24,7 +24,7 @@ from potok.config.resilience import (
     RetryConfig,
 )
 from potok.config.units import ByteSize, Duration, OptionalDuration
-from potok.identity.config import AuthConfig, DatabaseConfig
+from potok.identity.config import AuthConfig, DatabaseConfig, identity_problems
 from potok.policies.checks import policy_problems
 from potok.policies.config import PoliciesConfig
 from potok.realtime.config import RealtimeConfig, realtime_problems
@@ -425,6 +425,13 @@ class GatewayConfig(ConfigModel):
     @model_validator(mode="after")
     def _realtime_checks(self) -> GatewayConfig:
         problems = realtime_problems(self)
+        if problems:
+            raise ValueError("\n  ".join(f"{path}: {message}" for path, message in problems))
+        return self
+
+    @model_validator(mode="after")
+    def _identity_checks(self) -> GatewayConfig:
+        problems = identity_problems(self)
         if problems:
             raise ValueError("\n  ".join(f"{path}: {message}" for path, message in problems))
         return self

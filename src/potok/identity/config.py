@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import re
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from pydantic import Field, field_validator, model_validator
 
 from potok.config.base import ConfigModel
 from potok.config.units import Duration
+
+if TYPE_CHECKING:
+    from potok.config.models import GatewayConfig
 
 _HEADER_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
 HMAC_ALGORITHMS = ("HS256", "HS384", "HS512")
@@ -144,11 +147,23 @@ class LoginProtectionConfig(ConfigModel):
     max_failures_per_ip: int = Field(
         20, ge=1, description="Failures within `window` that lock a client IP."
     )
-    window: Duration = Field(900.0, description="How far back failures are counted.")
+    window: Duration = Field(
+        900.0,
+        description=(
+            "How far back failures are counted. A key's lock-out count (for the doubling) is "
+            "forgotten a window after its last failure and lock-out."
+        ),
+    )
     lockout: Duration = Field(60.0, description="First lock-out; doubles with each repeat.")
     max_lockout: Duration = Field(3600.0, description="Longest lock-out.")
     tracked: int = Field(
-        100_000, ge=100, description="Most usernames and IPs tracked per worker (oldest dropped)."
+        100_000,
+        ge=100,
+        description=(
+            "Most lock-outs each worker remembers, to refuse a locked username or IP without "
+            "asking the database (oldest dropped). The counters themselves are in the database, "
+            "shared by every worker and instance."
+        ),
     )
 
 
@@ -163,8 +178,20 @@ class RevocationConfig(ConfigModel):
             "of a revocation at once."
         ),
     )
-    redis_url: str = Field("redis://127.0.0.1:6379/0", description="Redis for backend 'redis'.")
-    redis_prefix: str = Field("potok:revoked:", description="Prefix of the Redis keys used.")
+    redis_url: str | None = Field(
+        None,
+        description=(
+            "Redis for backend 'redis'; default: the top-level `redis:` section, shared with "
+            "rate limiting. Set it only to use another server."
+        ),
+    )
+    redis_prefix: str | None = Field(
+        None,
+        description=(
+            "Prefix of the Redis channel (`<prefix>events`); default: the `redis:` section's "
+            "`key_prefix` followed by 'revoked:' (so 'potok:revoked:')."
+        ),
+    )
     poll_interval: Duration = Field(
         1.0, description="How often each worker reads new revocations from the database."
     )
@@ -238,3 +265,17 @@ class AuthConfig(ConfigModel):
         default_factory=IdentityHeadersConfig,
         description="Names of the identity headers sent upstream (stripped from clients).",
     )
+
+
+def identity_problems(config: GatewayConfig) -> list[tuple[str, str]]:
+    """Cross-section mistakes of the identity settings, as (field path, message)."""
+    problems: list[tuple[str, str]] = []
+    revocation = config.auth.revocation
+    if revocation.backend == "redis" and revocation.redis_url is None and config.redis is None:
+        problems.append(
+            (
+                "auth.revocation.redis_url",
+                "backend 'redis' needs the top-level `redis:` section or 'redis_url'",
+            )
+        )
+    return problems

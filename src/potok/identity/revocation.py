@@ -3,7 +3,9 @@
 The hot path asks `Denylist.is_revoked` (two dict lookups, no I/O). Revocations
 are written to the database, which is the source of truth; each worker reads
 new rows every `poll_interval`, and with the Redis backend every revocation is
-also published so all gateways apply it at once. Two kinds:
+also published so all gateways apply it at once, through the gateway's shared
+`redis:` section (the one rate limiting uses) unless `redis_url` overrides it.
+Two kinds:
 
 - `jti`: one access token (logout, a reused refresh family), until it expires;
 - `subject`: every token of a user issued before the revocation (disabled user).
@@ -23,6 +25,7 @@ from sqlalchemy import delete, select
 from potok.identity.schema import revocations
 
 if TYPE_CHECKING:
+    from potok.config.redis import RedisConfig
     from potok.identity.config import RevocationConfig
     from potok.identity.database import Database
 
@@ -108,18 +111,42 @@ class Revocations:
     """Revoke (database + publish) and keep this worker's denylist current."""
 
     def __init__(
-        self, config: RevocationConfig, store: RevocationStore | None, denylist: Denylist
+        self,
+        config: RevocationConfig,
+        store: RevocationStore | None,
+        denylist: Denylist,
+        shared_redis: RedisConfig | None = None,
     ) -> None:
+        """`shared_redis` is the gateway's top-level `redis:` section, used by backend 'redis'
+        unless the config's own `redis_url` is set."""
         self.config = config
         self.store = store
         self.denylist = denylist
+        self._shared_redis = shared_redis
         self._last_id = 0
         self._redis: Any = None
         self._tasks: list[asyncio.Task[None]] = []
 
     @property
     def channel(self) -> str:
-        return self.config.redis_prefix + "events"
+        prefix = self.config.redis_prefix
+        if prefix is None:
+            shared = self._shared_redis
+            prefix = (shared.key_prefix if shared is not None else "potok:") + "revoked:"
+        return prefix + "events"
+
+    @property
+    def redis_url(self) -> str:
+        """The Redis of backend 'redis': `redis_url`, else the shared `redis:` section."""
+        if self.config.redis_url is not None:
+            return self.config.redis_url
+        if self._shared_redis is None:
+            # GatewayConfig refuses this; a hand-built RevocationConfig may not.
+            raise ValueError(
+                "auth.revocation.redis_url: backend 'redis' needs the top-level `redis:` "
+                "section or 'redis_url'"
+            )
+        return self._shared_redis.url
 
     async def start(self) -> None:
         await self.poll()
@@ -128,7 +155,10 @@ class Revocations:
         if self.config.backend == "redis":
             import redis.asyncio as aioredis  # noqa: PLC0415 - only for the redis backend
 
-            self._redis = aioredis.from_url(self.config.redis_url)
+            options: dict[str, Any] = {}
+            if self.config.redis_url is None and self._shared_redis is not None:
+                options["socket_connect_timeout"] = self._shared_redis.connect_timeout
+            self._redis = aioredis.from_url(self.redis_url, **options)
             self._tasks.append(loop.create_task(self._subscribe()))
 
     async def revoke(self, kind: str, value: str, expires_at: float) -> None:

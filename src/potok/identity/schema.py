@@ -109,6 +109,20 @@ audit_events = Table(
     Index("potok_audit_events_event", "event"),
 )
 
+# Failed logins per username ("user:<name>") and per client IP ("ip:<address>"), shared by
+# every worker and instance (login_guard.py). `failures` holds the times of the failures
+# still in the window (fewer than the limit: reaching it locks and clears them).
+login_failures = Table(
+    "potok_login_failures",
+    metadata,
+    Column("key", String(320), primary_key=True),
+    Column("failures", JSON, nullable=False),
+    Column("locked_until", Float, nullable=False),
+    Column("lockouts", Integer, nullable=False),
+    Column("expires_at", Float, nullable=False),  # the row says nothing after this: prunable
+    Index("potok_login_failures_expires", "expires_at"),
+)
+
 schema_version = Table(
     "potok_schema_version",
     MetaData(),
@@ -126,10 +140,19 @@ class Migration:
 
 
 def _initial(connection: Connection) -> None:
-    metadata.create_all(connection)
+    # The tables of version 1 only: later tables come with their own migration.
+    version_1 = [users, api_keys, refresh_tokens, revocations, audit_events]
+    metadata.create_all(connection, tables=version_1)
 
 
-MIGRATIONS: tuple[Migration, ...] = (Migration(1, "identity tables", _initial),)
+def _login_failures(connection: Connection) -> None:
+    login_failures.create(connection)
+
+
+MIGRATIONS: tuple[Migration, ...] = (
+    Migration(1, "identity tables", _initial),
+    Migration(2, "login failures shared by every worker", _login_failures),
+)
 
 _PG_LOCK_KEY = 0x706F746F6B  # "potok": one advisory lock for all migrating workers
 

@@ -19,6 +19,7 @@ from potok.identity.database import Database, redacted
 from potok.identity.forwarding import IdentityHeaders
 from potok.identity.jwks import JwksKeySet
 from potok.identity.keys import VerifyKey, signing_key
+from potok.identity.login_failures import LoginFailureStore
 from potok.identity.login_guard import LoginGuard
 from potok.identity.passwords import PasswordHasher
 from potok.identity.refresh_tokens import RefreshTokenStore
@@ -61,7 +62,10 @@ class IdentityServices:
         self.users = UserStore(db) if db is not None else None
         self.denylist = Denylist()
         self.revocations = Revocations(
-            auth.revocation, RevocationStore(db) if db is not None else None, self.denylist
+            auth.revocation,
+            RevocationStore(db) if db is not None else None,
+            self.denylist,
+            shared_redis=config.redis,
         )
         self.audit = AuditLog(auth.audit, AuditStore(db) if db is not None else None)
         self.hasher = PasswordHasher(auth.passwords)
@@ -84,7 +88,7 @@ class IdentityServices:
                 users=UserStore(db),
                 refresh_tokens=RefreshTokenStore(db),
                 hasher=self.hasher,
-                guard=LoginGuard(auth.login_protection),
+                guard=LoginGuard(auth.login_protection, LoginFailureStore(db)),
                 revocations=self.revocations,
                 audit=self.audit,
             )

@@ -18,7 +18,7 @@ from potok.identity import audit as events
 from potok.identity.audit import AuditLog
 from potok.identity.config import TokenServiceConfig
 from potok.identity.keys import SigningKey
-from potok.identity.login_guard import LoginGuard
+from potok.identity.login_guard import LoginGuard, LoginLocked
 from potok.identity.passwords import PasswordHasher
 from potok.identity.principal import Principal
 from potok.identity.refresh_tokens import RefreshTokenStore
@@ -112,17 +112,33 @@ class TokenService:
         self.audit = audit
 
     async def login(self, username: str, password: str, ip: str, request_id: str) -> TokenPair:
-        wait = self.guard.retry_after(username, ip)
-        if wait > 0:
+        try:
+            await self.guard.check(username, ip)
+            user = await self._verify(username, password, ip, request_id)
+        except LoginLocked as exc:
             self.audit.record(
                 events.LOGIN_LOCKED, "denied", actor=username, ip=ip, request_id=request_id
             )
-            raise AuthFailure(429, "too many failed logins; try again later", retry_after=wait)
+            raise AuthFailure(
+                429, "too many failed logins; try again later", retry_after=exc.retry_after
+            ) from None
+        if self.hasher.needs_rehash(user.password_hash):
+            new_hash = await self.hasher.hash(password)
+            user = await self.users.update(user.username, password_hash=new_hash)
+        pair = await self._issue(user, family_id=None)
+        self.audit.record(
+            events.LOGIN_SUCCEEDED, "ok", actor=user.username, ip=ip, request_id=request_id
+        )
+        return pair
+
+    async def _verify(self, username: str, password: str, ip: str, request_id: str) -> User:
+        """The user if the password is right; the guard counts a failure (401) or refuses
+        (LoginLocked, 429) in the same transaction that decides."""
         user = await self.users.by_username(username) if len(username) <= 128 else None
         # Unknown users are checked against a dummy hash: same work, same answer, same time.
         matches = await self.hasher.verify(user.password_hash if user else None, password)
         if user is None or not matches or user.disabled:
-            self.guard.failed(username, ip)
+            await self.guard.failed(username, ip)
             reason = "unknown user" if user is None else "disabled" if matches else "bad password"
             self.audit.record(
                 events.LOGIN_FAILED,
@@ -133,15 +149,8 @@ class TokenService:
                 detail={"reason": reason},
             )
             raise AuthFailure(401, BAD_LOGIN)
-        self.guard.succeeded(username)
-        if self.hasher.needs_rehash(user.password_hash):
-            new_hash = await self.hasher.hash(password)
-            user = await self.users.update(user.username, password_hash=new_hash)
-        pair = await self._issue(user, family_id=None)
-        self.audit.record(
-            events.LOGIN_SUCCEEDED, "ok", actor=user.username, ip=ip, request_id=request_id
-        )
-        return pair
+        await self.guard.succeeded(username, ip)
+        return user
 
     async def refresh(self, token: str, ip: str, request_id: str) -> TokenPair:
         if not token.startswith("rt_") or len(token) > 128:
