@@ -401,7 +401,10 @@ class GatewayConfig(ConfigModel):
     )
     redis: RedisConfig | None = Field(
         None,
-        description="Shared Redis for every instance (rate-limit counters); none: memory only.",
+        description=(
+            "Shared Redis for every instance (rate-limit counters, revocation events with "
+            "auth.revocation.backend redis); none: memory only."
+        ),
     )
     database: DatabaseConfig = Field(
         default_factory=DatabaseConfig,
