@@ -8,7 +8,11 @@
 #     POTOK_SRC=/path/to/src bench/jwt.sh   # measure another checkout's src/
 #
 # Layout as bench/proxy.sh: Potok on core 0, upstream nginx and wrk on core 1.
-# Per round the three routes run back to back (open, hs256, rs256) so drift
+# The open route is measured twice: with a bare request, and with the very request
+# the JWT routes get (the same Authorization header, passed through unchecked). The
+# second isolates what the auth_jwt policy costs; the first adds what carrying a
+# ~300-byte token costs any proxy (parsing it, forwarding it, plus the identity headers).
+# Per round the routes run back to back (open, open+token, hs256, rs256) so drift
 # of the machine hits all three alike. Each request carries the same token
 # (a client reusing its access token, the cache's case). Raw wrk outputs go to
 # bench/results/jwt-raw-latest/, the table to stdout and bench/results/jwt-latest.md.
@@ -85,7 +89,7 @@ config = {
          "policies": {"auth_jwt": {"issuers": [issuer]}}},
         {"name": "rs256", "match": {"prefix": "/rs"}, "service": "bench",
          "policies": {"auth_jwt": {"issuers": [issuer]}}},
-        {"name": "open", "match": {"prefix": "/"}, "service": "bench"},
+        {"name": "open", "match": {"prefix": "/open"}, "service": "bench"},
     ],
 }
 (out / "potok.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
@@ -96,7 +100,7 @@ start_upstream
 check_port_free "$JWT_PORT"
 start_potok "$WORK/jwt/potok.yaml" "$PROXY_CPU" "$WORK/jwt/stdout.log"
 PID=$LAST_PID
-wait_http "$JWT_PORT" "$PID"
+wait_http "$JWT_PORT" "$PID" /open/x
 log "potok (pid $PID, core $PROXY_CPU) on 127.0.0.1:$JWT_PORT"
 
 HS=$(cat "$WORK/jwt/hs.token")
@@ -109,21 +113,32 @@ done
 code=$(curl -s -o /dev/null -w '%{http_code}' "$base/hs/x")
 [[ $code == 401 ]] || die "GET /hs/x without a token answered $code, expected 401"
 
+# CPU seconds of the Potok process per run (÷ requests = CPU µs per request, which barely
+# moves when the machine is disturbed, unlike req/s) and the CPU other processes used.
+CPUWATCH=$BENCH_DIR/cpuwatch.py
+QUIET_THRESHOLD=${QUIET_THRESHOLD:-10}
+QUIET_WAIT=${QUIET_WAIT:-30}
 run() {  # NAME PATH TOKEN ROUND
-    local name=$1 path=$2 token=$3 round=$4 header=()
+    local name=$1 path=$2 token=$3 round=$4 header=() out
     [[ -z $token ]] || header=(-H "Authorization: Bearer $token")
+    out=$RAW/$name.wrk50.$round
+    "$PYTHON" "$CPUWATCH" quiet $$ --threshold "$QUIET_THRESHOLD" --max-wait "$QUIET_WAIT" >/dev/null || true
+    "$PYTHON" "$CPUWATCH" snapshot $$ --proc "$PID" >"$WORK/jwt/proc.before"
     taskset -c "$LOAD_CPU" wrk -t1 -c50 -d"${DURATION}s" --latency "${header[@]}" \
-        "$base$path" >"$RAW/$name.wrk50.$round.txt" 2>&1 || true
+        "$base$path" >"$out.txt" 2>&1 || true
+    "$PYTHON" "$CPUWATCH" snapshot $$ --proc "$PID" >"$WORK/jwt/proc.after"
+    "$PYTHON" "$CPUWATCH" proc-seconds "$WORK/jwt/proc.before" "$WORK/jwt/proc.after" >"$out.cpu"
+    "$PYTHON" "$CPUWATCH" foreign "$WORK/jwt/proc.before" "$WORK/jwt/proc.after" >"$out.foreign"
 }
 
 log "warm-up ${WARMUP}s per route"
-for spec in "open:/open:" "hs256:/hs/x:$HS" "rs256:/rs/x:$RS"; do
+for spec in "open:/open/x:" "open_token:/open/x:$HS" "hs256:/hs/x:$HS" "rs256:/rs/x:$RS"; do
     IFS=: read -r name path token <<<"$spec"
     taskset -c "$LOAD_CPU" wrk -t1 -c50 -d"${WARMUP}s" ${token:+-H "Authorization: Bearer $token"} \
         "$base$path" >/dev/null 2>&1 || true
 done
 for round in $(seq 1 "$ROUNDS"); do
-    for spec in "open:/open:" "hs256:/hs/x:$HS" "rs256:/rs/x:$RS"; do
+    for spec in "open:/open/x:" "open_token:/open/x:$HS" "hs256:/hs/x:$HS" "rs256:/rs/x:$RS"; do
         IFS=: read -r name path token <<<"$spec"
         log "round $round/$ROUNDS $name (${DURATION}s)"
         run "$name" "$path" "$token" "$round"

@@ -85,10 +85,10 @@ ensure_tools() {
 
 # Wait until GET http://127.0.0.1:PORT/ answers 200 (max ~15 s); returns 1
 # (with a message on stderr) if the process exits or nothing answers.
-wait_http() {
-    local port=$1 pid=${2:-} i code=
+wait_http() {  # PORT [PID] [PATH]
+    local port=$1 pid=${2:-} path=${3:-/} i code=
     for i in $(seq 1 150); do
-        code=$(curl -s -o /dev/null -m 1 -w '%{http_code}' "http://127.0.0.1:$port/" || true)
+        code=$(curl -s -o /dev/null -m 1 -w '%{http_code}' "http://127.0.0.1:$port$path" || true)
         [[ $code == 200 ]] && return 0
         if [[ -n $pid ]] && ! kill -0 "$pid" 2>/dev/null; then
             log "process $pid for port $port exited during start-up"

@@ -52,14 +52,15 @@ class TokenSource:
 
     def __call__(self, exchange: Exchange) -> str | None:
         header = self._header
+        size = len(header)
         cookies: list[bytes] = []
         for name, value in exchange.headers:
-            lower = name.lower()
-            if lower == header:
+            # Comparing lengths first spares lower-casing every other header's name.
+            if len(name) == size and name.lower() == header:
                 if value[:7].lower() != b"bearer ":
                     raise Unauthorized("expected 'Bearer <token>'", error="invalid_request")
                 return value[7:].strip().decode("latin-1")
-            if lower == b"cookie":
+            if len(name) == 6 and name.lower() == b"cookie":
                 cookies.append(value)
         if self._cookie is not None:
             for value in cookies:
