@@ -8,7 +8,6 @@ the worker after the identity layer.
 from __future__ import annotations
 
 import asyncio
-import gc
 import hmac
 from typing import TYPE_CHECKING
 
@@ -64,7 +63,8 @@ class Realtime:
         self._started = False
 
     async def start(self) -> None:
-        _fewer_full_collections()
+        # (The worker tunes the garbage collector for the many long-lived connections:
+        # server/gc_tuning.py.)
         await self.bus.start(self.hub.deliver, self.bus_error, self._bus_reconnected)
         self.hub.start()
         self._started = True
@@ -124,20 +124,6 @@ class Realtime:
         for task in list(self.tasks):
             task.cancel()
         await self.bus.close()
-
-
-# Thousands of long-lived connections make the heap large; with CPython's default
-# gen0 threshold (700) a full collection ran every few seconds under load and took
-# 200-280 ms with 1,000 Socket.IO clients (bench/ws.py), which was the whole p99.
-# A gen0 threshold of 50,000 makes full collections ~70x rarer (p99 ~300 ms -> ~40 ms);
-# garbage without cycles is freed by reference counting either way.
-GC_GEN0_THRESHOLD = 50_000
-
-
-def _fewer_full_collections() -> None:
-    gen0, gen1, gen2 = gc.get_threshold()
-    if 0 < gen0 < GC_GEN0_THRESHOLD:  # never lower an operator's own setting; 0 means off
-        gc.set_threshold(GC_GEN0_THRESHOLD, gen1, gen2)
 
 
 def shared_realtime(

@@ -27,6 +27,7 @@ from potok.resources import Resources
 from potok.runtime import Runtime
 from potok.server.asgi import AsgiBridge
 from potok.server.connection import ClientConnection
+from potok.server.gc_tuning import tune_gc
 from potok.server.listener import listening_socket
 from potok.server.reload import Reloader
 from potok.server.state import ServerState
@@ -101,6 +102,7 @@ async def serve(
         # Under the supervisor, Ctrl-C reaches the parent, which sends SIGTERM.
         loop.add_signal_handler(signal.SIGINT, stop.set)
     log.info("listening", host=config.server.host, port=config.server.port, worker=worker_id)
+    tune_gc()
     await stop.wait()
 
     # WebSocket clients hear 1001 (going away) before the drain closes idle connections.
