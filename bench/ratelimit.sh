@@ -8,6 +8,7 @@
 #     QUICK=1 bench/ratelimit.sh     # 1 round of 3 s (smoke test)
 #     POTOK_REF=HEAD~1 bench/ratelimit.sh   # a commit's src/ instead of the working tree
 #     PROFILE=1 bench/ratelimit.sh   # then py-spy each route for 8 s under wrk -c50 (root)
+#     PROFILE=1 NATIVE=1 ...         # the same with C frames (uvloop, hiredis, libc)
 #     ROUTES="open redis" bench/ratelimit.sh
 #
 # Redis: a redis-server of the benchmark's own (port RL_REDIS_PORT, no persistence),
@@ -101,6 +102,9 @@ config = {
         route("memory-tb", bucket),
         route("redis", {**sliding, "store": "redis"}),
         route("redis-tb", {**bucket, "store": "redis"}),
+        # Not in the default ROUTES: the check without the two response headers.
+        route("memory-noheaders", {**sliding, "headers": False}),
+        route("redis-noheaders", {**sliding, "store": "redis", "headers": False}),
         route("open"),
         {"name": "root", "match": {"prefix": "/"}, "service": "bench"},
     ],
@@ -119,7 +123,7 @@ base="http://127.0.0.1:$RL_PORT"
 for name in $ROUTES; do
     headers=$(curl -s -D - -o /dev/null "$base/$name/x")
     [[ $headers == *" 200 "* ]] || die "GET /$name/x did not answer 200"
-    if [[ $name != open && $headers != *RateLimit-Policy* ]]; then
+    if [[ $name != open && $name != *-noheaders && $headers != *RateLimit-Policy* ]]; then
         die "GET /$name/x carries no RateLimit-Policy: is the limit configured?"
     fi
 done
@@ -137,7 +141,26 @@ QUIET_WAIT=${QUIET_WAIT:-30}
 RETRIES=${RETRIES:-2}
 CPUWATCH=$BENCH_DIR/cpuwatch.py
 
+# EVALSHA calls Redis has answered so far (the benchmark's own Redis: nothing else uses it).
+evalsha_calls() {
+    ((OWN_REDIS)) || { echo 0; return; }
+    redis-cli -p "$REDIS_PORT" info commandstats | sed -n 's/^cmdstat_evalsha:calls=\([0-9]*\).*/\1/p' | grep . || echo 0
+}
+
+# Busy share of one core from two /proc/stat lines: "cpuN user nice system idle iowait ...".
+core_ticks() { grep "^cpu$1 " /proc/stat; }
+core_busy() {  # BEFORE AFTER -> percent
+    awk -v a="$1" -v b="$2" 'BEGIN {
+        n = split(a, x, " "); split(b, y, " "); total = 0
+        for (i = 2; i <= n; i++) total += y[i] - x[i]
+        idle = (y[5] - x[5]) + (y[6] - x[6])
+        printf "%.0f\n", total ? 100 * (total - idle) / total : 0 }'
+}
+
 load_once() {  # KIND NAME OUT
+    local calls_before load_before
+    calls_before=$(evalsha_calls)
+    load_before=$(core_ticks "$LOAD_CPU")
     case $1 in
         wrk50)
             "$PYTHON" "$CPUWATCH" snapshot $$ --proc "$PID" >"$WORK/proc.before"
@@ -147,6 +170,8 @@ load_once() {  # KIND NAME OUT
             ;;
         hey2k) taskset -c "$LOAD_CPU" hey -z "${DURATION}s" -c 10 -q 200 "$base/$2/x" >"$3" 2>&1 || true ;;
     esac
+    echo $(($(evalsha_calls) - calls_before)) >"${3%.txt}.evalsha"
+    core_busy "$load_before" "$(core_ticks "$LOAD_CPU")" >"${3%.txt}.loadcore"
 }
 
 measure() {  # KIND NAME ROUND
@@ -185,7 +210,7 @@ if [[ ${PROFILE:-0} == 1 ]]; then
         wrk_pid=$!
         sleep 0.5
         "$VENV/bin/py-spy" record --pid "$PID" --rate 200 --duration 8 --format raw \
-            --output "$prof.collapsed.txt" >"$prof.pyspy.log" 2>&1 || die "py-spy failed (see $prof.pyspy.log)"
+            ${NATIVE:+--native} --output "$prof.collapsed.txt" >"$prof.pyspy.log" 2>&1 || die "py-spy failed (see $prof.pyspy.log)"
         wait "$wrk_pid" || true
         "$PYTHON" "$BENCH_DIR/stacks.py" "$prof.collapsed.txt" --top 25 --markdown "$prof.md" >/dev/null
     done

@@ -24,6 +24,8 @@ LABELS = {
     "memory-tb": "memory, token bucket",
     "redis": "Redis, sliding window",
     "redis-tb": "Redis, token bucket",
+    "memory-noheaders": "memory, sliding window, no RateLimit headers",
+    "redis-noheaders": "Redis, sliding window, no RateLimit headers",
 }
 # The goals: memory < 5 % of req/s; Redis < 15 % and < 1 ms added p99.
 GOALS = {
@@ -45,6 +47,11 @@ def runs(raw: Path, name: str, kind: str, parse):
         cpu = f.with_suffix(".cpu")
         if cpu.exists():
             run.cpu_s = float(cpu.read_text().strip() or "nan")
+        evalsha = f.with_suffix(".evalsha")
+        calls = int(evalsha.read_text().strip() or 0) if evalsha.exists() else 0
+        run.checks_per_call = run.requests / calls if calls and run.requests else None
+        loadcore = f.with_suffix(".loadcore")
+        run.load_core_pct = float(loadcore.read_text() or "nan") if loadcore.exists() else None
         out.append(run)
     return out
 
@@ -104,6 +111,12 @@ def main() -> int:
                 "label": LABELS.get(name, name),
                 "rps": report.median([r.rps for r in wrk]),
                 "us": report.median([r.us_per_req for r in wrk]),
+                "batch50": report.median([r.checks_per_call for r in wrk]),
+                "core1": report.median([r.load_core_pct for r in wrk]),
+                "proxy_busy": report.median(
+                    [r.cpu_s / float(meta["DURATION"]) * 100 if r.cpu_s else None for r in wrk]
+                ),
+                "batch2k": report.median([r.checks_per_call for r in hey]),
                 "p99": report.median([r.p99_ms for r in wrk]),
                 "p50_2k": report.median([r.p50_ms for r in hey]),
                 "p99_2k": report.median([r.p99_ms for r in hey]),
@@ -117,17 +130,28 @@ def main() -> int:
         )
     base = rows[0]
     head = (
-        "| Route | req/s @50 | cost | CPU µs/req @50 | added µs/req | p99 ms @50 | p50 ms @2k/s "
-        "| p99 ms @2k/s | p99 added @2k/s | req/s @50 per round | non-2xx + errors "
-        "| other CPU (max) |"
+        "| Route | req/s @50 | cost | CPU µs/req @50 | added µs/req | Potok / load core busy @50 "
+        "| p99 ms @50 | p50 ms @2k/s "
+        "| p99 ms @2k/s | p99 added @2k/s | checks per EVALSHA @50 / @2k | req/s @50 per round "
+        "| non-2xx + errors | other CPU (max) |"
     )
-    lines = [head, "|:---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    lines = [head, "|:---|" + "---:|" * 13]
     checks = []
     for r in rows:
         cost = 1 - r["rps"] / base["rps"] if r["rps"] and base["rps"] else None
         added = r["p99_2k"] - base["p99_2k"] if r["p99_2k"] is not None and base["p99_2k"] else None
         foreign = "n/a" if r["foreign"] is None else f"{r['foreign']:.0f} %"
         us = "n/a" if r["us"] is None else f"{r['us']:.1f}"
+        busy = (
+            f"{r['proxy_busy']:.0f} % / {r['core1']:.0f} %"
+            if r["proxy_busy"] is not None and r["core1"] is not None
+            else "n/a"
+        )
+        batches = (
+            f"{r['batch50']:.1f} / {r['batch2k']:.1f}"
+            if r["batch50"] is not None and r["batch2k"] is not None
+            else "—"
+        )
         added_us = (
             "—"
             if r is base or r["us"] is None or base["us"] is None
@@ -137,9 +161,11 @@ def main() -> int:
         lines.append(
             f"| {r['label']} | {report._f(r['rps'], 'rps')} | "
             f"{'—' if r is base or cost is None else f'{cost * 100:.1f} %'} | {us} | {added_us} | "
+            f"{busy} | "
             f"{report._f(r['p99'], 'ms')} | {report._f(r['p50_2k'], 'ms')} | "
             f"{report._f(r['p99_2k'], 'ms')} | "
-            f"{'—' if r is base or added is None else f'{added:+.2f}'} | {rounds} | {r['bad']} | "
+            f"{'—' if r is base or added is None else f'{added:+.2f}'} | {batches} | {rounds} | "
+            f"{r['bad']} | "
             f"{foreign} |"
         )
         goal = GOALS.get(r["name"])
@@ -150,7 +176,7 @@ def main() -> int:
             if max_p99 is not None and added is not None:
                 what += f", p99 added at 2,000 req/s {added:+.2f} ms (goal < {max_p99:g} ms)"
             checks.append(f"{r['label']}: {what} -> {'MET' if ok else 'NOT MET'}")
-    profiles = profile_lines(args.raw.parent, rows)
+    profiles = profile_lines(args.raw.parent, rows) if meta.get("PROFILE") == "1" else []
     mach = report.machine(meta.get("POTOK_SOURCE"))
     setup = (
         f"{meta['ROUNDS']} round(s) x {meta['DURATION']} s per route and load (median), "

@@ -115,7 +115,8 @@ class TokenBucket:
         state[1] = now
         if tokens >= 1.0:
             left = tokens - 1.0
-            return Check(True, int(left), (math.floor(left) + 1 - left) / self.rate, 0.0)
+            whole = int(left)  # left >= 0: int() is floor()
+            return Check(True, whole, (whole + 1 - left) / self.rate, 0.0)
         wait = (1.0 - tokens) / self.rate
         return Check(False, 0, wait, wait)
 

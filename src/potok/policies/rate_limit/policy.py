@@ -117,7 +117,8 @@ class RateLimiter:
         self.labels = [limit.label.encode() for limit in limits]
         self.policy_value = policy_header(limits)
         self.policy_pair = (b"RateLimit-Policy", self.policy_value)
-        self.remaining_prefixes = [b'"%s";r=' % label for label in self.labels]
+        # The RateLimit value per limit, only remaining and seconds left to fill in.
+        self.rate_templates = [b'"%s";r=%%d;t=%%d' % label for label in self.labels]
         self.metrics = metrics
         self.count = metrics.decisions.inc
         self.allowed = metrics.allowed
@@ -173,13 +174,8 @@ class RateLimiter:
         if reset - seconds > 1e-9:
             seconds += 1
         headers.append(self.policy_pair)
-        headers.append(
-            (
-                b"RateLimit",
-                b"%s%d;t=%d"
-                % (self.remaining_prefixes[decision.index], decision.remaining, seconds),
-            )
-        )
+        template = self.rate_templates[decision.index]
+        headers.append((b"RateLimit", template % (decision.remaining, seconds)))
         return headers
 
 
@@ -240,6 +236,7 @@ def _memory_policy(
 
     if len(tables) == 1:  # the common case, inlined: this runs on every request
         table = tables[0]
+        states = table.states
         algorithm = table.algorithm
         key_of = limiter.keys[0]
 
@@ -247,7 +244,10 @@ def _memory_policy(
             if limiter.exempt_health and limiter.exempt(exchange):
                 return
             now = clock()
-            state = table.state(key_of(exchange), now)
+            key = key_of(exchange)
+            state = states.get(key)
+            if state is None:  # a new key: the table creates it (and keeps itself bounded)
+                state = table.state(key, now)
             result = algorithm.check(state, now)
             if result.admitted:
                 algorithm.take(state, now)
@@ -316,7 +316,7 @@ def _redis_policy(
             limiter.store_failed()
             return None
         keys = [name + key(exchange) for name, key in zip(names, limiter.keys, strict=True)]
-        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        waiter: asyncio.Future[None] = store.loop.create_future()
         store.submit(specs, keys, partial(settle, exchange, waiter))
         return waiter
 

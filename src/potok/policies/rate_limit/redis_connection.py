@@ -41,6 +41,7 @@ class RedisConnection(asyncio.Protocol):
     """One open connection: write packed commands, get futures of their replies."""
 
     def __init__(self) -> None:
+        self._loop = asyncio.get_running_loop()
         self._reader = hiredis.Reader()
         self._waiting: deque[asyncio.Future[Any]] = deque()
         self._transport: asyncio.Transport | None = None
@@ -53,7 +54,7 @@ class RedisConnection(asyncio.Protocol):
         """Send one command (packed by `hiredis.pack_command`); its reply comes in the
         future: the value, or `RedisReplyError`, or `ConnectionError` if the connection
         is lost first."""
-        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        future: asyncio.Future[Any] = self._loop.create_future()
         if self.closed or self._transport is None:
             future.set_exception(ConnectionError("redis connection closed"))
             return future

@@ -46,11 +46,14 @@ TOKEN_BUCKET = 2
 # Checks per script call: bounds how long one call keeps Redis busy (a few hundred µs).
 MAX_BATCH = 256
 
-# Batches in flight at once. While one is out, checks gather for the next: under load a
-# batch grows to (request rate x round trip), so the cost of a round trip (a send, a
-# wake-up of Redis, a reply to parse) is shared by many requests; when idle, a check
-# still goes out on the next loop tick.
-MAX_IN_FLIGHT = 1
+# Batches in flight at once (in order, on the one connection). While they are out,
+# checks gather for the next: under load a batch grows to (request rate x round trip /
+# MAX_IN_FLIGHT), so a round trip's cost (a write, a wake-up of Redis, a reply to parse)
+# is shared by many requests; when idle, a check still goes out on the next loop tick.
+# Measured (bench/ratelimit.sh, wrk -c50): with 1 the worker sat idle ~17 % of the time
+# waiting for replies (25 checks per call); with 4 it served ~7 % more requests with a
+# lower p99 at 2,000 req/s, at 16 checks per call.
+MAX_IN_FLIGHT = 4
 
 # An outage is logged at most once per this many seconds (per worker).
 LOG_INTERVAL = 10.0
@@ -192,6 +195,9 @@ class RedisLimitStore:
         clock_us: Callable[[], int] | None = None,
     ) -> None:
         self._client = client
+        # The worker's loop, looked up on first use: asyncio.get_running_loop() makes a
+        # getpid() system call each time, and this is on every request's path.
+        self._loop: asyncio.AbstractEventLoop | None = None
         self._timeout = config.timeout
         self._retry_interval = config.retry_interval
         self._latency = latency
@@ -210,6 +216,14 @@ class RedisLimitStore:
         """Whether a recent failure makes checks fail at once (for `retry_interval`)."""
         return bool(self._down_until) and time.monotonic() < self._down_until
 
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop:
+        """The event loop the store runs on (one store per worker, one loop per worker)."""
+        loop = self._loop
+        if loop is None:
+            loop = self._loop = asyncio.get_running_loop()
+        return loop
+
     def submit(self, specs: Sequence[LimitSpec], keys: list[str], settle: Settle) -> None:
         """Check (and when every limit admits, count) one request against `specs`; its
         outcome goes to `settle`, always later, from the loop (never inside this call).
@@ -217,13 +231,13 @@ class RedisLimitStore:
         self._pending.append(_Pending(specs, keys, settle))
         if not self._flush_scheduled and self._in_flight < MAX_IN_FLIGHT:
             self._flush_scheduled = True
-            asyncio.get_running_loop().call_soon(self._flush)
+            self.loop.call_soon(self._flush)
 
     async def acquire(self, specs: Sequence[LimitSpec], keys: list[str]) -> Decision:
         """`submit` as a coroutine: the decision, or raises `StoreUnavailable`."""
         if self.marked_down():
             raise StoreUnavailable("rate limit store marked down after a recent failure")
-        future: asyncio.Future[Decision] = asyncio.get_running_loop().create_future()
+        future: asyncio.Future[Decision] = self.loop.create_future()
 
         def settle(outcome: Decision | StoreUnavailable) -> None:
             if future.done():  # the caller was cancelled
@@ -242,7 +256,7 @@ class RedisLimitStore:
         if not batch:
             return
         self._in_flight += 1
-        task = asyncio.get_running_loop().create_task(self._send(batch))
+        task = self.loop.create_task(self._send(batch))
         self._tasks.add(task)
         task.add_done_callback(self._sent)
 
@@ -259,7 +273,7 @@ class RedisLimitStore:
                 item.settle(StoreUnavailable("rate limit store unavailable"))
             return
         self._flush_scheduled = True
-        asyncio.get_running_loop().call_soon(self._flush)
+        self.loop.call_soon(self._flush)
 
     def _arguments(self, batch: list[_Pending]) -> tuple[list[str], list[Any]]:
         """The script's KEYS and ARGV for a batch (layout above SCRIPT)."""
