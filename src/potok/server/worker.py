@@ -109,7 +109,7 @@ async def serve(
     bridge.websockets.going_away()
     if realtime is not None:
         await realtime.shutdown()
-    await _drain(state, server, config)
+    await _drain(state, server, gateway.runtime.config)  # the newest, after reloads
     for task in background:
         task.cancel()
     state.stop_sweeper()
