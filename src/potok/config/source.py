@@ -15,6 +15,8 @@ from pydantic import ValidationError
 from potok.config.loader import ConfigError, load_config
 from potok.config.models import GatewayConfig
 
+Fingerprint = tuple[int, int, int, int]
+
 
 @dataclass(frozen=True, slots=True)
 class ConfigSource:
@@ -36,7 +38,7 @@ class ConfigSource:
             ]
             raise ConfigError(problems) from exc
 
-    def fingerprint(self) -> tuple[int, int, int, int] | None:
+    def fingerprint(self) -> Fingerprint | None:
         """(device, inode, size, mtime) of the file, following symlinks; None if it is gone.
 
         A Kubernetes ConfigMap update swaps a symlink: the inode changes even when the

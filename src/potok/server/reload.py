@@ -21,7 +21,7 @@ import structlog
 
 from potok.config.loader import ConfigError
 from potok.config.models import GatewayConfig
-from potok.config.source import ConfigSource
+from potok.config.source import ConfigSource, Fingerprint
 from potok.runtime import Runtime
 
 if TYPE_CHECKING:
@@ -134,9 +134,12 @@ class Reloader:
         log.info("config reloaded", path=self._source.path, **_summary(old, runtime))
         return ReloadOutcome("applied")
 
-    async def watch(self, interval: float) -> None:
-        """Reload whenever the file's fingerprint changes (polled off the event loop)."""
-        seen = await asyncio.to_thread(self._source.fingerprint)
+    async def watch(self, interval: float, seen: Fingerprint | None) -> None:
+        """Reload whenever the file's fingerprint differs from `seen` (polled off the loop).
+
+        `seen` is taken before the gateway listens: a baseline taken here, after the
+        port is open, would miss an edit made in between and never reload it.
+        """
         while True:
             await asyncio.sleep(interval)
             now = await asyncio.to_thread(self._source.fingerprint)

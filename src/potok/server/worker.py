@@ -76,6 +76,9 @@ async def serve(
     state = ServerState(gateway, runtime.settings)
     holder["state"] = state
     state.on_refusal = lambda status: metrics.refused.inc((str(status),))
+    watching = source is not None and config.reload.watch and not supervised
+    # Under the supervisor, it watches the file and sends SIGHUP (one log line, not N).
+    seen = await asyncio.to_thread(source.fingerprint) if watching and source else None
     sock = listening_socket(config.server.host, config.server.port)
     server = await loop.create_server(lambda: ClientConnection(state), sock=sock)
     state.start_sweeper()
@@ -92,9 +95,8 @@ async def serve(
         registry=registry,
     )
     loop.add_signal_handler(signal.SIGHUP, _on_sighup, reloader)
-    if reloader is not None and config.reload.watch and not supervised:
-        # Under the supervisor, it watches the file and sends SIGHUP (one log line, not N).
-        background.append(loop.create_task(reloader.watch(config.reload.interval)))
+    if reloader is not None and watching:
+        background.append(loop.create_task(reloader.watch(config.reload.interval, seen)))
 
     stop = asyncio.Event()
     loop.add_signal_handler(signal.SIGTERM, stop.set)
