@@ -6,14 +6,16 @@
 #     bench/jwt.sh                   # 3 rounds of 10 s per route (~2 min)
 #     QUICK=1 bench/jwt.sh           # 1 round of 3 s (smoke test)
 #     POTOK_SRC=/path/to/src bench/jwt.sh   # measure another checkout's src/
+#     PROFILE=1 QUICK=1 bench/jwt.sh # then py-spy each route for 8 s (root; NATIVE=1 for C frames)
 #
 # Layout as bench/proxy.sh: Potok on core 0, upstream nginx and wrk on core 1.
 # The open route is measured twice: with a bare request, and with the very request
 # the JWT routes get (the same Authorization header, passed through unchecked). The
 # second isolates what the auth_jwt policy costs; the first adds what carrying a
 # ~300-byte token costs any proxy (parsing it, forwarding it, plus the identity headers).
-# Per round the routes run back to back (open, open+token, hs256, rs256) so drift
-# of the machine hits all three alike. Each request carries the same token
+# Per round the routes run back to back so drift of the machine hits them alike.
+# HS256 is also measured with `forward_token: false` (the token stops at the gateway),
+# and RS256 beside an open route carrying the (longer) RS256 token. Each request carries the same token
 # (a client reusing its access token, the cache's case). Raw wrk outputs go to
 # bench/results/jwt-raw-latest/, the table to stdout and bench/results/jwt-latest.md.
 set -euo pipefail
@@ -87,6 +89,8 @@ config = {
     "routes": [
         {"name": "hs256", "match": {"prefix": "/hs"}, "service": "bench",
          "policies": {"auth_jwt": {"issuers": [issuer]}}},
+        {"name": "hs256_sealed", "match": {"prefix": "/hss"}, "service": "bench",
+         "policies": {"auth_jwt": {"issuers": [issuer], "forward_token": False}}},
         {"name": "rs256", "match": {"prefix": "/rs"}, "service": "bench",
          "policies": {"auth_jwt": {"issuers": [issuer]}}},
         {"name": "open", "match": {"prefix": "/open"}, "service": "bench"},
@@ -106,7 +110,7 @@ log "potok (pid $PID, core $PROXY_CPU) on 127.0.0.1:$JWT_PORT"
 HS=$(cat "$WORK/jwt/hs.token")
 RS=$(cat "$WORK/jwt/rs.token")
 base="http://127.0.0.1:$JWT_PORT"
-for check in "/hs/x:$HS" "/rs/x:$RS"; do
+for check in "/hs/x:$HS" "/hss/x:$HS" "/rs/x:$RS"; do
     code=$(curl -s -o /dev/null -w '%{http_code}' -H "Authorization: Bearer ${check#*:}" "$base${check%%:*}")
     [[ $code == 200 ]] || die "GET ${check%%:*} with its token answered $code"
 done
@@ -131,20 +135,45 @@ run() {  # NAME PATH TOKEN ROUND
     "$PYTHON" "$CPUWATCH" foreign "$WORK/jwt/proc.before" "$WORK/jwt/proc.after" >"$out.foreign"
 }
 
+# name:path:token. Each JWT route has an open route with the very same request beside it.
+SPECS=(
+    "open:/open/x:" "open_token:/open/x:$HS" "hs256:/hs/x:$HS" "hs256_sealed:/hss/x:$HS"
+    "open_rs_token:/open/x:$RS" "rs256:/rs/x:$RS"
+)
 log "warm-up ${WARMUP}s per route"
-for spec in "open:/open/x:" "open_token:/open/x:$HS" "hs256:/hs/x:$HS" "rs256:/rs/x:$RS"; do
+for spec in "${SPECS[@]}"; do
     IFS=: read -r name path token <<<"$spec"
     taskset -c "$LOAD_CPU" wrk -t1 -c50 -d"${WARMUP}s" ${token:+-H "Authorization: Bearer $token"} \
         "$base$path" >/dev/null 2>&1 || true
 done
 for round in $(seq 1 "$ROUNDS"); do
-    for spec in "open:/open/x:" "open_token:/open/x:$HS" "hs256:/hs/x:$HS" "rs256:/rs/x:$RS"; do
+    for spec in "${SPECS[@]}"; do
         IFS=: read -r name path token <<<"$spec"
         log "round $round/$ROUNDS $name (${DURATION}s)"
         run "$name" "$path" "$token" "$round"
     done
 done
 kill -0 "$PID" 2>/dev/null || die "potok exited during the benchmark"
+
+# PROFILE=1: where each route's CPU goes, py-spy at 200 Hz for 8 s under wrk -c50.
+if [[ ${PROFILE:-0} == 1 ]]; then
+    [[ $(id -u) == 0 ]] || die "py-spy needs root to attach to a process"
+    for spec in "${SPECS[@]}"; do
+        IFS=: read -r name path token <<<"$spec"
+        prof=$RESULTS/jwt-profile-$name
+        log "profiling $name: py-spy 8 s under wrk -c50"
+        "$PYTHON" "$CPUWATCH" quiet $$ --threshold "$QUIET_THRESHOLD" --max-wait "$QUIET_WAIT" >/dev/null || true
+        taskset -c "$LOAD_CPU" wrk -t1 -c50 -d9s ${token:+-H "Authorization: Bearer $token"} \
+            "$base$path" >"$prof.wrk.txt" 2>&1 &
+        wrk_pid=$!
+        sleep 0.5
+        "$VENV/bin/py-spy" record --pid "$PID" --rate 200 --duration 8 --format raw \
+            ${NATIVE:+--native} --output "$prof.collapsed.txt" >"$prof.pyspy.log" 2>&1 ||
+            die "py-spy failed (see $prof.pyspy.log)"
+        wait "$wrk_pid" || true
+        "$PYTHON" "$BENCH_DIR/stacks.py" "$prof.collapsed.txt" --top 25 --markdown "$prof.md" >/dev/null
+    done
+fi
 cat >"$RAW/meta.env" <<EOF
 ROUNDS=$ROUNDS
 DURATION=$DURATION

@@ -18,10 +18,14 @@ _spec.loader.exec_module(report)
 
 ROUTES = (
     ("open", "open route (no auth), bare request"),
-    ("open_token", "open route, same request as the JWT routes (token passed through)"),
+    ("open_token", "open route, same request as HS256 (token passed through)"),
     ("hs256", "JWT HS256 (verified-token cache)"),
+    ("hs256_sealed", "JWT HS256, `forward_token: false`"),
+    ("open_rs_token", "open route, same request as RS256 (token passed through)"),
     ("rs256", "JWT RS256 (verified-token cache)"),
 )
+# Each JWT route and the open route that got the very same request.
+SAME_REQUEST = {"hs256": "open_token", "hs256_sealed": "open_token", "rs256": "open_rs_token"}
 
 
 def _share(value: float | None, reference: float | None) -> str:
@@ -86,7 +90,8 @@ def main() -> int:
     meta_lines = (args.raw / "meta.env").read_text().splitlines()
     meta = dict(line.split("=", 1) for line in meta_lines if "=" in line)
     rows = [_row(args.raw, name, label) for name, label in ROUTES]
-    bare, same = rows[0], rows[1]
+    by_name = {r["name"]: r for r in rows}
+    bare = by_name["open"]
     lines = [
         "| Route | req/s @50 | p50 ms | p99 ms | share of open (bare) | share of open (same "
         "request) | CPU µs/req | req/s per round | CPU µs/req per round | other CPU % per round "
@@ -94,6 +99,7 @@ def main() -> int:
         "|:---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in rows:
+        same = by_name[SAME_REQUEST.get(r["name"], r["name"])]
         rounds = ", ".join(f"{v:,.0f}" for v in r["per_round"] if v is not None)
         cpus = ", ".join(f"{v:.1f}" for v in r["cpu_per_round"])
         noise = ", ".join(f"{v:.0f}" for v in r["foreign"])
@@ -109,7 +115,8 @@ def main() -> int:
         f"core {meta['LOAD_CPU']}" + (" — QUICK smoke run" if meta.get("QUICK") == "1" else "")
     )
     checks = []
-    for r in rows[2:]:
+    for name, reference_name in SAME_REQUEST.items():
+        r, same = by_name[name], by_name[reference_name]
         for reference, what in ((same, "the same request"), (bare, "a bare request")):
             checks.append(_check(r, reference, what))
     text = "\n".join(

@@ -215,13 +215,17 @@ class Runtime:
         name = route_name(index, config)
         service = self.services[config.service]
         context = self._context(name)
-        policies = self._policies(config.policies.merged_over(self.config.policies), context)
+        policies_config = config.policies.merged_over(self.config.policies)
+        policies = self._policies(policies_config, context)
         static: list[tuple[bytes, bytes]] = []
         drop: set[bytes] = set()
         if service.api_key_header is not None:
             static.append(service.api_key_header)
             drop.add(service.api_key_header[0].lower())  # a client cannot supply or override it
         drop.update(self.identity.headers.strip)  # identity headers: set by the gateway only
+        jwt = policies_config.auth_jwt
+        if jwt is not None and jwt.auth != "none" and not jwt.forward_token:
+            drop.add(jwt.header.lower().encode())
         stage = ProxyStage(
             service,
             RequestHeadBuilder(static, config.preserve_host),

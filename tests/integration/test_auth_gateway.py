@@ -110,6 +110,21 @@ def test_access_token_opens_the_route_and_identity_is_forwarded(gateway, upstrea
     assert profile["username"] == "alice" and profile["org"] == "acme"
 
 
+def test_the_token_reaches_the_upstream_unless_forward_token_is_false(gateway):
+    access = tokens(gateway)["access_token"]
+    forwarded = echoed(request(gateway.port, "GET", "/api/me", bearer(access)))
+    assert forwarded["authorization"] == f"Bearer {access}"
+    sealed = request(gateway.port, "GET", "/sealed/me", bearer(access))
+    assert sealed.status == 200
+    headers = echoed(sealed)
+    assert "authorization" not in headers
+    assert headers["x-user-id"] and headers["x-org-id"] == "acme"
+    # A second Authorization header (any case) is stripped too, not only the one checked.
+    extra = {"Authorization": f"Bearer {access}", "AUTHORIZATION": "Basic c2VjcmV0"}
+    assert "authorization" not in echoed(request(gateway.port, "GET", "/sealed/me", extra))
+    assert request(gateway.port, "GET", "/sealed/me").status == 401
+
+
 def test_no_token_is_401_with_a_challenge(gateway, upstream):
     response = request(gateway.port, "GET", "/api/no-token")
     assert response.status == 401

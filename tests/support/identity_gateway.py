@@ -123,6 +123,12 @@ def auth_config(
             "policies": {"auth_jwt": {**token_service, "issuers": [external]}},
         },
         {
+            "name": "sealed",
+            "match": {"prefix": "/sealed"},
+            "service": "up",
+            "policies": {"auth_jwt": {**token_service, "forward_token": False}},
+        },
+        {
             "name": "tenant",
             "match": {"prefix": "/orgs/{org_id}"},
             "service": "up",

@@ -131,6 +131,14 @@ class AuthJwtConfig(ConfigModel):
         description="Verified tokens remembered until they expire (0: verify every time).",
     )
     header: str = Field("Authorization", description="Header carrying `Bearer <token>`.")
+    forward_token: bool = Field(
+        True,
+        description=(
+            "Pass the token's header on to the upstream. false removes it (as Envoy's "
+            "jwt_authn does by default): the upstream gets the identity headers, not a bearer "
+            "token it could replay or log. A token from the query is never forwarded."
+        ),
+    )
 
     @field_validator("cookie")
     @classmethod
