@@ -19,6 +19,15 @@ def upstream() -> Iterator[Upstream]:
 
 
 @pytest.fixture
+def pair() -> Iterator[tuple[Upstream, Upstream]]:
+    """Two upstream servers: a service with two targets."""
+    servers = (Upstream(), Upstream())
+    yield servers
+    for server in servers:
+        server.stop()
+
+
+@pytest.fixture
 def start_gateway() -> Iterator[Callable[..., GatewayProcess]]:
     started: list[GatewayProcess] = []
 

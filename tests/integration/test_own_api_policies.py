@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from tests.support.gateway import GatewayProcess, simple_config
+from tests.support.identity_gateway import add_user, auth_config, call, public_pem, rsa_private
 from tests.support.net import request
 
 
@@ -24,5 +25,72 @@ def test_own_api_answers_carry_cors_and_security_headers(upstream):
         assert response.header("access-control-allow-origin") == "http://localhost:5173"
         assert response.header("access-control-allow-credentials") == "true"
         assert response.header("x-content-type-options") == "nosniff"
+        # Swagger UI needs its CDN; nothing may frame the gateway's pages.
+        docs = request(gateway.port, "GET", "/api/docs")
+        assert docs.status == 200 and b"swagger-ui" in docs.body
+        csp = docs.header("content-security-policy")
+        assert "frame-ancestors 'none'" in csp and "https://cdn.jsdelivr.net" in csp
+        # A proxied answer gets the configured CSP (none here), not the own pages' one.
+        assert request(gateway.port, "GET", "/").header("content-security-policy") is None
+    finally:
+        gateway.stop()
+
+
+def test_login_works_from_a_browser_with_credentials_include(upstream, tmp_path):
+    """The bug an earlier gateway shipped: login's preflight passed, its answer had no CORS
+    headers, so `fetch(..., {credentials: "include"})` failed in the browser."""
+    database = f"sqlite:///{tmp_path}/identity.db"
+    add_user(database, "alice", "correct horse battery")
+    config = auth_config(upstream.url, database, public_pem(rsa_private()))
+    config["policies"] = {
+        "cors": {"allow_origins": ["https://app.example.com"], "allow_credentials": True},
+        "security_headers": {},
+    }
+    origin = "https://app.example.com"
+    gateway = GatewayProcess(config)
+    try:
+        preflight = request(
+            gateway.port,
+            "OPTIONS",
+            "/api/v1/auth/login",
+            headers={
+                "Origin": origin,
+                "Access-Control-Request-Method": "POST",
+                "Access-Control-Request-Headers": "content-type",
+            },
+        )
+        assert preflight.status == 204
+        assert preflight.header("access-control-allow-origin") == origin
+        assert preflight.header("access-control-allow-credentials") == "true"
+        login = call(
+            gateway.port,
+            "POST",
+            "/api/v1/auth/login",
+            {"username": "alice", "password": "correct horse battery"},
+            Origin=origin,
+        )
+        assert login.status == 200 and "access_token" in login.json()
+        assert login.header("access-control-allow-origin") == origin
+        assert login.header("access-control-allow-credentials") == "true"
+        assert "Origin" in (login.header("vary") or "")
+        # A refusal carries them too, or the browser hides the 401 behind a CORS error.
+        wrong = call(
+            gateway.port,
+            "POST",
+            "/api/v1/auth/login",
+            {"username": "alice", "password": "wrong"},
+            Origin=origin,
+        )
+        assert wrong.status == 401
+        assert wrong.header("access-control-allow-origin") == origin
+        # Another origin gets no permission, on the preflight or the answer.
+        other = call(
+            gateway.port,
+            "POST",
+            "/api/v1/auth/login",
+            {"username": "alice", "password": "correct horse battery"},
+            Origin="https://evil.example",
+        )
+        assert other.header("access-control-allow-origin") is None
     finally:
         gateway.stop()

@@ -11,15 +11,6 @@ import pytest
 
 from tests.support.gateway import GatewayProcess
 from tests.support.net import ResponseReader, build_request, connect, request
-from tests.support.upstream import Upstream
-
-
-@pytest.fixture
-def pair():
-    servers = (Upstream(), Upstream())
-    yield servers
-    for server in servers:
-        server.stop()
 
 
 def config(routes: dict[str, str], services: dict[str, Any], **extra: Any) -> dict[str, Any]:

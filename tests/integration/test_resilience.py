@@ -6,19 +6,8 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
-import pytest
-
 from tests.support.gateway import GatewayProcess
 from tests.support.net import request
-from tests.support.upstream import Upstream
-
-
-@pytest.fixture
-def pair():
-    servers = (Upstream(), Upstream())
-    yield servers
-    for server in servers:
-        server.stop()
 
 
 def service(*urls: str, **extra: object) -> dict[str, object]:
