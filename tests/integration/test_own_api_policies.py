@@ -36,6 +36,11 @@ def test_own_api_answers_carry_cors_and_security_headers(upstream):
         gateway.stop()
 
 
+def log_in(gateway: GatewayProcess, password: str, origin: str):
+    body = {"username": "alice", "password": password}
+    return call(gateway.port, "POST", "/api/v1/auth/login", body, Origin=origin)
+
+
 def test_login_works_from_a_browser_with_credentials_include(upstream, tmp_path):
     """The bug an earlier gateway shipped: login's preflight passed, its answer had no CORS
     headers, so `fetch(..., {credentials: "include"})` failed in the browser."""
@@ -62,35 +67,17 @@ def test_login_works_from_a_browser_with_credentials_include(upstream, tmp_path)
         assert preflight.status == 204
         assert preflight.header("access-control-allow-origin") == origin
         assert preflight.header("access-control-allow-credentials") == "true"
-        login = call(
-            gateway.port,
-            "POST",
-            "/api/v1/auth/login",
-            {"username": "alice", "password": "correct horse battery"},
-            Origin=origin,
-        )
+        login = log_in(gateway, "correct horse battery", origin)
         assert login.status == 200 and "access_token" in login.json()
         assert login.header("access-control-allow-origin") == origin
         assert login.header("access-control-allow-credentials") == "true"
         assert "Origin" in (login.header("vary") or "")
         # A refusal carries them too, or the browser hides the 401 behind a CORS error.
-        wrong = call(
-            gateway.port,
-            "POST",
-            "/api/v1/auth/login",
-            {"username": "alice", "password": "wrong"},
-            Origin=origin,
-        )
+        wrong = log_in(gateway, "wrong", origin)
         assert wrong.status == 401
         assert wrong.header("access-control-allow-origin") == origin
         # Another origin gets no permission, on the preflight or the answer.
-        other = call(
-            gateway.port,
-            "POST",
-            "/api/v1/auth/login",
-            {"username": "alice", "password": "correct horse battery"},
-            Origin="https://evil.example",
-        )
+        other = log_in(gateway, "correct horse battery", "https://evil.example")
         assert other.header("access-control-allow-origin") is None
     finally:
         gateway.stop()

@@ -78,7 +78,7 @@ async def serve(
     state.on_refusal = lambda status: metrics.refused.inc((str(status),))
     watching = source is not None and config.reload.watch and not supervised
     # Under the supervisor, it watches the file and sends SIGHUP (one log line, not N).
-    seen = await asyncio.to_thread(source.fingerprint) if watching and source else None
+    seen = await asyncio.to_thread(source.fingerprint) if watching and source is not None else None
     sock = listening_socket(config.server.host, config.server.port)
     server = await loop.create_server(lambda: ClientConnection(state), sock=sock)
     state.start_sweeper()
