@@ -59,6 +59,41 @@ def restart_only_changes(old: GatewayConfig, new: GatewayConfig) -> list[str]:
     return changed
 
 
+class Refused(Exception):
+    """A candidate config that may not replace the running one, with every reason."""
+
+    def __init__(self, problems: tuple[str, ...]) -> None:
+        super().__init__("; ".join(problems))
+        self.problems = problems
+
+
+def load_candidate(source: ConfigSource, running: GatewayConfig) -> GatewayConfig:
+    """The file's config if it may replace `running`; Refused naming every reason if not.
+
+    The one set of rules, applied by each worker and, first, by the supervisor
+    (blocking I/O: call it off the event loop).
+    """
+    try:
+        config = source.load()
+    except ConfigError as exc:
+        raise Refused(
+            tuple(f"{field}: {message}" if field else message for field, message in exc.problems)
+        ) from exc
+    changed = restart_only_changes(running, config)
+    if changed:
+        raise Refused(tuple(f"{name}: changing it needs a restart" for name in changed))
+    return config
+
+
+def log_refusal(trigger: str, path: str, problems: tuple[str, ...]) -> None:
+    log.error(
+        "config reload refused; the running config stays",
+        trigger=trigger,
+        path=path,
+        problems=list(problems),
+    )
+
+
 @dataclass(frozen=True, slots=True)
 class ReloadOutcome:
     result: str  # "applied" | "unchanged" | "refused"
@@ -96,33 +131,18 @@ class Reloader:
         if self._counter is not None:
             self._counter.inc((outcome.result,))
         if outcome.result == "refused":
-            log.error(
-                "config reload refused; the running config stays",
-                trigger=trigger,
-                path=self._source.path,
-                problems=list(outcome.problems),
-            )
+            log_refusal(trigger, self._source.path, outcome.problems)
         return outcome
 
     async def _reload(self) -> ReloadOutcome:
         old = self._current()
         try:
-            config = await asyncio.to_thread(self._source.load)
-        except ConfigError as exc:
-            return ReloadOutcome(
-                "refused",
-                tuple(
-                    f"{field}: {message}" if field else message for field, message in exc.problems
-                ),
-            )
+            config = await asyncio.to_thread(load_candidate, self._source, old.config)
+        except Refused as refused:
+            return ReloadOutcome("refused", refused.problems)
         if config == old.config:
             log.info("config reload: nothing changed", path=self._source.path)
             return ReloadOutcome("unchanged")
-        changed = restart_only_changes(old.config, config)
-        if changed:
-            return ReloadOutcome(
-                "refused", tuple(f"{name}: changing it needs a restart" for name in changed)
-            )
         try:
             runtime = self._build(config, old)
         except Exception as exc:  # a policy or service that validates but cannot be built

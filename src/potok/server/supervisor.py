@@ -13,10 +13,9 @@ from types import FrameType
 
 import structlog
 
-from potok.config.loader import ConfigError
 from potok.config.models import GatewayConfig
 from potok.config.source import ConfigSource
-from potok.server.reload import restart_only_changes
+from potok.server.reload import Refused, load_candidate, log_refusal
 from potok.server.worker import run_worker
 
 log = structlog.get_logger("potok.supervisor")
@@ -112,23 +111,10 @@ class Supervisor:
             log.warning("SIGHUP ignored: this gateway was not started from a config file")
             return
         try:
-            config = self.source.load()
-        except ConfigError as exc:
-            log.error(
-                "config reload refused; the running config stays",
-                path=self.source.path,
-                problems=[f"{f}: {m}" if f else m for f, m in exc.problems],
-            )
+            self.config = load_candidate(self.source, self.config)
+        except Refused as refused:
+            log_refusal("supervisor", self.source.path, refused.problems)
             return
-        changed = restart_only_changes(self.config, config)
-        if changed:
-            log.error(
-                "config reload refused; the running config stays",
-                path=self.source.path,
-                problems=[f"{name}: changing it needs a restart" for name in changed],
-            )
-            return
-        self.config = config
         for process in self._workers.values():
             if process.is_alive() and process.pid is not None:
                 os.kill(process.pid, signal.SIGHUP)
