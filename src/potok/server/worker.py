@@ -36,6 +36,9 @@ log = structlog.get_logger("potok.worker")
 
 POOL_PRUNE_INTERVAL = 5.0
 
+# SIGHUPs that arrived before the event loop's handler was installed.
+_early_sighups: list[int] = []
+
 
 async def serve(
     config: GatewayConfig,
@@ -95,6 +98,9 @@ async def serve(
         registry=registry,
     )
     loop.add_signal_handler(signal.SIGHUP, _on_sighup, reloader)
+    if _early_sighups:  # sent while this worker was starting: the file may be newer
+        _early_sighups.clear()
+        _on_sighup(reloader)
     if reloader is not None and watching:
         background.append(loop.create_task(reloader.watch(config.reload.interval, seen)))
 
@@ -191,8 +197,9 @@ def run_worker(
     supervised: bool = False,
 ) -> int:
     """Process entry point (also used by the supervisor's spawned children)."""
-    # Until the loop's handler is in place, a SIGHUP (a reload) must not end the process.
-    signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    # Until the loop's handler is in place, a SIGHUP (a reload) must neither end the
+    # process nor be lost: it is noted, and serve() reloads once it can.
+    signal.signal(signal.SIGHUP, lambda signum, frame: _early_sighups.append(signum))
     configure_logging(config.logging.level, config.logging.format)
     try:
         uvloop.run(
