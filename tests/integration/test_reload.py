@@ -203,3 +203,26 @@ def test_reload_with_two_workers_reaches_both(pair):
         assert gateway.process.poll() is None
     finally:
         gateway.stop()
+
+
+def test_sighups_while_workers_start_neither_kill_nor_get_lost(pair):
+    """A reload sent while a worker is still importing waits for its handler (SIGHUP
+    blocked until then) instead of killing it with SIGHUP's default action."""
+    a, _ = pair
+    base = config({"one": "svc"}, {"svc": {"targets": [a.url]}})
+    gateway = GatewayProcess(base, workers=2, wait=False)
+    try:
+        gateway.wait_for(lambda: gateway.handles(signal.SIGHUP), timeout=20)
+        gateway.write_config({**base, "routes": [*base["routes"], _route("two", "svc")]})
+        # The supervisor now spawns its workers; it passes a SIGHUP on every 0.2 s.
+        deadline = time.monotonic() + 3.0
+        while time.monotonic() < deadline:
+            gateway.signal(signal.SIGHUP)
+            time.sleep(0.05)
+        gateway.wait_until_listening()
+        gateway.wait_for(lambda: reloads(gateway, "applied") >= 2, timeout=10)
+        logs = gateway.stderr() + gateway.stdout_path.read_text(errors="replace")
+        assert "worker died" not in logs
+        assert all(request(gateway.port, "GET", "/two/echo").status == 200 for _ in range(20))
+    finally:
+        gateway.stop()

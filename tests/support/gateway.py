@@ -18,7 +18,11 @@ from tests.support.net import free_port, wait_for_port
 
 class GatewayProcess:
     def __init__(
-        self, config: dict[str, Any], workers: int = 1, env: dict[str, str] | None = None
+        self,
+        config: dict[str, Any],
+        workers: int = 1,
+        env: dict[str, str] | None = None,
+        wait: bool = True,
     ) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
@@ -36,11 +40,21 @@ class GatewayProcess:
             stderr=self._stderr,
             env={**os.environ, **(env or {})},
         )
+        if wait:
+            self.wait_until_listening()
+
+    def wait_until_listening(self) -> None:
         try:
             wait_for_port(self.port, timeout=20)
         except TimeoutError:
             self.stop()
             raise RuntimeError(f"gateway did not start:\n{self.stderr()}") from None
+
+    def handles(self, sig: int) -> bool:
+        """Whether the gateway's main process has a handler installed for `sig` yet."""
+        status = Path(f"/proc/{self.process.pid}/status").read_text()
+        caught = next(line for line in status.splitlines() if line.startswith("SigCgt:"))
+        return bool(int(caught.split()[1], 16) & (1 << (sig - 1)))
 
     def write_config(self, config: dict[str, Any]) -> None:
         """(Re)write the config file, with this process's port, workers and log path."""

@@ -71,7 +71,14 @@ class Supervisor:
             args=(self.config, worker_id, self.metrics_dir, self.source),
             name=f"potok-worker-{worker_id}",
         )
-        process.start()
+        # The child starts with SIGHUP blocked (the mask survives fork and exec) and
+        # unblocks it once its handler is in place: a reload sent while it imports
+        # waits for it instead of killing it (SIGHUP's default action).
+        previous = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGHUP})
+        try:
+            process.start()
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, previous)
         self._workers[worker_id] = process
 
     def _restart_dead(self) -> None:

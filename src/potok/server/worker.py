@@ -200,6 +200,9 @@ def run_worker(
     # Until the loop's handler is in place, a SIGHUP (a reload) must neither end the
     # process nor be lost: it is noted, and serve() reloads once it can.
     signal.signal(signal.SIGHUP, lambda signum, frame: _early_sighups.append(signum))
+    # Under the supervisor the process starts with SIGHUP blocked; one sent meanwhile is
+    # delivered to the handler above now.
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGHUP})
     configure_logging(config.logging.level, config.logging.format)
     try:
         uvloop.run(
