@@ -257,7 +257,7 @@ class UpstreamConnection(asyncio.Protocol):
             self._length = int(value)
         elif lower in HOP_BY_HOP:
             if lower == b"transfer-encoding":
-                self._response_chunked = b"chunked" in value.lower()
+                self._response_chunked = value.lower().find(b"chunked") >= 0
             elif lower == b"connection":
                 self._conn_header = (
                     value if self._conn_header is None else self._conn_header + b"," + value
@@ -313,7 +313,7 @@ class UpstreamConnection(asyncio.Protocol):
 
     def _finish_head_response(self) -> None:
         self._parser = httptools.HttpResponseParser(self)
-        keep = self._conn_header is None or b"close" not in self._conn_header.lower()
+        keep = self._conn_header is None or self._conn_header.lower().find(b"close") < 0
         listener = self.listener
         if listener is not None:
             listener.response_complete(keep)
