@@ -31,6 +31,7 @@ class Exchange:
     """
 
     __slots__ = (
+        "authorization",
         "body",
         "bytes_in",
         "bytes_out",
@@ -55,6 +56,7 @@ class Exchange:
         "producer",
         "query",
         "request_id",
+        "response_lines",
         "response_started",
         "route",
         "route_name",
@@ -87,6 +89,7 @@ class Exchange:
         self.forwarded_for: bytes | None = None
         self.forwarded_proto: bytes | None = None
         self.forwarded_host: bytes | None = None
+        self.authorization: bytes | None = None  # the first Authorization header's value
         self.request_id = ""
         self.peer_ip = connection.peer_ip
         self.client_ip = connection.peer_ip
@@ -113,6 +116,10 @@ class Exchange:
         self.identity: Any = None
         # Free slot for policies that need to pass something along the pipeline.
         self.context: dict[str, Any] | None = None
+        # Header lines (`Name: value\r\n`, rendered) a policy decided at request time that
+        # every response to this request carries, whoever sends it (the RateLimit headers):
+        # cheaper than a response hook, which would run and format on the way out.
+        self.response_lines = b""
 
     def header(self, lower_name: bytes) -> bytes | None:
         """First value of a header by lower-case name (a scan: not for the hot path)."""

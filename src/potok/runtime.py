@@ -85,11 +85,11 @@ class ProxyStage:
         self._stage_pipeline = pipeline
 
     def __call__(self, exchange: Exchange) -> None:
+        # (Identity headers are not here: the connection drops clients' copies of those
+        # while parsing, for every route; RequestHeadBuilder adds the gateway's own.)
         if self._drop:
             drop = self._drop
             exchange.headers = [pair for pair in exchange.headers if pair[0].lower() not in drop]
-        if exchange.identity is not None:  # after the drop: only the gateway sets these
-            exchange.headers.extend(exchange.identity.upstream_headers)
         hooks = self._stage_pipeline.response_hooks if self._stage_pipeline is not None else ()
         ProxyCall(
             exchange,
@@ -110,6 +110,9 @@ def settings_from(config: GatewayConfig) -> ServerSettings:
         max_header_bytes=server.limits.max_header_bytes,
         max_headers=server.limits.max_headers,
         max_body_bytes=server.limits.max_body_bytes,
+        dropped_headers=frozenset(
+            name.lower().encode() for name in config.auth.identity_headers.names()
+        ),
     )
 
 
@@ -222,7 +225,6 @@ class Runtime:
         if service.api_key_header is not None:
             static.append(service.api_key_header)
             drop.add(service.api_key_header[0].lower())  # a client cannot supply or override it
-        drop.update(self.identity.headers.strip)  # identity headers: set by the gateway only
         jwt = policies_config.auth_jwt
         if jwt is not None and jwt.auth != "none" and not jwt.forward_token:
             drop.add(jwt.header.lower().encode())

@@ -125,6 +125,26 @@ def test_the_token_reaches_the_upstream_unless_forward_token_is_false(gateway):
     assert request(gateway.port, "GET", "/sealed/me").status == 401
 
 
+def test_a_route_may_take_the_token_from_another_header(gateway, upstream):
+    access = tokens(gateway)["access_token"]
+    own = {"X-Access-Token": f"Bearer {access}"}
+    for _ in range(2):  # verified, then from the cache
+        assert request(gateway.port, "GET", "/own-header/me", own).status == 200
+    # There, the usual header is just another header: it does not authenticate.
+    assert request(gateway.port, "GET", "/own-header/x", bearer(access)).status == 401
+    assert upstream.hits["/own-header/x"] == 0
+
+
+def test_an_authorization_header_named_hop_by_hop_does_not_authenticate(gateway, upstream):
+    """`Connection: Authorization` makes the header hop-by-hop: it is dropped before the
+    gateway acts on the request, so it neither reaches the upstream nor opens a route."""
+    access = tokens(gateway)["access_token"]
+    assert request(gateway.port, "GET", "/api/me", bearer(access)).status == 200  # cached now
+    hop = {**bearer(access), "Connection": "keep-alive, Authorization"}
+    assert request(gateway.port, "GET", "/api/hop", hop).status == 401
+    assert upstream.hits["/api/hop"] == 0
+
+
 def test_no_token_is_401_with_a_challenge(gateway, upstream):
     response = request(gateway.port, "GET", "/api/no-token")
     assert response.status == 401

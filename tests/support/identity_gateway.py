@@ -129,6 +129,12 @@ def auth_config(
             "policies": {"auth_jwt": {**token_service, "forward_token": False}},
         },
         {
+            "name": "own-header",
+            "match": {"prefix": "/own-header"},
+            "service": "up",
+            "policies": {"auth_jwt": {**token_service, "header": "X-Access-Token"}},
+        },
+        {
             "name": "tenant",
             "match": {"prefix": "/orgs/{org_id}"},
             "service": "up",

@@ -809,3 +809,17 @@ def test_every_cross_reference_problem_is_reported_at_once():
 def test_every_missing_variable_is_reported_at_once():
     text = "server: {host: '${H}', port: '${P}'}\nlogging: {level: '${L}'}\n"
     assert paths(text, {}) == ["server.host", "server.port", "logging.level"]
+
+
+@pytest.mark.parametrize(
+    ("headers", "taken"),
+    [({"user_id": "Authorization"}, "Authorization"), ({"org": "Host"}, "Host")],
+)
+def test_an_identity_header_cannot_be_one_the_gateway_reads(
+    headers: dict[str, str], taken: str
+) -> None:
+    # Clients' copies of identity headers are dropped while parsing: naming one after
+    # the Authorization or Host header would throw away what the gateway itself needs.
+    found = problems({"auth": {"identity_headers": headers}})
+    assert found[0][0] == "auth.identity_headers"
+    assert f"{taken} cannot be an identity header" in found[0][1]

@@ -62,7 +62,7 @@ def test_every_supported_algorithm(algorithm, signing, verify_key):
     assert principal.roles == frozenset({"reader"})
     assert principal.scopes == frozenset({"a", "b"})
     assert principal.org == "acme"
-    assert (b"X-User-Id", b"user-1") in principal.upstream_headers
+    assert b"X-User-Id: user-1\r\n" in principal.upstream_lines
 
 
 def test_a_key_accepts_only_its_own_algorithm():
@@ -156,8 +156,10 @@ routes:
     policy = auth_jwt.build(config.routes[0].policies.auth_jwt, runtime._context("r"))
     assert policy is not None and policy.on_request is not None
     hooks = [policy.on_request]
+    authorization = f"Bearer {token}".encode()
     exchange = SimpleNamespace(
-        headers=[(b"Host", b"x"), (b"Authorization", f"Bearer {token}".encode())],
+        headers=[(b"Host", b"x"), (b"Authorization", authorization)],
+        authorization=authorization,  # noted by the connection while parsing
         identity=None,
         query=b"",
         client_ip="127.0.0.1",

@@ -3,6 +3,7 @@ contract suite run against both stores (memory, and the Lua script on real Redis
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import AsyncIterator, Callable
 from types import SimpleNamespace
@@ -22,7 +23,7 @@ from potok.policies.rate_limit.algorithms import (
 )
 from potok.policies.rate_limit.config import LimitConfig, RateLimitConfig
 from potok.policies.rate_limit.keys import key_function
-from potok.policies.rate_limit.policy import algorithm_for, policy_header
+from potok.policies.rate_limit.limiter import algorithm_for, policy_header
 from potok.policies.rate_limit.redis_connection import ScriptClient
 from potok.policies.rate_limit.redis_store import (
     SCRIPT,
@@ -89,6 +90,61 @@ def test_token_bucket_reset_is_time_to_next_token() -> None:
     check = bucket.check(state, 0.0)
     bucket.take(state, 0.0)
     assert check.remaining == 59 and check.reset == pytest.approx(1.0)
+
+
+@pytest.mark.parametrize(
+    "policy",
+    [
+        {"limit": 5, "window": "1s"},
+        {"limit": 5, "window": "1s", "algorithm": "token_bucket"},
+        {"limit": 3, "window": "2s", "algorithm": "token_bucket", "burst": 6},
+        {"limit": 4, "window": "1s", "key": "header:x-client"},
+    ],
+    ids=["sliding", "bucket", "bucket-burst", "sliding-by-header"],
+)
+def test_the_one_limit_checks_decide_as_the_algorithms(policy: dict[str, Any]) -> None:
+    """The memory store's one-limit checks write the algorithm out inline (memory.py):
+    they must admit, refuse and report exactly as `check` + `take` on the same clock."""
+    import random
+
+    from potok.errors import GatewayError
+    from potok.policies.base import BuildContext
+    from potok.policies.rate_limit import policy as rate_limit
+    from potok.resources import Resources
+    from potok.server.state import ServerSettings
+
+    config = RateLimitConfig.model_validate(policy)
+    clock = FakeClock()
+    context = BuildContext("r", ServerSettings(), {}, Resources())
+    built = rate_limit.build(config, context, clock=lambda: clock.now)
+    assert built is not None and built.on_request is not None
+    reference = algorithm_for(config.effective_limits()[0])
+    state = reference.new_state()
+    rng = random.Random(7)
+    for _ in range(2000):
+        clock.now += rng.choice((0.0, 0.001, 0.05, 0.2, 0.7))
+        expected = reference.check(state, clock.now)
+        if expected.admitted:
+            reference.take(state, clock.now)
+        exchange = SimpleNamespace(
+            client_ip="10.0.0.1",
+            headers=[(b"X-Client", b"c1")],
+            identity=None,
+            path=b"/x",
+            response_lines=b"",
+        )
+        try:
+            built.on_request(exchange)  # type: ignore[arg-type]
+        except GatewayError as refusal:
+            assert not expected.admitted and refusal.status == 429
+            retry = max(1, math.ceil(expected.retry_after - 1e-9))
+            assert (b"Retry-After", b"%d" % retry) in refusal.headers
+            continue
+        assert expected.admitted
+        seconds = math.ceil(expected.reset - 1e-9)
+        assert exchange.response_lines.endswith(
+            b";r=%d;t=%d\r\n" % (expected.remaining, seconds)
+        ), (exchange.response_lines, expected)
 
 
 def test_multi_limit_counts_only_when_all_admit() -> None:
@@ -447,7 +503,7 @@ async def test_pipeline_goes_on_after_a_waiting_hook_without_a_task() -> None:
 async def test_pipeline_refuses_with_the_waiting_hooks_error() -> None:
     import asyncio
 
-    from potok.policies.rate_limit.policy import TooManyRequests
+    from potok.policies.rate_limit.limiter import TooManyRequests
 
     seen: list[str] = []
     pipeline, waiter = waiting_pipeline(seen)

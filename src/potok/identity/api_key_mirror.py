@@ -58,7 +58,7 @@ class ApiKeyMirror:
             token_id=None,
             issued_at=key.created_at,
             expires_at=key.expires_at,
-            upstream_headers=self.headers.build(subject, key.roles, key.scopes, key.org),
+            upstream_lines=self.headers.build(subject, key.roles, key.scopes, key.org),
         )
 
     def authenticate(self, presented: str) -> Principal | None:

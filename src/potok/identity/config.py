@@ -40,6 +40,16 @@ ASYMMETRIC_ALGORITHMS = ("RS256", "ES256", "EdDSA")
 SigningAlgorithm = Literal["HS256", "HS384", "HS512", "RS256", "ES256", "EdDSA"]
 
 
+_GATEWAY_HEADERS = frozenset(
+    {
+        "host", "content-length", "transfer-encoding", "connection", "keep-alive", "upgrade",
+        "te", "trailer", "expect", "proxy-connection", "proxy-authenticate",
+        "proxy-authorization", "authorization", "cookie", "x-forwarded-for",
+        "x-forwarded-proto", "x-forwarded-host", "x-request-id", "x-api-key",
+    }
+)  # fmt: skip
+
+
 def check_header_name(value: str) -> str:
     if not _HEADER_NAME.match(value):
         raise ValueError(f"{value!r} is not a valid header name")
@@ -238,6 +248,11 @@ class IdentityHeadersConfig(ConfigModel):
         names = [self.user_id, self.roles, self.org, self.scopes]
         if len({n.lower() for n in names}) != len(names):
             raise ValueError("identity header names must differ")
+        taken = sorted(n for n in names if n.lower() in _GATEWAY_HEADERS)
+        if taken:
+            # Clients' copies of identity headers are dropped while parsing: these carry
+            # the request's framing, routing or credentials and must reach the gateway.
+            raise ValueError(f"{', '.join(taken)} cannot be an identity header")
         return self
 
     def names(self) -> tuple[str, ...]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from potok.identity.config import IdentityHeadersConfig
+from potok.server.http11 import header_block
 
 _UNSAFE = str.maketrans("", "", "\r\n\x00")
 
@@ -28,7 +29,13 @@ class IdentityHeaders:
 
     def build(
         self, subject: str, roles: Iterable[str], scopes: Iterable[str], org: str | None
-    ) -> tuple[tuple[bytes, bytes], ...]:
+    ) -> bytes:
+        """The header lines, rendered (`Name: value\r\n` each)."""
+        return header_block(self.pairs(subject, roles, scopes, org))
+
+    def pairs(
+        self, subject: str, roles: Iterable[str], scopes: Iterable[str], org: str | None
+    ) -> list[tuple[bytes, bytes]]:
         headers = [(self.user_id, header_value(subject))]
         role_list = sorted(roles)
         if role_list:
@@ -38,4 +45,4 @@ class IdentityHeaders:
             headers.append((self.scopes, header_value(" ".join(scope_list))))
         if org:
             headers.append((self.org, header_value(org)))
-        return tuple(headers)
+        return headers

@@ -19,5 +19,6 @@ class Principal:
     issued_at: float = 0.0
     expires_at: float | None = None
     issuer: str | None = None
-    # The identity headers sent upstream, computed once per principal.
-    upstream_headers: tuple[tuple[bytes, bytes], ...] = ()
+    # The identity header lines sent upstream (`X-User-Id: ...\r\n...`), rendered once
+    # per principal: a cached token adds them to the request head as they are.
+    upstream_lines: bytes = b""

@@ -38,14 +38,18 @@ SUBJECT = "subject"
 class Denylist:
     """In-memory revocations; entries leave once the tokens they stop have expired."""
 
-    __slots__ = ("_clock", "_jti", "_subjects")
+    __slots__ = ("_clock", "_jti", "_subjects", "generation")
 
     def __init__(self, clock: Callable[[], float] = time.time) -> None:
         self._jti: dict[str, float] = {}  # jti -> when the token expires
         self._subjects: dict[str, tuple[float, float]] = {}  # sub -> (revoked_at, expires_at)
         self._clock = clock
+        # Goes up with every entry added: a caller that found a token not revoked at
+        # generation N need not ask again while the generation is still N.
+        self.generation = 0
 
     def add(self, kind: str, value: str, revoked_at: float, expires_at: float) -> None:
+        self.generation += 1
         if kind == JTI:
             self._jti[value] = max(expires_at, self._jti.get(value, 0.0))
         elif kind == SUBJECT:

@@ -201,5 +201,5 @@ class TokenVerifier:
             issued_at=float(iat) if isinstance(iat, int | float) else 0.0,
             expires_at=float(exp) if isinstance(exp, int | float) else None,
             issuer=issuer,
-            upstream_headers=self.headers.build(subject, roles, scopes, org),
+            upstream_lines=self.headers.build(subject, roles, scopes, org),
         )

@@ -54,12 +54,15 @@ class Pipeline:
     def _proceed(self, exchange: Exchange, start: int) -> None:
         """Run the request hooks from `start`, then the terminal; at a hook that must
         wait, stop, and go on with the next one once its future is done."""
-        hooks = self._request_hooks
+        # Iterating the tuple itself (sliced only when resuming) costs half of what
+        # range() and indexing do; this runs for every request of a route with policies.
+        index = start
         try:
-            for index in range(start, len(hooks)):
-                waiting = hooks[index](exchange)
+            for hook in self._request_hooks[start:] if start else self._request_hooks:
+                index += 1
+                waiting = hook(exchange)
                 if waiting is not None:
-                    waiting.add_done_callback(partial(self._waited, exchange, index + 1))
+                    waiting.add_done_callback(partial(self._waited, exchange, index))
                     return
         except GatewayError as error:
             refuse(exchange, error, self.response_hooks)

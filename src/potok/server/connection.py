@@ -8,6 +8,7 @@ inside the parser and pipelined responses cannot interleave.
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
 from collections import deque
 from collections.abc import Callable
@@ -93,8 +94,9 @@ IDLE, READING_HEAD, BUSY, TUNNEL = 0, 1, 2, 3
     _H_XFP,
     _H_XFH,
     _H_RID,
+    _H_AUTHORIZATION,
     _H_DROP,
-) = range(11)
+) = range(12)
 _SPECIAL: dict[bytes, int] = {
     b"host": _H_HOST,
     b"content-length": _H_CL,
@@ -106,9 +108,18 @@ _SPECIAL: dict[bytes, int] = {
     b"x-forwarded-proto": _H_XFP,
     b"x-forwarded-host": _H_XFH,
     b"x-request-id": _H_RID,
+    b"authorization": _H_AUTHORIZATION,
 }
 for _name in HOP_BY_HOP:
     _SPECIAL.setdefault(_name, _H_DROP)
+
+
+@functools.lru_cache(maxsize=8)
+def _header_kinds(dropped: frozenset[bytes]) -> dict[bytes, int]:
+    """_SPECIAL plus the gateway-only headers to drop (one table per settings, not per
+    request: the parser callback does one dict lookup per header either way)."""
+    return {**dict.fromkeys(dropped, _H_DROP), **_SPECIAL}
+
 
 _ERROR_TITLES = {
     400: "Malformed HTTP request",
@@ -135,6 +146,7 @@ class ClientConnection(asyncio.Protocol):
         "_head_bytes",
         "_header_bytes",
         "_header_count",
+        "_header_kinds",
         "_in_head",
         "_keep_alive",
         "_parser",
@@ -168,6 +180,7 @@ class ClientConnection(asyncio.Protocol):
         self._head_bytes = 0
         self._header_bytes = 0
         self._header_count = 0
+        self._header_kinds = _header_kinds(state.settings.dropped_headers)
         self._connection_header: bytes | None = None
         self._saw_transfer_encoding = False
         self._framing = _NO_BODY
@@ -302,7 +315,7 @@ class ClientConnection(asyncio.Protocol):
             or self._header_count > settings.max_headers
         ):
             raise _Reject(431, "request header fields too large")
-        kind = _SPECIAL.get(name.lower())
+        kind = self._header_kinds.get(name.lower())
         if kind is None:
             exchange.headers.append((name, value))
         elif kind == _H_HOST:
@@ -334,7 +347,13 @@ class ClientConnection(asyncio.Protocol):
             exchange.forwarded_host = value
         elif kind == _H_RID:
             exchange.request_id = value.decode("latin-1")
-        # _H_DROP: hop-by-hop, never forwarded
+        elif kind == _H_AUTHORIZATION:
+            # Kept in the headers (forwarded unless a route says otherwise) and noted, so
+            # the JWT check need not search the header list for it.
+            exchange.headers.append((name, value))
+            if exchange.authorization is None:
+                exchange.authorization = value
+        # _H_DROP: hop-by-hop or set by the gateway only: never forwarded
 
     def on_headers_complete(self) -> None:
         exchange = self._exchange
@@ -409,6 +428,8 @@ class ClientConnection(asyncio.Protocol):
                 exchange.forwarded_for = None
             if b"x-request-id" in tokens:
                 exchange.request_id = new_request_id()
+            if b"authorization" in tokens:
+                exchange.authorization = None
 
     def _dispatch(self) -> None:
         """Start queued requests one after another.
@@ -567,6 +588,8 @@ class ClientConnection(asyncio.Protocol):
             extra.append(b"Connection: keep-alive\r\n")
         self._framing = framing
         self._keep_alive = keep
+        if exchange.response_lines:
+            extra.append(exchange.response_lines)
         self._pending.append(
             status_line(status, reason) + header_block(headers) + b"".join(extra) + CRLF
         )

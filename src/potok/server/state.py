@@ -25,6 +25,9 @@ class ServerSettings:
     max_header_bytes: int = 16384
     max_headers: int = 100
     max_body_bytes: int = 5 * 1024 * 1024
+    # Request headers only the gateway sets (the identity headers), lower-case: dropped
+    # while parsing, so no route ever sees a client's copy.
+    dropped_headers: frozenset[bytes] = frozenset()
 
     @property
     def max_head_total(self) -> int:

@@ -35,6 +35,7 @@ class RequestHeadBuilder:
             framing = b""
         if exchange.upgrade is not None:
             framing += b"Connection: upgrade\r\nUpgrade: " + exchange.upgrade + b"\r\n"
+        identity = exchange.identity
         return b"".join(
             (
                 exchange.method,
@@ -45,6 +46,9 @@ class RequestHeadBuilder:
                 host,
                 b"\r\n",
                 header_block(exchange.headers),
+                # After the client's headers, whose copies of these were dropped: only the
+                # gateway sets them (identity.upstream_lines, rendered once per principal).
+                identity.upstream_lines if identity is not None else b"",
                 b"X-Forwarded-For: ",
                 exchange.forwarded_for or b"",
                 b"\r\nX-Forwarded-Proto: ",

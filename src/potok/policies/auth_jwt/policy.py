@@ -1,14 +1,19 @@
 """The `auth_jwt` policy: a valid bearer token, or 401; its claims become `exchange.identity`.
 
-Verified tokens are cached (by their exact bytes) until they expire, so a
-client repeating its token costs a dict lookup, not a signature check. The
-denylist is consulted on every request, cached or not. Routes whose issuers
-use only static keys run the check inline; a JWKS issuer makes the hook async
-so an unknown kid can wait for the (rate-limited) refresh.
+Verified tokens are cached until they expire, so a client repeating its token costs
+a dict lookup, not a signature check. A token from the Authorization header is
+cached under the header's raw value, which the connection notes while parsing, so
+a repeated token is found without searching the headers, slicing or decoding. The
+denylist is consulted for every request, but a cached token remembers the denylist
+generation it was checked at and is asked again only after a revocation. A token
+whose kid a JWKS issuer does not know yet makes the hook return a future that the
+(rate-limited) key refresh settles; everything else runs inline.
 """
 
 from __future__ import annotations
 
+import asyncio
+import math
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, NoReturn
@@ -18,13 +23,16 @@ from potok.identity import audit as events
 from potok.identity.errors import MissingCredentials, Unauthorized
 from potok.identity.keys import hmac_key, public_key, read_pem
 from potok.identity.principal import Principal
-from potok.identity.verifier import TokenRejected, TokenVerifier, TrustedIssuer
+from potok.identity.verifier import TokenRejected, TokenVerifier, TrustedIssuer, UnknownKey
 from potok.policies.auth_jwt.config import AuthJwtConfig, JwtIssuerConfig
-from potok.policies.base import BuildContext, Policy, Stage
+from potok.policies.base import BuildContext, Policy, Stage, Waiting
 
 if TYPE_CHECKING:
     from potok.exchange import Exchange
     from potok.identity.services import IdentityServices
+
+CacheKey = bytes | str  # the raw header value, or a token from a cookie or the query
+Cached = tuple[Principal, float, int]  # principal, valid until, denylist generation checked
 
 
 def trusted_issuer(config: JwtIssuerConfig, identity: IdentityServices) -> TrustedIssuer:
@@ -43,33 +51,47 @@ def trusted_issuer(config: JwtIssuerConfig, identity: IdentityServices) -> Trust
 class TokenSource:
     """Finds the token: the Authorization header, then the cookie, then the query parameter."""
 
-    __slots__ = ("_cookie", "_header", "_query")
+    __slots__ = ("_cookie", "_header", "_query", "standard_header")
 
     def __init__(self, config: AuthJwtConfig) -> None:
         self._header = config.header.lower().encode()
         self._cookie = config.cookie.encode() + b"=" if config.cookie else None
         self._query = config.query.encode() + b"=" if config.query else None
+        # Authorization itself: the connection has noted its value (exchange.authorization).
+        self.standard_header = self._header == b"authorization"
 
-    def __call__(self, exchange: Exchange) -> str | None:
+    def header(self, exchange: Exchange) -> bytes | None:
+        """The raw value of the token header (the first one), if the request has it."""
+        if self.standard_header:
+            return exchange.authorization
         header = self._header
         size = len(header)
-        cookies: list[bytes] = []
         for name, value in exchange.headers:
             # Comparing lengths first spares lower-casing every other header's name.
             if len(name) == size and name.lower() == header:
-                if value[:7].lower() != b"bearer ":
-                    raise Unauthorized("expected 'Bearer <token>'", error="invalid_request")
-                return value[7:].strip().decode("latin-1")
+                return value
+        return None
+
+    def __call__(self, exchange: Exchange) -> tuple[CacheKey, str] | None:
+        """(cache key, token), or None without one; Unauthorized for a malformed header."""
+        raw = self.header(exchange)
+        if raw is not None:
+            if raw[:7].lower() != b"bearer ":
+                raise Unauthorized("expected 'Bearer <token>'", error="invalid_request")
+            return raw, raw[7:].strip().decode("latin-1")
+        token = self._from_cookie(exchange) if self._cookie is not None else None
+        if token is None and self._query is not None and exchange.query:
+            token = self._from_query(exchange)
+        return (token, token) if token is not None else None
+
+    def _from_cookie(self, exchange: Exchange) -> str | None:
+        assert self._cookie is not None
+        for name, value in exchange.headers:
             if len(name) == 6 and name.lower() == b"cookie":
-                cookies.append(value)
-        if self._cookie is not None:
-            for value in cookies:
                 for raw in value.split(b";"):
                     part = raw.strip()
                     if part.startswith(self._cookie):
                         return part[len(self._cookie) :].decode("latin-1")
-        if self._query is not None and exchange.query:
-            return self._from_query(exchange)
         return None
 
     def _from_query(self, exchange: Exchange) -> str | None:
@@ -100,8 +122,10 @@ def build(config: AuthJwtConfig | None, context: BuildContext) -> Policy | None:
         issuers.append(identity.token_issuer())
     verifier = TokenVerifier(issuers, config.leeway, config.claims, identity.headers)
     source = TokenSource(config)
+    standard_header = source.standard_header
+    header_of = source.header
     required = config.auth == "required"
-    cache: dict[str, Principal] = {}
+    cache: dict[CacheKey, Cached] = {}
     cache_size = config.cache_size
     leeway = config.leeway
     denylist = identity.denylist
@@ -121,61 +145,68 @@ def build(config: AuthJwtConfig | None, context: BuildContext) -> Policy | None:
         )
         raise error
 
-    def remember(token: str, principal: Principal) -> None:
-        if cache_size:
-            if len(cache) >= cache_size:
-                del cache[next(iter(cache))]  # oldest first: bounded, and no LRU bookkeeping
-            cache[token] = principal
-
-    def admit(exchange: Exchange, principal: Principal) -> None:
+    def accept(exchange: Exchange, key: CacheKey, principal: Principal) -> None:
+        """Not revoked: the caller is `principal`, and the token is remembered as checked."""
         if denylist.is_revoked(principal.token_id, principal.subject, principal.issued_at):
             deny(exchange, Unauthorized("token revoked"), "token revoked")
         exchange.identity = principal
-
-    def cached(token: str) -> Principal | None:
-        principal = cache.get(token)
-        if principal is not None:
+        if cache_size:
+            if key not in cache and len(cache) >= cache_size:
+                del cache[next(iter(cache))]  # oldest first: bounded, and no LRU bookkeeping
             expires = principal.expires_at
-            if expires is None or clock() < expires + leeway:
-                return principal
-            del cache[token]
+            until = math.inf if expires is None else expires + leeway
+            cache[key] = (principal, until, denylist.generation)
+
+    def cached(key: CacheKey) -> Principal | None:
+        entry = cache.get(key)
+        if entry is None:
+            return None
+        if clock() < entry[1]:
+            return entry[0]
+        del cache[key]
         return None
 
-    def token_or_anonymous(exchange: Exchange) -> str | None:
+    async def verify_later(exchange: Exchange, key: CacheKey, token: str) -> None:
         try:
-            token = source(exchange)
+            principal = await verifier.verify_async(token)  # refreshes the JWKS (rate-limited)
+        except TokenRejected as exc:
+            deny(exchange, Unauthorized(exc.reason), exc.reason)
+        accept(exchange, key, principal)
+
+    def check_fully(exchange: Exchange) -> Waiting | None:
+        """Everything but a cached, already checked header token."""
+        try:
+            found = source(exchange)
         except Unauthorized as error:
             deny(exchange, error, "malformed authorization header")
-        if token is None and required and exchange.identity is None:
-            deny(exchange, MissingCredentials(), "no token")
-        return token
-
-    def check(exchange: Exchange) -> None:
-        token = token_or_anonymous(exchange)
-        if token is None:
-            return
-        principal = cached(token)
+        if found is None:
+            if required and exchange.identity is None:
+                deny(exchange, MissingCredentials(), "no token")
+            return None
+        key, token = found
+        principal = cached(key)
         if principal is None:
             try:
                 principal = verifier.verify(token)
+            except UnknownKey as exc:
+                if not verifier.uses_jwks:
+                    deny(exchange, Unauthorized(exc.reason), exc.reason)
+                return asyncio.get_running_loop().create_task(verify_later(exchange, key, token))
             except TokenRejected as exc:
                 deny(exchange, Unauthorized(exc.reason), exc.reason)
-            remember(token, principal)
-        admit(exchange, principal)
+        accept(exchange, key, principal)
+        return None
 
-    async def check_async(exchange: Exchange) -> None:
-        token = token_or_anonymous(exchange)
-        if token is None:
-            return
-        principal = cached(token)
-        if principal is None:
-            try:
-                principal = await verifier.verify_async(token)
-            except TokenRejected as exc:
-                deny(exchange, Unauthorized(exc.reason), exc.reason)
-            remember(token, principal)
-        admit(exchange, principal)
+    def check(exchange: Exchange) -> Waiting | None:
+        # The hot path: a header token seen before, not expired, no revocation since.
+        raw = exchange.authorization if standard_header else header_of(exchange)
+        if raw is not None:
+            entry = cache.get(raw)
+            if entry is not None:
+                principal, until, generation = entry
+                if generation == denylist.generation and clock() < until:
+                    exchange.identity = principal
+                    return None
+        return check_fully(exchange)
 
-    if verifier.uses_jwks:
-        return Policy(name="auth_jwt", stage=Stage.AUTHENTICATE, on_request_async=check_async)
     return Policy(name="auth_jwt", stage=Stage.AUTHENTICATE, on_request=check)

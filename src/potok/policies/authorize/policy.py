@@ -68,7 +68,16 @@ def build(config: AuthorizeConfig | None, context: BuildContext) -> Policy | Non
     tenant = config.tenant
     param = tenant.param if tenant is not None else ""
     by_org = tenant is not None and tenant.claim == "org"
-    inject = _injector(tenant.inject if tenant is not None else None)
+    injection = tenant.inject if tenant is not None else None
+    if (
+        injection is not None
+        and injection.header is not None
+        and identity is not None
+        and injection.header.lower().encode() in identity.headers.strip
+    ):
+        # The identity headers carry the org already (clients' copies are dropped).
+        injection = injection.model_copy(update={"header": None})
+    inject = _injector(injection)
     authenticated = config.authenticated
     route = context.route_name
 
