@@ -1,0 +1,84 @@
+"""Config, keys and tokens for bench/instructions.sh: the routes of bench/jwt.sh and
+bench/ratelimit.sh in one gateway (same keys, same limits, same upstream).
+
+    instructions_config.py WORK PORT UPSTREAM_PORT REDIS_PORT
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+import jwt
+import yaml
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+
+ISSUER = "https://idp.bench"
+
+
+def tokens(work: Path) -> tuple[str, str]:
+    """Write hs.token and rs.token; return the HMAC secret and the RSA public key (PEM)."""
+    secret = "bench-secret-" + "x" * 40
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    public = (
+        key.public_key()
+        .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+        .decode()
+    )
+    now = int(time.time())
+    claims = {"iss": ISSUER, "aud": "bench", "sub": "user-1", "iat": now, "exp": now + 3600,
+              "roles": ["reader"], "org": "acme"}  # fmt: skip
+    (work / "hs.token").write_text(jwt.encode(claims, secret, "HS256", headers={"kid": "hs"}))
+    (work / "rs.token").write_text(jwt.encode(claims, key, "RS256", headers={"kid": "rs"}))
+    return secret, public
+
+
+# Every prefix has the same length: the path's length alone moves the count (routing,
+# the dot-segment check, parsing), and the routes must differ only in their policies.
+def route(name: str, prefix: str, policies: dict[str, object] | None = None) -> dict[str, object]:
+    entry: dict[str, object] = {"name": name, "match": {"prefix": prefix}, "service": "bench"}
+    if policies is not None:
+        entry["policies"] = policies
+    return entry
+
+
+def main() -> None:
+    work, port, upstream, redis_port = Path(sys.argv[1]), *map(int, sys.argv[2:5])
+    secret, public = tokens(work)
+    issuer = {
+        "issuer": ISSUER,
+        "audiences": ["bench"],
+        "keys": [
+            {"kid": "hs", "algorithm": "HS256", "secret": secret},
+            {"kid": "rs", "algorithm": "RS256", "public_key": public},
+        ],
+    }
+    jwt_policy = {"auth_jwt": {"issuers": [issuer]}}
+    sealed = {"auth_jwt": {"issuers": [issuer], "forward_token": False}}
+    sliding = {"limit": 10000, "window": "250ms"}  # far above what the run sends
+    bucket = {"limit": 1000000, "window": "1s", "algorithm": "token_bucket"}
+    config = {
+        "server": {"host": "127.0.0.1", "port": port, "timeouts": {"shutdown_grace": "2s"}},
+        "logging": {"level": "warning", "access_log": {"enabled": False}},
+        "metrics": {"enabled": False},
+        "redis": {"url": f"redis://127.0.0.1:{redis_port}/0"},
+        "services": {"bench": {"targets": [f"http://127.0.0.1:{upstream}"]}},
+        "routes": [
+            route("hs256", "/hs2/", jwt_policy),
+            route("hs256_sealed", "/hsf/", sealed),
+            route("rs256", "/rs2/", jwt_policy),
+            route("memory", "/mem/", {"rate_limit": sliding}),
+            route("memory_noheaders", "/mnh/", {"rate_limit": {**sliding, "headers": False}}),
+            route("memory_bucket", "/mtb/", {"rate_limit": bucket}),
+            route("redis", "/red/", {"rate_limit": {**sliding, "store": "redis"}}),
+            route("redis_bucket", "/rtb/", {"rate_limit": {**bucket, "store": "redis"}}),
+            route("open", "/opn/"),
+        ],
+    }  # fmt: skip
+    (work / "potok.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+
+
+if __name__ == "__main__":
+    main()
