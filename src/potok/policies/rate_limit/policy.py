@@ -8,7 +8,6 @@ that the batch's reply settles: no task or coroutine per request.
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import Callable
 from functools import partial
@@ -17,7 +16,6 @@ from typing import TYPE_CHECKING
 from potok.errors import GatewayError
 from potok.observability.metrics import MetricsRegistry
 from potok.policies.base import BuildContext, Policy, Stage, Waiting
-from potok.policies.rate_limit.algorithms import Decision
 from potok.policies.rate_limit.config import LimitConfig, RateLimitConfig
 from potok.policies.rate_limit.limiter import LimitMetrics, RateLimiter, state_name
 from potok.policies.rate_limit.memory import memory_check
@@ -28,7 +26,9 @@ from potok.policies.rate_limit.redis_store import (
     TOKEN_BUCKET,
     LimitSpec,
     RedisLimitStore,
+    Reply,
     StoreUnavailable,
+    decision,
 )
 from potok.routing.endpoints import API_ROUTE_NAME
 
@@ -112,26 +112,43 @@ def _redis_check(
     ]
     names = [prefix + state_name(scope, limit) + ":" for limit in limits]
 
-    def settle(
-        exchange: Exchange, waiter: asyncio.Future[None], outcome: Decision | StoreUnavailable
-    ) -> None:
+    admissions = limiter.admissions
+    heads = limiter.head_templates if limiter.send_headers else None
+
+    def settle(exchange: Exchange, waiter: Waiting, outcome: Reply | StoreUnavailable) -> None:
         """The batch's answer for one request: go on, or refuse through the waiter."""
+        if type(outcome) is list and outcome[0] == 1:  # admitted: RateLimiter.admitted inline
+            index = outcome[1]
+            admissions[index][0] += 1.0
+            if heads is not None:  # reset_ms is whole: (ms + 999) // 1000 rounds it up
+                exchange.response_lines += heads[index] % (outcome[2], (outcome[3] + 999) // 1000)
+            waiter.set_result(None)
+            return
         try:
             if isinstance(outcome, StoreUnavailable):
                 limiter.store_failed()
             else:
-                limiter.apply(exchange, outcome)
+                limiter.refuse(decision(outcome))
         except GatewayError as refusal:
             waiter.set_exception(refusal)
             return
         waiter.set_result(None)
 
+    one_limit = len(limits) == 1
+    by_ip = one_limit and limits[0].key == "ip"
+    ip_name = names[0] + "ip:"  # by_ip's key, as keys.by_ip makes it, after the limit's name
+
     def check(exchange: Exchange) -> Waiting | None:
-        if store.marked_down():  # fail fast: no waiting at all
+        if store.down_until and store.marked_down():  # fail fast: no waiting at all
             limiter.store_failed()
             return None
-        keys = [name + key(exchange) for name, key in zip(names, limiter.keys, strict=True)]
-        waiter: asyncio.Future[None] = store.loop.create_future()
+        if by_ip:
+            keys = [ip_name + exchange.client_ip]
+        elif one_limit:
+            keys = [names[0] + limiter.keys[0](exchange)]
+        else:
+            keys = [name + key(exchange) for name, key in zip(names, limiter.keys, strict=True)]
+        waiter: Waiting = store.loop.create_future()
         store.submit(specs, keys, partial(settle, exchange, waiter))
         return waiter
 

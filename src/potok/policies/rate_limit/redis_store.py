@@ -159,8 +159,16 @@ class StoreUnavailable(Exception):
     """The store could not answer in time; the policy's on_store_error decides."""
 
 
-Settle = Callable[[Decision | StoreUnavailable], None]
-"""Receives one check's outcome: its decision, or why the store could not decide."""
+Reply = list[int]
+"""The script's answer for one check: [admitted (1/0), index, remaining, reset_ms, retry_ms]."""
+
+Settle = Callable[[Reply | StoreUnavailable], None]
+"""Receives one check's outcome: the script's reply, or why the store could not decide."""
+
+
+def decision(reply: Reply) -> Decision:
+    admitted, index, remaining, reset_ms, retry_ms = reply
+    return Decision(admitted == 1, remaining, reset_ms / 1000, retry_ms / 1000, index)
 
 
 class LimitSpec:
@@ -173,13 +181,9 @@ class LimitSpec:
         self.args = (algorithm, limit, round(window * 1_000_000), burst)
 
 
-class _Pending:
-    __slots__ = ("keys", "settle", "specs")
-
-    def __init__(self, specs: Sequence[LimitSpec], keys: list[str], settle: Settle) -> None:
-        self.specs = specs
-        self.keys = keys
-        self.settle = settle
+# One submitted check: its limits, its keys, where its outcome goes (a tuple: this is
+# per request, and a class instance costs a Python __init__ call).
+_Pending = tuple[Sequence[LimitSpec], list[str], Settle]
 
 
 class RedisLimitStore:
@@ -206,7 +210,7 @@ class RedisLimitStore:
         self._pending: list[_Pending] = []
         self._flush_scheduled = False
         self._in_flight = 0
-        self._down_until = 0.0
+        self.down_until = 0.0  # set after a failure (see marked_down); 0: healthy
         self._last_log = -math.inf
         self._token = os.urandom(6).hex()
         self.batches = 0
@@ -214,7 +218,7 @@ class RedisLimitStore:
 
     def marked_down(self) -> bool:
         """Whether a recent failure makes checks fail at once (for `retry_interval`)."""
-        return bool(self._down_until) and time.monotonic() < self._down_until
+        return bool(self.down_until) and time.monotonic() < self.down_until
 
     @property
     def loop(self) -> asyncio.AbstractEventLoop:
@@ -228,7 +232,7 @@ class RedisLimitStore:
         """Check (and when every limit admits, count) one request against `specs`; its
         outcome goes to `settle`, always later, from the loop (never inside this call).
         `settle` must not raise."""
-        self._pending.append(_Pending(specs, keys, settle))
+        self._pending.append((specs, keys, settle))
         if not self._flush_scheduled and self._in_flight < MAX_IN_FLIGHT:
             self._flush_scheduled = True
             self.loop.call_soon(self._flush)
@@ -239,13 +243,13 @@ class RedisLimitStore:
             raise StoreUnavailable("rate limit store marked down after a recent failure")
         future: asyncio.Future[Decision] = self.loop.create_future()
 
-        def settle(outcome: Decision | StoreUnavailable) -> None:
+        def settle(outcome: Reply | StoreUnavailable) -> None:
             if future.done():  # the caller was cancelled
                 return
             if isinstance(outcome, StoreUnavailable):
                 future.set_exception(outcome)
             else:
-                future.set_result(outcome)
+                future.set_result(decision(outcome))
 
         self.submit(specs, keys, settle)
         return await future
@@ -269,8 +273,8 @@ class RedisLimitStore:
         if self.marked_down():
             # The store just failed: what waited behind that batch fails now, not later.
             pending, self._pending = self._pending, []
-            for item in pending:
-                item.settle(StoreUnavailable("rate limit store unavailable"))
+            for _, _, settle in pending:
+                settle(StoreUnavailable("rate limit store unavailable"))
             return
         self._flush_scheduled = True
         self.loop.call_soon(self._flush)
@@ -279,26 +283,26 @@ class RedisLimitStore:
         """The script's KEYS and ARGV for a batch (layout above SCRIPT)."""
         now = str(self._clock_us()) if self._clock_us is not None else "0"
         self.batches += 1
-        specs = batch[0].specs
+        specs = batch[0][0]
         keys: list[str] = []
-        if all(item.specs is specs for item in batch):  # one policy's checks: the usual batch
+        if all(item[0] is specs for item in batch):  # one policy's checks: the usual batch
             for item in batch:
-                keys += item.keys
+                keys += item[1]
             argv: list[Any] = [now, f"{self._token}:{self.batches}", len(batch), 1, len(specs)]
             for spec in specs:
                 argv += spec.args
             return keys, argv
         groups: dict[int, int] = {}
         group_args: list[Any] = []
-        for item in batch:
-            if id(item.specs) not in groups:
-                groups[id(item.specs)] = len(groups) + 1
-                group_args.append(len(item.specs))
-                for spec in item.specs:
+        for item_specs, item_keys, _ in batch:
+            if id(item_specs) not in groups:
+                groups[id(item_specs)] = len(groups) + 1
+                group_args.append(len(item_specs))
+                for spec in item_specs:
                     group_args.extend(spec.args)
-            keys += item.keys
+            keys += item_keys
         argv = [now, f"{self._token}:{self.batches}", len(batch), len(groups), *group_args]
-        argv.extend(groups[id(item.specs)] for item in batch)
+        argv.extend(groups[id(item[0])] for item in batch)
         return keys, argv
 
     async def _send(self, batch: list[_Pending]) -> None:
@@ -316,15 +320,13 @@ class RedisLimitStore:
             return
         if self._latency is not None:
             self._latency.observe(("rate_limit",), time.perf_counter() - started)
-        self._down_until = 0.0
-        for item, (admitted, index, remaining, reset_ms, retry_ms) in zip(
-            batch, replies, strict=True
-        ):
-            item.settle(Decision(admitted == 1, remaining, reset_ms / 1000, retry_ms / 1000, index))
+        self.down_until = 0.0
+        for item, reply in zip(batch, replies, strict=True):
+            item[2](reply)
 
     def _failed(self, exc: BaseException, batch: list[_Pending]) -> None:
         now = time.monotonic()
-        self._down_until = now + self._retry_interval
+        self.down_until = now + self._retry_interval
         if self._errors is not None:
             self._errors.inc(("redis",))
         if now - self._last_log >= LOG_INTERVAL:
@@ -336,5 +338,5 @@ class RedisLimitStore:
                 failing_fast_for_s=self._retry_interval,
             )
         error = StoreUnavailable(str(exc) or type(exc).__name__)
-        for item in batch:
-            item.settle(error)
+        for _, _, settle in batch:
+            settle(error)
