@@ -101,7 +101,7 @@ class ProxyStage:
         ).start()
 
 
-def settings_from(config: GatewayConfig) -> ServerSettings:
+def settings_from(config: GatewayConfig, dropped_headers: frozenset[bytes]) -> ServerSettings:
     server = config.server
     return ServerSettings(
         header_read_timeout=server.timeouts.header_read,
@@ -110,9 +110,7 @@ def settings_from(config: GatewayConfig) -> ServerSettings:
         max_header_bytes=server.limits.max_header_bytes,
         max_headers=server.limits.max_headers,
         max_body_bytes=server.limits.max_body_bytes,
-        dropped_headers=frozenset(
-            name.lower().encode() for name in config.auth.identity_headers.names()
-        ),
+        dropped_headers=dropped_headers,
     )
 
 
@@ -136,7 +134,7 @@ class Runtime:
         self.realtime: Realtime | None = shared_realtime(
             config, self.resources, self.identity, metrics
         )
-        self.settings = settings_from(config)
+        self.settings = settings_from(config, self.identity.headers.strip)
         self.trusted = TrustedProxies(config.server.trusted_proxies)
         upstream_metrics = UpstreamMetrics(metrics) if metrics is not None else None
         kept = previous.services if previous is not None else {}
