@@ -104,9 +104,6 @@ class RateLimiter:
         self.send_headers = config.headers
         self.exempt_health = exempt_health
 
-    def key_values(self, exchange: Exchange) -> list[str]:
-        return [key(exchange) for key in self.keys]
-
     def apply(self, exchange: Exchange, decision: Decision) -> None:
         """Count the decision; raise 429 or add the response headers."""
         if not decision.admitted:
