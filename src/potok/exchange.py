@@ -58,6 +58,8 @@ class Exchange:
         "request_id",
         "response_lines",
         "response_started",
+        "resume_at",
+        "resume_waiter",
         "route",
         "route_name",
         "service_name",
@@ -120,6 +122,10 @@ class Exchange:
         # every response to this request carries, whoever sends it (the RateLimit headers):
         # cheaper than a response hook, which would run and format on the way out.
         self.response_lines = b""
+        # While a policy holds the request (SUSPENDED): the pipeline's next hook, and on a
+        # route whose hooks run in a task, the future that task awaits.
+        self.resume_at = 0
+        self.resume_waiter: asyncio.Future[None] | None = None
 
     def header(self, lower_name: bytes) -> bytes | None:
         """First value of a header by lower-case name (a scan: not for the hot path)."""

@@ -401,15 +401,6 @@ async def test_redis_store_batches_one_tick_into_one_call() -> None:
     from redis.asyncio import Redis
 
     client = ScriptClient(REDIS_URL, SCRIPT)
-    calls = 0
-    original = client.evaluate
-
-    async def counting(*args: Any) -> Any:
-        nonlocal calls
-        calls += 1
-        return await original(*args)
-
-    client.evaluate = counting  # type: ignore[method-assign]
     redis_store = RedisLimitStore(client, RedisConfig())
     spec = LimitSpec("x", SLIDING_WINDOW, 50, 60.0, 50)
     prefix = f"test-batch:{os.getpid()}:"
@@ -417,10 +408,65 @@ async def test_redis_store_batches_one_tick_into_one_call() -> None:
         *(redis_store.acquire([spec], [prefix + "k"]) for _ in range(100))
     )
     assert sum(d.admitted for d in decisions) == 50
-    assert calls == 1
+    assert redis_store.batches == 1
+    # Once connected, the next tick's checks are one call too (the direct path).
+    more = await asyncio.gather(*(redis_store.acquire([spec], [prefix + "j"]) for _ in range(20)))
+    assert all(d.admitted for d in more) and redis_store.batches == 2
     await client.close()
     cleanup = Redis.from_url(REDIS_URL)
-    await cleanup.delete(prefix + "k")
+    await cleanup.delete(prefix + "k", prefix + "j")
+    await cleanup.aclose()
+
+
+async def test_redis_store_reloads_a_forgotten_script_without_failing_a_check() -> None:
+    from redis.asyncio import Redis
+
+    client = ScriptClient(REDIS_URL, SCRIPT)
+    redis_store = RedisLimitStore(client, RedisConfig())
+    spec = LimitSpec("x", SLIDING_WINDOW, 5, 60.0, 5)
+    key = f"test-noscript:{os.getpid()}"
+    assert (await redis_store.acquire([spec], [key])).remaining == 4
+    cleanup = Redis.from_url(REDIS_URL)
+    await cleanup.script_flush()  # as after a Redis restart: the next EVALSHA gets NOSCRIPT
+    assert (await redis_store.acquire([spec], [key])).remaining == 3
+    assert (await redis_store.acquire([spec], [key])).remaining == 2
+    assert not redis_store.marked_down()
+    await client.close()
+    await cleanup.delete(key)
+    await cleanup.aclose()
+
+
+async def test_a_settle_that_raises_does_not_strand_the_rest_of_its_batch() -> None:
+    import asyncio
+
+    from redis.asyncio import Redis
+
+    client = ScriptClient(REDIS_URL, SCRIPT)
+    redis_store = RedisLimitStore(client, RedisConfig())
+    spec = LimitSpec("x", SLIDING_WINDOW, 10, 60.0, 10)
+    key = f"test-settle:{os.getpid()}"
+    loop = asyncio.get_running_loop()
+    reported: list[Any] = []
+    loop.set_exception_handler(lambda _, context: reported.append(context["exception"]))
+    outcomes: list[Any] = []
+
+    def settle(subject: str, outcome: Any) -> None:
+        if subject == "buggy":
+            raise RuntimeError("a bug in a policy")
+        outcomes.append((subject, outcome[0]))
+
+    for subject in ("first", "buggy", "last"):
+        redis_store.submit([spec], [key], settle, subject)
+    for _ in range(100):
+        await asyncio.sleep(0.01)
+        if len(outcomes) == 2:
+            break
+    assert outcomes == [("first", 1), ("last", 1)]
+    assert [str(exc) for exc in reported] == ["a bug in a policy"]
+    loop.set_exception_handler(None)
+    await client.close()
+    cleanup = Redis.from_url(REDIS_URL)
+    await cleanup.delete(key)
     await cleanup.aclose()
 
 
@@ -453,6 +499,11 @@ class FakeExchange:
         self.current = True
         self.body = SimpleNamespace(detach=lambda: None)
         self.refused: int | None = None
+        self.resume_at = 0
+        self.resume_waiter: Any = None
+        self.response_started = False
+        self.errors: list[str] = []
+        self.state = SimpleNamespace(log_error=lambda event, exc=None: self.errors.append(event))
 
     def is_current(self, exchange: Any) -> bool:
         return self.current
@@ -558,3 +609,107 @@ async def test_pipeline_with_a_coroutine_policy_awaits_a_waiting_hook() -> None:
     for _ in range(3):
         await asyncio.sleep(0)
     assert seen == ["auth", "limit", "upstream"]
+
+
+def suspending_pipeline(seen: list[str], terminal: Callable[[Any], None] | None = None) -> Any:
+    from potok.policies.base import SUSPENDED, Policy, Stage
+    from potok.policies.pipeline import Pipeline
+
+    def limit(exchange: Any) -> Any:
+        seen.append("limit")
+        return SUSPENDED
+
+    def validate(exchange: Any) -> None:
+        seen.append("validate")
+
+    return Pipeline(
+        [
+            Policy("validate", Stage.VALIDATE, on_request=validate),
+            Policy("rate_limit", Stage.LIMIT, on_request=limit),
+        ],
+        terminal=terminal or (lambda exchange: seen.append("upstream")),
+    )
+
+
+async def test_a_suspended_request_resumes_at_the_next_hook_in_the_same_call() -> None:
+    import asyncio
+
+    seen: list[str] = []
+    pipeline = suspending_pipeline(seen)
+    exchange = FakeExchange()
+    tasks = len(asyncio.all_tasks())
+    pipeline.run(exchange)
+    assert seen == ["limit"] and len(asyncio.all_tasks()) == tasks
+    pipeline.resume(exchange)
+    assert seen == ["limit", "validate", "upstream"]  # no loop iteration in between
+
+
+async def test_a_suspended_request_is_refused_with_the_policys_error() -> None:
+    from potok.policies.rate_limit.limiter import TooManyRequests
+
+    seen: list[str] = []
+    pipeline = suspending_pipeline(seen)
+    exchange = FakeExchange()
+    pipeline.run(exchange)
+    pipeline.resume(exchange, TooManyRequests("over"))
+    assert seen == ["limit"] and exchange.refused == 429
+
+
+async def test_resume_after_the_client_left_does_nothing() -> None:
+    seen: list[str] = []
+    pipeline = suspending_pipeline(seen)
+    exchange = FakeExchange()
+    pipeline.run(exchange)
+    exchange.current = False
+    pipeline.resume(exchange)
+    assert seen == ["limit"] and exchange.refused is None
+
+
+async def test_a_bug_after_resume_answers_500_and_does_not_raise_into_the_store() -> None:
+    def broken(exchange: Any) -> None:
+        raise RuntimeError("terminal bug")
+
+    seen: list[str] = []
+    pipeline = suspending_pipeline(seen, terminal=broken)
+    exchange = FakeExchange()
+    pipeline.run(exchange)
+    pipeline.resume(exchange)
+    assert exchange.refused == 500 and exchange.errors == ["handler failed"]
+
+
+async def test_a_suspending_hook_on_a_route_with_a_coroutine_policy() -> None:
+    import asyncio
+
+    from potok.policies.base import SUSPENDED, Policy, Stage
+    from potok.policies.pipeline import Pipeline
+    from potok.policies.rate_limit.limiter import TooManyRequests
+
+    for refusal in (None, TooManyRequests("over")):
+        seen: list[str] = []
+
+        async def authenticate(exchange: Any, seen: list[str] = seen) -> None:
+            seen.append("auth")
+
+        def limit(exchange: Any, seen: list[str] = seen) -> Any:
+            seen.append("limit")
+            return SUSPENDED
+
+        pipeline = Pipeline(
+            [
+                Policy("rate_limit", Stage.LIMIT, on_request=limit),
+                Policy("auth_jwt", Stage.AUTHENTICATE, on_request_async=authenticate),
+            ],
+            terminal=lambda exchange, seen=seen: seen.append("upstream"),
+        )
+        exchange = FakeExchange()
+        pipeline.run(exchange)
+        for _ in range(3):
+            await asyncio.sleep(0)
+        assert seen == ["auth", "limit"] and exchange.resume_waiter is not None
+        pipeline.resume(exchange, refusal)
+        for _ in range(3):
+            await asyncio.sleep(0)
+        if refusal is None:
+            assert seen == ["auth", "limit", "upstream"]
+        else:
+            assert seen == ["auth", "limit"] and exchange.refused == 429

@@ -23,6 +23,25 @@ Waiting = asyncio.Future[None]
 `GatewayError` that refuses the request."""
 
 
+class Suspended:
+    """The type of `SUSPENDED`."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "SUSPENDED"
+
+
+SUSPENDED = Suspended()
+"""What `on_request` returns when the request waits for an answer the policy will get
+later (a batched store's reply): the policy then calls `pipeline.resume(exchange,
+refusal)` exactly once — later, never before the hook has returned. Cheaper than a
+`Waiting` future: no future, no done-callback, no loop iteration to go on."""
+
+RequestOutcome = Waiting | Suspended | None
+"""What `on_request` returns: None to go on at once, or how the request waits."""
+
+
 class Stage(IntEnum):
     """Policies run in stage order whatever order the YAML lists them in."""
 
@@ -54,14 +73,15 @@ class Policy:
 
     `on_request` runs before the upstream stage and refuses by raising a
     `GatewayError`; when it must wait for an answer that others' requests share (a
-    batched store), it returns a `Waiting` future instead and the pipeline goes on
-    when that is done — no task per request. `on_request_async` is a coroutine for
+    batched store), it returns `SUSPENDED` (and resumes the pipeline itself) or a
+    `Waiting` future (and the pipeline goes on when that is done) — no task per
+    request either way. `on_request_async` is a coroutine for
     policies that must wait on their own I/O (a task is created per request on routes
     that have one). `on_response` may change the response headers before they are sent.
     """
 
     name: str
     stage: Stage
-    on_request: Callable[[Exchange], Waiting | None] | None = None
+    on_request: Callable[[Exchange], RequestOutcome] | None = None
     on_request_async: Callable[[Exchange], Awaitable[None]] | None = None
     on_response: Callable[[Exchange, Headers], Headers] | None = None

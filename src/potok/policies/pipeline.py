@@ -1,10 +1,12 @@
 """A route's pipeline: its policies in stage order, then the terminal stage.
 
 Built once per route at config load. A route without coroutine policies runs its
-hooks inline in the parser's callback chain; a hook that must wait returns a future
-and the pipeline goes on from the next hook in that future's done-callback, so no
-task is created. Only a route with an `on_request_async` policy runs its request
-hooks in a task.
+hooks inline in the parser's callback chain. A hook that must wait either returns
+`SUSPENDED` and later calls `resume` itself (the batched rate-limit store: the
+request goes on in the very callback that reads the batch's reply), or returns a
+future and the pipeline goes on from the next hook in that future's done-callback.
+Either way no task is created: only a route with an `on_request_async` policy runs
+its request hooks in a task.
 """
 
 from __future__ import annotations
@@ -16,13 +18,13 @@ from typing import TYPE_CHECKING
 
 from potok.errors import GatewayError
 from potok.policies.answer import EdgeAnswer
-from potok.policies.base import Headers, Policy, Waiting
+from potok.policies.base import SUSPENDED, Headers, Policy, RequestOutcome, Waiting
 
 if TYPE_CHECKING:
     from potok.exchange import Exchange
 
 Terminal = Callable[["Exchange"], None]
-RequestHook = Callable[["Exchange"], Waiting | None]
+RequestHook = Callable[["Exchange"], RequestOutcome]
 
 
 class Pipeline:
@@ -53,7 +55,7 @@ class Pipeline:
 
     def _proceed(self, exchange: Exchange, start: int) -> None:
         """Run the request hooks from `start`, then the terminal; at a hook that must
-        wait, stop, and go on with the next one once its future is done."""
+        wait, stop: its policy calls `resume`, or its future's done-callback goes on."""
         # Iterating the tuple itself (sliced only when resuming) costs half of what
         # range() and indexing do; this runs for every request of a route with policies.
         index = start
@@ -62,12 +64,40 @@ class Pipeline:
                 index += 1
                 waiting = hook(exchange)
                 if waiting is not None:
-                    waiting.add_done_callback(partial(self._waited, exchange, index))
+                    if waiting is SUSPENDED:
+                        exchange.resume_at = index
+                    else:
+                        waiting.add_done_callback(partial(self._waited, exchange, index))  # type: ignore[union-attr]
                     return
         except GatewayError as error:
             refuse(exchange, error, self.response_hooks)
             return
         self.terminal(exchange)
+
+    def resume(self, exchange: Exchange, refusal: GatewayError | None = None) -> None:
+        """Go on with a request a hook SUSPENDED: with the next hook, or refuse it."""
+        waiter = exchange.resume_waiter
+        if waiter is not None:  # the route's hooks run in a task, which awaits this
+            exchange.resume_waiter = None
+            if not waiter.done():
+                if refusal is None:
+                    waiter.set_result(None)
+                else:
+                    waiter.set_exception(refusal)
+            return
+        if not exchange.connection.is_current(exchange):
+            return  # the client left (or the deadline answered) while the request waited
+        if refusal is not None:
+            refuse(exchange, refusal, self.response_hooks)
+            return
+        try:
+            self._proceed(exchange, exchange.resume_at)
+        except Exception as exc:  # a bug: answer as the connection does, keep the caller going
+            exchange.connection.state.log_error("handler failed", exc=exc)
+            if not exchange.response_started:
+                exchange.problem(500, "internal gateway error")
+            else:
+                exchange.abort("handler failed")
 
     def _waited(self, exchange: Exchange, start: int, waiting: Waiting) -> None:
         error = waiting.exception()
@@ -87,8 +117,11 @@ class Pipeline:
                     await policy.on_request_async(exchange)
                 elif policy.on_request is not None:
                     waiting = policy.on_request(exchange)
+                    if waiting is SUSPENDED:  # resume() settles this future
+                        waiting = asyncio.get_running_loop().create_future()
+                        exchange.resume_waiter = waiting
                     if waiting is not None:
-                        await waiting
+                        await waiting  # type: ignore[misc]
         except GatewayError as error:
             refuse(exchange, error, self.response_hooks)
             return

@@ -2,20 +2,19 @@
 (limiter.py says which and how).
 
 With the memory store (memory.py) the check is synchronous. With Redis the check
-submits to the batched store (see redis_store.py) and hands the pipeline a future
-that the batch's reply settles: no task or coroutine per request.
+submits to the batched store (see redis_store.py) and suspends the request; the
+batch's reply resumes its pipeline: no task, coroutine or future per request.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from functools import partial
 from typing import TYPE_CHECKING
 
 from potok.errors import GatewayError
 from potok.observability.metrics import MetricsRegistry
-from potok.policies.base import BuildContext, Policy, Stage, Waiting
+from potok.policies.base import SUSPENDED, BuildContext, Policy, RequestOutcome, Stage
 from potok.policies.rate_limit.config import LimitConfig, RateLimitConfig
 from potok.policies.rate_limit.limiter import LimitMetrics, RateLimiter, state_name
 from potok.policies.rate_limit.memory import memory_check
@@ -39,12 +38,12 @@ _HEALTH_PREFIX = b"/api/v1/health"
 
 
 def _exempting_health(
-    check: Callable[[Exchange], Waiting | None],
-) -> Callable[[Exchange], Waiting | None]:
+    check: Callable[[Exchange], RequestOutcome],
+) -> Callable[[Exchange], RequestOutcome]:
     """The gateway's own API: liveness and readiness probes are never throttled into a
     restart. Only that route pays for the path test."""
 
-    def exempting(exchange: Exchange) -> Waiting | None:
+    def exempting(exchange: Exchange) -> RequestOutcome:
         if exchange.path.startswith(_HEALTH_PREFIX):
             return None
         return check(exchange)
@@ -64,7 +63,7 @@ def build(
     metrics = LimitMetrics(registry, context.route_name, [limit.label for limit in limits])
     limiter = RateLimiter(config, limits, metrics, context.route_name == API_ROUTE_NAME)
     scope = context.route_name if config.scope == "route" else "gateway"
-    check: Callable[[Exchange], Waiting | None]
+    check: Callable[[Exchange], RequestOutcome]
     if config.store == "memory":
         check = memory_check(limiter, limits, scope, context, clock)
     else:
@@ -79,7 +78,7 @@ def _redis_check(
     limits: tuple[LimitConfig, ...],
     scope: str,
     context: BuildContext,
-) -> Callable[[Exchange], Waiting | None]:
+) -> Callable[[Exchange], RequestOutcome]:
     redis_config = context.redis
     if redis_config is None:  # the config check refuses this; a direct build call may not
         raise ValueError("rate_limit store 'redis' needs the top-level `redis:` section")
@@ -115,14 +114,14 @@ def _redis_check(
     admissions = limiter.admissions
     heads = limiter.head_templates if limiter.send_headers else None
 
-    def settle(exchange: Exchange, waiter: Waiting, outcome: Reply | StoreUnavailable) -> None:
-        """The batch's answer for one request: go on, or refuse through the waiter."""
+    def settle(exchange: Exchange, outcome: Reply | StoreUnavailable) -> None:
+        """The batch's answer for one request: go on, or refuse it."""
         if type(outcome) is list and outcome[0] == 1:  # admitted: RateLimiter.admitted inline
             index = outcome[1]
             admissions[index][0] += 1.0
             if heads is not None:  # reset_ms is whole: (ms + 999) // 1000 rounds it up
                 exchange.response_lines += heads[index] % (outcome[2], (outcome[3] + 999) // 1000)
-            waiter.set_result(None)
+            exchange.route.pipeline.resume(exchange)
             return
         try:
             if isinstance(outcome, StoreUnavailable):
@@ -130,15 +129,15 @@ def _redis_check(
             else:
                 limiter.refuse(decision(outcome))
         except GatewayError as refusal:
-            waiter.set_exception(refusal)
+            exchange.route.pipeline.resume(exchange, refusal)
             return
-        waiter.set_result(None)
+        exchange.route.pipeline.resume(exchange)  # on_store_error: allow
 
     one_limit = len(limits) == 1
     by_ip = one_limit and limits[0].key == "ip"
     ip_name = names[0] + "ip:"  # by_ip's key, as keys.by_ip makes it, after the limit's name
 
-    def check(exchange: Exchange) -> Waiting | None:
+    def check(exchange: Exchange) -> RequestOutcome:
         if store.down_until and store.marked_down():  # fail fast: no waiting at all
             limiter.store_failed()
             return None
@@ -148,8 +147,7 @@ def _redis_check(
             keys = [names[0] + limiter.keys[0](exchange)]
         else:
             keys = [name + key(exchange) for name, key in zip(names, limiter.keys, strict=True)]
-        waiter: Waiting = store.loop.create_future()
-        store.submit(specs, keys, partial(settle, exchange, waiter))
-        return waiter
+        store.submit(specs, keys, settle, exchange)
+        return SUSPENDED
 
     return check

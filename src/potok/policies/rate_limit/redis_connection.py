@@ -5,8 +5,10 @@ general client's work per call — a connection pool, a lock, command packing in
 Python, a retry wrapper, stream reader/writer objects — is all overhead. Here a
 command is packed by `hiredis.pack_command` and written to the transport at once;
 replies are parsed by `hiredis.Reader` in `data_received` and handed, in order, to
-the futures waiting for them (Redis answers in order, so several calls may be in
-flight on the one connection).
+the callbacks waiting for them (Redis answers in order, so several calls may be in
+flight on the one connection). A callback, not a future and a task: the reply is
+acted on in the same loop iteration that reads it (`ScriptClient.send`), which
+saves the store a task, a coroutine and two loop iterations per call.
 
 Supported URLs are those of `redis.url` (`RedisConfig`): `redis://[user:password@]
 host[:port][/db]`, `rediss://` (TLS, verified against the system's CAs) and
@@ -21,10 +23,16 @@ from __future__ import annotations
 import asyncio
 import ssl
 from collections import deque
+from collections.abc import Callable
 from typing import Any, cast
 from urllib.parse import parse_qs, unquote, urlsplit
 
 import hiredis
+
+OnReply = Callable[[Any], None]
+"""Receives a command's reply: the value, or an exception instance (`RedisReplyError`
+when Redis answered with an error, `ConnectionError` when the connection was lost
+first). Called exactly once, from the event loop; it must not raise."""
 
 
 def pack(*args: str | int | float | bytes) -> bytes:
@@ -38,28 +46,45 @@ class RedisReplyError(Exception):
 
 
 class RedisConnection(asyncio.Protocol):
-    """One open connection: write packed commands, get futures of their replies."""
+    """One open connection: write packed commands, get their replies in callbacks."""
 
     def __init__(self) -> None:
         self._loop = asyncio.get_running_loop()
-        self._reader = hiredis.Reader()
-        self._waiting: deque[asyncio.Future[Any]] = deque()
+        # Error replies come out of the reader as RedisReplyError itself: no conversion.
+        self._reader = hiredis.Reader(replyError=RedisReplyError)
+        self._waiting: deque[OnReply] = deque()
         self._transport: asyncio.Transport | None = None
         self.closed = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
 
+    @property
+    def open(self) -> bool:
+        return not self.closed and self._transport is not None
+
+    def send(self, command: bytes, on_reply: OnReply) -> None:
+        """Send one command (packed by `hiredis.pack_command`); `on_reply` gets its reply
+        (see `OnReply`), never inside this call."""
+        if not self.open:
+            self._loop.call_soon(on_reply, ConnectionError("redis connection closed"))
+            return
+        self._transport.write(command)  # type: ignore[union-attr]  # open: not None
+        self._waiting.append(on_reply)
+
     def call(self, command: bytes) -> asyncio.Future[Any]:
-        """Send one command (packed by `hiredis.pack_command`); its reply comes in the
-        future: the value, or `RedisReplyError`, or `ConnectionError` if the connection
-        is lost first."""
+        """`send` for a coroutine: the reply in a future, errors raised from it."""
         future: asyncio.Future[Any] = self._loop.create_future()
-        if self.closed or self._transport is None:
-            future.set_exception(ConnectionError("redis connection closed"))
-            return future
-        self._transport.write(command)
-        self._waiting.append(future)
+
+        def deliver(reply: Any) -> None:
+            if future.done():  # its caller gave up (timeout); the reply is dropped
+                return
+            if isinstance(reply, Exception):
+                future.set_exception(reply)
+            else:
+                future.set_result(reply)
+
+        self.send(command, deliver)
         return future
 
     def data_received(self, data: bytes) -> None:
@@ -67,13 +92,13 @@ class RedisConnection(asyncio.Protocol):
         reader.feed(data)
         try:
             while (reply := reader.gets()) is not False:
-                future = self._waiting.popleft()
-                if future.done():  # its caller gave up (timeout); the reply is dropped
-                    continue
-                if isinstance(reply, hiredis.ReplyError):
-                    future.set_exception(RedisReplyError(str(reply)))
-                else:
-                    future.set_result(reply)
+                on_reply = self._waiting.popleft()
+                try:
+                    on_reply(reply)
+                except Exception as exc:  # a bug in a callback: report it, keep the connection
+                    self._loop.call_exception_handler(
+                        {"message": "redis reply callback failed", "exception": exc}
+                    )
         except (hiredis.ProtocolError, IndexError) as exc:  # garbage, or a reply nobody asked for
             self.close(ConnectionError(f"redis protocol error: {exc}"))
 
@@ -89,9 +114,13 @@ class RedisConnection(asyncio.Protocol):
     def _fail(self, error: Exception) -> None:
         self.closed = True
         while self._waiting:
-            future = self._waiting.popleft()
-            if not future.done():
-                future.set_exception(error)
+            on_reply = self._waiting.popleft()
+            try:
+                on_reply(error)
+            except Exception as exc:
+                self._loop.call_exception_handler(
+                    {"message": "redis reply callback failed", "exception": exc}
+                )
 
 
 class ScriptClient:
@@ -108,6 +137,43 @@ class ScriptClient:
         self._connect_timeout = connect_timeout
         self._sha: str | None = None
         self._connection: RedisConnection | None = None
+        self._tasks: set[asyncio.Task[None]] = set()  # the loop keeps only weak references
+
+    def send(self, keys: list[str], args: list[Any], on_reply: OnReply) -> None:
+        """EVALSHA the script with `keys` and `args`; `on_reply` gets the reply or the
+        exception (see `OnReply`), never inside this call.
+
+        With the connection open and the script loaded — always, but for the first
+        call and after a failure — the command is written at once and the reply handled
+        in the loop iteration that reads it. Otherwise a task connects, loads the
+        script and sends (the slow path); a NOSCRIPT reply takes that path too."""
+        connection = self._connection
+        sha = self._sha
+        if sha is None or connection is None or not connection.open:
+            self._in_task(keys, args, on_reply)
+            return
+
+        def replied(reply: Any) -> None:
+            if isinstance(reply, RedisReplyError) and str(reply).startswith("NOSCRIPT"):
+                self._sha = None
+                self._in_task(keys, args, on_reply)
+            else:
+                on_reply(reply)
+
+        connection.send(pack("EVALSHA", sha, len(keys), *keys, *args), replied)
+
+    def _in_task(self, keys: list[str], args: list[Any], on_reply: OnReply) -> None:
+        async def evaluate() -> None:
+            try:
+                reply = await self.evaluate(keys, args)
+            except (RedisReplyError, OSError) as exc:  # ConnectionError and TimeoutError too
+                on_reply(exc)
+            else:
+                on_reply(reply)
+
+        task = asyncio.get_running_loop().create_task(evaluate())
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     async def evaluate(self, keys: list[str], args: list[Any]) -> Any:
         """EVALSHA the script with `keys` and `args`; its reply."""
@@ -135,6 +201,8 @@ class ScriptClient:
             self._connection = None
 
     async def close(self) -> None:
+        for task in self._tasks:
+            task.cancel()
         self.reset()
 
     async def _connect(self) -> RedisConnection:

@@ -11,8 +11,9 @@ The store talks to Redis over one connection of its own (`ScriptClient`, a minim
 RESP client on hiredis): one batch is one `EVALSHA` written straight to the socket.
 
 A check is submitted with a `settle` callback rather than awaited, so a request
-costs no task or coroutine: the policy hands the pipeline a future and the batch's
-reply settles it (see policy.py and pipeline.py).
+costs no task, coroutine or future: the batch's reply is handled in the loop
+iteration that reads it, and each check's `settle` resumes its request's pipeline
+right there (see policy.py and pipeline.py).
 
 A batch that fails or exceeds `redis.timeout` fails all of its checks with
 `StoreUnavailable`; for `redis.retry_interval` after that, checks fail at once
@@ -27,12 +28,13 @@ import math
 import os
 import time
 from collections.abc import Callable, Sequence
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 import structlog
 
 from potok.policies.rate_limit.algorithms import Decision
-from potok.policies.rate_limit.redis_connection import RedisReplyError, ScriptClient
+from potok.policies.rate_limit.redis_connection import ScriptClient
 
 if TYPE_CHECKING:
     from potok.config.redis import RedisConfig
@@ -162,8 +164,9 @@ class StoreUnavailable(Exception):
 Reply = list[int]
 """The script's answer for one check: [admitted (1/0), index, remaining, reset_ms, retry_ms]."""
 
-Settle = Callable[[Reply | StoreUnavailable], None]
-"""Receives one check's outcome: the script's reply, or why the store could not decide."""
+Settle = Callable[[Any, Reply | StoreUnavailable], None]
+"""Receives a check's subject (what `submit` was given) and its outcome: the script's
+reply, or why the store could not decide."""
 
 
 def decision(reply: Reply) -> Decision:
@@ -181,9 +184,21 @@ class LimitSpec:
         self.args = (algorithm, limit, round(window * 1_000_000), burst)
 
 
-# One submitted check: its limits, its keys, where its outcome goes (a tuple: this is
-# per request, and a class instance costs a Python __init__ call).
-_Pending = tuple[Sequence[LimitSpec], list[str], Settle]
+# One submitted check: its limits, its keys, where its outcome goes and with what
+# (a tuple: this is per request, and a class instance costs a Python __init__ call).
+_Pending = tuple[Sequence[LimitSpec], list[str], Settle, Any]
+
+
+class _Batch:
+    """One script call on its way: its checks, when it left, its timeout."""
+
+    __slots__ = ("checks", "done", "started", "timer")
+
+    def __init__(self, checks: list[_Pending], started: float) -> None:
+        self.checks = checks
+        self.started = started
+        self.done = False  # answered, failed or timed out: whatever comes later is dropped
+        self.timer: asyncio.TimerHandle | None = None
 
 
 class RedisLimitStore:
@@ -214,7 +229,6 @@ class RedisLimitStore:
         self._last_log = -math.inf
         self._token = os.urandom(6).hex()
         self.batches = 0
-        self._tasks: set[asyncio.Task[None]] = set()  # the loop keeps only weak references
 
     def marked_down(self) -> bool:
         """Whether a recent failure makes checks fail at once (for `retry_interval`)."""
@@ -228,11 +242,13 @@ class RedisLimitStore:
             loop = self._loop = asyncio.get_running_loop()
         return loop
 
-    def submit(self, specs: Sequence[LimitSpec], keys: list[str], settle: Settle) -> None:
+    def submit(
+        self, specs: Sequence[LimitSpec], keys: list[str], settle: Settle, subject: Any
+    ) -> None:
         """Check (and when every limit admits, count) one request against `specs`; its
-        outcome goes to `settle`, always later, from the loop (never inside this call).
-        `settle` must not raise."""
-        self._pending.append((specs, keys, settle))
+        outcome goes to `settle(subject, outcome)`, always later, from the loop (never
+        inside this call). `settle` must not raise."""
+        self._pending.append((specs, keys, settle, subject))
         if not self._flush_scheduled and self._in_flight < MAX_IN_FLIGHT:
             self._flush_scheduled = True
             self.loop.call_soon(self._flush)
@@ -242,39 +258,62 @@ class RedisLimitStore:
         if self.marked_down():
             raise StoreUnavailable("rate limit store marked down after a recent failure")
         future: asyncio.Future[Decision] = self.loop.create_future()
-
-        def settle(outcome: Reply | StoreUnavailable) -> None:
-            if future.done():  # the caller was cancelled
-                return
-            if isinstance(outcome, StoreUnavailable):
-                future.set_exception(outcome)
-            else:
-                future.set_result(decision(outcome))
-
-        self.submit(specs, keys, settle)
+        self.submit(specs, keys, _settle_future, future)
         return await future
 
     def _flush(self) -> None:
         self._flush_scheduled = False
-        batch, self._pending = self._pending[:MAX_BATCH], self._pending[MAX_BATCH:]
-        if not batch:
+        checks, self._pending = self._pending[:MAX_BATCH], self._pending[MAX_BATCH:]
+        if not checks:
             return
         self._in_flight += 1
-        task = self.loop.create_task(self._send(batch))
-        self._tasks.add(task)
-        task.add_done_callback(self._sent)
+        keys, argv = self._arguments(checks)
+        batch = _Batch(checks, time.perf_counter())
+        batch.timer = self.loop.call_later(self._timeout, self._timed_out, batch)
+        self._client.send(keys, argv, partial(self._replied, batch))
 
-    def _sent(self, task: asyncio.Task[None]) -> None:
-        """A batch is back (or failed): send what gathered meanwhile."""
-        self._tasks.discard(task)
+    def _replied(self, batch: _Batch, reply: Any) -> None:
+        if batch.done:  # timed out already: counted as a failure then
+            return
+        self._finish(batch)
+        checks = batch.checks
+        if type(reply) is not list or len(reply) != len(checks):
+            # RedisReplyError, ConnectionError, OSError; or not the script's answer at all
+            error = reply if isinstance(reply, Exception) else RuntimeError(f"{reply!r:.80}")
+            self._failed(error, checks)
+        else:
+            if self._latency is not None:
+                self._latency.observe(("rate_limit",), time.perf_counter() - batch.started)
+            self.down_until = 0.0
+            for (_, _, settle, subject), outcome in zip(checks, reply, strict=True):
+                try:  # free in CPython 3.11 until something raises
+                    settle(subject, outcome)
+                except Exception as exc:  # a bug must not strand the batch's other requests
+                    self._report(exc)
+        self._next()
+
+    def _timed_out(self, batch: _Batch) -> None:
+        if batch.done:
+            return
+        self._finish(batch)
+        self._client.reset()  # a reply may still be owed on it: start afresh
+        self._failed(TimeoutError(f"no reply within {self._timeout} s"), batch.checks)
+        self._next()
+
+    def _finish(self, batch: _Batch) -> None:
+        batch.done = True
+        if batch.timer is not None:
+            batch.timer.cancel()
         self._in_flight -= 1
+
+    def _next(self) -> None:
+        """A batch is done: send what gathered meanwhile."""
         if not self._pending or self._flush_scheduled:
             return
         if self.marked_down():
             # The store just failed: what waited behind that batch fails now, not later.
             pending, self._pending = self._pending, []
-            for _, _, settle in pending:
-                settle(StoreUnavailable("rate limit store unavailable"))
+            self._settle_all(pending, StoreUnavailable("rate limit store unavailable"))
             return
         self._flush_scheduled = True
         self.loop.call_soon(self._flush)
@@ -294,7 +333,7 @@ class RedisLimitStore:
             return keys, argv
         groups: dict[int, int] = {}
         group_args: list[Any] = []
-        for item_specs, item_keys, _ in batch:
+        for item_specs, item_keys, _, _ in batch:
             if id(item_specs) not in groups:
                 groups[id(item_specs)] = len(groups) + 1
                 group_args.append(len(item_specs))
@@ -305,26 +344,7 @@ class RedisLimitStore:
         argv.extend(groups[id(item[0])] for item in batch)
         return keys, argv
 
-    async def _send(self, batch: list[_Pending]) -> None:
-        keys, argv = self._arguments(batch)
-        started = time.perf_counter()
-        try:
-            async with asyncio.timeout(self._timeout):
-                replies = await self._client.evaluate(keys, argv)
-        except TimeoutError as exc:
-            self._client.reset()  # a reply may still be owed on it: start afresh
-            self._failed(exc, batch)
-            return
-        except (RedisReplyError, OSError) as exc:
-            self._failed(exc, batch)
-            return
-        if self._latency is not None:
-            self._latency.observe(("rate_limit",), time.perf_counter() - started)
-        self.down_until = 0.0
-        for item, reply in zip(batch, replies, strict=True):
-            item[2](reply)
-
-    def _failed(self, exc: BaseException, batch: list[_Pending]) -> None:
+    def _failed(self, exc: BaseException, checks: list[_Pending]) -> None:
         now = time.monotonic()
         self.down_until = now + self._retry_interval
         if self._errors is not None:
@@ -337,6 +357,23 @@ class RedisLimitStore:
                 error=str(exc) or type(exc).__name__,
                 failing_fast_for_s=self._retry_interval,
             )
-        error = StoreUnavailable(str(exc) or type(exc).__name__)
-        for _, _, settle in batch:
-            settle(error)
+        self._settle_all(checks, StoreUnavailable(str(exc) or type(exc).__name__))
+
+    def _settle_all(self, checks: list[_Pending], error: StoreUnavailable) -> None:
+        for _, _, settle, subject in checks:
+            try:
+                settle(subject, error)
+            except Exception as exc:
+                self._report(exc)
+
+    def _report(self, exc: Exception) -> None:
+        self.loop.call_exception_handler({"message": "rate limit settle failed", "exception": exc})
+
+
+def _settle_future(future: asyncio.Future[Decision], outcome: Reply | StoreUnavailable) -> None:
+    if future.done():  # the caller was cancelled
+        return
+    if isinstance(outcome, StoreUnavailable):
+        future.set_exception(outcome)
+    else:
+        future.set_result(decision(outcome))
