@@ -139,8 +139,8 @@ def main() -> int:
         )
     base = rows[0]
     head = (
-        "| Route | req/s @50 | cost | paired cost | CPU µs/req @50 | added µs/req | Potok / load core busy @50 "
-        "| p99 ms @50 | p50 ms @2k/s "
+        "| Route | req/s @50 | cost | paired cost | CPU µs/req @50 | added µs/req "
+        "| Potok / load core busy @50 | p99 ms @50 | p50 ms @2k/s "
         "| p99 ms @2k/s | p99 added @2k/s | checks per EVALSHA @50 / @2k | req/s @50 per round "
         "| non-2xx + errors | other CPU (max) |"
     )

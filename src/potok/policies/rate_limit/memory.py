@@ -130,7 +130,8 @@ def _token_bucket_check(
             state = table.state(key, now)
         # TokenBucket.check, then take:
         tokens = state[0] + (now - state[1]) * rate
-        tokens = min(tokens, burst)
+        if tokens > burst:  # min() would be a call
+            tokens = burst
         state[1] = now
         if tokens < 1.0:
             state[0] = tokens
