@@ -395,15 +395,28 @@ async def test_redis_store_fails_fast_when_unreachable() -> None:
     await client.close()
 
 
-async def test_redis_store_batches_one_tick_into_one_call() -> None:
-    import asyncio
-
+@pytest.fixture
+async def live_store() -> AsyncIterator[tuple[RedisLimitStore, str]]:
+    """A store on the machine's Redis and a key prefix of its own (its keys deleted after)."""
     from redis.asyncio import Redis
 
     client = ScriptClient(REDIS_URL, SCRIPT)
-    redis_store = RedisLimitStore(client, RedisConfig())
+    prefix = f"test-store:{os.getpid()}:{id(client)}:"
+    yield RedisLimitStore(client, RedisConfig()), prefix
+    await client.close()
+    cleanup = Redis.from_url(REDIS_URL)
+    async for key in cleanup.scan_iter(match=prefix + "*"):
+        await cleanup.delete(key)
+    await cleanup.aclose()
+
+
+async def test_redis_store_batches_one_tick_into_one_call(
+    live_store: tuple[RedisLimitStore, str],
+) -> None:
+    import asyncio
+
+    redis_store, prefix = live_store
     spec = LimitSpec("x", SLIDING_WINDOW, 50, 60.0, 50)
-    prefix = f"test-batch:{os.getpid()}:"
     decisions = await asyncio.gather(
         *(redis_store.acquire([spec], [prefix + "k"]) for _ in range(100))
     )
@@ -412,39 +425,31 @@ async def test_redis_store_batches_one_tick_into_one_call() -> None:
     # Once connected, the next tick's checks are one call too (the direct path).
     more = await asyncio.gather(*(redis_store.acquire([spec], [prefix + "j"]) for _ in range(20)))
     assert all(d.admitted for d in more) and redis_store.batches == 2
-    await client.close()
-    cleanup = Redis.from_url(REDIS_URL)
-    await cleanup.delete(prefix + "k", prefix + "j")
-    await cleanup.aclose()
 
 
-async def test_redis_store_reloads_a_forgotten_script_without_failing_a_check() -> None:
+async def test_redis_store_reloads_a_forgotten_script_without_failing_a_check(
+    live_store: tuple[RedisLimitStore, str],
+) -> None:
     from redis.asyncio import Redis
 
-    client = ScriptClient(REDIS_URL, SCRIPT)
-    redis_store = RedisLimitStore(client, RedisConfig())
+    redis_store, prefix = live_store
     spec = LimitSpec("x", SLIDING_WINDOW, 5, 60.0, 5)
-    key = f"test-noscript:{os.getpid()}"
-    assert (await redis_store.acquire([spec], [key])).remaining == 4
-    cleanup = Redis.from_url(REDIS_URL)
-    await cleanup.script_flush()  # as after a Redis restart: the next EVALSHA gets NOSCRIPT
-    assert (await redis_store.acquire([spec], [key])).remaining == 3
-    assert (await redis_store.acquire([spec], [key])).remaining == 2
+    assert (await redis_store.acquire([spec], [prefix + "k"])).remaining == 4
+    flusher = Redis.from_url(REDIS_URL)
+    await flusher.script_flush()  # as after a Redis restart: the next EVALSHA gets NOSCRIPT
+    await flusher.aclose()
+    assert (await redis_store.acquire([spec], [prefix + "k"])).remaining == 3
+    assert (await redis_store.acquire([spec], [prefix + "k"])).remaining == 2
     assert not redis_store.marked_down()
-    await client.close()
-    await cleanup.delete(key)
-    await cleanup.aclose()
 
 
-async def test_a_settle_that_raises_does_not_strand_the_rest_of_its_batch() -> None:
+async def test_a_settle_that_raises_does_not_strand_the_rest_of_its_batch(
+    live_store: tuple[RedisLimitStore, str],
+) -> None:
     import asyncio
 
-    from redis.asyncio import Redis
-
-    client = ScriptClient(REDIS_URL, SCRIPT)
-    redis_store = RedisLimitStore(client, RedisConfig())
+    redis_store, prefix = live_store
     spec = LimitSpec("x", SLIDING_WINDOW, 10, 60.0, 10)
-    key = f"test-settle:{os.getpid()}"
     loop = asyncio.get_running_loop()
     reported: list[Any] = []
     loop.set_exception_handler(lambda _, context: reported.append(context["exception"]))
@@ -456,18 +461,14 @@ async def test_a_settle_that_raises_does_not_strand_the_rest_of_its_batch() -> N
         outcomes.append((subject, outcome[0]))
 
     for subject in ("first", "buggy", "last"):
-        redis_store.submit([spec], [key], settle, subject)
+        redis_store.submit([spec], [prefix + "k"], settle, subject)
     for _ in range(100):
         await asyncio.sleep(0.01)
         if len(outcomes) == 2:
             break
+    loop.set_exception_handler(None)
     assert outcomes == [("first", 1), ("last", 1)]
     assert [str(exc) for exc in reported] == ["a bug in a policy"]
-    loop.set_exception_handler(None)
-    await client.close()
-    cleanup = Redis.from_url(REDIS_URL)
-    await cleanup.delete(key)
-    await cleanup.aclose()
 
 
 def test_run_refuses_workers_override_that_breaks_a_memory_limit(tmp_path: Any) -> None:

@@ -130,7 +130,7 @@ def _token_bucket_check(
             state = table.state(key, now)
         # TokenBucket.check, then take:
         tokens = state[0] + (now - state[1]) * rate
-        if tokens > burst:  # min() would be a call
+        if tokens > burst:  # noqa: PLR1730 - min() would be a call per request
             tokens = burst
         state[1] = now
         if tokens < 1.0:
