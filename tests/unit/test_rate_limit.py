@@ -502,9 +502,11 @@ class FakeExchange:
         self.refused: int | None = None
         self.resume_at = 0
         self.resume_waiter: Any = None
-        self.response_started = False
         self.errors: list[str] = []
-        self.state = SimpleNamespace(log_error=lambda event, exc=None: self.errors.append(event))
+
+    def handler_failed(self, exchange: Any, exc: Exception) -> None:  # as ClientConnection's
+        self.errors.append("handler failed")
+        self.problem(500)
 
     def is_current(self, exchange: Any) -> bool:
         return self.current

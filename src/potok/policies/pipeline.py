@@ -92,12 +92,8 @@ class Pipeline:
             return
         try:
             self._proceed(exchange, exchange.resume_at)
-        except Exception as exc:  # a bug: answer as the connection does, keep the caller going
-            exchange.connection.state.log_error("handler failed", exc=exc)
-            if not exchange.response_started:
-                exchange.problem(500, "internal gateway error")
-            else:
-                exchange.abort("handler failed")
+        except Exception as exc:  # a bug: answered as the connection does, the caller goes on
+            exchange.connection.handler_failed(exchange, exc)
 
     def _waited(self, exchange: Exchange, start: int, waiting: Waiting) -> None:
         error = waiting.exception()

@@ -461,11 +461,15 @@ class ClientConnection(asyncio.Protocol):
         try:
             self.state.handler.handle(item)
         except Exception as exc:  # a bug in a handler must not take the connection's peers down
-            self.state.log_error("handler failed", exc=exc)
-            if not item.response_started:
-                item.problem(500, "internal gateway error")
-            else:
-                self.abort(item, "handler failed")
+            self.handler_failed(item, exc)
+
+    def handler_failed(self, item: Exchange, exc: Exception) -> None:
+        """A bug while handling `item`: log it, answer 500 (or cut a started response)."""
+        self.state.log_error("handler failed", exc=exc)
+        if not item.response_started:
+            item.problem(500, "internal gateway error")
+        else:
+            self.abort(item, "handler failed")
 
     def _refuse(self, status: int, detail: str) -> None:
         """Answer a request the parser refused, after any earlier pipelined ones."""
