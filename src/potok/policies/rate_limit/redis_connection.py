@@ -92,13 +92,7 @@ class RedisConnection(asyncio.Protocol):
         reader.feed(data)
         try:
             while (reply := reader.gets()) is not False:
-                on_reply = self._waiting.popleft()
-                try:
-                    on_reply(reply)
-                except Exception as exc:  # a bug in a callback: report it, keep the connection
-                    self._loop.call_exception_handler(
-                        {"message": "redis reply callback failed", "exception": exc}
-                    )
+                self._deliver(self._waiting.popleft(), reply)
         except (hiredis.ProtocolError, IndexError) as exc:  # garbage, or a reply nobody asked for
             self.close(ConnectionError(f"redis protocol error: {exc}"))
 
@@ -114,13 +108,15 @@ class RedisConnection(asyncio.Protocol):
     def _fail(self, error: Exception) -> None:
         self.closed = True
         while self._waiting:
-            on_reply = self._waiting.popleft()
-            try:
-                on_reply(error)
-            except Exception as exc:
-                self._loop.call_exception_handler(
-                    {"message": "redis reply callback failed", "exception": exc}
-                )
+            self._deliver(self._waiting.popleft(), error)
+
+    def _deliver(self, on_reply: OnReply, reply: Any) -> None:
+        try:
+            on_reply(reply)
+        except Exception as exc:  # a bug in a callback: report it, keep the connection
+            self._loop.call_exception_handler(
+                {"message": "redis reply callback failed", "exception": exc}
+            )
 
 
 class ScriptClient:
