@@ -99,8 +99,11 @@ def test_token_bucket_reset_is_time_to_next_token() -> None:
         {"limit": 5, "window": "1s", "algorithm": "token_bucket"},
         {"limit": 3, "window": "2s", "algorithm": "token_bucket", "burst": 6},
         {"limit": 4, "window": "1s", "key": "header:x-client"},
+        # Longer than a second / slower than a token a second: t is computed per request.
+        {"limit": 5, "window": "3s"},
+        {"limit": 2, "window": "4s", "algorithm": "token_bucket"},
     ],
-    ids=["sliding", "bucket", "bucket-burst", "sliding-by-header"],
+    ids=["sliding", "bucket", "bucket-burst", "sliding-by-header", "sliding-3s", "bucket-slow"],
 )
 def test_the_one_limit_checks_decide_as_the_algorithms(policy: dict[str, Any]) -> None:
     """The memory store's one-limit checks write the algorithm out inline (memory.py):
@@ -116,7 +119,7 @@ def test_the_one_limit_checks_decide_as_the_algorithms(policy: dict[str, Any]) -
     config = RateLimitConfig.model_validate(policy)
     clock = FakeClock()
     context = BuildContext("r", ServerSettings(), {}, Resources())
-    built = rate_limit.build(config, context, clock=lambda: clock.now)
+    built = rate_limit.build(config, context)
     assert built is not None and built.on_request is not None
     reference = algorithm_for(config.effective_limits()[0])
     state = reference.new_state()
@@ -127,6 +130,7 @@ def test_the_one_limit_checks_decide_as_the_algorithms(policy: dict[str, Any]) -
         if expected.admitted:
             reference.take(state, clock.now)
         exchange = SimpleNamespace(
+            started=clock.now,  # the memory checks count a request at its arrival
             client_ip="10.0.0.1",
             headers=[(b"X-Client", b"c1")],
             identity=None,
@@ -141,7 +145,7 @@ def test_the_one_limit_checks_decide_as_the_algorithms(policy: dict[str, Any]) -
             assert (b"Retry-After", b"%d" % retry) in refusal.headers
             continue
         assert expected.admitted
-        seconds = math.ceil(expected.reset - 1e-9)
+        seconds = max(1, math.ceil(expected.reset - 1e-9))
         assert exchange.response_lines.endswith(
             b";r=%d;t=%d\r\n" % (expected.remaining, seconds)
         ), (exchange.response_lines, expected)
@@ -151,24 +155,24 @@ def test_multi_limit_counts_only_when_all_admit() -> None:
     clock = SimpleNamespace(now=0.0)
     per_second = MemoryTable(SlidingWindow(2, 1.0))
     per_minute = MemoryTable(SlidingWindow(3, 60.0))
-    limiter = MemoryLimiter([per_second, per_minute], lambda: clock.now)
-    results = [limiter.acquire(["k", "k"]).admitted for _ in range(3)]
+    limiter = MemoryLimiter([per_second, per_minute])
+    results = [limiter.acquire(["k", "k"], clock.now).admitted for _ in range(3)]
     assert results == [True, True, False]
     assert len(per_minute.states["k"]) == 2  # the refused one did not count per minute
     clock.now = 1.5
-    third = limiter.acquire(["k", "k"])
+    third = limiter.acquire(["k", "k"], clock.now)
     assert third.admitted and third.index == 1 and third.remaining == 0
     clock.now = 2.6
-    refused = limiter.acquire(["k", "k"])
+    refused = limiter.acquire(["k", "k"], clock.now)
     assert not refused.admitted and refused.index == 1  # the minute limit refuses
     assert refused.retry_after == pytest.approx(57.4)
 
 
 def test_memory_table_stays_bounded() -> None:
     table = MemoryTable(SlidingWindow(1, 1.0), max_keys=100)
-    limiter = MemoryLimiter([table], lambda: 0.0)
+    limiter = MemoryLimiter([table])
     for i in range(1000):
-        limiter.acquire([f"k{i}"])
+        limiter.acquire([f"k{i}"], 0.0)
     assert len(table.states) <= 100
 
 
@@ -303,7 +307,7 @@ async def store(request: pytest.FixtureRequest) -> AsyncIterator[tuple[Any, Fake
         tables = {name: MemoryTable(algorithm_for(limit)) for name, limit in LIMITS.items()}
 
         async def acquire_memory(names: list[str], keys: list[str]) -> Decision:
-            return MemoryLimiter([tables[n] for n in names], lambda: clock.now).acquire(keys)
+            return MemoryLimiter([tables[n] for n in names]).acquire(keys, clock.now)
 
         yield acquire_memory, clock
         return

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import sys
 import time
 from collections import deque
 from collections.abc import Callable
@@ -201,7 +202,9 @@ class ClientConnection(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]  # uvloop's are not subclasses
         peer = transport.get_extra_info("peername")
-        self.peer_ip = peer[0] if isinstance(peer, tuple) else "unix"
+        # Interned: every connection from one address shares the string, so per-IP tables
+        # (rate limits) find it by identity, its hash computed once.
+        self.peer_ip = sys.intern(peer[0]) if isinstance(peer, tuple) else "unix"
         self.state.connections.add(self)
         self.phase = IDLE
         self.deadline = self.state.loop_time() + self.state.settings.header_read_timeout

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import math
 from collections import deque
-from collections.abc import Callable
 from typing import Any, Protocol
 
 
@@ -176,14 +175,12 @@ def decide(checks: list[Check]) -> Decision:
 class MemoryLimiter:
     """All of a policy's limits over memory tables: check every one, count only if all admit."""
 
-    __slots__ = ("clock", "tables")
+    __slots__ = ("tables",)
 
-    def __init__(self, tables: list[MemoryTable], clock: Callable[[], float]) -> None:
+    def __init__(self, tables: list[MemoryTable]) -> None:
         self.tables = tables
-        self.clock = clock
 
-    def acquire(self, keys: list[str]) -> Decision:
-        now = self.clock()
+    def acquire(self, keys: list[str], now: float) -> Decision:
         if len(self.tables) == 1:  # the common case, without the lists
             table = self.tables[0]
             algorithm = table.algorithm

@@ -8,7 +8,8 @@ Headers follow draft-ietf-httpapi-ratelimit-headers-10 (September 2025):
 
 `RateLimit-Policy` lists every limit of the route; `RateLimit` reports one: the
 limit that refused, or on admission the one with the least quota left. `t` is the
-seconds until `r` goes up again, so on a 429 it equals `Retry-After`. On admission
+seconds until `r` goes up again, rounded up, and at least 1 (the same floor as
+`Retry-After`, which it equals on a 429). On admission
 both go into `exchange.response_lines`, so whatever answers the request (the
 upstream, or a later policy's refusal) carries them, without a response hook.
 """
@@ -50,6 +51,12 @@ def policy_header(limits: Sequence[LimitConfig]) -> bytes:
 
 def _seconds(value: float) -> int:
     return max(0, math.ceil(value - 1e-9))
+
+
+def whole_seconds(reset: float) -> int:
+    """The `t` of a RateLimit line: seconds rounded up (a nanosecond of float error
+    forgiven), at least 1."""
+    return max(1, ceil(reset - 1e-9))
 
 
 class LimitMetrics:
@@ -97,6 +104,11 @@ class RateLimiter:
             b'RateLimit-Policy: %s\r\nRateLimit: "%s";r=%%d;t=%%d\r\n' % (self.policy_value, label)
             for label in self.labels
         ]
+        # The same with t=1 written in, for limits whose t is always 1 (memory.py).
+        self.head_templates_t1 = [
+            b'RateLimit-Policy: %s\r\nRateLimit: "%s";r=%%d;t=1\r\n' % (self.policy_value, label)
+            for label in self.labels
+        ]
         self.metrics = metrics
         # Admissions are counted in the counter's cells: `cell[0] += 1`, no call, no hashing.
         self.admissions = [metrics.decisions.cell(labels) for labels in metrics.allowed]
@@ -113,8 +125,10 @@ class RateLimiter:
     def admitted(self, exchange: Exchange, index: int, remaining: int, reset: float) -> None:
         self.admissions[index][0] += 1.0
         if self.send_headers:
-            seconds = ceil(reset - 1e-9)  # whole seconds, rounded up
-            exchange.response_lines += self.head_templates[index] % (remaining, seconds)
+            exchange.response_lines += self.head_templates[index] % (
+                remaining,
+                whole_seconds(reset),
+            )
 
     def refuse(self, decision: Decision) -> NoReturn:
         self.metrics.decisions.inc(self.metrics.limited[decision.index])

@@ -6,9 +6,22 @@ each Python call it saves is ~2-4 % of the policy's cost (bench/instructions.sh)
 `test_the_one_limit_checks_decide_as_the_algorithms` holds each inline copy to its
 algorithm's `check` + `take` (which the Lua script of the Redis store mirrors).
 
+The time is the request's arrival (`exchange.started`, the monotonic clock every
+exchange reads once): no clock call per check. A request is counted when it arrived,
+so one that waited before this check (a JWKS refresh) counts from its arrival.
+
+The RateLimit line is rendered from a template made at build time; when its `t` can
+only be 1 (a window of at most a second, a bucket refilling at least a token a
+second) the template has it written in, and only `r` is formatted per request.
+Measured in place (a timer around the hook under `wrk -c50`), these two and the
+clock took the check from ~1.15 to ~0.75 µs (bucket) and ~1.19 to ~0.88 µs (sliding
+window, 250 ms): in place, between the socket calls, a Python step costs several
+times what a tight loop shows (~0.13 and ~0.18 µs there).
+
 Tables are kept per scope, limit and key kind, so a table counting client IPs holds
-the IPs themselves: the same string object for every request of a connection, whose
-hash Python computes once.
+the IPs themselves: the same string object for every request of a connection (and,
+interned by the connection, of every connection from that address), whose hash
+Python computes once and whose lookup is an identity test.
 """
 
 from __future__ import annotations
@@ -26,7 +39,11 @@ from potok.policies.rate_limit.algorithms import (
 )
 from potok.policies.rate_limit.config import LimitConfig
 from potok.policies.rate_limit.keys import KeyFunction, key_function
-from potok.policies.rate_limit.limiter import RateLimiter, algorithm_for, state_name
+from potok.policies.rate_limit.limiter import (
+    RateLimiter,
+    algorithm_for,
+    state_name,
+)
 
 if TYPE_CHECKING:
     from potok.exchange import Exchange
@@ -39,7 +56,6 @@ def memory_check(
     limits: tuple[LimitConfig, ...],
     scope: str,
     context: BuildContext,
-    clock: Callable[[], float],
 ) -> Check:
     # Tables live in the worker's resources, so a config reload keeps the counters.
     tables: list[MemoryTable] = []
@@ -56,13 +72,14 @@ def memory_check(
         algorithm = tables[0].algorithm
         key = None if limits[0].key == "ip" else keys[0]
         if isinstance(algorithm, SlidingWindow):
-            return _sliding_window_check(limiter, tables[0], algorithm, key, clock)
+            return _sliding_window_check(limiter, tables[0], algorithm, key)
         if isinstance(algorithm, TokenBucket):
-            return _token_bucket_check(limiter, tables[0], algorithm, key, clock)
-    memory = MemoryLimiter(tables, clock)
+            return _token_bucket_check(limiter, tables[0], algorithm, key)
+    memory = MemoryLimiter(tables)
 
     def check_all(exchange: Exchange) -> None:
-        limiter.apply(exchange, memory.acquire([key(exchange) for key in keys]))
+        decision = memory.acquire([key(exchange) for key in keys], exchange.started)
+        limiter.apply(exchange, decision)
 
     return check_all
 
@@ -76,16 +93,18 @@ def _sliding_window_check(
     table: MemoryTable,
     window: SlidingWindow,
     key_of: KeyFunction | None,  # None: the client IP
-    clock: Callable[[], float],
 ) -> Check:
     states = table.states
     limit = window.limit
+    last = limit - 1
     span = window.window
     admissions = limiter.admissions[0]
     head = limiter.head_templates[0] if limiter.send_headers else None
+    # Within a window of a second or less the oldest admission leaves within a second.
+    head_t1 = limiter.head_templates_t1[0] if head is not None and span <= 1.0 else None
 
     def check(exchange: Exchange) -> None:
-        now = clock()
+        now = exchange.started
         key = exchange.client_ip if key_of is None else key_of(exchange)
         state = states.get(key)
         if state is None:  # a new key: the table creates it (and keeps itself bounded)
@@ -100,9 +119,11 @@ def _sliding_window_check(
         oldest = state[0] if state else now
         state.append(now)
         admissions[0] += 1.0
-        if head is not None:  # RateLimiter.admitted
-            reset = oldest + span - now
-            exchange.response_lines += head % (limit - count - 1, ceil(reset - 1e-9))
+        if head_t1 is not None:  # RateLimiter.admitted, t known to be 1
+            exchange.response_lines += head_t1 % (last - count)
+        elif head is not None:  # RateLimiter.admitted
+            seconds = ceil(oldest - horizon - 1e-9)  # whole_seconds(), inline
+            exchange.response_lines += head % (last - count, seconds if seconds > 1 else 1)
 
     return check
 
@@ -112,18 +133,19 @@ def _token_bucket_check(
     table: MemoryTable,
     bucket: TokenBucket,
     key_of: KeyFunction | None,  # None: the client IP
-    clock: Callable[[], float],
 ) -> Check:
     states = table.states
     burst = float(bucket.burst)
     rate = bucket.rate
     admissions = limiter.admissions[0]
     head = limiter.head_templates[0] if limiter.send_headers else None
+    # At a token a second or more, the next token is at most a second away.
+    head_t1 = limiter.head_templates_t1[0] if head is not None and rate >= 1.0 else None
 
     def check(exchange: Exchange) -> None:
         # The same first lines as the sliding window's: a helper would be one more Python
         # call per request, the thing these closures exist to avoid.
-        now = clock()
+        now = exchange.started
         key = exchange.client_ip if key_of is None else key_of(exchange)
         state = states.get(key)
         if state is None:  # a new key: the table creates it (and keeps itself bounded)
@@ -139,9 +161,11 @@ def _token_bucket_check(
         left = tokens - 1.0
         state[0] = left
         admissions[0] += 1.0
-        if head is not None:  # RateLimiter.admitted
-            whole = int(left)  # left >= 0: int() is floor()
-            reset = (whole + 1 - left) / rate
-            exchange.response_lines += head % (whole, ceil(reset - 1e-9))
+        if head_t1 is not None:  # RateLimiter.admitted, t known to be 1
+            exchange.response_lines += head_t1 % int(left)  # left >= 0: int() is floor()
+        elif head is not None:  # RateLimiter.admitted
+            whole = int(left)
+            seconds = ceil((whole + 1 - left) / rate - 1e-9)  # whole_seconds(), inline
+            exchange.response_lines += head % (whole, seconds if seconds > 1 else 1)
 
     return check

@@ -8,7 +8,6 @@ batch's reply resumes its pipeline: no task, coroutine or future per request.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
@@ -51,11 +50,7 @@ def _exempting_health(
     return exempting
 
 
-def build(
-    config: RateLimitConfig | None,
-    context: BuildContext,
-    clock: Callable[[], float] = time.monotonic,
-) -> Policy | None:
+def build(config: RateLimitConfig | None, context: BuildContext) -> Policy | None:
     if config is None:
         return None
     limits = config.effective_limits()
@@ -65,7 +60,7 @@ def build(
     scope = context.route_name if config.scope == "route" else "gateway"
     check: Callable[[Exchange], RequestOutcome]
     if config.store == "memory":
-        check = memory_check(limiter, limits, scope, context, clock)
+        check = memory_check(limiter, limits, scope, context)
     else:
         check = _redis_check(limiter, limits, scope, context)
     if limiter.exempt_health:
@@ -119,8 +114,9 @@ def _redis_check(
         if type(outcome) is list and outcome[0] == 1:  # admitted: RateLimiter.admitted inline
             index = outcome[1]
             admissions[index][0] += 1.0
-            if heads is not None:  # reset_ms is whole: (ms + 999) // 1000 rounds it up
-                exchange.response_lines += heads[index] % (outcome[2], (outcome[3] + 999) // 1000)
+            if heads is not None:  # reset_ms is whole: (ms + 999) // 1000 rounds it up, >= 1
+                seconds = (outcome[3] + 999) // 1000 or 1
+                exchange.response_lines += heads[index] % (outcome[2], seconds)
             exchange.route.pipeline.resume(exchange)
             return
         try:
