@@ -10,6 +10,7 @@
 #     PROFILE=1 bench/ratelimit.sh   # then py-spy each route for 8 s under wrk -c50 (root)
 #     PROFILE=1 NATIVE=1 ...         # the same with C frames (uvloop, hiredis, libc)
 #     ROUTES="open redis" bench/ratelimit.sh
+#     RESTART=0 bench/ratelimit.sh   # one Potok process for all rounds (default: one per round)
 #
 # Redis: a redis-server of the benchmark's own (port RL_REDIS_PORT, no persistence),
 # pinned to REDIS_CPU (default: the upstream's core, 1). The machine's shared Redis on
@@ -115,23 +116,33 @@ PY
 
 start_upstream
 check_port_free "$RL_PORT"
-start_potok "$WORK/potok/potok.yaml" "$PROXY_CPU" "$WORK/potok/stdout.log"
-PID=$LAST_PID
-wait_http "$RL_PORT" "$PID" || die "potok did not start (see $WORK/potok/stdout.log)"
-log "potok (pid $PID, core $PROXY_CPU) on 127.0.0.1:$RL_PORT"
 base="http://127.0.0.1:$RL_PORT"
-for name in $ROUTES; do
-    headers=$(curl -s -D - -o /dev/null "$base/$name/x")
-    [[ $headers == *" 200 "* ]] || die "GET /$name/x did not answer 200"
-    if [[ $name != open && $name != *-noheaders && $headers != *RateLimit-Policy* ]]; then
-        die "GET /$name/x carries no RateLimit-Policy: is the limit configured?"
+PID=
+# A fresh Potok per round (RESTART=0: one for the whole run). Where a process's objects
+# land in memory moves its speed by ±1-2 µs per request, route by route and for the
+# whole life of the process (a no-op policy measured +1.4 µs in one process, -0.3 µs
+# in another): rounds in fresh processes average that out instead of repeating it.
+start_round_potok() {
+    if [[ -n $PID ]]; then
+        stop_pid "$PID"
     fi
-done
-
-log "warm-up ${WARMUP}s per route"
-for name in $ROUTES; do
-    taskset -c "$LOAD_CPU" wrk -t1 -c50 -d"${WARMUP}s" "$base/$name/x" >/dev/null 2>&1 || true
-done
+    start_potok "$WORK/potok/potok.yaml" "$PROXY_CPU" "$WORK/potok/stdout.log"
+    PID=$LAST_PID
+    wait_http "$RL_PORT" "$PID" || die "potok did not start (see $WORK/potok/stdout.log)"
+    log "potok (pid $PID, core $PROXY_CPU) on 127.0.0.1:$RL_PORT; warm-up ${WARMUP}s per route"
+    local name headers
+    for name in $ROUTES; do
+        headers=$(curl -s -D - -o /dev/null "$base/$name/x")
+        [[ $headers == *" 200 "* ]] || die "GET /$name/x did not answer 200"
+        if [[ $name != open && $name != *-noheaders && $headers != *RateLimit-Policy* ]]; then
+            die "GET /$name/x carries no RateLimit-Policy: is the limit configured?"
+        fi
+    done
+    for name in $ROUTES; do
+        taskset -c "$LOAD_CPU" wrk -t1 -c50 -d"${WARMUP}s" "$base/$name/x" >/dev/null 2>&1 || true
+    done
+}
+start_round_potok
 # Other sessions may run test suites on this 2-core machine. With bench/cpuwatch.py
 # present: before each run wait (at most QUIET_WAIT s) until processes outside this
 # benchmark use under QUIET_THRESHOLD % CPU, record what they used during the run, and
@@ -191,6 +202,9 @@ measure() {  # KIND NAME ROUND
 }
 
 for round in $(seq 1 "$ROUNDS"); do
+    if [[ ${RESTART:-1} == 1 && $round -gt 1 ]]; then
+        start_round_potok
+    fi
     for name in $ROUTES; do
         log "round $round/$ROUNDS $name: wrk -c50 ${DURATION}s, then hey 2,000 req/s ${DURATION}s"
         measure wrk50 "$name" "$round"
@@ -229,5 +243,6 @@ REDIS_CPU=$REDIS_CPU
 OWN_REDIS=$OWN_REDIS
 POTOK_SOURCE=$POTOK_SOURCE
 PROFILE=${PROFILE:-0}
+RESTART=${RESTART:-1}
 EOF
 "$PYTHON" "$BENCH_DIR/ratelimit_report.py" --raw "$RAW" --out "$RESULTS/ratelimit-latest.md"

@@ -195,7 +195,9 @@ def main() -> int:
     mach = report.machine(meta.get("POTOK_SOURCE"))
     setup = (
         f"{meta['ROUNDS']} round(s) x {meta['DURATION']} s per route and load (median), "
-        f"{meta['WARMUP']} s warm-up; `wrk -t1 -c50` and `hey -c 10 -q 200` (2,000 req/s); "
+        f"{meta['WARMUP']} s warm-up"
+        + ("; a fresh Potok process per round" if meta.get("RESTART", "0") == "1" else "")
+        + f"; `wrk -t1 -c50` and `hey -c 10 -q 200` (2,000 req/s); "
         f"Potok on core {meta['PROXY_CPU']}, nginx upstream and load generators on core "
         f"{meta['LOAD_CPU']}, "
         + (
