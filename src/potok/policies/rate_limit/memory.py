@@ -40,11 +40,7 @@ from potok.policies.rate_limit.algorithms import (
 )
 from potok.policies.rate_limit.config import LimitConfig
 from potok.policies.rate_limit.keys import KeyFunction, key_function
-from potok.policies.rate_limit.limiter import (
-    RateLimiter,
-    algorithm_for,
-    state_name,
-)
+from potok.policies.rate_limit.limiter import RateLimiter, algorithm_for, state_name
 
 if TYPE_CHECKING:
     from potok.exchange import Exchange
