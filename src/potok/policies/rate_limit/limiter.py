@@ -49,14 +49,10 @@ def policy_header(limits: Sequence[LimitConfig]) -> bytes:
     ).encode()
 
 
-def _seconds(value: float) -> int:
-    return max(0, math.ceil(value - 1e-9))
-
-
-def whole_seconds(reset: float) -> int:
-    """The `t` of a RateLimit line: seconds rounded up (a nanosecond of float error
-    forgiven), at least 1."""
-    return max(1, ceil(reset - 1e-9))
+def whole_seconds(seconds: float) -> int:
+    """`Retry-After` and the `t` of a RateLimit line: seconds rounded up (a nanosecond
+    of float error forgiven), at least 1."""
+    return max(1, ceil(seconds - 1e-9))
 
 
 class LimitMetrics:
@@ -132,7 +128,7 @@ class RateLimiter:
 
     def refuse(self, decision: Decision) -> NoReturn:
         self.metrics.decisions.inc(self.metrics.limited[decision.index])
-        retry = max(1, _seconds(decision.retry_after))
+        retry = whole_seconds(decision.retry_after)
         limit = self.limits[decision.index]
         raise TooManyRequests(
             f"rate limit {limit.label!r} exceeded ({limit.limit} requests per "
