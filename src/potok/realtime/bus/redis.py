@@ -140,7 +140,7 @@ class RedisBus:
                         self._received(message, skip)
             except asyncio.CancelledError:
                 with contextlib.suppress(Exception):
-                    await pubsub.aclose()  # type: ignore[no-untyped-call]
+                    await pubsub.aclose()
                 raise
             except (RedisError, OSError) as exc:
                 if self._connected:
@@ -148,7 +148,7 @@ class RedisBus:
                 self._report("connection")
                 self._connected = False
             with contextlib.suppress(Exception):
-                await pubsub.aclose()  # type: ignore[no-untyped-call]
+                await pubsub.aclose()
             await asyncio.sleep(self.config.bus.reconnect_interval)
 
     def _received(self, message: dict[str, Any], skip: int) -> None:
