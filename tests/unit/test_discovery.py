@@ -12,7 +12,9 @@ import yaml
 from potok.config import ConfigError
 from potok.config.loader import load_config_text
 from potok.config.models import ServiceConfig
+from potok.observability.metrics import MetricsRegistry
 from potok.upstream.discovery import RefreshSchedule, resolve_with_loop
+from potok.upstream.metrics import UpstreamMetrics
 from potok.upstream.service import Service
 
 
@@ -31,11 +33,15 @@ class FakeDns:
 
 
 def service(
-    resolver: FakeDns, targets: list[object], dns: dict[str, str] | None = None, **extra: object
+    resolver: FakeDns,
+    targets: list[object],
+    dns: dict[str, str] | None = None,
+    metrics: UpstreamMetrics | None = None,
+    **extra: object,
 ) -> Service:
     settings = {"min_refresh": "1s", "max_refresh": "8s", **(dns or {})}
     config = ServiceConfig.model_validate({"targets": targets, "dns": settings, **extra})
-    built = Service("api", config)
+    built = Service("api", config, metrics)
     assert built.discovery is not None
     built.discovery._resolver = resolver
     return built
@@ -89,6 +95,45 @@ async def test_an_address_that_stays_keeps_its_target_and_one_that_leaves_retire
     assert svc.targets[0] is kept and kept.inflight == 4
     assert leaving.pool.max_idle == 0  # retired: busy connections close when released
     assert await svc.discovery.refresh() is False  # same answer: nothing moved
+
+
+async def test_new_targets_get_health_tracking_and_metrics_and_gone_ones_lose_their_gauge():
+    dns = FakeDns({"api.internal": ["10.0.0.1", "10.0.0.2"]})
+    metrics = UpstreamMetrics(MetricsRegistry())
+    svc = service(dns, ["http://api.internal:8000"], metrics=metrics)
+    assert set(metrics.target_healthy.current()) == {("api", "api.internal:8000")}
+    await svc.discovery.refresh()
+    assert all(t.health is not None for t in svc.targets)  # passive ejection is on by default
+    assert set(metrics.target_healthy.current()) == {
+        ("api", "10.0.0.1:8000"),
+        ("api", "10.0.0.2:8000"),
+    }
+    dns.records["api.internal"] = ["10.0.0.2"]
+    await svc.discovery.refresh()
+    assert set(metrics.target_healthy.current()) == {("api", "10.0.0.2:8000")}
+
+
+async def test_an_unexpected_error_does_not_end_discovery():
+    calls = 0
+
+    async def flaky(host: str, port: int, family: int) -> list[str]:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            raise RuntimeError("a bug")
+        return ["10.0.0.7"]
+
+    svc = service(FakeDns({}), ["http://api.internal:8000"], dns={"min_refresh": "10ms"})
+    svc.discovery._resolver = flaky
+    svc.start()
+    try:
+        for _ in range(100):
+            if names(svc) == ["10.0.0.7:8000"]:
+                break
+            await asyncio.sleep(0.01)
+    finally:
+        svc.close()
+    assert names(svc) == ["10.0.0.7:8000"]
 
 
 async def test_a_name_that_stops_resolving_keeps_its_last_targets_and_says_so():

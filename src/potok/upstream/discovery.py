@@ -119,7 +119,11 @@ class DnsDiscovery:
 
     async def _run(self) -> None:
         while True:
-            moved = await self.refresh()
+            try:
+                moved = await self.refresh()
+            except Exception:  # a bug here must not end discovery for the process's life
+                log.exception("dns discovery failed", service=self._service.name)
+                moved = True
             await asyncio.sleep(self._schedule.next(moved))
 
     async def refresh(self) -> bool:
@@ -137,7 +141,7 @@ class DnsDiscovery:
                 found = await self._resolver(name.host, name.port, self._family)
             if not found:
                 raise OSError(f"{name.host} has no address records")
-        except (OSError, TimeoutError) as exc:
+        except (OSError, TimeoutError, UnicodeError) as exc:  # UnicodeError: a bad IDNA label
             return self._failed(name, str(exc) or f"no answer within {self._dns.timeout:g}s")
         addresses = tuple(sorted(set(found)))
         recovered = name.error is not None
