@@ -15,15 +15,21 @@ import os
 import re
 import shlex
 import shutil
+import signal
 import subprocess
+import time
 import tomllib
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+import yaml
 from packaging.markers import Marker
 from packaging.utils import canonicalize_name
+
+from tests.support.net import free_port, request, wait_for_port
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -199,3 +205,111 @@ def test_the_venv_holds_exactly_the_runtime_lock(image):
     assert installed.pop("potok") == project_version()
     installed.pop("pip", None)  # comes with the venv
     assert installed == locked
+
+
+# -- the runtime stage: entry point, PID 1, HEALTHCHECK ---------------------------------
+
+
+def runtime_stage() -> list[tuple[str, str]]:
+    text = re.sub(r"\\\n", " ", (ROOT / "Dockerfile").read_text())
+    stage: list[tuple[str, str]] = []
+    inside = False
+    for line in (raw.strip() for raw in text.splitlines()):
+        if not line or line.startswith("#"):
+            continue
+        op, args = line.split(None, 1)
+        if op.upper() == "FROM":
+            inside = args.split()[-1] == "runtime"
+        elif inside:
+            stage.append((op.upper(), args))
+    return stage
+
+
+def runtime_env(image: BuiltImage) -> dict[str, str]:
+    """The runtime stage's ENV, paths under the scratch root ($PATH from this machine)."""
+    env = clean_env()
+    for op, args in runtime_stage():
+        if op != "ENV":
+            continue
+        for pair in shlex.split(args):
+            name, value = pair.split("=", 1)
+            value = value.replace("$PATH", env["PATH"])
+            env[name] = ":".join(
+                str(image.root / part.lstrip("/")) if part.startswith(("/opt/", "/etc/")) else part
+                for part in value.split(":")
+            )
+    return env
+
+
+def exec_form(args: str) -> list[str]:
+    return list(json.loads(args))
+
+
+def healthcheck(image: BuiltImage, env: dict[str, str]) -> int:
+    args = next(args for op, args in runtime_stage() if op == "HEALTHCHECK")
+    command = exec_form(args.split(" CMD ", 1)[1])
+    return subprocess.run(command, env=env, capture_output=True, timeout=30, check=False).returncode
+
+
+def namespace_pids(pid: int) -> list[int]:
+    status = Path(f"/proc/{pid}/status").read_text()
+    line = next(line for line in status.splitlines() if line.startswith("NSpid:"))
+    return [int(part) for part in line.split()[1:]]
+
+
+def test_the_entry_point_runs_potok_under_tini_as_pid_1_and_drains_on_sigterm(image, upstream):
+    port = free_port()
+    env = runtime_env(image)
+    config = Path(env["POTOK_CONFIG"])  # the "mounted" file
+    config.parent.mkdir(parents=True, exist_ok=True)
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "server": {
+                    "host": "127.0.0.1",
+                    "port": port,
+                    "timeouts": {"shutdown_grace": "10s"},
+                },
+                "services": {"up": {"targets": [upstream.url]}},
+                "routes": [{"name": "all", "match": {"prefix": "/"}, "service": "up"}],
+            }
+        )
+    )
+    env["POTOK_HEALTH_URL"] = f"http://127.0.0.1:{port}/api/v1/health/liveness"
+    assert healthcheck(image, env) != 0  # nothing listens yet
+    instructions = runtime_stage()
+    workdir = image.root / next(a for op, a in instructions if op == "WORKDIR").lstrip("/")
+    workdir.mkdir(parents=True, exist_ok=True)
+    entrypoint = exec_form(next(a for op, a in instructions if op == "ENTRYPOINT"))
+    command = exec_form(next(a for op, a in instructions if op == "CMD"))
+    assert shutil.which(entrypoint[0]), "tini is missing: .ci/deploy-check installs it"
+    # A PID namespace of its own, as in a container: tini is its PID 1.
+    container = subprocess.Popen(
+        ["unshare", "--map-root-user", "--pid", "--fork", "--mount-proc", *entrypoint, *command],
+        cwd=workdir,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        wait_for_port(port, timeout=30)
+        (init,) = (
+            int(c)
+            for c in Path(f"/proc/{container.pid}/task/{container.pid}/children")
+            .read_text()
+            .split()
+        )
+        assert namespace_pids(init)[-1] == 1
+        assert Path(f"/proc/{init}/cmdline").read_bytes().split(b"\0")[0].endswith(b"tini")
+        assert healthcheck(image, env) == 0
+        with ThreadPoolExecutor(1) as pool:
+            slow = pool.submit(request, port, "GET", "/slow?delay=1.5")
+            time.sleep(0.5)
+            os.kill(init, signal.SIGTERM)  # `docker stop`
+            assert slow.result(15).status == 200  # the request in flight finished
+        assert container.wait(15) == 0, container.stderr.read().decode() if container.stderr else ""
+        assert healthcheck(image, env) != 0
+    finally:
+        if container.poll() is None:
+            container.kill()
+            container.wait()
