@@ -103,6 +103,12 @@ def dns_state(gateway: GatewayProcess) -> dict[str, object]:
     return state  # type: ignore[no-any-return]
 
 
+def dns_metric(gateway: GatewayProcess, metric: str) -> float:
+    text = request(gateway.port, "GET", "/api/v1/metrics").body.decode()
+    (line,) = [line for line in text.splitlines() if line.startswith(metric + "{") and NAME in line]
+    return float(line.rsplit(" ", 1)[1])
+
+
 def wait_until(check, timeout: float = 10.0):  # type: ignore[no-untyped-def]
     deadline = time.monotonic() + timeout
     while True:
@@ -144,6 +150,7 @@ def test_every_address_of_the_name_gets_traffic_with_the_name_as_host(gateway, u
     state = dns_state(process)
     assert sorted(state["addresses"]) == sorted(ADDRESSES)
     assert state["resolves"] is True
+    assert dns_metric(process, "upstream_dns_addresses") == 3
 
 
 def test_a_dns_change_is_followed_without_a_reload_and_a_lost_name_keeps_its_targets(
@@ -162,6 +169,8 @@ def test_a_dns_change_is_followed_without_a_reload_and_a_lost_name_keeps_its_tar
     assert state["error"]
     assert answered_by(process, 10) == Counter({"127.0.0.2": 10})
     assert "dns name does not resolve" in process.stderr()
+    assert dns_metric(process, "upstream_dns_resolving") == 0
+    assert dns_metric(process, "upstream_dns_addresses") == 1
 
     write_hosts(hosts, ("127.0.0.1", "::1"))  # back, elsewhere
     assert wait_until(lambda: set(answered_by(process, 12)) == {"127.0.0.1", "::1"}), (

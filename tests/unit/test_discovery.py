@@ -111,6 +111,13 @@ async def test_new_targets_get_health_tracking_and_metrics_and_gone_ones_lose_th
     dns.records["api.internal"] = ["10.0.0.2"]
     await svc.discovery.refresh()
     assert set(metrics.target_healthy.current()) == {("api", "10.0.0.2:8000")}
+    name = ("api", "api.internal:8000")
+    assert metrics.dns_resolving.current() == {name: 1}
+    assert metrics.dns_addresses.current() == {name: 1}
+    del dns.records["api.internal"]
+    await svc.discovery.refresh()
+    assert metrics.dns_resolving.current() == {name: 0}
+    assert metrics.dns_addresses.current() == {name: 1}  # the last good address is kept
 
 
 async def test_an_unexpected_error_does_not_end_discovery():

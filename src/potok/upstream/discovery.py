@@ -132,7 +132,17 @@ class DnsDiscovery:
         results = await asyncio.gather(*(self._resolve(name) for name in self._names))
         if before != [name.addresses for name in self._names]:
             self._service.use_targets(self._targets())
+        self._count()
         return any(results)
+
+    def _count(self) -> None:
+        metrics = self._service.metrics
+        if metrics is None:
+            return
+        for name in self._names:
+            labels = (self._service.name, name.label)
+            metrics.dns_addresses.set(labels, len(name.addresses))
+            metrics.dns_resolving.set(labels, 0 if name.error else 1)
 
     async def _resolve(self, name: NameState) -> bool:
         """Update one name; whether its addresses or its resolving state changed."""

@@ -121,6 +121,10 @@ class Service:
 
     # Counting (metrics are optional: tests build services without them) -------------
 
+    @property
+    def metrics(self) -> UpstreamMetrics | None:
+        return self._metrics
+
     def note_retry(self, reason: str) -> None:
         if self._metrics is not None:
             self._metrics.retries.inc((self.name, reason))
