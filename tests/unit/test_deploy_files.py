@@ -340,6 +340,13 @@ def test_k8s_dev_upstreams_are_headless_services_on_the_configured_ports(tmp_pat
             assert service["spec"]["clusterIP"] == "None"  # every pod a target (DNS discovery)
     for service in config.services.values():
         assert service.dns is not None
+    # The task service reports its events to the gateway's Service.
+    (task,) = find("dev", "Deployment", "task")
+    (container,) = task["spec"]["template"]["spec"]["containers"]
+    events = urlsplit(next(e["value"] for e in container["env"] if e["name"] == "POTOK_EVENTS_URL"))
+    (gateway_service,) = find("dev", "Service", events.hostname)
+    assert (events.port or 80) in {p["port"] for p in gateway_service["spec"]["ports"]}
+    assert events.path == "/api/v1/events"
 
 
 # -- Dockerfile ---------------------------------------------------------------------------
