@@ -2,19 +2,48 @@
 
 from __future__ import annotations
 
-from potok.observability.metrics import MetricsRegistry
+from collections.abc import Callable
+
+from potok.observability.metrics import Gauge, Labels, MetricsRegistry
+
+
+class ComputedGauge(Gauge):
+    """A gauge whose values are read at scrape (and snapshot) time from functions.
+
+    For states that change with the clock alone, like a breaker whose open time ran
+    out with no request to move it to half-open.
+    """
+
+    __slots__ = ("sources",)
+
+    def __init__(self, name: str, help: str, labelnames: Labels, per_worker: bool) -> None:
+        super().__init__(name, help, labelnames, per_worker)
+        self.sources: dict[Labels, Callable[[], float]] = {}
+
+    def watch(self, labels: Labels, source: Callable[[], float]) -> None:
+        self.sources[labels] = source
+
+    def current(self) -> dict[Labels, float]:
+        values = dict(self.values)
+        for labels, source in self.sources.items():
+            values[labels] = float(source())
+        return values
 
 
 class UpstreamMetrics:
     """Bound once per worker; label values are service and target names from config."""
 
     def __init__(self, registry: MetricsRegistry) -> None:
-        self.breaker_state = registry.gauge(
+        breaker_state = ComputedGauge(
             "circuit_breaker_state",
-            "Circuit breaker per service and worker: 0 closed, 1 open, 2 half-open.",
+            "Circuit breaker per service and worker: 0 closed, 1 open, 2 half-open "
+            "(also once the open time is over and the next request may probe).",
             ("service",),
             per_worker=True,
         )
+        found = registry.gauges.setdefault(breaker_state.name, breaker_state)
+        assert isinstance(found, ComputedGauge)
+        self.breaker_state = found
         self.breaker_transitions = registry.counter(
             "circuit_breaker_transitions_total",
             "Breaker state changes, by the state entered.",

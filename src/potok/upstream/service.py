@@ -11,7 +11,7 @@ import structlog
 from potok.config.models import ServiceConfig
 from potok.upstream.balancer import Balancer, make_balancer
 from potok.upstream.bulkhead import Bulkhead
-from potok.upstream.circuit_breaker import STATE_NAMES, CircuitBreaker
+from potok.upstream.circuit_breaker import CLOSED, STATE_NAMES, CircuitBreaker
 from potok.upstream.discovery import DnsDiscovery
 from potok.upstream.health import TargetHealth, run_checks
 from potok.upstream.metrics import UpstreamMetrics
@@ -90,7 +90,10 @@ class Service:
         self._health_task: asyncio.Task[None] | None = None
         self.discovery = DnsDiscovery(self, config, config.dns) if config.dns else None
         if metrics is not None:
-            metrics.breaker_state.set((name,), 0)
+            breaker = self.breaker
+            metrics.breaker_state.watch(
+                (name,), breaker.reported_state if breaker is not None else _closed
+            )
             for target in self.targets:
                 metrics.target_healthy.set((name, target.name), 1)
 
@@ -111,6 +114,21 @@ class Service:
             if target.health is None or target.health.available():
                 return target
         return first
+
+    def has_healthy_untried(self, tried: Sequence[Target]) -> bool:
+        """Whether a target the call did not try gets traffic and last served well.
+
+        A call that failed while such a target exists failed on its targets, not on
+        the service: one dead or hung target of several must not open the breaker.
+        """
+        for target in self.targets:
+            if (
+                not target.failing
+                and target not in tried
+                and (target.health is None or target.health.available())
+            ):
+                return True
+        return False
 
     def count_failure(self, kind: str, status: int = 0) -> bool:
         """Whether a failure of this kind counts against the breaker and target health."""
@@ -208,7 +226,6 @@ class Service:
             reason=reason,
         )
         if self._metrics is not None:
-            self._metrics.breaker_state.set((self.name,), new)
             self._metrics.breaker_transitions.inc((self.name, STATE_NAMES[new]))
 
     def _health_listener(self, target: Target) -> Callable[[str], None]:
@@ -224,7 +241,7 @@ class Service:
         """State for /api/v1/health."""
         breaker = self.breaker
         return {
-            "breaker": STATE_NAMES[breaker.state] if breaker is not None else "disabled",
+            "breaker": STATE_NAMES[breaker.reported_state()] if breaker is not None else "disabled",
             "breaker_retry_after_s": round(breaker.retry_after(), 3) if breaker is not None else 0,
             "bulkhead": (
                 {"in_use": self.bulkhead.in_use, "queued": self.bulkhead.queued}
@@ -243,3 +260,7 @@ class Service:
             ],
             "dns": self.discovery.describe() if self.discovery is not None else None,
         }
+
+
+def _closed() -> int:
+    return CLOSED
