@@ -266,6 +266,40 @@ def test_retry_budget_bounds_attempts_under_concurrent_load(pair):
         gateway.stop()
 
 
+def test_retry_budget_still_bounds_a_service_whose_every_target_fails(pair):
+    # Retries to a target serving well skip the budget; here none is, so all are counted.
+    a, b = pair
+    a.fail_with = b.fail_with = 503
+    gateway = gateway_for(
+        {
+            "svc": service(
+                a.url,
+                b.url,
+                circuit_breaker=None,
+                passive_ejection=None,
+                retry={
+                    "attempts": 5,
+                    "backoff": {"initial": "50ms", "max": "50ms"},
+                    "budget": {"ratio": 0.2, "min_concurrent": 2},
+                },
+            )
+        }
+    )
+    try:
+        requests_sent = 200
+        with ThreadPoolExecutor(50) as pool:
+            statuses = list(
+                pool.map(
+                    lambda _: request(gateway.port, "GET", "/svc/x").status, range(requests_sent)
+                )
+            )
+        assert set(statuses) == {503}
+        assert a.total + b.total < requests_sent * 1.5, (a.total, b.total)
+        assert metric(gateway, "upstream_retry_budget_exhausted_total", service="svc") > 0
+    finally:
+        gateway.stop()
+
+
 def test_backoff_never_passes_the_request_deadline(pair):
     a, _ = pair
     a.fail_with = 503

@@ -384,14 +384,15 @@ class ProxyCall:
         target = self._target
         if target is None:
             return
-        failed = not ok and self._service.count_failure(kind, status)
-        target.failing = failed
+        # Any failed attempt, whatever `failure_on` says: a target whose last answer was
+        # worth a retry is not one a retry should count on.
+        target.failing = not ok
         health = target.health
         if health is None:
             return
-        if not failed:
+        if ok:
             health.record_success()
-        else:
+        elif self._service.count_failure(kind, status):
             health.record_failure()
 
     def _judge_call(self, ok: bool, kind: str = "", status: int = 0) -> None:
