@@ -102,15 +102,19 @@ PY
 
 run_faults() {
     mkdir -p "$WORK"
+    RAW=$RESULTS/resilience-faults-raw-latest
     rm -rf "$RAW" && mkdir -p "$RAW"
+    prepare_potok  # POTOK_REF=<commit> measures that commit (a baseline) instead of the tree
+    log "Potok: $POTOK_SOURCE"
     fault_scenario kill kill ""
     fault_scenario freeze freeze ""
     fault_scenario half-failing none "    passive_ejection: null"
-    "$PYTHON" - "$RAW" "$RESULTS/resilience-faults-latest.md" "$FAULT_SECONDS" "$FAULT_AT" <<'PY'
+    "$PYTHON" - "$RAW" "$RESULTS/resilience-faults-latest.md" "$FAULT_SECONDS" "$FAULT_AT" \
+        "$POTOK_SOURCE" <<'PY'
 import re, sys
 from pathlib import Path
 
-raw, out, seconds, at = Path(sys.argv[1]), Path(sys.argv[2]), sys.argv[3], sys.argv[4]
+raw, out, seconds, at, source = Path(sys.argv[1]), Path(sys.argv[2]), *sys.argv[3:6]
 
 
 def metric(text, name, **labels):
@@ -149,7 +153,8 @@ for name in ("kill", "freeze", "half-failing"):
         f"{p99.group(1) if p99 else '-'} | {slowest.group(1) if slowest else '-'} |"
     )
 text = "\n".join(rows) + (
-    f"\n\nhey -z {seconds}s -c 50 -q 10 per scenario; the fault at {at} s. Goals (issue 13):"
+    f"\n\nPotok: {source}. hey -z {seconds}s -c 50 -q 10 per scenario; the fault at {at} s."
+    " Goals (issue 13):"
     " kill/freeze <= 0.1 % errors, half-failing < 0.01 %, breaker never opened.\n"
 )
 print(text)
