@@ -15,9 +15,9 @@
 #
 # Fault runs: a service of two nginx targets with the default resilience config,
 # `hey -c 50 -q 10` (500 req/s) for FAULT_SECONDS (20) per scenario; after 5 s one
-# target is killed (kill -9), frozen (SIGSTOP: connections accepted, never answered),
-# or — from the start — answers 503 to half its requests (passive ejection off, so
-# it keeps failing all along). Reported: errors seen by clients, breaker trips, retry
+# target is killed (kill -9), frozen (SIGSTOP: connections accepted, never answered;
+# with round robin, then with least_requests), or — from the start — answers 503 to
+# half its requests (passive ejection off, so it keeps failing all along). Reported: errors seen by clients, breaker trips, retry
 # budget refusals, and for the kill the time until the target is out of rotation.
 # Table: stdout and bench/results/resilience-faults-latest.md.
 set -euo pipefail

@@ -41,6 +41,9 @@ EOF
 
 # fault_scenario NAME ACTION SERVICE_EXTRA
 # ACTION: kill | freeze | none (the half-failing target fails from the start).
+# freeze-least-requests: the freeze with `balancer: least_requests`, which stops feeding
+# a target whose requests pile up (round robin keeps sending it every other request
+# until it is ejected after 5 response timeouts).
 fault_scenario() {
     local name=$1 action=$2 extra=$3 half=0 a_pid b_pid potok_pid actor
     [[ $action == none ]] && half=1
@@ -108,6 +111,7 @@ run_faults() {
     log "Potok: $POTOK_SOURCE"
     fault_scenario kill kill ""
     fault_scenario freeze freeze ""
+    fault_scenario freeze-least-requests freeze "    balancer: least_requests"
     fault_scenario half-failing none "    passive_ejection: null"
     "$PYTHON" - "$RAW" "$RESULTS/resilience-faults-latest.md" "$FAULT_SECONDS" "$FAULT_AT" \
         "$POTOK_SOURCE" <<'PY'
@@ -130,7 +134,7 @@ rows = [
     "| retries | out of rotation after | p99 s | slowest s |",
     "|:---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
 ]
-for name in ("kill", "freeze", "half-failing"):
+for name in ("kill", "freeze", "freeze-least-requests", "half-failing"):
     hey = (raw / f"faults-{name}.txt").read_text()
     metrics = (raw / f"faults-{name}.metrics").read_text()
     statuses = {int(c): int(n) for c, n in re.findall(r"\[(\d{3})\]\s+(\d+) responses", hey)}

@@ -67,7 +67,7 @@ def test_a_target_killed_mid_load_costs_no_client_errors(pair):
         assert before > 50 and a.total > 100
         health = request(gateway.port, "GET", "/api/v1/health").json()["services"]["svc"]
         down = next(t for t in health["targets"] if t["target"].endswith(str(b.port)))
-        assert down["healthy"] is False  # ejected after 5 failures in a row
+        assert down["healthy"] is False  # ejected: a refused connect needs no second opinion
         # The target's failures were retried away: the service's breaker stayed closed.
         assert health["breaker"] == "closed"
         assert metric(gateway, "upstream_retries_total", service="svc") >= 1
@@ -563,6 +563,20 @@ def test_a_half_failing_target_next_to_a_healthy_one_leaks_no_errors():
         gateway.stop()
         bad.stop()
         good.stop()
+
+
+def test_the_breaker_still_opens_when_the_whole_service_fails(pair):
+    a, b = pair
+    a.fail_with = b.fail_with = 503
+    gateway = gateway_for({"svc": service(a.url, b.url, retry={"backoff": {"initial": "1ms"}})})
+    try:
+        statuses = [request(gateway.port, "GET", "/svc/x").status for _ in range(8)]
+        assert statuses[:5] == [503] * 5  # the upstreams' own 503s, after retries
+        refused = request(gateway.port, "GET", "/svc/x")
+        assert refused.status == 503 and "circuit breaker is open" in refused.json()["detail"]
+        assert metric(gateway, "circuit_breaker_state", service="svc") == 1
+    finally:
+        gateway.stop()
 
 
 def test_breaker_state_gauge_shows_half_open_when_the_open_time_is_over(pair):
