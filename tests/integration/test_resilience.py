@@ -531,7 +531,7 @@ def test_one_of_two_targets_frozen_under_load():
             run_load(
                 gateway.port,
                 "/svc/x",
-                **LOAD,  # type: ignore[arg-type]
+                **{**LOAD, "duration": 6.0},  # type: ignore[arg-type]
                 actions=((1.5, "frozen", bad.freeze),),
             )
         )

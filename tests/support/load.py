@@ -6,8 +6,9 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
+from typing import Any
 
 
 @dataclass
@@ -103,6 +104,6 @@ async def run_load(
     return result
 
 
-async def _after(delay: float, coroutine: object) -> None:
+async def _after(delay: float, coroutine: Coroutine[Any, Any, None]) -> None:
     await asyncio.sleep(delay)
-    await coroutine  # type: ignore[misc]
+    await coroutine
