@@ -602,3 +602,20 @@ def test_breaker_state_gauge_shows_half_open_when_the_open_time_is_over(pair):
         assert health["breaker"] == "half_open" and health["breaker_retry_after_s"] == 0
     finally:
         gateway.stop()
+
+
+def test_target_gauge_shows_a_target_back_when_its_ejection_ends(pair):
+    a, b = pair
+    b.go_down()
+    gateway = gateway_for({"svc": service(a.url, b.url, passive_ejection={"base_ejection": "1s"})})
+    try:
+        for _ in range(4):
+            assert request(gateway.port, "GET", "/svc/echo").status == 200
+        name = f"127.0.0.1:{b.port}"
+        assert metric(gateway, "upstream_target_healthy", service="svc", target=name) == 0
+        time.sleep(1.2)  # no request since: the ejection ended with the clock alone
+        assert metric(gateway, "upstream_target_healthy", service="svc", target=name) == 1
+        health = request(gateway.port, "GET", "/api/v1/health").json()["services"]["svc"]
+        assert next(t for t in health["targets"] if t["target"] == name)["healthy"] is True
+    finally:
+        gateway.stop()

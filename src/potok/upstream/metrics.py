@@ -23,6 +23,10 @@ class ComputedGauge(Gauge):
     def watch(self, labels: Labels, source: Callable[[], float]) -> None:
         self.sources[labels] = source
 
+    def remove(self, labels: Labels) -> None:
+        self.values.pop(labels, None)
+        self.sources.pop(labels, None)
+
     def current(self) -> dict[Labels, float]:
         values = dict(self.values)
         for labels, source in self.sources.items():
@@ -34,16 +38,13 @@ class UpstreamMetrics:
     """Bound once per worker; label values are service and target names from config."""
 
     def __init__(self, registry: MetricsRegistry) -> None:
-        breaker_state = ComputedGauge(
+        self.breaker_state = _computed(
+            registry,
             "circuit_breaker_state",
             "Circuit breaker per service and worker: 0 closed, 1 open, 2 half-open "
             "(also once the open time is over and the next request may probe).",
             ("service",),
-            per_worker=True,
         )
-        found = registry.gauges.setdefault(breaker_state.name, breaker_state)
-        assert isinstance(found, ComputedGauge)
-        self.breaker_state = found
         self.breaker_transitions = registry.counter(
             "circuit_breaker_transitions_total",
             "Breaker state changes, by the state entered.",
@@ -57,11 +58,11 @@ class UpstreamMetrics:
             "Retries not made because the retry budget was used up.",
             ("service",),
         )
-        self.target_healthy = registry.gauge(
+        self.target_healthy = _computed(
+            registry,
             "upstream_target_healthy",
             "1 if the target gets traffic (not ejected, checks passing), per worker.",
             ("service", "target"),
-            per_worker=True,
         )
         self.bulkhead_rejected = registry.counter(
             "upstream_bulkhead_rejected_total",
@@ -86,3 +87,10 @@ class UpstreamMetrics:
             ("service", "name"),
             per_worker=True,
         )
+
+
+def _computed(registry: MetricsRegistry, name: str, help: str, labels: Labels) -> ComputedGauge:
+    """A per-worker ComputedGauge, registered once (a reload binds the same one)."""
+    found = registry.gauges.setdefault(name, ComputedGauge(name, help, labels, per_worker=True))
+    assert isinstance(found, ComputedGauge)
+    return found

@@ -95,7 +95,7 @@ class Service:
                 (name,), breaker.reported_state if breaker is not None else _closed
             )
             for target in self.targets:
-                metrics.target_healthy.set((name, target.name), 1)
+                metrics.target_healthy.watch((name, target.name), target.in_rotation)
 
     def choose(self, tried: Sequence[Target] = ()) -> Target:
         """A target for the next attempt: a healthy one not tried yet, if there is one."""
@@ -183,7 +183,7 @@ class Service:
                     self._health_listener(target),
                 )
             if self._metrics is not None and target not in old:
-                self._metrics.target_healthy.set((self.name, target.name), 1)
+                self._metrics.target_healthy.watch((self.name, target.name), target.in_rotation)
         for target in old:
             if target not in targets:
                 target.pool.retire()
@@ -232,10 +232,8 @@ class Service:
         return lambda reason: self._target_changed(target, reason)
 
     def _target_changed(self, target: Target, reason: str) -> None:
-        healthy = target.health is None or target.health.available()
+        # upstream_target_healthy reads target.in_rotation when scraped: nothing to set.
         log.warning("target health", service=self.name, target=target.name, change=reason)
-        if self._metrics is not None:
-            self._metrics.target_healthy.set((self.name, target.name), 1 if healthy else 0)
 
     def describe(self) -> dict[str, object]:
         """State for /api/v1/health."""
@@ -251,7 +249,7 @@ class Service:
             "targets": [
                 {
                     "target": t.name,
-                    "healthy": t.health is None or t.health.available(),
+                    "healthy": bool(t.in_rotation()),
                     "ejections": t.health.ejections if t.health is not None else 0,
                     "in_flight": t.inflight,
                     "idle_connections": len(t.pool),

@@ -43,5 +43,11 @@ class Target:
         self.failing = False
         self.health: TargetHealth | None = None  # set by the service when health is tracked
 
+    def in_rotation(self) -> int:
+        """1 while it gets traffic (not ejected, checks passing): read when scraped, since
+        an ejection ends with the clock alone."""
+        health = self.health
+        return 1 if health is None or health.available() else 0
+
     def __repr__(self) -> str:
         return f"Target({self.name})"
