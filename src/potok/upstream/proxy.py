@@ -322,10 +322,15 @@ class ProxyCall:
     def _attempt_failed(self, kind: str, status: int, detail: str, *, sent: bool) -> None:
         if self._done:
             return
-        if kind == "reset" and not self.exchange.body.complete:
-            # The upstream gave up while the client's body was still arriving: whose
-            # fault that is cannot be told (an upstream's own body-read timeout looks
-            # the same), so it counts against neither the target nor the service.
+        connection = self._connection
+        if (
+            kind == "reset"
+            and not self.exchange.body.complete
+            and not (connection is not None and connection.write_paused)
+        ):
+            # The upstream gave up while the client's body was still arriving (and it was
+            # reading it): whose fault that is cannot be told (an upstream's own body-read
+            # timeout looks the same), so it counts against neither target nor service.
             self._fail(status, detail)
             return
         self._judge_attempt(False, kind)
