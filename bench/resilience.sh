@@ -10,6 +10,16 @@
 #
 # Layout as bench/proxy.sh: Potok on core 0, upstream nginx and wrk on core 1.
 # Table: stdout and bench/results/resilience-latest.md.
+#
+#     bench/resilience.sh faults     # issue 13 items 8-9: one bad target of two
+#
+# Fault runs: a service of two nginx targets with the default resilience config,
+# `hey -c 50 -q 10` (500 req/s) for FAULT_SECONDS (20) per scenario; after 5 s one
+# target is killed (kill -9), frozen (SIGSTOP: connections accepted, never answered;
+# with round robin, then with least_requests), or — from the start — answers 503 to
+# half its requests (passive ejection off, so it keeps failing all along). Reported: errors seen by clients, breaker trips, retry
+# budget refusals, and for the kill the time until the target is out of rotation.
+# Table: stdout and bench/results/resilience-faults-latest.md.
 set -euo pipefail
 WORK=${WORK:-$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/.work/resilience}
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
@@ -23,6 +33,11 @@ RAW=$RESULTS/resilience-raw-latest
 
 trap cleanup EXIT
 ensure_tools
+if [[ ${1:-} == faults ]]; then
+    source "$BENCH_DIR/resilience_faults.sh"
+    run_faults
+    exit 0
+fi
 mkdir -p "$WORK/potok" "$WORK/upstream"
 rm -rf "$RAW" && mkdir -p "$RAW"
 cat >"$WORK/potok/potok.yaml" <<EOF

@@ -317,3 +317,59 @@ def test_bad_resilience_config_names_the_field(block, path, message):
     problems = dict(caught.value.problems)
     assert path in problems, problems
     assert message in problems[path]
+
+
+def test_refused_connect_ejects_at_once_with_the_usual_backoff():
+    clock = Clock()
+    changes: list[str] = []
+    health = TargetHealth(
+        PassiveEjectionConfig(consecutive_failures=5, base_ejection=10, max_ejection=40),
+        None,
+        changes.append,
+        clock,
+    )
+    health.eject_now("connection refused")
+    assert not health.available()
+    assert changes == ["ejected: connection refused; out for 10s"]
+    health.eject_now("connection refused")  # already out: no second ejection
+    assert health.ejections == 1
+    clock.advance(10.1)
+    health.eject_now("connection refused")
+    clock.advance(19)
+    assert not health.available(), "the second ejection is twice as long"
+    without_ejection = TargetHealth(None, None, changes.append, clock)
+    without_ejection.eject_now("connection refused")
+    assert without_ejection.available(), "passive_ejection: null keeps every target in"
+
+
+def test_breaker_reports_half_open_once_the_open_time_is_over():
+    clock = Clock()
+    cb, moves = breaker(clock, consecutive_failures=1, open_for=10)
+    cb.record_failure()
+    assert cb.reported_state() == OPEN
+    clock.advance(9.9)
+    assert cb.reported_state() == OPEN
+    clock.advance(0.2)
+    # No request has moved it yet, but the next one would be let through as a probe.
+    assert cb.state == OPEN and cb.reported_state() == HALF_OPEN
+    assert cb.allow() and cb.state == HALF_OPEN
+    assert [m[1] for m in moves] == [OPEN, HALF_OPEN]
+
+
+def test_a_failed_call_blames_the_service_only_when_no_good_target_is_left():
+    from potok.config.loader import load_config_text
+    from potok.upstream.service import Service
+
+    config = load_config_text(
+        "services: {s: {targets: ['http://127.0.0.1:1', 'http://127.0.0.1:2']}}", env={}
+    )
+    service = Service("s", config.services["s"])
+    first, second = service.targets
+    assert service.has_healthy_untried([first])
+    second.failing = True
+    assert not service.has_healthy_untried([first]), "the other one failed its last attempt"
+    second.failing = False
+    assert second.health is not None
+    second.health.eject_now("connection refused")
+    assert not service.has_healthy_untried([first]), "the other one is ejected"
+    assert not service.has_healthy_untried([first, second])

@@ -109,6 +109,16 @@ class CircuitBreaker:
             return True
         return False
 
+    def reported_state(self) -> int:
+        """The state as operators should see it: half-open once the open time is over.
+
+        The move itself happens on the next request (`allow`); with no traffic the
+        breaker would otherwise show open long after it stopped refusing anything.
+        """
+        if self.state == OPEN and self._clock() >= self._opened_until:
+            return HALF_OPEN
+        return self.state
+
     def retry_after(self) -> float:
         """Seconds until the breaker will let a probe through (0 when it would now)."""
         if self.state != OPEN:

@@ -82,17 +82,24 @@ class TargetHealth:
             return
         self._consecutive += 1
         if self._consecutive >= passive.consecutive_failures:
-            self._consecutive = 0
-            self.ejections += 1
-            self.ejected_until = self._clock() + self._ejection
-            reason = (
-                f"{passive.consecutive_failures} failures in a row; out for {self._ejection:g}s"
-            )
-            self._ejection = min(self._ejection * 2, passive.max_ejection)
-            if self._active_checks is not None:
-                self.checks_healthy = False  # back only after the checks pass again
-                self._check_passes = 0
-            self._changed(f"ejected: {reason}")
+            self._eject(passive, f"{passive.consecutive_failures} failures in a row")
+
+    def eject_now(self, why: str) -> None:
+        """Out at once, no second opinion: a refused connect means nothing listens there."""
+        passive = self._passive
+        if passive is not None and self.available():
+            self._eject(passive, why)
+
+    def _eject(self, passive: PassiveEjectionConfig, why: str) -> None:
+        self._consecutive = 0
+        self.ejections += 1
+        self.ejected_until = self._clock() + self._ejection
+        reason = f"{why}; out for {self._ejection:g}s"
+        self._ejection = min(self._ejection * 2, passive.max_ejection)
+        if self._active_checks is not None:
+            self.checks_healthy = False  # back only after the checks pass again
+            self._check_passes = 0
+        self._changed(f"ejected: {reason}")
 
     # Active checks --------------------------------------------------------------
 

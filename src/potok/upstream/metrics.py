@@ -2,18 +2,48 @@
 
 from __future__ import annotations
 
-from potok.observability.metrics import MetricsRegistry
+from collections.abc import Callable
+
+from potok.observability.metrics import Gauge, Labels, MetricsRegistry
+
+
+class ComputedGauge(Gauge):
+    """A gauge whose values are read at scrape (and snapshot) time from functions.
+
+    For states that change with the clock alone, like a breaker whose open time ran
+    out with no request to move it to half-open.
+    """
+
+    __slots__ = ("sources",)
+
+    def __init__(self, name: str, help: str, labelnames: Labels, per_worker: bool) -> None:
+        super().__init__(name, help, labelnames, per_worker)
+        self.sources: dict[Labels, Callable[[], float]] = {}
+
+    def watch(self, labels: Labels, source: Callable[[], float]) -> None:
+        self.sources[labels] = source
+
+    def remove(self, labels: Labels) -> None:
+        self.values.pop(labels, None)
+        self.sources.pop(labels, None)
+
+    def current(self) -> dict[Labels, float]:
+        values = dict(self.values)
+        for labels, source in self.sources.items():
+            values[labels] = float(source())
+        return values
 
 
 class UpstreamMetrics:
     """Bound once per worker; label values are service and target names from config."""
 
     def __init__(self, registry: MetricsRegistry) -> None:
-        self.breaker_state = registry.gauge(
+        self.breaker_state = _computed(
+            registry,
             "circuit_breaker_state",
-            "Circuit breaker per service and worker: 0 closed, 1 open, 2 half-open.",
+            "Circuit breaker per service and worker: 0 closed, 1 open, 2 half-open "
+            "(also once the open time is over and the next request may probe).",
             ("service",),
-            per_worker=True,
         )
         self.breaker_transitions = registry.counter(
             "circuit_breaker_transitions_total",
@@ -28,11 +58,11 @@ class UpstreamMetrics:
             "Retries not made because the retry budget was used up.",
             ("service",),
         )
-        self.target_healthy = registry.gauge(
+        self.target_healthy = _computed(
+            registry,
             "upstream_target_healthy",
             "1 if the target gets traffic (not ejected, checks passing), per worker.",
             ("service", "target"),
-            per_worker=True,
         )
         self.bulkhead_rejected = registry.counter(
             "upstream_bulkhead_rejected_total",
@@ -57,3 +87,10 @@ class UpstreamMetrics:
             ("service", "name"),
             per_worker=True,
         )
+
+
+def _computed(registry: MetricsRegistry, name: str, help: str, labels: Labels) -> ComputedGauge:
+    """A per-worker ComputedGauge, registered once (a reload binds the same one)."""
+    found = registry.gauges.setdefault(name, ComputedGauge(name, help, labels, per_worker=True))
+    assert isinstance(found, ComputedGauge)
+    return found

@@ -57,16 +57,17 @@ class ProxyCall:
 
     __slots__ = (
         "_admitted",
+        "_body_mark",
         "_build_head",
         "_bulkhead_held",
         "_connection",
         "_done",
         "_fallback",
-        "_is_retry",
         "_loop",
         "_replay",
         "_response_hooks",
         "_retry",
+        "_retry_charged",
         "_sent_at",
         "_service",
         "_stale_replayed",
@@ -102,7 +103,8 @@ class ProxyCall:
         self._done = False
         self._admitted = False  # took a breaker slot (half-open probes are counted)
         self._bulkhead_held = False
-        self._is_retry = False
+        self._retry_charged = False  # counted once in the retry budget's retries in flight
+        self._body_mark = 0  # request body bytes received when the response timer was armed
         self._stale_replayed = False
 
     # Start -------------------------------------------------------------------------
@@ -176,6 +178,9 @@ class ProxyCall:
             return
         except OSError as exc:
             reason = f"cannot connect to {target.name}: {exc.strerror or exc}"
+            if isinstance(exc, ConnectionRefusedError) and target.health is not None:
+                # Nothing listens there: no second opinion needed, out at once.
+                target.health.eject_now("connection refused")
             self._attempt_failed("connect", 502, reason, sent=False)
             return
         if self._done:
@@ -197,9 +202,7 @@ class ProxyCall:
         if exchange.connection.write_paused:
             connection.pause_reading()
         self._sent_at = time.perf_counter()
-        self._timer = self._loop.call_later(
-            self._service.response_timeout, self._response_timed_out
-        )
+        self._arm_response_timer()
         if replay is not None:
             if replay:
                 connection.write_body(replay)
@@ -319,6 +322,17 @@ class ProxyCall:
     def _attempt_failed(self, kind: str, status: int, detail: str, *, sent: bool) -> None:
         if self._done:
             return
+        connection = self._connection
+        if (
+            kind == "reset"
+            and not self.exchange.body.complete
+            and not (connection is not None and connection.write_paused)
+        ):
+            # The upstream gave up while the client's body was still arriving (and it was
+            # reading it): whose fault that is cannot be told (an upstream's own body-read
+            # timeout looks the same), so it counts against neither target nor service.
+            self._fail(status, detail)
+            return
         self._judge_attempt(False, kind)
         # Nothing sent (connect failed, body still unread): any request may go again.
         # Once sent, only a safe request whose body was kept for replay.
@@ -333,9 +347,17 @@ class ProxyCall:
         retry = self._retry
         if retry is None or self._done or len(self._tried) >= retry.attempts:
             return False
+        if self._service.has_healthy_untried(self._tried):
+            # The budget guards a failing service against retry storms. A retry that can
+            # move to a target serving well shifts load off a failing one instead of
+            # multiplying it: not held back, not counted (waiting or on the wire).
+            return True
         if not retry.budget.can_retry():
             self._service.note_budget_exhausted()
             return False
+        if not self._retry_charged:  # a request that is retrying counts once, backoff included
+            retry.budget.active_retries += 1
+            self._retry_charged = True
         return True
 
     def _retry_later(self, reason: str) -> None:
@@ -349,9 +371,6 @@ class ProxyCall:
         remaining = self.exchange.deadline - time.perf_counter()
         if remaining <= 0.001:
             return  # the route's deadline answers (504) any moment now
-        if not self._is_retry:  # a request that is retrying counts once against the budget
-            retry.budget.active_retries += 1
-            self._is_retry = True
         self._service.note_retry(reason)
         self._timer = self._loop.call_later(min(delay, remaining * 0.9), self._retry_now)
 
@@ -367,7 +386,13 @@ class ProxyCall:
 
     def _judge_attempt(self, ok: bool, kind: str = "", status: int = 0) -> None:
         """Tell the target's health how this attempt went (passive ejection)."""
-        health = self._target.health if self._target is not None else None
+        target = self._target
+        if target is None:
+            return
+        # Any failed attempt, whatever `failure_on` says: a target whose last answer was
+        # worth a retry is not one a retry should count on.
+        target.failing = not ok
+        health = target.health
         if health is None:
             return
         if ok:
@@ -381,12 +406,17 @@ class ProxyCall:
         The breaker judges what the client gets: a dead target whose requests are
         retried onto a healthy one is the target's failure (ejection), not the service's.
         """
-        breaker = self._service.breaker
+        service = self._service
+        breaker = service.breaker
         if not self._admitted or breaker is None:
             return
         self._admitted = False
-        if ok or not self._service.count_failure(kind, status):
+        if ok or not service.count_failure(kind, status):
             breaker.record_success()
+        elif service.has_healthy_untried(self._tried):
+            # Failed on the targets it tried (no retry left, or not safe to retry) while
+            # another target serves well: theirs to answer for (ejection), not the service's.
+            breaker.record_cancelled()
         else:
             breaker.record_failure()
 
@@ -409,14 +439,51 @@ class ProxyCall:
             headers=((b"Retry-After", b"%d" % max(1, round(wait))),),
         )
 
+    def _arm_response_timer(self) -> None:
+        self._body_mark = self.exchange.body.received
+        self._timer = self._loop.call_later(
+            self._service.response_timeout, self._response_timed_out
+        )
+
     def _response_timed_out(self) -> None:
         self._timer = None
         if self._done:
             return
+        body = self.exchange.body
+        connection = self._connection
+        upstream_stalled = connection is not None and connection.write_paused
+        if not upstream_stalled:
+            if body.received > self._body_mark:
+                # The client is still sending: the wait for an answer starts from its
+                # last bytes, not from the head.
+                self._arm_response_timer()
+                return
+            if not body.complete:
+                self._client_stalled()
+                return
         seconds = self._service.response_timeout
         self._attempt_failed(
             "timeout", 504, f"{self._service.name} did not answer within {seconds:g}s", sent=True
         )
+
+    def _client_stalled(self) -> None:
+        """The client stopped sending its body: its failure, not the upstream's.
+
+        408, the upstream attempt aborted; nothing counts against the target, the
+        breaker or the retry budget, so slow or vanishing clients cannot open a breaker.
+        """
+        exchange = self.exchange
+        self._drop_connection()
+        self._finish_upstream()
+        exchange.body.detach()
+        seconds = self._service.response_timeout
+        log.info(
+            "request body stalled",
+            service=self._service.name,
+            received=exchange.body.received,
+            request_id=exchange.request_id,
+        )
+        exchange.problem(408, f"the request body did not arrive within {seconds:g}s")
 
     def _fail(self, status: int, detail: str, retry_after: int = 0) -> None:
         if self._done:
@@ -473,9 +540,9 @@ class ProxyCall:
         if self._target is not None:
             self._target.inflight -= 1
             self._target = None
-        if self._is_retry and self._retry is not None:
+        if self._retry_charged and self._retry is not None:
             self._retry.budget.active_retries -= 1
-            self._is_retry = False
+            self._retry_charged = False
         self._service.retry_budget.active_requests -= 1
         self._release_slot()
 

@@ -11,8 +11,12 @@ from potok.config.resilience import BackoffConfig, RetryBudgetConfig, RetryConfi
 class RetryBudget:
     """Retries in flight stay under ratio x requests in flight (Envoy's retry budget).
 
-    A failing upstream then sees at most (1 + ratio) times the offered load,
-    whatever the number of attempts configured.
+    Only retries with nowhere good to go are counted: one that can move to a target
+    serving well is let through uncounted (`ProxyCall._may_retry`), so one failing
+    target of several never uses the budget up. A counted retry counts from its
+    decision, backoff included, to the request's end (while the whole service fails,
+    the sleeping ones are what bounds the storm). A failing upstream then sees at
+    most (1 + ratio) times the offered load, whatever the number of attempts.
     """
 
     __slots__ = ("_min", "_ratio", "active_requests", "active_retries")

@@ -11,7 +11,7 @@ import structlog
 from potok.config.models import ServiceConfig
 from potok.upstream.balancer import Balancer, make_balancer
 from potok.upstream.bulkhead import Bulkhead
-from potok.upstream.circuit_breaker import STATE_NAMES, CircuitBreaker
+from potok.upstream.circuit_breaker import CLOSED, STATE_NAMES, CircuitBreaker
 from potok.upstream.discovery import DnsDiscovery
 from potok.upstream.health import TargetHealth, run_checks
 from potok.upstream.metrics import UpstreamMetrics
@@ -90,9 +90,12 @@ class Service:
         self._health_task: asyncio.Task[None] | None = None
         self.discovery = DnsDiscovery(self, config, config.dns) if config.dns else None
         if metrics is not None:
-            metrics.breaker_state.set((name,), 0)
+            breaker = self.breaker
+            metrics.breaker_state.watch(
+                (name,), breaker.reported_state if breaker is not None else _closed
+            )
             for target in self.targets:
-                metrics.target_healthy.set((name, target.name), 1)
+                metrics.target_healthy.watch((name, target.name), target.in_rotation)
 
     def choose(self, tried: Sequence[Target] = ()) -> Target:
         """A target for the next attempt: a healthy one not tried yet, if there is one."""
@@ -111,6 +114,21 @@ class Service:
             if target.health is None or target.health.available():
                 return target
         return first
+
+    def has_healthy_untried(self, tried: Sequence[Target]) -> bool:
+        """Whether a target the call did not try gets traffic and last served well.
+
+        A call that failed while such a target exists failed on its targets, not on
+        the service: one dead or hung target of several must not open the breaker.
+        """
+        for target in self.targets:
+            if (
+                not target.failing
+                and target not in tried
+                and (target.health is None or target.health.available())
+            ):
+                return True
+        return False
 
     def count_failure(self, kind: str, status: int = 0) -> bool:
         """Whether a failure of this kind counts against the breaker and target health."""
@@ -165,7 +183,7 @@ class Service:
                     self._health_listener(target),
                 )
             if self._metrics is not None and target not in old:
-                self._metrics.target_healthy.set((self.name, target.name), 1)
+                self._metrics.target_healthy.watch((self.name, target.name), target.in_rotation)
         for target in old:
             if target not in targets:
                 target.pool.retire()
@@ -208,23 +226,20 @@ class Service:
             reason=reason,
         )
         if self._metrics is not None:
-            self._metrics.breaker_state.set((self.name,), new)
             self._metrics.breaker_transitions.inc((self.name, STATE_NAMES[new]))
 
     def _health_listener(self, target: Target) -> Callable[[str], None]:
         return lambda reason: self._target_changed(target, reason)
 
     def _target_changed(self, target: Target, reason: str) -> None:
-        healthy = target.health is None or target.health.available()
+        # upstream_target_healthy reads target.in_rotation when scraped: nothing to set.
         log.warning("target health", service=self.name, target=target.name, change=reason)
-        if self._metrics is not None:
-            self._metrics.target_healthy.set((self.name, target.name), 1 if healthy else 0)
 
     def describe(self) -> dict[str, object]:
         """State for /api/v1/health."""
         breaker = self.breaker
         return {
-            "breaker": STATE_NAMES[breaker.state] if breaker is not None else "disabled",
+            "breaker": STATE_NAMES[breaker.reported_state()] if breaker is not None else "disabled",
             "breaker_retry_after_s": round(breaker.retry_after(), 3) if breaker is not None else 0,
             "bulkhead": (
                 {"in_use": self.bulkhead.in_use, "queued": self.bulkhead.queued}
@@ -234,7 +249,7 @@ class Service:
             "targets": [
                 {
                     "target": t.name,
-                    "healthy": t.health is None or t.health.available(),
+                    "healthy": bool(t.in_rotation()),
                     "ejections": t.health.ejections if t.health is not None else 0,
                     "in_flight": t.inflight,
                     "idle_connections": len(t.pool),
@@ -243,3 +258,7 @@ class Service:
             ],
             "dns": self.discovery.describe() if self.discovery is not None else None,
         }
+
+
+def _closed() -> int:
+    return CLOSED

@@ -14,7 +14,17 @@ if TYPE_CHECKING:
 class Target:
     """Where requests go: host, port, the Host header to send, and the keep-alive pool."""
 
-    __slots__ = ("health", "host", "host_header", "inflight", "name", "pool", "port", "weight")
+    __slots__ = (
+        "failing",
+        "health",
+        "host",
+        "host_header",
+        "inflight",
+        "name",
+        "pool",
+        "port",
+        "weight",
+    )
 
     def __init__(self, url: str, weight: int, pool: ConnectionPool) -> None:
         parts = urlsplit(url)
@@ -28,7 +38,16 @@ class Target:
         self.weight = weight
         self.pool = pool
         self.inflight = 0
+        # Whether its last judged attempt failed: the breaker asks, before blaming the
+        # whole service for a failed call, whether some other target is serving well.
+        self.failing = False
         self.health: TargetHealth | None = None  # set by the service when health is tracked
+
+    def in_rotation(self) -> int:
+        """1 while it gets traffic (not ejected, checks passing): read when scraped, since
+        an ejection ends with the clock alone."""
+        health = self.health
+        return 1 if health is None or health.available() else 0
 
     def __repr__(self) -> str:
         return f"Target({self.name})"
