@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import resource
 import socket
+import struct
 import subprocess
 import sys
 import threading
@@ -15,6 +16,7 @@ from typing import Any
 
 import psutil
 import pytest
+import uvloop
 import yaml
 
 from tests.integration.test_lifecycle import metric, workers_of
@@ -40,7 +42,13 @@ def raise_open_files(wanted: int) -> None:
         pytest.fail(f"this test needs {wanted} open files; the hard limit is {hard}")
 
 
-async def _exchange(port: int, path: str, rounds: int) -> list[int]:
+def _retransmissions(sock: socket.socket) -> int:
+    """tcpi_total_retrans from TCP_INFO: segments this connection sent again, SYNs too."""
+    info = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 104)
+    return int(struct.unpack_from("I", info, 100)[0])
+
+
+async def _exchange(port: int, path: str, rounds: int) -> tuple[list[int], int]:
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
     statuses = []
     try:
@@ -54,22 +62,26 @@ async def _exchange(port: int, path: str, rounds: int) -> list[int]:
                 if line.lower().startswith(b"content-length:")
             )
             await reader.readexactly(length)
+        return statuses, _retransmissions(writer.get_extra_info("socket"))
     finally:
         writer.close()
-    return statuses
 
 
-def storm(port: int, connections: int, path: str, rounds: int = 1) -> tuple[float, list[int]]:
-    """Open `connections` at once, each asking `rounds` requests; seconds until all answered."""
+def storm(port: int, connections: int, path: str, rounds: int = 1) -> tuple[float, list[int], int]:
+    """Open `connections` at once, each asking `rounds` requests: seconds until all were
+    answered, the statuses, and how many connections had to retransmit anything."""
 
-    async def run() -> tuple[float, list[int]]:
+    async def run() -> tuple[float, list[int], int]:
         started = time.monotonic()
         results = await asyncio.wait_for(
             asyncio.gather(*(_exchange(port, path, rounds) for _ in range(connections))), 60
         )
-        return time.monotonic() - started, [s for statuses in results for s in statuses]
+        elapsed = time.monotonic() - started
+        statuses = [status for answered, _ in results for status in answered]
+        return elapsed, statuses, sum(1 for _, retransmitted in results if retransmitted)
 
-    return asyncio.run(run())
+    # uvloop: the client must not be the bottleneck of what is measured.
+    return uvloop.run(run())
 
 
 def only_route(upstream_url: str) -> dict[str, Any]:
@@ -114,16 +126,15 @@ def test_a_backlog_over_somaxconn_is_capped_with_a_warning(upstream):
 def test_five_thousand_connections_opened_at_once_are_all_answered_within_seconds(upstream):
     connections = 5000
     raise_open_files(connections + 500)
-    config = only_route(upstream.url)
-    config["server"] = {"backlog": min(SOMAXCONN, 4096)}
-    gateway = GatewayProcess(config)
+    gateway = GatewayProcess(only_route(upstream.url))  # the default backlog
     try:
-        elapsed, statuses = storm(gateway.port, connections, "/storm")
+        elapsed, statuses, retransmitted = storm(gateway.port, connections, "/storm")
+        print(f"\n{connections} connections answered in {elapsed:.2f} s, {retransmitted} retried")
         assert statuses == [404] * connections
-        # A connection dropped from a full accept queue is retried by the client's
-        # kernel after 1 s, then 3 s, 7 s...: a too-small backlog shows up as seconds.
-        assert elapsed < 5.0, f"{connections} connections took {elapsed:.1f} s"
-        print(f"\n{connections} connections answered in {elapsed:.2f} s")
+        # A SYN dropped because the accept queue was full is sent again by the client's
+        # kernel 1 s later (then 3 s, 7 s...): none may have been needed.
+        assert retransmitted == 0
+        assert elapsed < 5.0
     finally:
         gateway.stop()
 
@@ -283,14 +294,16 @@ def test_a_second_identical_connection_run_does_not_grow_worker_memory(upstream)
     try:
         worker = psutil.Process(gateway.process.pid)
         rss = [worker.memory_info().rss]
-        for _ in range(2):
-            _, statuses = storm(gateway.port, connections, "/echo", rounds=3)
+        for _ in range(3):
+            _, statuses, _ = storm(gateway.port, connections, "/echo", rounds=3)
             assert statuses == [200] * (3 * connections)
             gateway.wait_for(lambda: not _client_connections(worker, gateway.port), timeout=10)
             time.sleep(0.5)
             rss.append(worker.memory_info().rss)
         mib = [round(value / 2**20, 1) for value in rss]
-        print(f"\nworker RSS before, after run 1, after run 2 (MiB): {mib}")
-        assert rss[2] - rss[1] < 4 * 2**20, mib
+        print(f"\nworker RSS before and after each run (MiB): {mib}")
+        # Closed connections are freed at once, not left as cyclic garbage: runs after
+        # the first reuse the memory the first one took.
+        assert rss[3] - rss[1] < 2 * 2**20, mib
     finally:
         gateway.stop()
