@@ -93,24 +93,47 @@ def test_probes_and_metrics_are_never_shed_but_lookalike_paths_are():
     run(scenario())
 
 
-def test_a_late_event_loop_sheds_until_it_catches_up():
+def test_a_late_event_loop_sheds_but_one_long_pause_does_not():
     async def scenario() -> None:
         gate, _, registry = admission(max_loop_lag=0.1)
-        gate.start()
-        await asyncio.sleep(0.12)
-        busy(0.3)  # the loop is stuck, as under a saturating load
-        await asyncio.sleep(0)  # the sampler runs late and notes it
-        await asyncio.sleep(0.01)
-        assert gate.lag > 0.1
+        gate.note_lag(0.3)  # one long pause (a reload, a full collection): not overload
+        first = FakeExchange(gate, b"/x")
+        gate.handle(first)
+        assert first.answer is None
+        gate.note_lag(0.25)  # late again: the loop is saturated
         late = FakeExchange(gate, b"/x")
         gate.handle(late)
         assert late.answer is not None and late.answer[0] == 503
         assert shed_count(registry, "loop_lag") == 1
-        await asyncio.sleep(0.15)  # a few punctual samples
-        assert gate.lag < 0.1
+        gate.note_lag(0.001)  # caught up
         ok = FakeExchange(gate, b"/x")
         gate.handle(ok)
         assert ok.answer is None
+
+    run(scenario())
+
+
+def test_the_sampler_measures_a_saturated_loop():
+    async def scenario() -> None:
+        gate, _, _ = admission(max_loop_lag=0.1)
+        gate.start()
+        loop = asyncio.get_running_loop()
+        seen: list[float] = []
+        done = loop.create_future()
+
+        def saturate(rounds: int) -> None:  # every loop iteration is one 0.2 s callback
+            busy(0.2)
+            seen.append(gate.lag)
+            if rounds:
+                loop.call_soon(saturate, rounds - 1)
+            else:
+                done.set_result(None)
+
+        loop.call_soon(saturate, 6)
+        await done
+        assert max(seen) > 0.1
+        await asyncio.sleep(0.3)  # punctual samples again
+        assert gate.lag < 0.1
         gate.stop()
 
     run(scenario())

@@ -102,8 +102,8 @@ class ServerOverload(ConfigModel):
     max_loop_lag: OptionalDuration = Field(
         0.5,
         description=(
-            "While the worker's event loop runs this late (it is saturated), new requests are "
-            "shed. 0: no bound."
+            "While the worker's event loop runs this late (two samples in a row, 50 ms apart: "
+            "it is saturated), new requests are shed. 0: no bound."
         ),
     )
     retry_after: Duration = Field(

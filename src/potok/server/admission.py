@@ -4,9 +4,11 @@ visible (`http_requests_shed_total`, one warning line per interval).
 
 Two bounds, both per worker: requests being answered (`max_in_flight`) and how late the
 event loop runs its timers (`max_loop_lag`, sampled every `LAG_INTERVAL`: a saturated
-loop is late for everything, and adding work makes it later). Health probes and the
-metrics scrape are never shed: an orchestrator must see a busy gateway as alive, and
-operators must see the shedding.
+loop is late for everything, and adding work makes it later). The lag that counts is the
+lesser of the last two samples: one long pause (a big reload, a full collection) is not
+overload, and shedding the requests that queued behind it would only punish them.
+Health probes and the metrics scrape are never shed: an orchestrator must see a busy
+gateway as alive, and operators must see the shedding.
 
 `Admission` wraps the request handler: connections call it like the gateway itself.
 A shed request never reaches the gateway, so its metrics and access log see only the
@@ -49,6 +51,7 @@ class Admission:
 
     __slots__ = (
         "_lag_timer",
+        "_last_late",
         "_last_log",
         "_retry_after",
         "_shed_since_log",
@@ -77,12 +80,14 @@ class Admission:
             ("reason",),
         )
         registry.gauge(
-            "event_loop_lag_seconds", "How late the worker's event loop ran its last timer."
+            "event_loop_lag_seconds",
+            "How late the worker's event loop ran its timers (the lesser of the last two samples).",
         ).function = lambda: self.lag
         self._shedding: Exchange | None = None
         self._shed_since_log = 0
         self._last_log = -math.inf
         self._lag_timer: asyncio.TimerHandle | None = None
+        self._last_late = 0.0
 
     def configure(self, config: ServerOverload) -> None:
         """Apply (new) bounds; a config reload calls this."""
@@ -149,11 +154,17 @@ class Admission:
 
         def sample(expected: float) -> None:
             now = loop.time()
-            self.lag = max(0.0, now - expected)
+            self.note_lag(now - expected)
             self._lag_timer = loop.call_at(now + LAG_INTERVAL, sample, now + LAG_INTERVAL)
 
         first = loop.time() + LAG_INTERVAL
         self._lag_timer = loop.call_at(first, sample, first)
+
+    def note_lag(self, late: float) -> None:
+        """One sample: the timer ran `late` seconds after its time."""
+        late = max(0.0, late)
+        self.lag = min(late, self._last_late)
+        self._last_late = late
 
     def stop(self) -> None:
         if self._lag_timer is not None:
