@@ -19,6 +19,7 @@ import os
 import shutil
 import signal
 import socket
+import sys
 import tempfile
 import time
 from dataclasses import dataclass
@@ -141,6 +142,9 @@ class Supervisor:
         # Objects that exist now live as long as the worker: keeping them out of the
         # collector's generations keeps their pages shared with this process.
         gc.freeze()
+        # Anything still buffered would be written twice: by this process and by the child.
+        sys.stdout.flush()
+        sys.stderr.flush()
         # The child starts with SIGHUP blocked (the mask survives fork) and unblocks it
         # once its handler is in place: a reload sent while it starts waits for it
         # instead of killing it (SIGHUP's default action). SIGTERM likewise until the
