@@ -66,8 +66,8 @@ def test_metrics_are_correct_with_two_workers(upstream):
 def test_two_workers_both_serve(upstream):
     gateway = GatewayProcess(simple_config(upstream.url), workers=2)
     try:
+        gateway.wait_for(lambda: len(workers_of(gateway)) == 2, timeout=10)
         children = workers_of(gateway)
-        assert len(children) == 2
         before = {c.pid: c.cpu_times().user for c in children}
         for _ in range(400):
             request(gateway.port, "GET", "/echo")
@@ -80,6 +80,8 @@ def test_two_workers_both_serve(upstream):
 def test_a_killed_worker_is_replaced(upstream):
     gateway = GatewayProcess(simple_config(upstream.url), workers=2)
     try:
+        # The supervisor listens before it forks the workers: the port may open first.
+        gateway.wait_for(lambda: len(workers_of(gateway)) == 2, timeout=10)
         victim = workers_of(gateway)[0]
         victim.kill()
         gateway.wait_for(

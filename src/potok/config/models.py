@@ -87,6 +87,30 @@ class ServerLimits(ConfigModel):
     )
 
 
+class ServerOverload(ConfigModel):
+    """Load shedding per worker: past these bounds a request gets 503 with Retry-After at
+    once instead of waiting; health probes and metrics are never shed."""
+
+    max_in_flight: int = Field(
+        4096,
+        ge=0,
+        description=(
+            "Requests one worker answers at once (WebSocket tunnels excluded); more are shed. "
+            "0: no bound."
+        ),
+    )
+    max_loop_lag: OptionalDuration = Field(
+        0.5,
+        description=(
+            "While the worker's event loop runs this late (two samples in a row, 50 ms apart: "
+            "it is saturated), new requests are shed. 0: no bound."
+        ),
+    )
+    retry_after: Duration = Field(
+        1.0, description="Retry-After sent with a shed request's 503 (rounded up to seconds)."
+    )
+
+
 class AccessLogConfig(ConfigModel):
     """One JSON line per request, written off the event loop in batches."""
 
@@ -146,6 +170,18 @@ class ServerConfig(ConfigModel):
         default_factory=ServerTimeouts, description="Client-side timeouts."
     )
     limits: ServerLimits = Field(default_factory=ServerLimits, description="Request size limits.")
+    backlog: int = Field(
+        2048,
+        ge=1,
+        le=65535,
+        description=(
+            "Listen backlog per worker: connections the kernel queues before the worker accepts "
+            "them. Capped by net.core.somaxconn (a warning says so)."
+        ),
+    )
+    overload: ServerOverload = Field(
+        default_factory=ServerOverload, description="Load shedding under overload."
+    )
 
 
 class TargetConfig(ConfigModel):

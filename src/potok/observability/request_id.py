@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import random
 import re
 
@@ -11,6 +12,15 @@ _SAFE = re.compile(rb"^[A-Za-z0-9._:@/+=-]{1,128}$")
 _bits = random.SystemRandom().getrandbits(64)
 _random = random.Random(_bits)  # seeded per process from the OS; ids need uniqueness, not secrecy
 _getrandbits = _random.getrandbits
+
+
+def _reseed() -> None:
+    # Workers are forked from the supervisor: without this they would all continue the
+    # parent's sequence and hand out the same ids.
+    _random.seed(random.SystemRandom().getrandbits(64))
+
+
+os.register_at_fork(after_in_child=_reseed)
 
 
 def new_request_id() -> str:

@@ -30,8 +30,9 @@ async def serve_asgi(app: AsgiApp, host: str, port: int) -> None:
     """Serve until SIGTERM/SIGINT."""
     loop = asyncio.get_running_loop()
     state = ServerState(_AsgiOnly(AsgiBridge(app, (host, port))), ServerSettings())
+    backlog = 2048
     server = await loop.create_server(
-        lambda: ClientConnection(state), sock=listening_socket(host, port)
+        lambda: ClientConnection(state), sock=listening_socket(host, port, backlog), backlog=backlog
     )
     state.start_sweeper()
     stop = asyncio.Event()

@@ -122,6 +122,9 @@ def _header_kinds(dropped: frozenset[bytes]) -> dict[bytes, int]:
     return {**dict.fromkeys(dropped, _H_DROP), **_SPECIAL}
 
 
+# What a closed connection keeps instead of its parser (see connection_lost).
+_DETACHED_PARSER = httptools.HttpRequestParser(None)
+
 _ERROR_TITLES = {
     400: "Malformed HTTP request",
     408: "Request head not received in time",
@@ -211,6 +214,9 @@ class ClientConnection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._closed = True
+        # The parser holds this connection's bound methods: a reference cycle that would
+        # keep every closed connection (and its buffers) until a cyclic collection.
+        self._parser = _DETACHED_PARSER
         self.state.connections.discard(self)
         if self._tunnel is not None:
             self._tunnel.close()

@@ -35,6 +35,7 @@ RESTART_ONLY = (
     "server.host",
     "server.port",
     "server.workers",
+    "server.backlog",
     "logging",
     "metrics",
     "redis",

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import resource
 import signal
+import socket
 import sys
 from pathlib import Path
 
@@ -25,10 +27,11 @@ from potok.observability.metrics import (
 )
 from potok.resources import Resources
 from potok.runtime import Runtime
+from potok.server.admission import Admission
 from potok.server.asgi import AsgiBridge
 from potok.server.connection import ClientConnection
 from potok.server.gc_tuning import tune_gc
-from potok.server.listener import listening_socket
+from potok.server.listener import PortInUse, effective_backlog, listening_socket
 from potok.server.reload import Reloader
 from potok.server.state import ServerState
 
@@ -47,8 +50,13 @@ async def serve(
     metrics_dir: Path | None = None,
     source: ConfigSource | None = None,
     supervised: bool = False,
+    sock: socket.socket | None = None,
 ) -> None:
-    """Serve until SIGTERM/SIGINT, then drain and return; SIGHUP reloads from `source`."""
+    """Serve until SIGTERM/SIGINT, then drain and return; SIGHUP reloads from `source`.
+
+    `sock` is the listening socket the supervisor made (and keeps across restarts);
+    without one this worker claims the port itself.
+    """
     loop = asyncio.get_running_loop()
     registry = MetricsRegistry(worker_id)
     metrics = GatewayMetrics(registry)
@@ -76,15 +84,21 @@ async def serve(
         await realtime.start()
         bridge.websockets.limits = realtime.socketio_limits()
     gateway = Gateway(runtime, metrics, access_log)
-    state = ServerState(gateway, runtime.settings)
+    admission = Admission(gateway, config.server.overload, registry)
+    state = ServerState(admission, runtime.settings)
     holder["state"] = state
     state.on_refusal = lambda status: metrics.refused.inc((str(status),))
     watching = source is not None and config.reload.watch and not supervised
     # Under the supervisor, it watches the file and sends SIGHUP (one log line, not N).
     seen = await asyncio.to_thread(source.fingerprint) if watching and source is not None else None
-    sock = listening_socket(config.server.host, config.server.port)
-    server = await loop.create_server(lambda: ClientConnection(state), sock=sock)
+    backlog = config.server.backlog
+    if sock is None:
+        effective_backlog(backlog)  # warns when the kernel caps it
+        sock = listening_socket(config.server.host, config.server.port, backlog)
+    # The backlog again: the event loop calls listen() itself, with 100 unless told.
+    server = await loop.create_server(lambda: ClientConnection(state), sock=sock, backlog=backlog)
     state.start_sweeper()
+    admission.start()
     runtime.start()
     background = [loop.create_task(_prune_pools(gateway))]
     if store is not None:
@@ -92,6 +106,7 @@ async def serve(
     reloader = _reloader(
         source,
         gateway=gateway,
+        admission=admission,
         state=state,
         bridge=bridge,
         resources=resources,
@@ -121,6 +136,7 @@ async def serve(
     for task in background:
         task.cancel()
     state.stop_sweeper()
+    admission.stop()
     gateway.runtime.close()
     await resources.close()
     if access_log is not None:
@@ -155,6 +171,7 @@ def _reloader(
     source: ConfigSource | None,
     *,
     gateway: Gateway,
+    admission: Admission,
     state: ServerState,
     bridge: AsgiBridge,
     resources: Resources,
@@ -166,6 +183,7 @@ def _reloader(
     def install(runtime: Runtime) -> None:
         gateway.runtime = runtime
         state.settings = runtime.settings
+        admission.configure(runtime.config.server.overload)
 
     return Reloader(
         source,
@@ -194,9 +212,11 @@ def run_worker(
     worker_id: str = "0",
     metrics_dir: str | None = None,
     source: ConfigSource | None = None,
+    *,
     supervised: bool = False,
+    sock: socket.socket | None = None,
 ) -> int:
-    """Process entry point (also used by the supervisor's spawned children)."""
+    """Process entry point (also used by the supervisor's forked children)."""
     # Until the loop's handler is in place, a SIGHUP (a reload) must neither end the
     # process nor be lost: it is noted, and serve() reloads once it can.
     signal.signal(signal.SIGHUP, lambda signum, frame: _early_sighups.append(signum))
@@ -204,6 +224,7 @@ def run_worker(
     # delivered to the handler above now.
     signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGHUP})
     configure_logging(config.logging.level, config.logging.format)
+    raise_open_files_limit()
     try:
         uvloop.run(
             serve(
@@ -212,10 +233,26 @@ def run_worker(
                 metrics_dir=Path(metrics_dir) if metrics_dir else None,
                 source=source,
                 supervised=supervised,
+                sock=sock,
             )
         )
+    except PortInUse as exc:
+        log.error("cannot listen", error=str(exc), port=exc.port)
+        return 1
     except OSError as exc:
         log.error("cannot serve", error=str(exc))
         return 1
     sys.stdout.flush()
     return 0
+
+
+def raise_open_files_limit() -> None:
+    """Soft RLIMIT_NOFILE up to the hard limit: every client and upstream connection is a
+    file descriptor, and the usual soft default (1,024) ends a connection storm in EMFILE."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY or soft < hard:
+        wanted = hard if hard != resource.RLIM_INFINITY else max(soft, 1 << 20)
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
+        except (OSError, ValueError):
+            log.warning("cannot raise the open files limit", soft=soft, hard=hard)

@@ -18,6 +18,10 @@ if TYPE_CHECKING:
     from potok.upstream.target import Target
 
 
+# What a closed connection keeps instead of its parser (see connection_lost).
+_DETACHED_PARSER = httptools.HttpResponseParser(None)
+
+
 class ResponseListener(Protocol):
     """Told what the upstream answers; one request at a time."""
 
@@ -177,6 +181,10 @@ class UpstreamConnection(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         was_closed = self.closed
         self.closed = True
+        # The parser holds this connection's bound methods: a reference cycle that would
+        # keep every closed connection (and its buffers) until a cyclic collection. No
+        # response bytes can arrive any more.
+        self._parser = _DETACHED_PARSER
         self.target.pool.discard(self)
         if self._tunnel_peer is not None:
             self._tunnel_peer.close()
