@@ -82,6 +82,7 @@ class Admission:
         registry.gauge(
             "event_loop_lag_seconds",
             "How late the worker's event loop ran its timers (the lesser of the last two samples).",
+            per_worker=True,  # a lag is a state of one loop: summing workers' lags means nothing
         ).function = lambda: self.lag
         self._shedding: Exchange | None = None
         self._shed_since_log = 0
