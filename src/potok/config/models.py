@@ -259,7 +259,10 @@ class MatchConfig(ConfigModel):
     methods: tuple[str, ...] = Field((), description="Allowed methods; empty means any.")
     host: str | None = Field(
         None,
-        description="Host header to match: exact (api.example.com) or wildcard (*.example.com).",
+        description=(
+            "Host header to match: exact (api.example.com) or wildcard (*.example.com: exactly "
+            "one label, as TLS wildcards - a.example.com, not a.b.example.com or example.com)."
+        ),
     )
 
     @model_validator(mode="after")
