@@ -101,7 +101,10 @@ class ProxyStage:
         # while parsing, for every route; RequestHeadBuilder adds the gateway's own.)
         if self._drop:
             drop = self._drop
-            exchange.headers = [pair for pair in exchange.headers if pair[0].lower() not in drop]
+            # Underscore twins too (`X_API_Key`): WSGI/CGI servers read them as the real one.
+            exchange.headers = [
+                pair for pair in exchange.headers if pair[0].lower().replace(b"_", b"-") not in drop
+            ]
         hooks = self._stage_pipeline.response_hooks if self._stage_pipeline is not None else ()
         ProxyCall(
             exchange,

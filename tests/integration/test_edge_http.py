@@ -22,6 +22,8 @@ def gateway(upstream):
     config = {
         "services": {
             "up": {"targets": [upstream.url]},
+            "keyed": {"targets": [upstream.url], "api_key": {"header": "X-Service-Key",
+                                                             "value": "s3cret"}},
             "dead": {"targets": [dead], "retry": NO_RETRY, "circuit_breaker": None,
                      "passive_ejection": None},
             "slow": {"targets": [upstream.url], "retry": NO_RETRY, "circuit_breaker": None,
@@ -50,6 +52,7 @@ def gateway(upstream):
             {"name": "wild", "match": {"prefix": "/hosted", "host": "*.example.com"},
              "service": "up", "rewrite": "/wildcard"},
             {"name": "hosted", "match": {"prefix": "/hosted"}, "service": "up"},
+            {"name": "keyed", "match": {"prefix": "/keyed"}, "service": "keyed"},
         ],
         "policies": {"security_headers": {}},
     }  # fmt: skip
@@ -240,6 +243,12 @@ def test_a_wildcard_host_matches_exactly_one_label(gateway, host, upstream_path)
     response = request(gateway.port, "GET", "/hosted", {"Host": host})
     assert response.status == 200
     assert raw_path(response) == upstream_path
+
+
+def test_an_underscore_twin_cannot_override_the_injected_service_key(gateway):
+    response = request(gateway.port, "GET", "/keyed/x", {"X_Service_Key": "forged"})
+    seen = [(k.lower(), v) for k, v in response.json()["headers"]]
+    assert [v for k, v in seen if k.replace("_", "-") == "x-service-key"] == ["s3cret"]
 
 
 # Item 21: gateway-made answers carry the route's headers --------------------------------
