@@ -65,7 +65,7 @@ class Gateway:
         apply_forwarding(exchange, runtime.trusted)
         path = exchange.path
         escaped = False
-        if may_need_normalizing(path):
+        if may_need_normalizing(path) is not None:
             # Policies, the own API and the upstream all see the resolved path.
             try:
                 path = exchange.path = normalize_path(path)
@@ -74,8 +74,9 @@ class Gateway:
                 return
             escaped = has_escaped_separator(path)
         host = _host_name(exchange.host) if runtime.host_routing else ""
-        match = self._match(exchange, path, host)
-        if match is None:
+        match = runtime.table.match(exchange.method, path, host)
+        if not isinstance(match, RouteMatch):
+            self._unrouted(exchange, match)
             return
         route = match.entry.target
         if escaped and route.escaped_slashes != "keep":
@@ -84,8 +85,9 @@ class Gateway:
             if unescaped is None:
                 return
             path = exchange.path = unescaped
-            match = self._match(exchange, path, host)
-            if match is None:
+            match = runtime.table.match(exchange.method, path, host)
+            if not isinstance(match, RouteMatch):
+                self._unrouted(exchange, match)
                 return
             route = match.entry.target
         exchange.route = route
@@ -113,17 +115,13 @@ class Gateway:
         exchange.timer = self._loop.call_later(route.request_timeout, self._timed_out, exchange)
         route.pipeline.run(exchange)
 
-    def _match(self, exchange: Exchange, path: bytes, host: str) -> RouteMatch[Route] | None:
-        """The route for the path, or None once 404 or 405 has been answered."""
-        match = self.runtime.table.match(exchange.method, path, host)
+    def _unrouted(self, exchange: Exchange, match: MethodNotAllowed | None) -> None:
+        """404, or 405 with `Allow` for a path routed only for other methods."""
         if match is None:
             exchange.problem(404, "no route matches this request", title="Not Found")
-            return None
-        if isinstance(match, MethodNotAllowed):
-            allow = ", ".join(match.allow).encode()
-            exchange.problem(405, "method not allowed on this route", headers=((b"Allow", allow),))
-            return None
-        return match
+            return
+        allow = ", ".join(match.allow).encode()
+        exchange.problem(405, "method not allowed on this route", headers=((b"Allow", allow),))
 
     def _unescape(self, exchange: Exchange, route: Route, path: bytes) -> bytes | None:
         """The route's rule for a path with %2F or %5C: the decoded path to route again,

@@ -33,9 +33,9 @@ class UnsafePath(ValueError):
     """A path that would climb out of where the route put it."""
 
 
-def may_need_normalizing(path: bytes) -> bool:
-    """False for the common path that has nothing to resolve, decode or refuse."""
-    return _MAY_HIDE_DOTS(path) is not None
+# A match (or None for the common path that has nothing to resolve, decode or refuse):
+# the regex's own search, called without a Python frame around it.
+may_need_normalizing = _MAY_HIDE_DOTS
 
 
 def _dot_segment(segment: bytes) -> bytes | None:

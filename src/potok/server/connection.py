@@ -140,25 +140,25 @@ _HOST = re.compile(
     rb"(?:\[(?P<ipv6>[0-9A-Fa-f:.]+)\]|\[v[0-9A-Fa-f]+\.[A-Za-z0-9._~!$&'()*+,;=:-]+\]"
     rb"|(?:[A-Za-z0-9._~!$&'()*+,;=-]|%[0-9A-Fa-f]{2})*)(?::[0-9]*)?"
 )
-_VALID_HOSTS: dict[bytes, bool] = {}
-_VALID_HOSTS_LIMIT = 1024
+# Host values seen valid: on_header tests membership inline (no call for a known host).
+_GOOD_HOSTS: set[bytes] = set()
+_GOOD_HOSTS_LIMIT = 1024
 
 
 def valid_host(value: bytes) -> bool:
-    """Whether a Host value is an RFC 3986 host[:port] (memoised: clients send few)."""
-    known = _VALID_HOSTS.get(value)
-    if known is None:
-        match = _HOST.fullmatch(value)
-        known = match is not None
-        if known and match is not None and match["ipv6"] is not None:
-            try:
-                ipaddress.IPv6Address(match["ipv6"].decode("ascii"))
-            except ValueError:
-                known = False
-        if len(_VALID_HOSTS) >= _VALID_HOSTS_LIMIT:
-            _VALID_HOSTS.clear()
-        _VALID_HOSTS[value] = known
-    return known
+    """Whether a Host value is an RFC 3986 host[:port]; valid ones are remembered."""
+    match = _HOST.fullmatch(value)
+    if match is None:
+        return False
+    if match["ipv6"] is not None:
+        try:
+            ipaddress.IPv6Address(match["ipv6"].decode("ascii"))
+        except ValueError:
+            return False
+    if len(_GOOD_HOSTS) >= _GOOD_HOSTS_LIMIT:
+        _GOOD_HOSTS.clear()
+    _GOOD_HOSTS.add(value)
+    return True
 
 
 def _transfer_codings_problem(value: bytes) -> _Reject | None:
@@ -387,7 +387,7 @@ class ClientConnection(asyncio.Protocol):
         elif kind == _H_HOST:
             if exchange.host:
                 raise _Reject(400, "more than one Host header")
-            if not valid_host(value):
+            if value not in _GOOD_HOSTS and not valid_host(value):
                 raise _Reject(400, "invalid Host header")
             exchange.host = value
         elif kind == _H_CL:
