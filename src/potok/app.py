@@ -91,7 +91,7 @@ class Gateway:
                 return
             route = match.entry.target
         exchange.route = route
-        if route.refuses_trace and exchange.method == b"TRACE":
+        if exchange.method == b"TRACE" and route.refuses_trace:
             # TRACE echoes the request, credentials included (cross-site tracing): only a
             # route that lists it in match.methods passes it on.
             exchange.problem(
