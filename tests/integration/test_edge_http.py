@@ -218,6 +218,20 @@ def test_invalid_host_is_refused(gateway, upstream, host):
     assert upstream.total == before
 
 
+def test_a_bad_host_later_on_a_kept_alive_connection_is_refused(gateway, upstream):
+    # The check is skipped while a connection repeats a Host it passed: not when it changes.
+    with connect(gateway.port) as sock:
+        reader = ResponseReader(sock)
+        sock.sendall(build_request("GET", "/up/host", {"Host": "ok.example"}))
+        assert reader.read().status == 200
+        sock.sendall(build_request("GET", "/up/host", {"Host": "ok.example"}))
+        assert reader.read().status == 200
+        before = upstream.total
+        sock.sendall(build_request("GET", "/up/host", {"Host": "bad host"}))
+        assert reader.read().status == 400
+    assert upstream.total == before
+
+
 @pytest.mark.parametrize(
     "host",
     ["example.com", "example.com:8080", "127.0.0.1:80", "[::1]:8080", "[2001:db8::7]", "a-b.c_d"],
