@@ -7,14 +7,21 @@ import time
 from typing import TYPE_CHECKING
 
 from potok.observability.metrics import GatewayMetrics
-from potok.routing.rewrite import UnsafePath, normalize_path
-from potok.routing.table import MethodNotAllowed
+from potok.routing.rewrite import (
+    UnsafePath,
+    has_escaped_separator,
+    may_need_normalizing,
+    normalize_path,
+    unescape_separators,
+)
+from potok.routing.table import MethodNotAllowed, RouteMatch
 from potok.upstream.forwarded import apply_forwarding
 
 if TYPE_CHECKING:
     from potok.exchange import Exchange
     from potok.observability.access_log import AccessLog
-    from potok.runtime import Runtime
+    from potok.policies.base import ResponseHook
+    from potok.runtime import Route, Runtime
 
 _METHOD_NAMES: dict[bytes, str] = {}
 
@@ -47,26 +54,50 @@ class Gateway:
         self.record_metrics = runtime.config.metrics.enabled
         self._loop = asyncio.get_running_loop()
 
+    @property
+    def answer_hooks(self) -> tuple[ResponseHook, ...]:
+        """Response headers for answers given before a route is chosen (404, 405, 400)."""
+        return self.runtime.answer_hooks
+
     def handle(self, exchange: Exchange) -> None:
         runtime = self.runtime
         self.metrics.inflight_count += 1
         apply_forwarding(exchange, runtime.trusted)
-        try:
-            path = normalize_path(exchange.path)
-        except UnsafePath as exc:
-            exchange.problem(400, f"unsafe path: {exc}")
-            return
+        path = exchange.path
+        escaped = False
+        if may_need_normalizing(path) is not None:
+            # Policies, the own API and the upstream all see the resolved path.
+            try:
+                path = exchange.path = normalize_path(path)
+            except UnsafePath as exc:
+                exchange.problem(400, f"unsafe path: {exc}")
+                return
+            escaped = has_escaped_separator(path)
         host = _host_name(exchange.host) if runtime.host_routing else ""
         match = runtime.table.match(exchange.method, path, host)
-        if match is None:
-            exchange.problem(404, "no route matches this request", title="Not Found")
-            return
-        if isinstance(match, MethodNotAllowed):
-            allow = ", ".join(match.allow).encode()
-            exchange.problem(405, "method not allowed on this route", headers=((b"Allow", allow),))
+        if not isinstance(match, RouteMatch):
+            self._unrouted(exchange, match)
             return
         route = match.entry.target
+        if escaped and route.escaped_slashes != "keep":
+            exchange.route = route  # the refusal or redirect carries the route's headers
+            unescaped = self._unescape(exchange, route, path)
+            if unescaped is None:
+                return
+            path = exchange.path = unescaped
+            match = runtime.table.match(exchange.method, path, host)
+            if not isinstance(match, RouteMatch):
+                self._unrouted(exchange, match)
+                return
+            route = match.entry.target
         exchange.route = route
+        if exchange.method == b"TRACE" and route.refuses_trace:
+            # TRACE echoes the request, credentials included (cross-site tracing): only a
+            # route that lists it in match.methods passes it on.
+            exchange.problem(
+                405, "TRACE is not allowed on this route", headers=((b"Allow", route.allow),)
+            )
+            return
         exchange.route_name = route.name
         if route.service is not None:
             exchange.service_name = route.service.name
@@ -83,6 +114,34 @@ class Gateway:
         exchange.deadline = exchange.started + route.request_timeout
         exchange.timer = self._loop.call_later(route.request_timeout, self._timed_out, exchange)
         route.pipeline.run(exchange)
+
+    def _unrouted(self, exchange: Exchange, match: MethodNotAllowed | None) -> None:
+        """404, or 405 with `Allow` for a path routed only for other methods."""
+        if match is None:
+            exchange.problem(404, "no route matches this request", title="Not Found")
+            return
+        allow = ", ".join(match.allow).encode()
+        exchange.problem(405, "method not allowed on this route", headers=((b"Allow", allow),))
+
+    def _unescape(self, exchange: Exchange, route: Route, path: bytes) -> bytes | None:
+        """The route's rule for a path with %2F or %5C: the decoded path to route again,
+        or None once the request has been refused (400) or redirected (307)."""
+        if route.escaped_slashes == "reject":
+            exchange.problem(
+                400,
+                "the path has an encoded '/' or '\\' (%2F, %5C), which this route refuses",
+            )
+            return None
+        try:
+            unescaped = unescape_separators(path)
+        except UnsafePath as exc:
+            exchange.problem(400, f"unsafe path: {exc}")
+            return None
+        if route.escaped_slashes == "unescape_and_redirect":
+            location = unescaped + exchange.query
+            exchange.respond(307, b"", b"text/plain", ((b"Location", location),))
+            return None
+        return unescaped
 
     def _timed_out(self, exchange: Exchange) -> None:
         exchange.timer = None

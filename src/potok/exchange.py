@@ -54,6 +54,7 @@ class Exchange:
         "path",
         "peer_ip",
         "producer",
+        "proxy_headers",
         "query",
         "request_id",
         "response_lines",
@@ -92,6 +93,8 @@ class Exchange:
         self.forwarded_proto: bytes | None = None
         self.forwarded_host: bytes | None = None
         self.authorization: bytes | None = None  # the first Authorization header's value
+        # Forwarded and X-Real-IP as received: forwarded only if the peer is a trusted proxy.
+        self.proxy_headers: list[tuple[bytes, bytes]] | None = None
         self.request_id = ""
         self.peer_ip = connection.peer_ip
         self.client_ip = connection.peer_ip
@@ -164,8 +167,18 @@ class Exchange:
         content_type: bytes,
         headers: tuple[tuple[bytes, bytes], ...] = (),
     ) -> None:
-        """A complete small response made by the gateway itself."""
+        """A complete small response made by the gateway itself (an error, a fallback, a
+        redirect): it carries the route's response headers (CORS, security headers) like
+        a proxied answer, or the global ones before a route is chosen."""
         head = [(b"Content-Type", content_type), *headers]
+        route = self.route
+        hooks = (
+            route.pipeline.response_hooks
+            if route is not None
+            else self.connection.state.handler.answer_hooks
+        )
+        for hook in hooks:
+            head = hook(self, head)
         include_body = self.method != b"HEAD"
         self.send_head(status, head, length=len(body), body=include_body)
         if include_body and body:
@@ -181,7 +194,8 @@ class Exchange:
         headers: tuple[tuple[bytes, bytes], ...] = (),
         extra: dict[str, object] | None = None,
     ) -> None:
-        """Answer with RFC 9457 problem+json carrying the request id."""
+        """Answer with RFC 9457 problem+json carrying the request id (in the document; the
+        X-Request-ID header is on every answer, see ClientConnection.send_head)."""
         document = problem_body(
             status,
             title=title,
@@ -190,9 +204,4 @@ class Exchange:
             request_id=self.request_id,
             extra=extra,
         )
-        self.respond(
-            status,
-            document,
-            b"application/problem+json",
-            ((b"X-Request-ID", self.request_id.encode()), *headers),
-        )
+        self.respond(status, document, b"application/problem+json", headers)

@@ -18,10 +18,11 @@ from potok.config.models import GatewayConfig, RouteConfig
 from potok.config.resilience import FallbackConfig
 from potok.identity.services import shared_identity
 from potok.observability.metrics import MetricsRegistry
-from potok.policies.base import BuildContext, Policy
+from potok.policies.base import BuildContext, Policy, ResponseHook
 from potok.policies.config import PoliciesConfig
 from potok.policies.pipeline import Pipeline, Terminal
 from potok.policies.registry import POLICY_BUILDERS
+from potok.policies.security_headers import policy as security_headers
 from potok.realtime.service import Realtime, shared_realtime
 from potok.resources import Resources
 from potok.routing.endpoints import (
@@ -45,6 +46,9 @@ if TYPE_CHECKING:
     from potok.exchange import Exchange
 
 
+DEFAULT_ALLOW = b"GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS"
+
+
 @dataclass(frozen=True, slots=True)
 class Route:
     """A compiled route: what the gateway does with a request once it matched."""
@@ -56,6 +60,14 @@ class Route:
     request_timeout: float
     has_params: bool
     tunnel_idle: float | None = None  # upgraded (WebSocket) pass-through idle timeout
+    escaped_slashes: str = "reject"  # what a path with %2F or %5C gets (RouteConfig)
+    refuses_trace: bool = True  # TRACE passes only where match.methods lists it
+    allow: bytes = DEFAULT_ALLOW  # the Allow header of the 405 for a refused TRACE
+
+
+def _allow(methods: tuple[str, ...]) -> bytes:
+    """The methods a route answers but TRACE, for the Allow header of a refused TRACE."""
+    return ", ".join(m for m in methods if m != "TRACE").encode() if methods else DEFAULT_ALLOW
 
 
 OWN_API_SKIPPED_POLICIES = frozenset({"headers", "auth_jwt", "auth_api_key", "authorize"})
@@ -89,7 +101,10 @@ class ProxyStage:
         # while parsing, for every route; RequestHeadBuilder adds the gateway's own.)
         if self._drop:
             drop = self._drop
-            exchange.headers = [pair for pair in exchange.headers if pair[0].lower() not in drop]
+            # Underscore twins too (`X_API_Key`): WSGI/CGI servers read them as the real one.
+            exchange.headers = [
+                pair for pair in exchange.headers if pair[0].lower().replace(b"_", b"-") not in drop
+            ]
         hooks = self._stage_pipeline.response_hooks if self._stage_pipeline is not None else ()
         ProxyCall(
             exchange,
@@ -177,6 +192,14 @@ class Runtime:
             order += 1
         self.table: RouteTable[Route] = RouteTable(entries)
         self.host_routing = any(e.host is not None for e in entries)
+        # Answers given before a route is chosen (404, 405, a refused path) carry the
+        # global security headers; there is no route whose CORS rules could apply.
+        unrouted = security_headers.build(config.policies.security_headers, self._context(""))
+        self.answer_hooks: tuple[ResponseHook, ...] = (
+            (unrouted.on_response,)
+            if unrouted is not None and unrouted.on_response is not None
+            else ()
+        )
 
     def _context(self, route_name: str) -> BuildContext:
         return BuildContext(
@@ -203,6 +226,8 @@ class Runtime:
         # Header rewriting is for proxied traffic; the own API keeps its headers, and its
         # /api/v1/auth endpoints authenticate callers themselves (login must stay reachable).
         policies = [p for p in policies if p.name not in OWN_API_SKIPPED_POLICIES]
+        if not any(p.name == "security_headers" for p in policies):
+            policies.append(security_headers.own_pages_csp())  # its pages always have a CSP
         return Route(
             name=name,
             service=None,
@@ -244,6 +269,9 @@ class Runtime:
             request_timeout=config.timeouts.request,
             has_params="{" in pattern,
             tunnel_idle=config.timeouts.tunnel_idle or None,
+            escaped_slashes=config.escaped_slashes,
+            refuses_trace="TRACE" not in config.match.methods,
+            allow=_allow(config.match.methods),
         )
 
     def start(self) -> None:

@@ -205,7 +205,8 @@ def test_other_tenant(gateway, upstream):
     assert request(gateway.port, "GET", "/orgs/acme/tasks/1", bearer(acme)).status == 200
     refused(gateway, upstream, "/orgs/globex/tasks/1", acme, status=403)
     refused(gateway, upstream, "/orgs/ACME/tasks/1", acme, status=403)
-    refused(gateway, upstream, "/orgs/acme%2F..%2Fglobex/tasks", acme, status=403)
+    # An encoded '/' is refused before any policy looks at the path (test_attacks_edge.py).
+    refused(gateway, upstream, "/orgs/acme%2F..%2Fglobex/tasks", acme, status=400)
     evil = login(gateway, "mallory")["access_token"]
     refused(gateway, upstream, "/orgs/acme/tasks/2", evil, status=403)
     # An external token for another org is refused the same way.

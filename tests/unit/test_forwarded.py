@@ -23,6 +23,8 @@ def exchange(
         forwarded_proto=xfp,
         forwarded_host=xfh,
         host=b"gw.example.com",
+        headers=[],
+        proxy_headers=None,
     )
 
 

@@ -6,7 +6,15 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from potok.routing.rewrite import UnsafePath, compile_rewrite, has_dot_segment, normalize_path
+from potok.routing.rewrite import (
+    UnsafePath,
+    compile_rewrite,
+    has_dot_segment,
+    has_escaped_separator,
+    may_need_normalizing,
+    normalize_path,
+    unescape_separators,
+)
 from potok.routing.table import RouteEntry, RouteMatch, RouteTable
 
 
@@ -188,3 +196,73 @@ def test_ordinary_paths_take_the_fast_path(path):
 )
 def test_has_dot_segment(path, dot):
     assert has_dot_segment(path) is dot
+
+
+# Path parameters and encoded separators ----------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("path", "expected"),
+    [
+        (b"/a/..;/b", b"/b"),
+        (b"/a/..;jsessionid=x/b", b"/b"),
+        (b"/a/.;x/b", b"/a/b"),
+        (b"/a/%2e%2e;/b", b"/b"),
+        (b"/a/..%3b/b", b"/b"),
+        (b"/a/..%3B/b", b"/b"),
+        (b"/a/b/..;", b"/a/"),
+        (b"/a;x/b", b"/a;x/b"),  # parameters on an ordinary segment are data
+        (b"/a/...;/b", b"/a/...;/b"),
+        (b"/a/..%2fb", b"/a/..%2fb"),  # an encoded '/' is the route's question, not this one
+    ],
+)
+def test_dot_segments_with_parameters(path, expected):
+    assert normalize_path(path) == expected
+
+
+@pytest.mark.parametrize("path", [b"/..;/x", b"/a/..;/..;/x", b"/a\\..;\\b", b"/%2e%2e;x"])
+def test_dot_segments_with_parameters_cannot_climb(path):
+    with pytest.raises(UnsafePath):
+        normalize_path(path)
+
+
+@pytest.mark.parametrize(
+    ("path", "escaped"),
+    [
+        (b"/a%2fb", True),
+        (b"/a%2Fb", True),
+        (b"/a%5cb", True),
+        (b"/a%5Cb", True),
+        (b"/a%252fb", False),  # an encoded '%': data to a server that decodes once
+        (b"/a/b", False),
+        (b"/a%20b", False),
+    ],
+)
+def test_has_escaped_separator(path, escaped):
+    assert has_escaped_separator(path) is escaped
+    if escaped:
+        assert may_need_normalizing(path)
+
+
+@pytest.mark.parametrize(
+    ("path", "expected"),
+    [
+        (b"/a%2fb", b"/a/b"),
+        (b"/a%5Cb", b"/a/b"),
+        (b"/orgs/acme/..%2fglobex/x", b"/orgs/globex/x"),
+        (b"/a/b/..%2F..%2Fc", b"/c"),
+        (b"/a%252fb", b"/a%252fb"),
+    ],
+)
+def test_unescape_separators(path, expected):
+    assert unescape_separators(path) == expected
+
+
+def test_unescaped_separators_cannot_climb():
+    with pytest.raises(UnsafePath):
+        unescape_separators(b"/api/macro/..%2f..%2f..%2finternal/admin")
+
+
+@pytest.mark.parametrize("value", ["..;", ".;x", "..%3b", "%2e%2e;"])
+def test_a_rewrite_never_yields_a_dot_segment_with_parameters(value):
+    assert has_dot_segment(b"/v2/" + value.encode() + b"/x")

@@ -130,7 +130,9 @@ def test_which_paths_a_route_takes(route, path, matches):
         ([R("deep", "/a/b/c", exact=True), R("host", "/", host="x.com")], "x.com", "host"),
         # wildcard hosts take any subdomain, not the bare domain nor look-alikes
         ([R("any", "/"), R("wild", "/", host="*.example.com")], "a.example.com", "wild"),
-        ([R("any", "/"), R("wild", "/", host="*.example.com")], "a.b.example.com", "wild"),
+        # the '*' is exactly one label, as in TLS certificates
+        ([R("any", "/"), R("wild", "/", host="*.example.com")], "a.b.example.com", "any"),
+        ([R("any", "/"), R("wild", "/", host="*.example.com")], ".example.com", "any"),
         ([R("any", "/"), R("wild", "/", host="*.example.com")], "example.com", "any"),
         ([R("any", "/"), R("wild", "/", host="*.example.com")], "badexample.com", "any"),
         ([R("any", "/"), R("wild", "/", host="*.example.com")], "example.com.evil", "any"),

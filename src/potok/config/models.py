@@ -322,7 +322,10 @@ class MatchConfig(ConfigModel):
     methods: tuple[str, ...] = Field((), description="Allowed methods; empty means any.")
     host: str | None = Field(
         None,
-        description="Host header to match: exact (api.example.com) or wildcard (*.example.com).",
+        description=(
+            "Host header to match: exact (api.example.com) or wildcard (*.example.com: exactly "
+            "one label, as TLS wildcards - a.example.com, not a.b.example.com or example.com)."
+        ),
     )
 
     @model_validator(mode="after")
@@ -398,6 +401,19 @@ class RouteConfig(ConfigModel):
     strip_prefix: bool = Field(False, description="Drop the matched prefix before forwarding.")
     preserve_host: bool = Field(
         False, description="Send the client's Host header upstream instead of the target's."
+    )
+    escaped_slashes: Literal["reject", "keep", "unescape_and_forward", "unescape_and_redirect"] = (
+        Field(
+            "reject",
+            description=(
+                "A path with an encoded '/' or '\\' (%2F, %5C), which many servers decode and "
+                "then split on: 'reject' answers 400; 'keep' forwards it as opaque data (only for "
+                "upstreams that never decode it); 'unescape_and_forward' decodes both to '/', "
+                "resolves the dot segments they hid and routes the result again; "
+                "'unescape_and_redirect' answers 307 to that path (as Envoy's "
+                "path_with_escaped_slashes_action)."
+            ),
+        )
     )
     timeouts: RouteTimeouts = Field(default_factory=RouteTimeouts, description="Route timeouts.")
     retry: RetryConfig | None = Field(

@@ -18,6 +18,9 @@ if TYPE_CHECKING:
 
 Headers = list[tuple[bytes, bytes]]
 
+ResponseHook = Callable[["Exchange", Headers], Headers]
+"""A policy's `on_response`: may change the headers of any answer of its route."""
+
 Waiting = asyncio.Future[None]
 """What `on_request` returns when it must wait: done with None to go on, or with the
 `GatewayError` that refuses the request."""

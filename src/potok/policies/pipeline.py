@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 
 from potok.errors import GatewayError
 from potok.policies.answer import EdgeAnswer
-from potok.policies.base import SUSPENDED, Headers, Policy, RequestOutcome, Waiting
+from potok.policies.base import SUSPENDED, Policy, RequestOutcome, ResponseHook, Waiting
 
 if TYPE_CHECKING:
     from potok.exchange import Exchange
@@ -36,7 +36,7 @@ class Pipeline:
         self._request_hooks: tuple[RequestHook, ...] = tuple(
             p.on_request for p in ordered if p.on_request is not None
         )
-        self.response_hooks: tuple[Callable[[Exchange, Headers], Headers], ...] = tuple(
+        self.response_hooks: tuple[ResponseHook, ...] = tuple(
             p.on_response for p in ordered if p.on_response is not None
         )
         # With any async policy, every request hook runs in the task, in stage order.
@@ -70,7 +70,7 @@ class Pipeline:
                         waiting.add_done_callback(partial(self._waited, exchange, index))  # type: ignore[union-attr]
                     return
         except GatewayError as error:
-            refuse(exchange, error, self.response_hooks)
+            refuse(exchange, error)
             return
         self.terminal(exchange)
 
@@ -88,7 +88,7 @@ class Pipeline:
         if not exchange.connection.is_current(exchange):
             return  # the client left (or the deadline answered) while the request waited
         if refusal is not None:
-            refuse(exchange, refusal, self.response_hooks)
+            refuse(exchange, refusal)
             return
         try:
             self._proceed(exchange, exchange.resume_at)
@@ -99,7 +99,7 @@ class Pipeline:
         error = waiting.exception()
         if error is not None:
             if isinstance(error, GatewayError):
-                refuse(exchange, error, self.response_hooks)
+                refuse(exchange, error)
                 return
             raise error  # a bug: reported by the loop's exception handler, as from a task
         if not exchange.connection.is_current(exchange):
@@ -119,35 +119,25 @@ class Pipeline:
                     if waiting is not None:
                         await waiting  # type: ignore[misc]
         except GatewayError as error:
-            refuse(exchange, error, self.response_hooks)
+            refuse(exchange, error)
             return
         if exchange.connection.is_current(exchange):
             self.terminal(exchange)
 
 
-def refuse(
-    exchange: Exchange,
-    error: GatewayError,
-    response_hooks: tuple[Callable[[Exchange, Headers], Headers], ...] = (),
-) -> None:
-    """Answer for a policy that stopped the request. The route's response hooks run on
-    a refusal too, so a 429 or 403 carries CORS and security headers like any other
-    answer; an `EdgeAnswer` (a preflight) is sent as its policy built it."""
+def refuse(exchange: Exchange, error: GatewayError) -> None:
+    """Answer for a policy that stopped the request. `Exchange.respond` runs the route's
+    response hooks on it, so a 429 or 403 carries CORS and security headers like any
+    other answer; an `EdgeAnswer` (a preflight) is sent as its policy built it."""
     exchange.body.detach()
     if isinstance(error, EdgeAnswer):
         exchange.send_head(error.status, list(error.headers), length=None, body=False)
         exchange.end()
         return
-    headers = error.headers
-    if response_hooks:
-        extra = list(headers)
-        for hook in response_hooks:
-            extra = hook(exchange, extra)
-        headers = tuple(extra)
     exchange.problem(
         error.status,
         error.detail,
         title=error.title,
-        headers=headers,
+        headers=error.headers,
         extra=getattr(error, "extra", None),  # e.g. the failing fields of a validation error
     )

@@ -11,22 +11,48 @@ from potok.routing.table import RouteMatch
 Rewriter = Callable[[bytes, RouteMatch[object]], bytes]
 
 
-# What a path needs to have for a dot segment to hide in it: `/.`, a percent-encoded
-# byte starting %2 (%2e is `.`, %2f is `/`), or a backslash. One regex search, because
+# What a path needs to have for normalising to have work to do: `/.` (every dot
+# segment, `..;x` too, starts so), a percent-encoded byte starting %2 (%2e is `.`, %2f
+# is `/`), an encoded backslash (%5c) or a backslash. One regex search, because
 # `needle in path` on bytes first tries the needle as an int and raises a TypeError
 # inside CPython every time: three such tests cost ~1 µs per request, the search 0.3.
-_MAY_HIDE_DOTS = re.compile(rb"/\.|%2|\\").search
+_MAY_HIDE_DOTS = re.compile(rb"/\.|%2|%5[cC]|\\").search
+
+# Percent-encoded separators: `/` (%2F) and `\` (%5C), which many servers and
+# frameworks decode and then treat as one.
+_ESCAPED_SEPARATOR = re.compile(rb"%2[fF]|%5[cC]")
+
+# Where a segment's path parameters start (`;`, also encoded): `..;x` is `..` to the
+# servers (Tomcat, Jetty, Spring) that strip parameters before resolving dot segments.
+_PARAMS = re.compile(rb";|%3[bB]")
+
+_DOTS = frozenset({b".", b".."})
 
 
 class UnsafePath(ValueError):
     """A path that would climb out of where the route put it."""
 
 
+# A match (or None for the common path that has nothing to resolve, decode or refuse):
+# the regex's own search, called without a Python frame around it.
+may_need_normalizing = _MAY_HIDE_DOTS
+
+
+def _dot_segment(segment: bytes) -> bytes | None:
+    """`.` or `..` if the segment is one, path parameters (`..;x`) ignored; else None."""
+    if segment in _DOTS:
+        return segment
+    head = _PARAMS.split(segment, 1)[0]
+    return head if head in _DOTS else None
+
+
 def normalize_path(path: bytes) -> bytes:
-    """Resolve `.` and `..` segments (also percent-encoded) before routing.
+    """Resolve `.` and `..` segments (also percent-encoded, also with `;` parameters)
+    before routing.
 
     A path that climbs above the root is refused rather than clamped: no
-    legitimate client sends one.
+    legitimate client sends one. Encoded separators (%2F, %5C) are left as they
+    are: what to do with them is the route's `escaped_slashes` rule.
     """
     if _MAY_HIDE_DOTS(path) is None:
         return path  # the common case: nothing to do
@@ -34,7 +60,7 @@ def normalize_path(path: bytes) -> bytes:
     if b"\\" in decoded:
         # Some upstream stacks treat a backslash as a separator; never let one hide a '..'.
         probe = decoded.replace(b"\\", b"/")
-        if any(seg in (b".", b"..") for seg in probe.split(b"/")):
+        if any(_dot_segment(seg) is not None for seg in probe.split(b"/")):
             raise UnsafePath("dot segment behind a backslash")
     if b"/." not in decoded:
         return path
@@ -42,11 +68,12 @@ def normalize_path(path: bytes) -> bytes:
     segments = decoded.split(b"/")[1:]
     for index, segment in enumerate(segments):
         last = index == len(segments) - 1
-        if segment == b".":
+        dots = _dot_segment(segment)
+        if dots == b".":
             if last:
                 out.append(b"")
             continue
-        if segment == b"..":
+        if dots == b"..":
             if not out:
                 raise UnsafePath("path climbs above the root")
             out.pop()
@@ -57,9 +84,20 @@ def normalize_path(path: bytes) -> bytes:
     return b"/" + b"/".join(out)
 
 
+def has_escaped_separator(path: bytes) -> bool:
+    """Whether the path carries a percent-encoded `/` or `\\`."""
+    return _ESCAPED_SEPARATOR.search(path) is not None
+
+
+def unescape_separators(path: bytes) -> bytes:
+    """The path with %2F and %5C decoded, both to `/` (a backslash is a separator to
+    many servers), then normalised again: the dot segments they hid are resolved."""
+    return normalize_path(_ESCAPED_SEPARATOR.sub(b"/", path))
+
+
 def has_dot_segment(path: bytes) -> bool:
     lowered = path.replace(b"%2e", b".").replace(b"%2E", b".")
-    return any(seg in (b".", b"..") for seg in lowered.split(b"/"))
+    return any(_dot_segment(seg) is not None for seg in lowered.split(b"/"))
 
 
 def compile_rewrite(template: str | None, strip_prefix: bool) -> Rewriter | None:

@@ -37,7 +37,7 @@ class RouteEntry(Generic[R]):
     pattern: str
     exact: bool
     methods: frozenset[bytes]  # empty = any method
-    host: str | None  # exact host, or '*.example.com'
+    host: str | None  # exact host, or '*.example.com' (one label for the '*')
     order: int  # position in the config, to keep ties stable
     segments: tuple[Segment, ...] = ()
     rank: tuple[object, ...] = ()
@@ -55,7 +55,11 @@ class RouteEntry(Generic[R]):
         if self.host is None:
             return True
         if self.host.startswith("*."):
-            return host.endswith(self.host[1:])
+            # Exactly one label in place of the '*', as TLS wildcards: a.example.com, not
+            # a.b.example.com and not example.com.
+            suffix = self.host[1:]
+            label = host[: -len(suffix)]
+            return host.endswith(suffix) and bool(label) and "." not in label
         return host == self.host
 
     def shape(self) -> tuple[object, ...]:

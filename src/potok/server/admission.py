@@ -28,6 +28,7 @@ from potok.observability.metrics import MetricsRegistry
 if TYPE_CHECKING:
     from potok.config.models import ServerOverload
     from potok.exchange import Exchange
+    from potok.policies.base import ResponseHook
     from potok.server.connection import RequestHandler
 
 log = structlog.get_logger("potok.admission")
@@ -98,6 +99,11 @@ class Admission:
         self._retry_after = (b"Retry-After", b"%d" % seconds)
 
     # RequestHandler ----------------------------------------------------------------
+
+    @property
+    def answer_hooks(self) -> tuple[ResponseHook, ...]:
+        """The gateway's: a shed 503 carries the global response headers too."""
+        return self.handler.answer_hooks
 
     def handle(self, exchange: Exchange) -> None:
         if (

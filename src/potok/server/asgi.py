@@ -123,9 +123,8 @@ class _Response:
                 lower = name.lower()
                 if lower == b"content-length":
                     length = int(value)
-                elif lower not in (b"transfer-encoding", b"connection"):
+                elif lower not in (b"transfer-encoding", b"connection", b"x-request-id"):
                     kept.append((name, value))
-            kept.append((b"X-Request-ID", exchange.request_id.encode()))
             route = exchange.route
             if route is not None:
                 # The own API's route policies (CORS, security headers) shape its answers too.

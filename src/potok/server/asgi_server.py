@@ -6,6 +6,7 @@ import asyncio
 import signal
 
 from potok.exchange import Exchange
+from potok.policies.base import ResponseHook
 from potok.server.asgi import AsgiApp, AsgiBridge
 from potok.server.connection import ClientConnection
 from potok.server.listener import listening_socket
@@ -24,6 +25,10 @@ class _AsgiOnly:
 
     def finished(self, exchange: Exchange) -> None:
         pass
+
+    @property
+    def answer_hooks(self) -> tuple[ResponseHook, ...]:
+        return ()  # no policies: plain ASGI apps set their own headers
 
 
 async def serve_asgi(app: AsgiApp, host: str, port: int) -> None:

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import ipaddress
+import re
 import sys
 import time
 from collections import deque
@@ -33,6 +35,7 @@ from potok.server.http11 import (
 )
 
 if TYPE_CHECKING:
+    from potok.policies.base import ResponseHook
     from potok.server.state import ServerState
 
 
@@ -42,6 +45,11 @@ class RequestHandler(Protocol):
     def handle(self, exchange: Exchange) -> None: ...
 
     def finished(self, exchange: Exchange) -> None: ...
+
+    @property
+    def answer_hooks(self) -> tuple[ResponseHook, ...]:
+        """Response hooks for answers made before a route is chosen (global headers)."""
+        ...
 
 
 class Tunnel(Protocol):
@@ -96,8 +104,9 @@ IDLE, READING_HEAD, BUSY, TUNNEL = 0, 1, 2, 3
     _H_XFH,
     _H_RID,
     _H_AUTHORIZATION,
+    _H_PROXY,
     _H_DROP,
-) = range(12)
+) = range(13)
 _SPECIAL: dict[bytes, int] = {
     b"host": _H_HOST,
     b"content-length": _H_CL,
@@ -110,6 +119,9 @@ _SPECIAL: dict[bytes, int] = {
     b"x-forwarded-host": _H_XFH,
     b"x-request-id": _H_RID,
     b"authorization": _H_AUTHORIZATION,
+    # Other proxies' statements of the client address: believed only from trusted proxies.
+    b"forwarded": _H_PROXY,
+    b"x-real-ip": _H_PROXY,
 }
 for _name in HOP_BY_HOP:
     _SPECIAL.setdefault(_name, _H_DROP)
@@ -124,12 +136,56 @@ def _header_kinds(dropped: frozenset[bytes]) -> dict[bytes, int]:
 
 # What a closed connection keeps instead of its parser (see connection_lost).
 _DETACHED_PARSER = httptools.HttpRequestParser(None)
+# RFC 3986 host[:port]: an IP literal ([v6] or [vX.future]), or a reg-name (which takes
+# IPv4 addresses too); the port, digits. Checked once per distinct Host value.
+_HOST = re.compile(
+    rb"(?:\[(?P<ipv6>[0-9A-Fa-f:.]+)\]|\[v[0-9A-Fa-f]+\.[A-Za-z0-9._~!$&'()*+,;=:-]+\]"
+    rb"|(?:[A-Za-z0-9._~!$&'()*+,;=-]|%[0-9A-Fa-f]{2})*)(?::[0-9]*)?"
+)
+# Host values seen valid, so a new connection with a known Host costs a set lookup.
+_GOOD_HOSTS: set[bytes] = set()
+_GOOD_HOSTS_LIMIT = 1024
+
+_REQUEST_ID = b"X-Request-ID: "
+
+
+def valid_host(value: bytes) -> bool:
+    """Whether a Host value is an RFC 3986 host[:port]; valid ones are remembered."""
+    if value in _GOOD_HOSTS:
+        return True
+    match = _HOST.fullmatch(value)
+    if match is None:
+        return False
+    if match["ipv6"] is not None:
+        try:
+            ipaddress.IPv6Address(match["ipv6"].decode("ascii"))
+        except ValueError:
+            return False
+    if len(_GOOD_HOSTS) >= _GOOD_HOSTS_LIMIT:
+        _GOOD_HOSTS.clear()
+    _GOOD_HOSTS.add(value)
+    return True
+
+
+def _transfer_codings_problem(value: bytes) -> _Reject | None:
+    """RFC 9112 6.1: `chunked` alone is what a request may use here. A chunked body with
+    another coding under it (`gzip, chunked`) is 501, chunked twice is 400; a list that
+    does not end in chunked is left to llhttp, which refuses it (400)."""
+    codings = [c.strip().lower() for c in value.split(b",") if c.strip()]
+    if len(codings) < 2 or codings[-1] != b"chunked":
+        return None
+    if b"chunked" in codings[:-1]:
+        return _Reject(400, "chunked transfer coding applied more than once")
+    names = ", ".join(c.decode("latin-1") for c in codings[:-1])
+    return _Reject(501, f"transfer coding not implemented: {names}")
+
 
 _ERROR_TITLES = {
     400: "Malformed HTTP request",
     408: "Request head not received in time",
     413: "Request body too large",
     417: "Expectation not supported",
+    501: "Transfer coding not implemented",
     505: "HTTP version not supported",
     414: "Request target too long",
     431: "Request header fields too large",
@@ -147,6 +203,7 @@ class ClientConnection(asyncio.Protocol):
         "_drain_waiters",
         "_exchange",
         "_framing",
+        "_good_host",
         "_head_bytes",
         "_header_bytes",
         "_header_count",
@@ -158,7 +215,7 @@ class ClientConnection(asyncio.Protocol):
         "_pipeline_paused",
         "_queue",
         "_read_pauses",
-        "_saw_transfer_encoding",
+        "_transfer_encoding",
         "_tunnel",
         "_tunnel_idle",
         "_url",
@@ -186,7 +243,8 @@ class ClientConnection(asyncio.Protocol):
         self._header_count = 0
         self._header_kinds = _header_kinds(state.settings.dropped_headers)
         self._connection_header: bytes | None = None
-        self._saw_transfer_encoding = False
+        self._transfer_encoding: bytes | None = None
+        self._good_host = b""  # the last Host value found valid on this connection
         self._framing = _NO_BODY
         self._keep_alive = True
         self._read_pauses = 0
@@ -207,7 +265,12 @@ class ClientConnection(asyncio.Protocol):
         peer = transport.get_extra_info("peername")
         # Interned: every connection from one address shares the string, so per-IP tables
         # (rate limits) find it by identity, its hash computed once.
-        self.peer_ip = sys.intern(peer[0]) if isinstance(peer, tuple) else "unix"
+        ip = peer[0] if isinstance(peer, tuple) else "unix"
+        if ip.startswith("::ffff:") and "." in ip:
+            # An IPv4 client of a dual-stack ("::") listener: logs, X-Forwarded-For and
+            # per-IP limits use its IPv4 form, once per connection.
+            ip = ip[7:]
+        self.peer_ip = sys.intern(ip)
         self.state.connections.add(self)
         self.phase = IDLE
         self.deadline = self.state.loop_time() + self.state.settings.header_read_timeout
@@ -302,7 +365,7 @@ class ClientConnection(asyncio.Protocol):
         self._header_bytes = 0
         self._header_count = 0
         self._connection_header = None
-        self._saw_transfer_encoding = False
+        self._transfer_encoding = None
         if self._active is None:
             self.phase = READING_HEAD
             self.deadline = self.state.loop_time() + self.state.settings.header_read_timeout
@@ -324,18 +387,31 @@ class ClientConnection(asyncio.Protocol):
             or self._header_count > settings.max_headers
         ):
             raise _Reject(431, "request header fields too large")
-        kind = self._header_kinds.get(name.lower())
+        lower = name.lower()
+        kind = self._header_kinds.get(lower)
         if kind is None:
-            exchange.headers.append((name, value))
+            # `X_User_Id` is `X-User-Id` to servers that map both to HTTP_X_USER_ID (WSGI,
+            # CGI): an underscore twin of a header the gateway owns is dropped like it.
+            # (`95 in` is a memchr; the normalised lookup runs only for names with a '_'.)
+            if 95 not in lower or self._header_kinds.get(lower.replace(b"_", b"-")) is None:
+                exchange.headers.append((name, value))
         elif kind == _H_HOST:
             if exchange.host:
                 raise _Reject(400, "more than one Host header")
+            if value != self._good_host:
+                # Checked once per connection while the client keeps sending the same Host
+                # (a bytes comparison, no hashing of the new value).
+                if not valid_host(value):
+                    raise _Reject(400, "invalid Host header")
+                self._good_host = value
             exchange.host = value
         elif kind == _H_CL:
             # llhttp has already refused duplicates, non-digits and CL with TE.
             exchange.content_length = int(value)
         elif kind == _H_TE:
-            self._saw_transfer_encoding = True  # llhttp checks it ends in chunked
+            # llhttp checks the list ends in chunked; the rest is checked with the head.
+            te = self._transfer_encoding
+            self._transfer_encoding = value if te is None else te + b"," + value
         elif kind == _H_CONNECTION:
             self._connection_header = (
                 value if self._connection_header is None else self._connection_header + b"," + value
@@ -362,6 +438,12 @@ class ClientConnection(asyncio.Protocol):
             exchange.headers.append((name, value))
             if exchange.authorization is None:
                 exchange.authorization = value
+        elif kind == _H_PROXY:
+            # Kept aside: apply_forwarding forwards them from trusted proxies only.
+            if exchange.proxy_headers is None:
+                exchange.proxy_headers = [(name, value)]
+            else:
+                exchange.proxy_headers.append((name, value))
         # _H_DROP: hop-by-hop or set by the gateway only: never forwarded
 
     def on_headers_complete(self) -> None:
@@ -374,9 +456,13 @@ class ClientConnection(asyncio.Protocol):
         exchange.keep_alive = parser.should_keep_alive()
         if exchange.version not in ("1.1", "1.0"):
             raise _Reject(505, f"HTTP/{exchange.version} is not supported here")
-        if self._saw_transfer_encoding and exchange.version != "1.1":
-            # RFC 9112 6.1: framing of an HTTP/1.0 message with Transfer-Encoding is faulty.
-            raise _Reject(400, "Transfer-Encoding in an HTTP/1.0 request")
+        if self._transfer_encoding is not None:
+            if exchange.version != "1.1":
+                # RFC 9112 6.1: framing of an HTTP/1.0 message with Transfer-Encoding is faulty.
+                raise _Reject(400, "Transfer-Encoding in an HTTP/1.0 request")
+            problem = _transfer_codings_problem(self._transfer_encoding)
+            if problem is not None:
+                raise problem
         url = self._url
         exchange.target = url
         query_at = url.find(b"?")
@@ -439,6 +525,10 @@ class ClientConnection(asyncio.Protocol):
                 exchange.request_id = new_request_id()
             if b"authorization" in tokens:
                 exchange.authorization = None
+            if exchange.proxy_headers is not None:
+                exchange.proxy_headers = [
+                    (n, v) for n, v in exchange.proxy_headers if n.lower() not in tokens
+                ]
 
     def _dispatch(self) -> None:
         """Start queued requests one after another.
@@ -503,8 +593,10 @@ class ClientConnection(asyncio.Protocol):
             self._queue.remove(exchange)
         self._keep_alive = False
         if self._active is None and not self._queue:
-            request_id = exchange.request_id if exchange is not None and exchange.request_id else ""
-            self._write_refusal(status, detail, request_id or new_request_id())
+            # Refused while parsing, the client's id may not have been checked yet.
+            raw = exchange.request_id if exchange is not None else ""
+            request_id = accept_request_id(raw.encode("latin-1")) if raw else new_request_id()
+            self._write_refusal(status, detail, request_id)
         else:
             self._queue.append(_PendingError(status, detail))
         self.state.log_refusal(self.peer_ip, status, detail)
@@ -521,6 +613,11 @@ class ClientConnection(asyncio.Protocol):
             (b"Date", date_header.get()),
             (b"Connection", b"close"),
         ]
+        hooks = self.state.handler.answer_hooks
+        if hooks:  # the global response headers (no route was chosen)
+            blank = Exchange(self, 0.0)
+            for hook in hooks:
+                head = hook(blank, head)
         self._write(status_line(status) + header_block(head) + CRLF + body)
         self._close()
 
@@ -603,6 +700,9 @@ class ClientConnection(asyncio.Protocol):
         self._keep_alive = keep
         if exchange.response_lines:
             extra.append(exchange.response_lines)
+        # On every answer, proxied or the gateway's own (the upstream's copy is not relayed);
+        # three pieces for the join below rather than two concatenations.
+        extra += (_REQUEST_ID, exchange.request_id.encode(), CRLF)
         self._pending.append(
             status_line(status, reason) + header_block(headers) + b"".join(extra) + CRLF
         )
@@ -620,7 +720,8 @@ class ClientConnection(asyncio.Protocol):
         byte in either direction (`touch` marks traffic from the far side)."""
         exchange.response_started = True
         exchange.status = 101
-        self._write(status_line(101) + header_block(headers) + CRLF)
+        request_id = b"X-Request-ID: " + exchange.request_id.encode() + CRLF
+        self._write(status_line(101) + header_block(headers) + request_id + CRLF)
         self._tunnel = tunnel
         self._tunnel_idle = idle_timeout
         if idle_timeout is not None:

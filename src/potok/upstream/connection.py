@@ -14,6 +14,10 @@ import httptools
 
 from potok.server.http11 import CRLF, HOP_BY_HOP, LAST_CHUNK, connection_tokens
 
+# Response headers the client never gets from the upstream: hop-by-hop ones, and
+# X-Request-ID (the gateway sends its own id, the one the upstream was given, once).
+_NOT_RELAYED = HOP_BY_HOP | {b"x-request-id"}
+
 if TYPE_CHECKING:
     from potok.upstream.target import Target
 
@@ -263,7 +267,7 @@ class UpstreamConnection(asyncio.Protocol):
         lower = name.lower()
         if lower == b"content-length":
             self._length = int(value)
-        elif lower in HOP_BY_HOP:
+        elif lower in _NOT_RELAYED:
             if lower == b"transfer-encoding":
                 self._response_chunked = value.lower().find(b"chunked") >= 0
             elif lower == b"connection":
@@ -272,6 +276,7 @@ class UpstreamConnection(asyncio.Protocol):
                 )
             elif lower == b"upgrade":
                 self._upgrade_header = (name, value)  # relayed with a 101 only
+            # x-request-id: the client gets the gateway's, on every answer
         else:
             self._headers.append((name, value))
 

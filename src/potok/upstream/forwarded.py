@@ -1,4 +1,5 @@
-"""X-Forwarded-For/Proto/Host, believed only from configured trusted proxies."""
+"""X-Forwarded-For/Proto/Host, Forwarded and X-Real-IP: believed only from configured
+trusted proxies."""
 
 from __future__ import annotations
 
@@ -47,9 +48,10 @@ class TrustedProxies:
 def apply_forwarding(exchange: Exchange, trusted: TrustedProxies) -> None:
     """Set the client IP and the X-Forwarded-* values to send upstream.
 
-    From an untrusted peer, incoming X-Forwarded-* are discarded: the peer is
-    the client. From a trusted proxy, the chain is kept and the client is the
-    right-most address not itself a trusted proxy.
+    From an untrusted peer, incoming X-Forwarded-* are replaced and Forwarded and
+    X-Real-IP dropped (the connection set them aside): the peer is the client. From a
+    trusted proxy, the chain is kept and the client is the right-most address not itself
+    a trusted proxy; its Forwarded and X-Real-IP go upstream as it sent them.
     """
     peer = exchange.peer_ip
     if not trusted or not trusted.contains(peer):
@@ -72,6 +74,8 @@ def apply_forwarding(exchange: Exchange, trusted: TrustedProxies) -> None:
         exchange.forwarded_for = chain + b", " + peer.encode()
     else:
         exchange.forwarded_for = peer.encode()
+    if exchange.proxy_headers is not None:
+        exchange.headers.extend(exchange.proxy_headers)
     exchange.client_ip = client
     if exchange.forwarded_proto is None:
         exchange.forwarded_proto = b"http"

@@ -69,3 +69,18 @@ def build(config: SecurityHeadersConfig | None, context: BuildContext) -> Policy
         return headers
 
     return Policy(name="security_headers", stage=Stage.EDGE, on_response=add)
+
+
+_OWN_PAGES_CSP_HEADER = (b"Content-Security-Policy", OWN_PAGES_CSP.encode())
+
+
+def own_pages_csp() -> Policy:
+    """The own API's CSP where no `security_headers` policy is configured: the gateway's
+    pages (Swagger UI at /api/docs) always carry one."""
+
+    def add(exchange: Exchange, headers: Headers) -> Headers:
+        if not any(name.lower() == b"content-security-policy" for name, _ in headers):
+            headers.append(_OWN_PAGES_CSP_HEADER)
+        return headers
+
+    return Policy(name="own_pages_csp", stage=Stage.EDGE, on_response=add)
