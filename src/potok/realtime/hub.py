@@ -54,15 +54,23 @@ class SocketIoSink(Protocol):
 
     def emit(self, event: Event, members: int) -> None: ...
 
+    def heartbeat(self, now: float) -> None: ...
+
+    async def shutdown(self) -> None: ...
+
 
 class Channel:
-    __slots__ = ("_targets", "last_offset", "members", "name", "pending", "socketio")
+    __slots__ = ("_targets", "floors", "last_offset", "members", "name", "pending", "socketio")
 
     def __init__(self, name: str) -> None:
         self.name = name
         self.last_offset: int | None = None  # the newest position this worker has seen
         self.members: dict[Member, None] = {}
         self.pending: dict[Member, list[Event]] = {}
+        # New members and the offset they were given (reply or history): live events at or
+        # before it are not theirs. Events come in offset order, so a floor lasts only until
+        # the first event past it.
+        self.floors: dict[Member, int] = {}
         self.socketio = 0
         self._targets: tuple[Member, ...] | None = ()
 
@@ -120,6 +128,8 @@ class Hub:
         if event.offset is not None:
             channel.last_offset = event.offset
         targets = channel.targets()
+        if channel.floors:
+            targets = self._above_floors(channel, targets, event.offset)
         if targets:
             frame = text_frame(orjson.dumps(event.client_message()))
             dirty = self._dirty
@@ -141,6 +151,19 @@ class Hub:
         if channel.socketio and self.socketio is not None:
             self.socketio.emit(event, channel.socketio)
         self._observe_fanout((), max(0.0, time.time() - event.ts))
+
+    @staticmethod
+    def _above_floors(
+        channel: Channel, targets: tuple[Member, ...], offset: int | None
+    ) -> tuple[Member, ...]:
+        floors = channel.floors
+        skip = set()
+        for member, floor in list(floors.items()):
+            if offset is not None and offset <= floor:
+                skip.add(member)
+            else:
+                del floors[member]
+        return tuple(m for m in targets if m not in skip) if skip else targets
 
     def flush(self) -> None:
         """Write each connection's queued frames at once; cut off the ones that lag."""
@@ -177,10 +200,11 @@ class Hub:
         collected = channel.pending.pop(member, [])
         channel.members[member] = None
         channel.changed()
-        if position is not None and (channel.last_offset or 0) < position:
-            channel.last_offset = position
         if position is None:
             return collected
+        if (channel.last_offset or 0) < position:
+            channel.last_offset = position
+        channel.floors[member] = position
         return [e for e in collected if e.offset is None or e.offset > position]
 
     def leave(self, name: str, member: Member) -> None:
@@ -188,6 +212,7 @@ class Hub:
         if channel is None:
             return
         channel.pending.pop(member, None)
+        channel.floors.pop(member, None)
         if channel.members.pop(member, 0) is None:
             channel.changed()
         if channel.empty:
@@ -246,6 +271,11 @@ class Hub:
                     member.heartbeat(now)
                 except Exception as exc:  # one broken connection must not stop the others'
                     log.warning("realtime heartbeat failed", error=str(exc))
+            if self.socketio is not None:
+                try:
+                    self.socketio.heartbeat(now)
+                except Exception as exc:
+                    log.warning("socket.io heartbeat failed", error=str(exc))
 
     async def shutdown(self, close: Callable[[Member], None], grace: float) -> None:
         """Close every connection with `close` (1001), waiting up to `grace` for them to go."""
@@ -255,6 +285,8 @@ class Hub:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._heartbeat
             self._heartbeat = None
+        if self.socketio is not None:
+            await self.socketio.shutdown()
         if not self.members:
             return
         self._emptied = asyncio.Event()

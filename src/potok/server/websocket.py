@@ -33,6 +33,7 @@ if TYPE_CHECKING:
 # Close codes used by the gateway.
 CLOSE_NORMAL = 1000
 CLOSE_GOING_AWAY = 1001
+CLOSE_INVALID_DATA = 1007
 CLOSE_POLICY = 1008
 CLOSE_INTERNAL = 1011
 CLOSE_TRY_AGAIN_LATER = 1013
@@ -188,14 +189,20 @@ class WebSocketEndpoint:
 
     def _message(self, opcode: Opcode, data: bytes | bytearray | memoryview) -> None:
         if opcode is Opcode.TEXT:
-            self.on_text(bytes(data))
+            text = bytes(data)
+            try:
+                text.decode()  # RFC 6455 8.1: a text message is UTF-8, or the endpoint fails
+            except UnicodeDecodeError:
+                self.close_with(CLOSE_INVALID_DATA, "invalid UTF-8 in a text message")
+                return
+            self.on_text(text)
         else:
             self.on_binary(bytes(data))
 
     # Hooks ------------------------------------------------------------------------
 
     def on_text(self, data: bytes) -> None:
-        """A complete text message (UTF-8 already checked by the protocol)."""
+        """A complete text message (valid UTF-8: `_message` closed with 1007 otherwise)."""
 
     def on_binary(self, data: bytes) -> None:
         """A complete binary message."""
