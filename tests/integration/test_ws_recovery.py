@@ -2,8 +2,6 @@
 NATS): a client that reconnects while events keep coming gets each one exactly once — no
 duplicates, no gaps — and a channel that was empty when it subscribed is recovered."""
 
-# ruff: noqa: ASYNC109  (timeouts are per call here, on purpose)
-
 from __future__ import annotations
 
 import asyncio
