@@ -16,6 +16,7 @@ import pytest
 import socketio
 
 from tests.support.gateway import GatewayProcess
+from tests.support.net import request
 from tests.support.realtime import Client, publish, realtime_config, token
 
 BUSES = ["memory", "redis", "nats"]
@@ -186,3 +187,39 @@ async def test_socketio_reconnects_with_since_lose_and_repeat_nothing(gateway):
     assert len(ids) == len(set(ids)), f"{len(ids) - len(set(ids))} duplicates"
     assert ids == published
     assert reconnects >= 10
+
+
+def _bus_errors(port: int) -> float:
+    text = request(port, "GET", "/api/v1/metrics").body.decode()
+    return sum(
+        float(line.rsplit(" ", 1)[1])
+        for line in text.splitlines()
+        if line.startswith("realtime_bus_errors_total{")
+    )
+
+
+async def test_an_event_larger_than_the_bus_carries_is_413_not_a_bus_outage(gateway):
+    channel = _channel()
+    client = await Client.open(gateway.port, max_size=None)
+    await client.authenticate(token())
+    await client.subscribe(channel)
+    errors_before = _bus_errors(gateway.port)
+    big = {"channel": channel, "type": "t", "data": "x" * 1_200_000}  # NATS: 1 MiB at most
+    response = publish(gateway.port, big)
+    if gateway.backend == "nats":
+        assert response.status == 413, response.body
+        problem = response.json()
+        assert response.header("content-type") == "application/problem+json"
+        limit = problem["max_event_bytes"]
+        assert 1_000_000 < limit < 1_048_576 and str(limit) in problem["detail"]
+        assert problem["published"] == 0
+    else:  # memory and Redis carry it
+        assert response.status == 202
+        (event,) = await client.events(1)
+        assert len(event["data"]) == 1_200_000
+    assert _bus_errors(gateway.port) == errors_before
+    # The bus connection is intact: the next event goes through at once.
+    assert publish(gateway.port, {"channel": channel, "type": "t", "data": 2}).status == 202
+    (event,) = await client.events(1)
+    assert event["data"] == 2
+    await client.close()

@@ -30,7 +30,7 @@ import structlog
 from potok.identity.principal import Principal
 from potok.identity.verifier import TokenRejected
 from potok.realtime import protocol as proto
-from potok.realtime.bus.base import BusUnavailable
+from potok.realtime.bus.base import BusUnavailable, EventTooLarge
 from potok.realtime.events import BadEvent, Event, make_event
 from potok.realtime.history import HistoryPage, position_after
 from potok.realtime.session import SessionGuard, error_code, no_longer_allowed
@@ -462,6 +462,8 @@ class SocketIoGateway:
             published = await realtime.publish(event, TRANSPORT)
         except BadEvent as exc:
             return await self._error(sid, proto.BAD_REQUEST, str(exc))
+        except EventTooLarge as exc:
+            return await self._error(sid, proto.TOO_LARGE, str(exc), max_event_bytes=exc.limit)
         except BusUnavailable:
             return await self._error(sid, proto.BUS_UNAVAILABLE, "the event bus is unavailable")
         return await self._reply(

@@ -10,7 +10,7 @@ import structlog
 from potok.identity.principal import Principal
 from potok.identity.verifier import TokenRejected
 from potok.realtime import protocol as proto
-from potok.realtime.bus.base import BusUnavailable
+from potok.realtime.bus.base import BusUnavailable, EventTooLarge
 from potok.realtime.events import BadEvent, Event, make_event
 from potok.realtime.history import HistoryPage, position_after
 from potok.realtime.session import SessionGuard, error_code, no_longer_allowed
@@ -312,6 +312,9 @@ class RealtimeSession(WebSocketEndpoint):
     async def _send_published(self, event: Event, ref: Any) -> None:
         try:
             published = await self.realtime.publish(event, TRANSPORT)
+        except EventTooLarge as exc:
+            self.reply(proto.error(proto.TOO_LARGE, str(exc), ref, max_event_bytes=exc.limit))
+            return
         except BusUnavailable:
             self.reply(proto.error(proto.BUS_UNAVAILABLE, "the event bus is unavailable", ref))
             return

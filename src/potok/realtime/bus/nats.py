@@ -32,6 +32,7 @@ from nats.js.errors import BadRequestError, NotFoundError
 from potok.realtime.bus.base import (
     BusUnavailable,
     Deliver,
+    EventTooLarge,
     OnError,
     OnReconnect,
     Published,
@@ -42,6 +43,9 @@ from potok.realtime.events import BadEvent, Event, decode_event
 from potok.realtime.history import HistoryPage
 
 log = structlog.get_logger("potok.realtime.bus")
+
+# The header block a publish carries: "NATS/1.0\r\nNats-Msg-Id: <id>\r\n\r\n".
+_HEADER_FRAME = b"NATS/1.0\r\nNats-Msg-Id: \r\n\r\n"
 
 _FAILURES: tuple[type[BaseException], ...] = (NatsError, OSError, TimeoutError, NatsTimeout)
 
@@ -181,12 +185,22 @@ class NatsBus:
             raise BusUnavailable("not connected to NATS")
         return self._js
 
+    def _check_size(self, payload: bytes, event_id: str) -> None:
+        """The server's max_payload counts the headers too, and a publish past it costs
+        the whole connection (the server closes it): refused here instead."""
+        assert self._client is not None
+        limit = self._client.max_payload - len(_HEADER_FRAME) - len(event_id.encode())
+        if len(payload) > limit:
+            raise EventTooLarge(len(payload), limit)
+
     async def publish(self, event: Event) -> Published:
         js = self._jetstream()
+        payload = event.bus_payload()
+        self._check_size(payload, event.id)
         try:
             ack = await js.publish(
                 subject_for(self.prefix, event.channel),
-                event.bus_payload(),
+                payload,
                 timeout=self.nats.publish_timeout,
                 stream=self.nats.stream,
                 headers={"Nats-Msg-Id": event.id},
