@@ -4,8 +4,9 @@ An event from the bus is encoded once (JSON, then one unmasked WebSocket
 frame) and the same bytes go to every subscriber. They are queued per
 connection and written at the end of the event-loop iteration, so a burst of
 events costs one write (one syscall) per connection, not one per event.
-Before each write the transport's buffer is checked: a client whose unsent
-bytes exceed `limits.send_buffer` is not written to but closed with 1013, so
+Frames beyond what the transport takes wait per connection (server/websocket.py,
+`write_frames`); a client whose unsent bytes exceed `limits.send_buffer` has
+them dropped and is closed with 1013 (the close frame goes out first), so
 whatever clients do, each costs at most that bound.
 
 A new subscription first collects live events while the bus answers the
@@ -40,9 +41,10 @@ log = structlog.get_logger("potok.realtime")
 class Member(Protocol):
     """A plain WebSocket subscriber (see realtime.websocket.RealtimeSession)."""
 
-    transport: asyncio.Transport
     last_seen: float
     outbox: list[bytes]  # frames queued in this loop iteration (written by Hub.flush)
+
+    def write_frames(self, data: bytes) -> bool: ...
 
     def slow_consumer(self) -> None: ...
 
@@ -168,18 +170,14 @@ class Hub:
     def flush(self) -> None:
         """Write each connection's queued frames at once; cut off the ones that lag."""
         dirty, self._dirty = self._dirty, []
-        limit = self._send_buffer
         for member in dirty:
             outbox = member.outbox
             if not outbox:
                 continue  # closed meanwhile
-            transport = member.transport
-            if transport.get_write_buffer_size() > limit:
-                outbox.clear()
-                member.slow_consumer()
-                continue
-            transport.write(outbox[0] if len(outbox) == 1 else b"".join(outbox))
+            data = outbox[0] if len(outbox) == 1 else b"".join(outbox)
             outbox.clear()
+            if not member.write_frames(data):
+                member.slow_consumer()
 
     # Subscriptions -----------------------------------------------------------------
 

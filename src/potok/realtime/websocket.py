@@ -102,6 +102,7 @@ class RealtimeSession(WebSocketEndpoint):
         principal: Principal | None,
     ) -> None:
         super().__init__(connection, protocol)
+        self.send_limit = realtime.config.limits.send_buffer
         self.realtime = realtime
         self.hub = realtime.hub
         self.guard = SessionGuard(realtime.auth, self._end_session)
@@ -159,7 +160,7 @@ class RealtimeSession(WebSocketEndpoint):
 
     def close_with(self, code: int, reason: str = "", timeout: float = 5.0) -> None:
         if self.outbox and not self.closing and not self.closed:
-            self.transport.write(b"".join(self.outbox))  # what was queued goes before the close
+            self.write_frames(b"".join(self.outbox))  # what was queued goes before the close
         self.outbox.clear()
         super().close_with(code, reason, timeout)
 
@@ -335,7 +336,8 @@ class RealtimeSession(WebSocketEndpoint):
 
     def slow_consumer(self) -> None:
         self.realtime.metrics.slow_consumers.inc((TRANSPORT,))
-        self.close_with(
+        self.outbox.clear()
+        self.cut_off(
             CLOSE_TRY_AGAIN_LATER,
             "slow consumer",
             timeout=self.realtime.config.limits.close_timeout,
