@@ -213,3 +213,21 @@ async def test_logout_ends_the_realtime_session(identity_gateway, endpoint):
         return
     await asyncio.wait_for(client.disconnected.wait(), 10)
     assert client.errors()[-1]["message"] == "token revoked"
+
+
+async def test_sigterm_ends_an_idle_long_polling_session_at_once_with_a_notice():
+    process = GatewayProcess(realtime_config())
+    try:
+        client = await SioClient.open(process.port, token(sub="poller"), "polling")
+        await client.sio.call("subscribe", {"channel": "org:acme:tasks"}, timeout=5)
+        await asyncio.sleep(0.5)  # the client's poll is now waiting in the gateway
+        started = time.monotonic()
+        process.signal()
+        await asyncio.wait_for(client.disconnected.wait(), 10)
+        code = await asyncio.to_thread(process.process.wait, 20)
+        elapsed = time.monotonic() - started
+        assert code == 0
+        assert elapsed < 5, f"the gateway took {elapsed:.1f} s to stop"  # was 24.6 s
+        assert client.errors()[-1]["code"] == "going_away"
+    finally:
+        process.stop()
