@@ -218,7 +218,10 @@ class NatsBus:
             return last
         # An empty channel's position is the stream's: every later event of the channel
         # gets a higher sequence, so a client resubscribing with it can be recovered.
-        return (await self._stream_state())[1]
+        # Looked at again after reading the stream's: an event published in between
+        # would be at or below that position, and would count as given.
+        stream_last = (await self._stream_state())[1]
+        return await self._last_of(channel) or stream_last
 
     async def _last_of(self, channel: str) -> int:
         """The sequence of the channel's newest kept message (0: none)."""
@@ -249,8 +252,8 @@ class NatsBus:
         js = self._jetstream()
         subject = subject_for(self.prefix, channel)
         stream = self.nats.stream
+        first_seq, stream_last = await self._stream_state()  # first: see `latest`
         last = await self._last_of(channel)
-        first_seq, stream_last = await self._stream_state()
         latest = last or stream_last
         if since == latest:
             return HistoryPage((), True, latest)
