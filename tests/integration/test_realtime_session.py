@@ -7,9 +7,13 @@ endpoints; re-authentication may renew the token but never switch subject or org
 from __future__ import annotations
 
 import asyncio
+import json
+import os
+import subprocess
 import tempfile
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -21,6 +25,7 @@ from tests.support.identity_gateway import CHEAP_ARGON2, HS_SECRET, add_user, be
 from tests.support.realtime import Client, publish, realtime_config, token
 
 PASSWORD = "session rule password"
+JS = Path(__file__).resolve().parents[1] / "js"
 
 
 @pytest.fixture(scope="module")
@@ -231,3 +236,75 @@ async def test_sigterm_ends_an_idle_long_polling_session_at_once_with_a_notice()
         assert client.errors()[-1]["code"] == "going_away"
     finally:
         process.stop()
+
+
+# The npm socket.io-client (tests/js/socketio_client.mjs), as browsers run it. ----------
+
+
+def _node(port: int, jwt: str, channel: str, **env: str) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        ["node", str(JS / "socketio_client.mjs")],
+        env={
+            **os.environ,
+            "URL": f"http://127.0.0.1:{port}",
+            "TOKEN": jwt,
+            "CHANNEL": channel,
+            "TRANSPORTS": "websocket",
+            **env,
+        },
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def _lines_until(node: subprocess.Popen[str], last: str) -> list[dict[str, Any]]:
+    assert node.stdout is not None
+    lines: list[dict[str, Any]] = []
+    for line in node.stdout:
+        lines.append(json.loads(line))
+        if lines[-1]["event"] in (last, "connect_error", "timeout"):
+            break
+    return lines
+
+
+def test_npm_client_cannot_switch_organisation_by_reauthenticating(gateway):
+    node = _node(
+        gateway.port,
+        token(sub="u1", org="acme"),
+        "org:acme:tasks",
+        REAUTH_TOKEN=token(sub="u1", org="globex"),
+        SECOND_CHANNEL="org:globex:tasks",
+        COUNT="1",
+    )
+    try:
+        lines = _lines_until(node, "ready")
+        acks = {line["event"]: line["body"] for line in lines}
+        assert acks["ack:subscribe"]["type"] == "subscribed"
+        assert acks["ack:reauthenticate"]["code"] == "invalid_token"
+        assert acks["ack:subscribe2"]["code"] == "forbidden"
+        publish(gateway.port, {"channel": "org:globex:tasks", "type": "task:created", "data": "g"})
+        publish(gateway.port, {"channel": "org:acme:tasks", "type": "task:created", "data": "a"})
+        out, _ = node.communicate(timeout=20)
+        events = [json.loads(line) for line in out.splitlines()]
+        assert [e["body"]["data"] for e in events if e["event"] == "task:created"] == ["a"]
+    finally:
+        if node.poll() is None:
+            node.kill()
+            node.wait()
+
+
+def test_npm_client_is_disconnected_when_its_token_expires(gateway):
+    node = _node(gateway.port, token(sub="node-exp", ttl=3), "org:acme:tasks", COUNT="100")
+    try:
+        assert _lines_until(node, "ready")[-1]["event"] == "ready"
+        started = time.monotonic()
+        lines = _lines_until(node, "disconnect")
+        assert lines[-1] == {"event": "disconnect", "body": {"reason": "io server disconnect"}}
+        assert time.monotonic() - started < 6
+        errors = [line["body"] for line in lines if line["event"] == "error"]
+        assert errors == [{"type": "error", "code": "token_expired", "message": "token expired"}]
+    finally:
+        if node.poll() is None:
+            node.kill()
+        node.wait()
