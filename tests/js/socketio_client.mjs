@@ -3,7 +3,7 @@
 // one JSON line per server event it receives ({"event": name, "body": ...}) and exits
 // after COUNT events. With REAUTH_TOKEN it then re-authenticates with that token and
 // subscribes to SECOND_CHANNEL (printing both acknowledgements) before "ready". A
-// server disconnect is printed and ends the process (exit 4).
+// disconnect the client did not ask for is printed and ends the process (exit 4).
 import { io } from "socket.io-client";
 
 const {
@@ -41,6 +41,7 @@ socket.on("connect", async () => {
   print("ready", {});
 });
 socket.on("disconnect", (reason) => {
+  if (reason === "io client disconnect") return; // our own close, after COUNT events
   print("disconnect", { reason });
   process.exit(4);
 });
