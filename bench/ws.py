@@ -2,7 +2,7 @@
 
     .venv/bin/python bench/ws.py                       # both paths, default rates
     .venv/bin/python bench/ws.py --path plain --rates 100,200,400 --duration 5
-    .venv/bin/python bench/ws.py --markdown BENCHMARKS-ws.md
+    .venv/bin/python bench/ws.py --path plain --paced-rates 200,400 --json out.json
 
 What runs where (the machine has 2 cores):
 - the gateway (`potok run`, one worker, memory bus) pinned to CPU 0;
@@ -15,13 +15,26 @@ Scenarios, each with N connections (default 1,000):
 - fanout:  every connection subscribed to one channel; an event reaches all N.
 - spread:  100 channels of N/100 subscribers; events go round-robin over them.
 
-The publisher sends events as `message` frames on its own WebSocket, in bursts
-every 10 ms, at increasing rates. Each event carries its publish time; the
-subscribers compute publish -> receive latency for every message. Per step:
-delivered msg/s (counted by the subscribers), p50/p99 latency, the gateway
-process's CPU (utime+stime / wall) and the CPU other processes on the machine
-used meanwhile (from /proc), so a disturbed run is visible; a step is redone
-(up to twice) when others used more than 15 % of the machine.
+The publisher sends events as `message` frames on its own WebSocket, at
+increasing rates, in one of two ways:
+- bursts every 10 ms (`fanout`, `spread`): the gateway may write a whole burst
+  to a subscriber in one write, so delivered msg/s grows with the burst size;
+- paced (`fanout-paced`): one event per write at even intervals, so (while the
+  gateway keeps up) every message costs it one write per subscriber.
+
+Each event carries its publish time. Per step, measured over the publishing
+window only (from the publisher's first event to its last, not its start-up or
+the tail after it):
+- on-time msg/s: messages the subscribers had received when publishing ended,
+  per second of publishing; what arrives later is counted as `late` (with the
+  `drain`, how long after the end the last one came), never as throughput;
+- lag p50/p99/max: publish -> delivery time of every message, late ones included;
+- msgs/read: event messages per read() at the subscribers, i.e. how many
+  messages the gateway put in one write (an upper bound when subscribers lag);
+- gateway CPU: the gateway process's utime+stime / wall over the window;
+- others: the CPU other processes on the machine used meanwhile (from /proc), so
+  a disturbed run is visible; a step is redone (up to twice) when others used
+  more than 15 % of the machine.
 
 Memory per idle connection: gateway RSS with M authenticated, subscribed, idle
 connections minus RSS before they connected, divided by M.
@@ -307,7 +320,12 @@ def _pin(cpu: int) -> None:
         os.sched_setaffinity(0, {cpu})
 
 
-def publisher_main(port: int, channels: list[str], rate: float, seconds: float, conn: Any) -> None:
+def publisher_main(  # noqa: PLR0917
+    port: int, channels: list[str], rate: float, seconds: float, paced: bool, conn: Any
+) -> None:
+    """Publish for `seconds`: in bursts every TICK, or `paced`, one event per write at
+    even intervals. Tells `conn` "started" before the first event and "ended" after the
+    last, so the measurements cover publishing only."""
     _pin(CLIENT_CPU)
 
     async def main() -> None:
@@ -321,31 +339,54 @@ def publisher_main(port: int, channels: list[str], rate: float, seconds: float, 
             port,
         )
         await client.ready
-        sent = 0
-        started = time.monotonic()
-        next_tick = started
         index = 0
-        while True:
-            now = time.monotonic()
-            if now - started >= seconds:
-                break
-            due = int((now - started + TICK) * rate) - sent
-            for _ in range(max(0, due)):
-                channel = channels[index % len(channels)]
-                index += 1
-                data = f'{{"t":{time.time():.6f},"p":"{PAD}"}}'
-                body = f'{{"type":"message","channel":"{channel}","event":"b","data":{data}}}'
-                client.send(body.encode())
-                sent += 1
-            next_tick += TICK
-            await asyncio.sleep(max(0.0, next_tick - time.monotonic()))
+
+        def send_one() -> None:
+            nonlocal index
+            channel = channels[index % len(channels)]
+            index += 1
+            data = f'{{"t":{time.time():.6f},"p":"{PAD}"}}'
+            body = f'{{"type":"message","channel":"{channel}","event":"b","data":{data}}}'
+            client.send(body.encode())
+
+        conn.send("started")
+        started = time.monotonic()
+        if paced:
+            await _paced(send_one, rate, seconds, started)
+        else:
+            await _bursts(send_one, rate, seconds, started)
         elapsed = time.monotonic() - started
+        conn.send("ended")
         await asyncio.sleep(0.5)  # let the acks come back before closing
-        conn.send({"sent": sent, "seconds": elapsed})
+        conn.send({"sent": index, "seconds": elapsed})
         assert client.transport is not None
         client.transport.close()
 
     uvloop.run(main())
+
+
+async def _bursts(send_one: Any, rate: float, seconds: float, started: float) -> None:
+    """Every TICK, the events due by then: the gateway can write each burst to a
+    subscriber in one write."""
+    sent = 0
+    next_tick = started
+    while (now := time.monotonic()) - started < seconds:
+        for _ in range(max(0, int((now - started + TICK) * rate) - sent)):
+            send_one()
+            sent += 1
+        next_tick += TICK
+        await asyncio.sleep(max(0.0, next_tick - time.monotonic()))
+
+
+async def _paced(send_one: Any, rate: float, seconds: float, started: float) -> None:
+    """One event per loop iteration (one write, one TCP segment: the socket has
+    TCP_NODELAY) at even intervals; when behind, still one per iteration."""
+    interval = 1.0 / rate
+    due = started
+    while time.monotonic() - started < seconds:
+        send_one()
+        due += interval
+        await asyncio.sleep(max(0.0, due - time.monotonic()))
 
 
 # -- one scenario at increasing rates ---------------------------------------------------------
@@ -362,6 +403,7 @@ def run_scenario(  # noqa: PLR0917
     fanout: int,
     rates: list[float],
     seconds: float,
+    paced: bool = False,
 ) -> list[dict[str, Any]]:
     subscribers = Subscribers(port, kind, fanout * channels, prefix, channels)
     rows = []
@@ -369,8 +411,9 @@ def run_scenario(  # noqa: PLR0917
         for rate in rates:
             for attempt in range(3):
                 row = _step(
-                    port, gateway, subscribers, kind, name, publish_channels, fanout, rate, seconds
-                )
+                    port, gateway, subscribers, kind, name, publish_channels, fanout, rate,
+                    seconds, paced,
+                )  # fmt: skip
                 if row["foreign_cpu_pct"] <= FOREIGN_LIMIT:
                     break
                 foreign = row["foreign_cpu_pct"]
@@ -395,6 +438,7 @@ def _step(  # noqa: PLR0917
     fanout: int,
     rate: float,
     seconds: float,
+    paced: bool,
 ) -> dict[str, Any]:
     """One rate: wait (bounded) for a quiet machine, publish for `seconds`, measure."""
     ctx = mp.get_context("spawn")
@@ -408,19 +452,23 @@ def _step(  # noqa: PLR0917
         if time.monotonic() > deadline:
             break
     subscribers.command("start")
+    pub_parent, pub_child = ctx.Pipe()
+    publisher = ctx.Process(
+        target=publisher_main, args=(port, publish_channels, rate, seconds, paced, pub_child)
+    )
+    publisher.start()
+    assert pub_parent.recv() == "started"  # the publisher is connected: measure from here
     cpu_before = gateway.cpu_times()
     machine_before = cpu_snapshot(root)
     wall_before = time.monotonic()
-    pub_parent, pub_child = ctx.Pipe()
-    publisher = ctx.Process(
-        target=publisher_main, args=(port, publish_channels, rate, seconds, pub_child)
-    )
-    publisher.start()
-    published = pub_parent.recv()
-    publisher.join()
+    assert pub_parent.recv() == "ended"
     wall = time.monotonic() - wall_before
     cpu_after = gateway.cpu_times()
-    foreign = foreign_pct(machine_before, cpu_snapshot(root))
+    machine_after = cpu_snapshot(root)
+    subscribers.command("mark")  # what arrives from now on was late
+    published = pub_parent.recv()
+    publisher.join()
+    foreign = foreign_pct(machine_before, machine_after)
     result = subscribers.command("stop")
     assert result is not None
     cpu = ((cpu_after.user - cpu_before.user) + (cpu_after.system - cpu_before.system)) / wall
@@ -430,10 +478,13 @@ def _step(  # noqa: PLR0917
         "rate": rate,
         "published_per_s": published["sent"] / published["seconds"],
         "expected_per_s": published["sent"] * fanout / published["seconds"],
-        "delivered_per_s": result["count"] / published["seconds"],
+        "delivered_per_s": result["on_time"] / published["seconds"],
+        "late": result["count"] - result["on_time"],
+        "drain_ms": result["drain"] * 1000,
         "p50_ms": result["p50"] * 1000,
         "p99_ms": result["p99"] * 1000,
         "max_ms": result["max"] * 1000,
+        "per_read": result["per_read"],
         "gateway_cpu_pct": cpu * 100,
         "foreign_cpu_pct": foreign,
     }
@@ -441,9 +492,10 @@ def _step(  # noqa: PLR0917
 
 def _line(row: dict[str, Any]) -> str:
     return (
-        f"{row['path']:8} {row['scenario']:7} events/s {row['published_per_s']:8.0f}  "
-        f"delivered/s {row['delivered_per_s']:9.0f} (of {row['expected_per_s']:9.0f})  "
-        f"p50 {row['p50_ms']:7.1f} ms  p99 {row['p99_ms']:7.1f} ms  "
+        f"{row['path']:8} {row['scenario']:12} events/s {row['published_per_s']:8.0f}  "
+        f"on time/s {row['delivered_per_s']:9.0f} (of {row['expected_per_s']:9.0f}, "
+        f"late {row['late']})  lag p50 {row['p50_ms']:6.1f} p99 {row['p99_ms']:6.1f} "
+        f"max {row['max_ms']:6.1f} ms  msgs/read {row['per_read']:5.1f}  "
         f"gateway CPU {row['gateway_cpu_pct']:5.1f}%  others {row['foreign_cpu_pct']:4.1f}%"
     )
 
@@ -471,6 +523,9 @@ def main() -> int:
     parser.add_argument("--rates", default="50,100,200,300,400,600,800")
     parser.add_argument("--spread-rates", default="1000,2000,4000,6000,8000,12000")
     parser.add_argument("--socketio-rates", default="50,100,200,300,400,600")
+    parser.add_argument(
+        "--paced-rates", default="100,200,400,600,800", help="fanout, one event per write"
+    )
     parser.add_argument("--duration", type=float, default=5.0)
     parser.add_argument("--idle", type=int, default=2000, help="connections for the memory figure")
     parser.add_argument("--json", type=Path, help="write the rows here")
@@ -491,6 +546,11 @@ def main() -> int:
                 port, gateway, kind, "fanout", "bench:all", 1, ["bench:all"], n,
                 [float(r) for r in fan_rates.split(",")], args.duration,
             )  # fmt: skip
+            if kind == "plain" and args.paced_rates:
+                results["rows"] += run_scenario(
+                    port, gateway, kind, "fanout-paced", "bench:all", 1, ["bench:all"], n,
+                    [float(r) for r in args.paced_rates.split(",")], args.duration, paced=True,
+                )  # fmt: skip
             spread_rates = [float(r) for r in args.spread_rates.split(",")]
             publish_to = [f"bench:ch{i}" for i in range(100)]
             results["rows"] += run_scenario(
@@ -513,15 +573,17 @@ def main() -> int:
 def markdown(results: dict[str, Any]) -> str:
     """The rows as a Markdown table (for BENCHMARKS.md)."""
     lines = [
-        "| path | scenario | events/s | delivered msg/s | p50 ms | p99 ms | gateway CPU | others |",
-        "|---|---|---:|---:|---:|---:|---:|---:|",
+        "| path | scenario | events/s | on-time msg/s (of expected) | late | lag p50 / p99 / max"
+        " ms | drain ms | msgs/read | gateway CPU | others |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for row in results["rows"]:
         mark = " (disturbed)" if row.get("disturbed") else ""
         lines.append(
             f"| {row['path']} | {row['scenario']} | {row['published_per_s']:.0f} | "
-            f"{row['delivered_per_s']:,.0f} of {row['expected_per_s']:,.0f} | "
-            f"{row['p50_ms']:.1f} | {row['p99_ms']:.1f} | {row['gateway_cpu_pct']:.0f}% | "
+            f"{row['delivered_per_s']:,.0f} of {row['expected_per_s']:,.0f} | {row['late']:,} | "
+            f"{row['p50_ms']:.1f} / {row['p99_ms']:.1f} / {row['max_ms']:.0f} | "
+            f"{row['drain_ms']:.0f} | {row['per_read']:.1f} | {row['gateway_cpu_pct']:.0f}% | "
             f"{row['foreign_cpu_pct']:.0f}%{mark} |"
         )
     for kind, size in results["idle_bytes"].items():

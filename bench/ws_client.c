@@ -9,8 +9,12 @@
  *
  * Connection i subscribes to CHANNEL_PREFIX (CHANNELS == 1) or to
  * CHANNEL_PREFIX<i % CHANNELS>. Prints "ready" once every connection is
- * subscribed; then reads commands on stdin: "start" (reset counters), "stop"
- * (print {"count", "p50", "p99", "max"} in seconds), "quit".
+ * subscribed; then reads commands on stdin: "start" (reset counters), "mark"
+ * (publishing has stopped: remember the count and the time), "stop" (print
+ * {"count", "on_time", "drain", "p50", "p99", "max", "per_read"}: latencies and
+ * the drain, the last delivery's time after the mark, in seconds; on_time the
+ * count at the mark; per_read the event messages per read() that had any, i.e.
+ * how many messages the gateway put in one write), "quit".
  */
 #define _GNU_SOURCE
 #include <arpa/inet.h>
@@ -43,7 +47,9 @@ typedef struct {
 static const char *host, *kind, *token;
 static int port, nconns, nchannels;
 static const char *prefix;
-static uint64_t count;
+static uint64_t count, on_time, event_reads;
+static double mark_at, last_rx;
+static int marked;
 static uint32_t *hist;
 static int recording;
 static int ready_count;
@@ -89,7 +95,9 @@ static void record(const char *p, size_t n) {
     }
     count++;
     if (recording) {
-        double lat = now_s() - strtod(t + 4, NULL);
+        double at = now_s();
+        double lat = at - strtod(t + 4, NULL);
+        last_rx = at;
         long b = (long)(lat * 1e6 / BUCKET_US);
         if (b < 0) b = 0;
         if (b >= BUCKETS) b = BUCKETS - 1;
@@ -128,6 +136,7 @@ static void on_text(conn_t *c, const char *p, size_t n) {
 
 static void handle(conn_t *c) {
     for (;;) {
+        uint64_t before = count;
         ssize_t r = read(c->fd, c->buf + c->len, BUF - c->len);
         if (r < 0) {
             if (errno == EAGAIN) return;
@@ -177,6 +186,7 @@ static void handle(conn_t *c) {
         }
         memmove(c->buf, c->buf + at, c->len - at);
         c->len -= at;
+        if (count > before) event_reads++;
     }
 }
 
@@ -250,8 +260,16 @@ int main(int argc, char **argv) {
                     *nl = 0;
                     if (strcmp(line, "start") == 0) {
                         count = 0;
+                        on_time = 0;
+                        event_reads = 0;
+                        marked = 0;
+                        last_rx = 0;
                         memset(hist, 0, BUCKETS * sizeof *hist);
                         recording = 1;
+                    } else if (strcmp(line, "mark") == 0) {
+                        on_time = count;
+                        mark_at = now_s();
+                        marked = 1;
                     } else if (strcmp(line, "stop") == 0) {
                         recording = 0;
                         uint64_t total = 0;
@@ -259,9 +277,15 @@ int main(int argc, char **argv) {
                         double mx = 0;
                         for (long b = BUCKETS - 1; b >= 0; b--)
                             if (hist[b]) { mx = (b + 1) * BUCKET_US / 1e6; break; }
-                        printf("{\"count\": %llu, \"p50\": %.6f, \"p99\": %.6f, \"max\": %.6f}\n",
-                               (unsigned long long)count, total ? percentile(0.5, total) : 0,
-                               total ? percentile(0.99, total) : 0, mx);
+                        double drain = marked && last_rx > mark_at ? last_rx - mark_at : 0;
+                        printf("{\"count\": %llu, \"on_time\": %llu, \"drain\": %.6f, "
+                               "\"p50\": %.6f, \"p99\": %.6f, \"max\": %.6f, "
+                               "\"per_read\": %.3f}\n",
+                               (unsigned long long)count,
+                               (unsigned long long)(marked ? on_time : count), drain,
+                               total ? percentile(0.5, total) : 0,
+                               total ? percentile(0.99, total) : 0, mx,
+                               event_reads ? (double)count / (double)event_reads : 0);
                         fflush(stdout);
                     } else if (strcmp(line, "quit") == 0) {
                         return 0;

@@ -297,3 +297,19 @@ async def test_dead_peer_is_dropped_and_pings_are_sent():
         await alive.close()
     finally:
         process.stop()
+
+
+async def test_invalid_utf8_in_a_text_frame_closes_with_1007(gateway):
+    client = await Client.open(gateway.port)
+    await client.authenticate(token())
+    await client.ws.send(b'{"type": "ping", "ref": "\xff\xfe"}', text=True)  # not UTF-8
+    assert await _closed_code(client) == 1007
+    # Also when the bad byte is split across fragments of one message.
+    fragmented = await Client.open(gateway.port)
+    await fragmented.ws.send(iter([b'{"type": "ping", "ref": "\xe2', b'\x82"}']), text=True)
+    assert await _closed_code(fragmented) == 1007
+    # Valid UTF-8 beyond ASCII is fine.
+    fine = await Client.open(gateway.port)
+    await fine.send(type="ping", ref="Grüße ✓")
+    assert (await fine.expect("pong"))["ref"] == "Grüße ✓"
+    await fine.close()

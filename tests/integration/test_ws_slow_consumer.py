@@ -144,3 +144,56 @@ async def test_slow_consumer_is_cut_off_with_1013_and_memory_stays_bounded():
         await fast.close()
     finally:
         gateway.stop()
+
+
+def _slow_consumer_count(port: int) -> float:
+    metrics = request(port, "GET", "/api/v1/metrics").body.decode()
+    for line in metrics.splitlines():
+        if line.startswith('websocket_slow_consumer_disconnects_total{transport="websocket"}'):
+            return float(line.rsplit(" ", 1)[1])
+    return 0.0
+
+
+async def test_a_slow_consumer_that_reads_slowly_hears_1013():
+    """The close frame is not stuck behind the megabyte the client did not read: the
+    queue is dropped and the close frame goes out first, behind only what the kernel
+    holds already; a client that reads slowly (32 KiB every 0.1 s) gets it, though that
+    takes longer than the default 5 s close timeout (the connection is dropped only when
+    its client stops reading for that long)."""
+    gateway = GatewayProcess(realtime_config())  # send_buffer 1 MiB, close_timeout 5 s
+    try:
+        slow = _slow_client(gateway.port)
+        data = "x" * 50_000
+        for start in range(0, 200, BATCH):  # 10 MB while the client reads nothing
+            batch = [
+                {"channel": "public:flood", "type": "bulk", "data": data, "id": f"s{start + i}"}
+                for i in range(BATCH)
+            ]
+            assert (await asyncio.to_thread(publish, gateway.port, *batch)).status == 202
+            if _slow_consumer_count(gateway.port):
+                break
+        await asyncio.to_thread(gateway.wait_for, lambda: _slow_consumer_count(gateway.port), 10)
+        cut_off_at = asyncio.get_running_loop().time()
+        slow.setblocking(False)
+        buffered = b""
+        close_code = None
+        read = 0
+        while close_code is None:
+            await asyncio.sleep(0.1)
+            try:
+                chunk = slow.recv(32768)
+            except BlockingIOError:
+                continue
+            except ConnectionResetError:
+                break
+            if not chunk:
+                break
+            read += len(chunk)
+            frames, buffered = _read_frames(buffered + chunk)
+            close_code = next((struct.unpack("!H", p[:2])[0] for o, p in frames if o == 8), None)
+        waited = asyncio.get_running_loop().time() - cut_off_at
+        print(f"read {read} bytes in {waited:.1f} s before the close frame")
+        assert close_code == 1013, f"no close frame after {read} bytes and {waited:.1f} s"
+        slow.close()
+    finally:
+        gateway.stop()

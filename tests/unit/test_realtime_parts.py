@@ -219,3 +219,52 @@ def test_redis_bus_needs_a_url_and_token_service_needs_enabling():
         GatewayConfig.model_validate(config)
     with pytest.raises(ValidationError, match="trust the token service"):
         GatewayConfig.model_validate(realtime_config(auth={}))
+
+
+class _Member:
+    """A hub member that records what it is sent (instead of a socket)."""
+
+    def __init__(self) -> None:
+        self.outbox: list[bytes] = []
+        self.written: list[bytes] = []
+        self.last_seen = 0.0
+
+    def write_frames(self, data: bytes) -> bool:
+        self.written.append(data)
+        return True
+
+    def slow_consumer(self) -> None:
+        raise AssertionError("not slow")
+
+    def heartbeat(self, now: float) -> None:
+        pass
+
+
+async def test_memory_bus_event_in_history_and_still_on_its_way_is_sent_once():
+    """The memory bus stores an event at once and delivers it on the next loop turn: a
+    subscriber that resubscribes in between gets it from the history, and the live copy
+    that follows must not be sent again (issue 13, item 13)."""
+    import asyncio
+
+    from potok.realtime.bus.memory import MemoryBus
+    from potok.realtime.history import position_after
+    from potok.realtime.hub import Hub
+    from potok.realtime.metrics import RealtimeMetrics
+
+    config = GatewayConfig.model_validate(realtime_config())
+    assert config.realtime is not None
+    hub = Hub(config.realtime.limits, RealtimeMetrics(None), DedupWindow(60, 100))
+    bus = MemoryBus(MemoryHistory(10, 60, 10), DedupWindow(60, 100))
+    await bus.start(hub.deliver, lambda kind: None)
+    first = await bus.publish(make_event("public:race", "t", 1))
+    member = _Member()
+    await bus.publish(make_event("public:race", "t", 2))  # stored; delivery still queued
+    hub.begin("public:race", member)
+    page = await bus.history("public:race", first.offset or 0)
+    assert [e.data for e in page.events] == [2]  # the client gets it from the history
+    assert hub.finish("public:race", member, position_after(page.latest, first.offset, page)) == []
+    await asyncio.sleep(0.01)  # the queued live delivery runs now
+    await bus.publish(make_event("public:race", "t", 3))
+    await asyncio.sleep(0.01)
+    sent = b"".join(member.written)
+    assert b'"data":2' not in sent and b'"data":3' in sent

@@ -54,6 +54,9 @@ class RealtimeAuth:
         self.check_still_valid(principal)
         return principal
 
+    def now(self) -> float:
+        return self._clock()
+
     def check_still_valid(self, principal: Principal) -> None:
         """TokenRejected once the token has expired or been revoked."""
         expires = principal.expires_at

@@ -10,7 +10,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
 from potok.errors import problem_body
-from potok.realtime.bus.base import BusUnavailable
+from potok.realtime.bus.base import BusUnavailable, EventTooLarge
 from potok.realtime.events import BadEvent, Event, make_event
 
 if TYPE_CHECKING:
@@ -95,6 +95,10 @@ def create_events_router(runtime: Callable[[], Runtime]) -> APIRouter:
                         "duplicate": published.duplicate,
                     }
                 )
+        except EventTooLarge as exc:
+            return _problem(
+                request, 413, str(exc), max_event_bytes=exc.limit, published=len(results)
+            )
         except BusUnavailable:
             return _problem(request, 503, "the event bus is unavailable", published=len(results))
         document: Any = (

@@ -4,8 +4,9 @@ An event from the bus is encoded once (JSON, then one unmasked WebSocket
 frame) and the same bytes go to every subscriber. They are queued per
 connection and written at the end of the event-loop iteration, so a burst of
 events costs one write (one syscall) per connection, not one per event.
-Before each write the transport's buffer is checked: a client whose unsent
-bytes exceed `limits.send_buffer` is not written to but closed with 1013, so
+Frames beyond what the transport takes wait per connection (server/websocket.py,
+`write_frames`); a client whose unsent bytes exceed `limits.send_buffer` has
+them dropped and is closed with 1013 (the close frame goes out first), so
 whatever clients do, each costs at most that bound.
 
 A new subscription first collects live events while the bus answers the
@@ -40,9 +41,10 @@ log = structlog.get_logger("potok.realtime")
 class Member(Protocol):
     """A plain WebSocket subscriber (see realtime.websocket.RealtimeSession)."""
 
-    transport: asyncio.Transport
     last_seen: float
     outbox: list[bytes]  # frames queued in this loop iteration (written by Hub.flush)
+
+    def write_frames(self, data: bytes) -> bool: ...
 
     def slow_consumer(self) -> None: ...
 
@@ -54,15 +56,23 @@ class SocketIoSink(Protocol):
 
     def emit(self, event: Event, members: int) -> None: ...
 
+    def heartbeat(self, now: float) -> None: ...
+
+    async def shutdown(self) -> None: ...
+
 
 class Channel:
-    __slots__ = ("_targets", "last_offset", "members", "name", "pending", "socketio")
+    __slots__ = ("_targets", "floors", "last_offset", "members", "name", "pending", "socketio")
 
     def __init__(self, name: str) -> None:
         self.name = name
         self.last_offset: int | None = None  # the newest position this worker has seen
         self.members: dict[Member, None] = {}
         self.pending: dict[Member, list[Event]] = {}
+        # New members and the offset they were given (reply or history): live events at or
+        # before it are not theirs. Events come in offset order, so a floor lasts only until
+        # the first event past it.
+        self.floors: dict[Member, int] = {}
         self.socketio = 0
         self._targets: tuple[Member, ...] | None = ()
 
@@ -120,6 +130,8 @@ class Hub:
         if event.offset is not None:
             channel.last_offset = event.offset
         targets = channel.targets()
+        if channel.floors:
+            targets = self._above_floors(channel, targets, event.offset)
         if targets:
             frame = text_frame(orjson.dumps(event.client_message()))
             dirty = self._dirty
@@ -142,21 +154,30 @@ class Hub:
             self.socketio.emit(event, channel.socketio)
         self._observe_fanout((), max(0.0, time.time() - event.ts))
 
+    @staticmethod
+    def _above_floors(
+        channel: Channel, targets: tuple[Member, ...], offset: int | None
+    ) -> tuple[Member, ...]:
+        floors = channel.floors
+        skip = set()
+        for member, floor in list(floors.items()):
+            if offset is not None and offset <= floor:
+                skip.add(member)
+            else:
+                del floors[member]
+        return tuple(m for m in targets if m not in skip) if skip else targets
+
     def flush(self) -> None:
         """Write each connection's queued frames at once; cut off the ones that lag."""
         dirty, self._dirty = self._dirty, []
-        limit = self._send_buffer
         for member in dirty:
             outbox = member.outbox
             if not outbox:
                 continue  # closed meanwhile
-            transport = member.transport
-            if transport.get_write_buffer_size() > limit:
-                outbox.clear()
-                member.slow_consumer()
-                continue
-            transport.write(outbox[0] if len(outbox) == 1 else b"".join(outbox))
+            data = outbox[0] if len(outbox) == 1 else b"".join(outbox)
             outbox.clear()
+            if not member.write_frames(data):
+                member.slow_consumer()
 
     # Subscriptions -----------------------------------------------------------------
 
@@ -177,10 +198,11 @@ class Hub:
         collected = channel.pending.pop(member, [])
         channel.members[member] = None
         channel.changed()
-        if position is not None and (channel.last_offset or 0) < position:
-            channel.last_offset = position
         if position is None:
             return collected
+        if (channel.last_offset or 0) < position:
+            channel.last_offset = position
+        channel.floors[member] = position
         return [e for e in collected if e.offset is None or e.offset > position]
 
     def leave(self, name: str, member: Member) -> None:
@@ -188,6 +210,7 @@ class Hub:
         if channel is None:
             return
         channel.pending.pop(member, None)
+        channel.floors.pop(member, None)
         if channel.members.pop(member, 0) is None:
             channel.changed()
         if channel.empty:
@@ -246,6 +269,11 @@ class Hub:
                     member.heartbeat(now)
                 except Exception as exc:  # one broken connection must not stop the others'
                     log.warning("realtime heartbeat failed", error=str(exc))
+            if self.socketio is not None:
+                try:
+                    self.socketio.heartbeat(now)
+                except Exception as exc:
+                    log.warning("socket.io heartbeat failed", error=str(exc))
 
     async def shutdown(self, close: Callable[[Member], None], grace: float) -> None:
         """Close every connection with `close` (1001), waiting up to `grace` for them to go."""
@@ -255,6 +283,8 @@ class Hub:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._heartbeat
             self._heartbeat = None
+        if self.socketio is not None:
+            await self.socketio.shutdown()
         if not self.members:
             return
         self._emptied = asyncio.Event()

@@ -27,6 +27,8 @@ FORBIDDEN = "forbidden"
 TOO_MANY_SUBSCRIPTIONS = "too_many_subscriptions"
 NOT_SUBSCRIBED = "not_subscribed"
 BUS_UNAVAILABLE = "bus_unavailable"
+TOO_LARGE = "too_large"  # an event bigger than the bus carries
+GOING_AWAY = "going_away"  # Socket.IO's notice before a shutdown disconnect (plain: close 1001)
 
 KINDS = frozenset({"authenticate", "subscribe", "unsubscribe", "message", "ping"})
 

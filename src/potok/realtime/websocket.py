@@ -10,9 +10,10 @@ import structlog
 from potok.identity.principal import Principal
 from potok.identity.verifier import TokenRejected
 from potok.realtime import protocol as proto
-from potok.realtime.bus.base import BusUnavailable
+from potok.realtime.bus.base import BusUnavailable, EventTooLarge
 from potok.realtime.events import BadEvent, Event, make_event
-from potok.realtime.history import HistoryPage
+from potok.realtime.history import HistoryPage, position_after
+from potok.realtime.session import SessionGuard, error_code, no_longer_allowed
 from potok.server.websocket import (
     CLOSE_GOING_AWAY,
     CLOSE_TRY_AGAIN_LATER,
@@ -101,9 +102,12 @@ class RealtimeSession(WebSocketEndpoint):
         principal: Principal | None,
     ) -> None:
         super().__init__(connection, protocol)
+        self.send_limit = realtime.config.limits.send_buffer
         self.realtime = realtime
         self.hub = realtime.hub
-        self.principal = principal
+        self.guard = SessionGuard(realtime.auth, self._end_session)
+        if principal is not None:
+            self.guard.admit(principal)
         self.channels: set[str] = set()
         self.outbox: list[bytes] = []  # event frames the hub writes at the end of this tick
         self._auth_timer: asyncio.TimerHandle | None = None
@@ -156,7 +160,7 @@ class RealtimeSession(WebSocketEndpoint):
 
     def close_with(self, code: int, reason: str = "", timeout: float = 5.0) -> None:
         if self.outbox and not self.closing and not self.closed:
-            self.transport.write(b"".join(self.outbox))  # what was queued goes before the close
+            self.write_frames(b"".join(self.outbox))  # what was queued goes before the close
         self.outbox.clear()
         super().close_with(code, reason, timeout)
 
@@ -173,26 +177,37 @@ class RealtimeSession(WebSocketEndpoint):
             principal = await self.realtime.auth.verify(message.token)
         except TokenRejected as exc:
             if not self.closed:
-                code = proto.TOKEN_EXPIRED if exc.reason == "token expired" else proto.INVALID_TOKEN
-                self.reply(proto.error(code, exc.reason, message.ref))
-                self.close_with(proto.CLOSE_UNAUTHORIZED, exc.reason[:100])
+                self._end_session(error_code(exc), exc.reason, message.ref)
             return
-        if self.closed:
+        if self.closed or self.closing:
             return
-        if self.principal is not None and (
-            principal.subject != self.principal.subject or principal.org != self.principal.org
-        ):
-            self.reply(
-                proto.error(
-                    proto.INVALID_TOKEN, "a connection cannot change its identity", message.ref
-                )
-            )
+        refused = self.guard.admit(principal)
+        if refused is not None:
+            self.reply(proto.error(proto.INVALID_TOKEN, refused, message.ref))
             return
-        self.principal = principal
         if self._auth_timer is not None:
             self._auth_timer.cancel()
             self._auth_timer = None
         self._send_authenticated(message.ref)
+        for channel in no_longer_allowed(self.realtime.rules, principal, list(self.channels)):
+            self._drop(channel)
+
+    def _drop(self, channel: str) -> None:
+        """A channel the connection's new token may not see: unsubscribed, and said so."""
+        self.channels.discard(channel)
+        self.hub.leave(channel, self)
+        self.reply(
+            proto.error(proto.FORBIDDEN, "the new token may not subscribe here", channel=channel)
+        )
+
+    def _end_session(self, code: str, reason: str, ref: Any = None) -> None:
+        """The session rule's verdict (realtime.session): error frame, then close 4401."""
+        self.reply(proto.error(code, reason, ref))
+        self.close_with(proto.CLOSE_UNAUTHORIZED, reason[:100])
+
+    @property
+    def principal(self) -> Principal | None:
+        return self.guard.principal
 
     def _send_authenticated(self, ref: Any) -> None:
         principal = self.principal
@@ -260,12 +275,10 @@ class RealtimeSession(WebSocketEndpoint):
         if message.since is not None:
             body["recovered"] = page is not None and page.recovered
         self.reply(proto.encode(body, message.ref))
-        position = latest
         if page is not None:
             for event in page.events:
                 self.send_text(proto.encode(event.client_message()))
-            if message.since is not None:
-                position = max(latest or 0, message.since)
+        position = position_after(latest, message.since, page)
         for event in self.hub.finish(channel, self, position):
             self.send_text(proto.encode(event.client_message()))
 
@@ -300,6 +313,9 @@ class RealtimeSession(WebSocketEndpoint):
     async def _send_published(self, event: Event, ref: Any) -> None:
         try:
             published = await self.realtime.publish(event, TRANSPORT)
+        except EventTooLarge as exc:
+            self.reply(proto.error(proto.TOO_LARGE, str(exc), ref, max_event_bytes=exc.limit))
+            return
         except BusUnavailable:
             self.reply(proto.error(proto.BUS_UNAVAILABLE, "the event bus is unavailable", ref))
             return
@@ -320,7 +336,8 @@ class RealtimeSession(WebSocketEndpoint):
 
     def slow_consumer(self) -> None:
         self.realtime.metrics.slow_consumers.inc((TRANSPORT,))
-        self.close_with(
+        self.outbox.clear()
+        self.cut_off(
             CLOSE_TRY_AGAIN_LATER,
             "slow consumer",
             timeout=self.realtime.config.limits.close_timeout,
@@ -331,14 +348,9 @@ class RealtimeSession(WebSocketEndpoint):
         if now - self.last_seen > limits.ping_interval + limits.ping_timeout:
             self.abort()  # dead peer: no close handshake to wait for
             return
-        if self.principal is not None:
-            try:
-                self.realtime.auth.check_still_valid(self.principal)
-            except TokenRejected as exc:
-                code = proto.TOKEN_EXPIRED if exc.reason == "token expired" else proto.INVALID_TOKEN
-                self.reply(proto.error(code, exc.reason))
-                self.close_with(proto.CLOSE_UNAUTHORIZED, exc.reason)
-                return
+        self.guard.check()  # expiry (also timed) and revocation: realtime.session
+        if self.closing or self.closed:
+            return
         self.send_ping()
 
     def going_away(self) -> None:
@@ -351,6 +363,7 @@ class RealtimeSession(WebSocketEndpoint):
         self._leave_all()
 
     def on_closed(self, code: int) -> None:
+        self.guard.stop()
         self._leave_all()
         if self._auth_timer is not None:
             self._auth_timer.cancel()

@@ -6,8 +6,9 @@ Used for the own API's WebSocket endpoints (Socket.IO). The app sees
 then), `websocket.send`, `websocket.close` (before accept: 403).
 
 Bounded both ways: incoming messages wait in a small queue (reading from the
-client pauses while it is full); outgoing ones go straight to the transport,
-and a client whose unsent bytes pass `send_buffer` is closed with 1013.
+client pauses while it is full); outgoing ones go to the transport, or wait in
+the endpoint's queue while the transport is full, and a client whose unsent
+bytes pass `send_buffer` has them dropped and is closed with 1013 at once.
 """
 
 from __future__ import annotations
@@ -154,19 +155,12 @@ class AsgiWebSocket(WebSocketEndpoint):
                 raise RuntimeError("websocket.send before websocket.accept")
             if self.closed or self.closing:
                 return  # the client is gone; the app learns it from receive()
-            if self.transport.get_write_buffer_size() > self.limits.send_buffer:
-                if self.limits.on_slow_consumer is not None:
-                    self.limits.on_slow_consumer()
-                self.close_with(
-                    CLOSE_TRY_AGAIN_LATER, "slow consumer", timeout=self.limits.close_timeout
-                )
-                return
             text = message.get("text")
             if text is not None:
                 self.protocol.send_text(text.encode())
             else:
                 self.protocol.send_binary(bytes(message.get("bytes") or b""))
-            self.flush()
+            self._write_checked(b"".join(self.protocol.data_to_send()))
         elif kind == "websocket.close":
             if not self.accepted:
                 self._refuse(403, str(message.get("reason") or "WebSocket refused"))
@@ -182,14 +176,13 @@ class AsgiWebSocket(WebSocketEndpoint):
         slow-consumer check of `websocket.send`."""
         if not self.accepted or self.closed or self.closing:
             return
-        if self.transport.get_write_buffer_size() > self.limits.send_buffer:
+        self._write_checked(frame)
+
+    def _write_checked(self, data: bytes) -> None:
+        if not self.write_frames(data):
             if self.limits.on_slow_consumer is not None:
                 self.limits.on_slow_consumer()
-            self.close_with(
-                CLOSE_TRY_AGAIN_LATER, "slow consumer", timeout=self.limits.close_timeout
-            )
-            return
-        self.transport.write(frame)
+            self.cut_off(CLOSE_TRY_AGAIN_LATER, "slow consumer", timeout=self.limits.close_timeout)
 
     def _accept(self, message: Message) -> None:
         exchange = self.exchange
@@ -209,6 +202,7 @@ class AsgiWebSocket(WebSocketEndpoint):
         exchange.on_cancel = None
         extra = [(bytes(n), bytes(v)) for n, v in message.get("headers", ())]
         WebSocketEndpoint.__init__(self, exchange.connection, protocol)
+        self.send_limit = self.limits.send_buffer
         self.accepted = True
         self.exchange = None
         self.owner.open.add(self)

@@ -7,12 +7,22 @@ arrives in `WebSocketEndpoint.write` (the Tunnel protocol). Outgoing frames may
 be written by the protocol object (replies, pings, close) or, pre-encoded once
 for many clients, straight to the transport: both are whole frames on one
 ordered stream.
+
+Outgoing frames wait in the endpoint's own queue (whole frames) while the
+transport's buffer is above its high-water mark (the connection's
+`write_paused`), not in the transport: so the bytes the transport holds stay
+small, and a close frame can still go out ahead of everything queued — a slow
+consumer is told 1013 at once instead of after megabytes it will never read.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
+import struct
+import termios
+from collections import deque
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
@@ -33,6 +43,7 @@ if TYPE_CHECKING:
 # Close codes used by the gateway.
 CLOSE_NORMAL = 1000
 CLOSE_GOING_AWAY = 1001
+CLOSE_INVALID_DATA = 1007
 CLOSE_POLICY = 1008
 CLOSE_INTERNAL = 1011
 CLOSE_TRY_AGAIN_LATER = 1013
@@ -110,9 +121,15 @@ class WebSocketEndpoint:
     pings are answered; a close is answered and the TCP connection closed.
     """
 
+    # Unsent bytes (queued here and in the transport) a client may let pile up before
+    # `write_frames` says it is a slow consumer.
+    send_limit = 1024 * 1024
+
     def __init__(self, connection: ClientConnection, protocol: ServerProtocol) -> None:
         self.connection = connection
         self.transport = connection.transport
+        self._queued: deque[bytes] = deque()
+        self._queued_bytes = 0
         self.protocol = protocol
         self.loop = asyncio.get_running_loop()
         self.last_seen = self.loop.time()
@@ -160,10 +177,17 @@ class WebSocketEndpoint:
         self.on_closed(code if code is not None else 1006)
 
     def pause_reading(self) -> None:
-        """The client's send buffer is full (slow-consumer checks read the size directly)."""
+        """The transport's buffer passed its high-water mark: `write_frames` queues here."""
 
     def resume_reading(self) -> None:
-        pass
+        """The transport's buffer drained below its low-water mark: send what is queued."""
+        queued = self._queued
+        if not queued or self.closed:
+            return
+        data = queued[0] if len(queued) == 1 else b"".join(queued)
+        queued.clear()
+        self._queued_bytes = 0
+        self.transport.write(data)
 
     # Frames --------------------------------------------------------------------
 
@@ -188,14 +212,20 @@ class WebSocketEndpoint:
 
     def _message(self, opcode: Opcode, data: bytes | bytearray | memoryview) -> None:
         if opcode is Opcode.TEXT:
-            self.on_text(bytes(data))
+            text = bytes(data)
+            try:
+                text.decode()  # RFC 6455 8.1: a text message is UTF-8, or the endpoint fails
+            except UnicodeDecodeError:
+                self.close_with(CLOSE_INVALID_DATA, "invalid UTF-8 in a text message")
+                return
+            self.on_text(text)
         else:
             self.on_binary(bytes(data))
 
     # Hooks ------------------------------------------------------------------------
 
     def on_text(self, data: bytes) -> None:
-        """A complete text message (UTF-8 already checked by the protocol)."""
+        """A complete text message (valid UTF-8: `_message` closed with 1007 otherwise)."""
 
     def on_binary(self, data: bytes) -> None:
         """A complete binary message."""
@@ -208,22 +238,34 @@ class WebSocketEndpoint:
 
     # Sending ----------------------------------------------------------------------
 
+    def write_frames(self, data: bytes) -> bool:
+        """Write whole frames, in order with everything written before; False once the
+        client lets more than `send_limit` bytes wait (a slow consumer: close it 1013)."""
+        if self.closed:
+            return True
+        if not self._queued and not self.connection.write_paused:
+            self.transport.write(data)
+            return True
+        self._queued.append(data)
+        self._queued_bytes += len(data)
+        return self._queued_bytes + self.transport.get_write_buffer_size() <= self.send_limit
+
     def flush(self) -> None:
         """Write what the protocol object has queued; close TCP when it says so."""
         for chunk in self.protocol.data_to_send():
             if chunk:
-                if not self.closed:
-                    self.transport.write(chunk)
+                self.write_frames(chunk)
             elif not self.closed:
+                self.resume_reading()  # whatever is queued goes before the FIN
                 self.transport.close()  # the server closes TCP first (RFC 6455 7.1.1)
 
     def send_text(self, payload: bytes) -> None:
         if not self.closing and not self.closed:
-            self.transport.write(text_frame(payload))
+            self.write_frames(text_frame(payload))
 
     def send_ping(self) -> None:
         if not self.closing and not self.closed:
-            self.transport.write(PING_FRAME)
+            self.write_frames(PING_FRAME)
 
     def close_with(self, code: int, reason: str = "", timeout: float = 5.0) -> None:
         """Start the close handshake; drop the connection if the peer does not answer."""
@@ -237,6 +279,50 @@ class WebSocketEndpoint:
         self.flush()
         if not self.closed and self.protocol.state is not State.CLOSED:
             self._close_timer = self.loop.call_later(timeout, self.abort)
+
+    def cut_off(self, code: int, reason: str, timeout: float) -> None:
+        """Close a slow consumer: the queued frames are dropped, the close frame goes out
+        ahead of them (behind only what the transport and the kernel already hold), and
+        the TCP connection is closed once that is written. The connection is dropped only
+        when the client stops reading altogether: `timeout` without progress."""
+        if self.closed or self.closing:
+            return
+        self._queued.clear()
+        self._queued_bytes = 0
+        self.closing = True
+        self.close_code = code
+        self.on_closing()
+        with contextlib.suppress(InvalidState):
+            self.protocol.send_close(code, reason)
+        for chunk in self.protocol.data_to_send():
+            if chunk and not self.closed:
+                self.transport.write(chunk)
+        if not self.closed:
+            self.transport.close()  # flushes the close frame, then FIN
+            self._watch_drain(timeout, self._unsent())
+
+    def _watch_drain(self, timeout: float, unsent: int) -> None:
+        def check() -> None:
+            self._close_timer = None
+            if self.closed:
+                return
+            now = self._unsent()
+            if now < unsent:  # still reading: its close frame is coming
+                self._watch_drain(timeout, now)
+            else:
+                self.abort()
+
+        self._close_timer = self.loop.call_later(timeout, check)
+
+    def _unsent(self) -> int:
+        """Bytes not yet taken by the client: the transport's, plus the kernel's (Linux)."""
+        unsent = self.transport.get_write_buffer_size()
+        sock = self.transport.get_extra_info("socket")
+        if sock is not None:
+            with contextlib.suppress(OSError, ValueError):
+                raw = fcntl.ioctl(sock.fileno(), termios.TIOCOUTQ, b"\0\0\0\0")
+                unsent += struct.unpack("i", raw)[0]
+        return unsent
 
     def abort(self) -> None:
         """Drop the TCP connection at once (dead or unresponsive peer)."""

@@ -25,6 +25,16 @@ class BusUnavailable(Exception):
     """The bus cannot be reached now; the publish did not happen."""
 
 
+class EventTooLarge(Exception):
+    """The event is larger than the bus carries: the publisher's fault, not the bus's
+    (413, never retried as if the bus were down, not counted as a bus error)."""
+
+    def __init__(self, size: int, limit: int) -> None:
+        super().__init__(f"the event is {size} bytes; the event bus carries at most {limit}")
+        self.size = size
+        self.limit = limit
+
+
 @dataclass(frozen=True, slots=True)
 class Published:
     """A publish's outcome: the offset the bus stored it at, or a dropped duplicate."""
@@ -51,7 +61,8 @@ class EventBus(Protocol):
         ...
 
     async def publish(self, event: Event) -> Published:
-        """Store and send one event; BusUnavailable when the bus is down."""
+        """Store and send one event; BusUnavailable when the bus is down, EventTooLarge
+        when the event is bigger than the bus carries."""
         ...
 
     async def latest(self, channel: str) -> int:

@@ -32,6 +32,7 @@ from nats.js.errors import BadRequestError, NotFoundError
 from potok.realtime.bus.base import (
     BusUnavailable,
     Deliver,
+    EventTooLarge,
     OnError,
     OnReconnect,
     Published,
@@ -42,6 +43,9 @@ from potok.realtime.events import BadEvent, Event, decode_event
 from potok.realtime.history import HistoryPage
 
 log = structlog.get_logger("potok.realtime.bus")
+
+# The header block a publish carries: "NATS/1.0\r\nNats-Msg-Id: <id>\r\n\r\n".
+_HEADER_FRAME = b"NATS/1.0\r\nNats-Msg-Id: \r\n\r\n"
 
 _FAILURES: tuple[type[BaseException], ...] = (NatsError, OSError, TimeoutError, NatsTimeout)
 
@@ -181,12 +185,22 @@ class NatsBus:
             raise BusUnavailable("not connected to NATS")
         return self._js
 
+    def _check_size(self, payload: bytes, event_id: str) -> None:
+        """The server's max_payload counts the headers too, and a publish past it costs
+        the whole connection (the server closes it): refused here instead."""
+        assert self._client is not None
+        limit = self._client.max_payload - len(_HEADER_FRAME) - len(event_id.encode())
+        if len(payload) > limit:
+            raise EventTooLarge(len(payload), limit)
+
     async def publish(self, event: Event) -> Published:
         js = self._jetstream()
+        payload = event.bus_payload()
+        self._check_size(payload, event.id)
         try:
             ack = await js.publish(
                 subject_for(self.prefix, event.channel),
-                event.bus_payload(),
+                payload,
                 timeout=self.nats.publish_timeout,
                 stream=self.nats.stream,
                 headers={"Nats-Msg-Id": event.id},
@@ -199,6 +213,18 @@ class NatsBus:
         return Published(ack.seq)
 
     async def latest(self, channel: str) -> int:
+        last = await self._last_of(channel)
+        if last:
+            return last
+        # An empty channel's position is the stream's: every later event of the channel
+        # gets a higher sequence, so a client resubscribing with it can be recovered.
+        # Looked at again after reading the stream's: an event published in between
+        # would be at or below that position, and would count as given.
+        stream_last = (await self._stream_state())[1]
+        return await self._last_of(channel) or stream_last
+
+    async def _last_of(self, channel: str) -> int:
+        """The sequence of the channel's newest kept message (0: none)."""
         js = self._jetstream()
         try:
             message = await js.get_last_msg(self.nats.stream, subject_for(self.prefix, channel))
@@ -208,37 +234,60 @@ class NatsBus:
             raise BusUnavailable(str(exc) or type(exc).__name__) from None
         return int(message.seq or 0)
 
+    async def _stream_state(self) -> tuple[int, int]:
+        """The stream's first and last sequence."""
+        js = self._jetstream()
+        try:
+            info = await js.stream_info(self.nats.stream)
+        except _FAILURES as exc:
+            raise BusUnavailable(str(exc) or type(exc).__name__) from None
+        return int(info.state.first_seq or 0), int(info.state.last_seq or 0)
+
     async def history(self, channel: str, since: int) -> HistoryPage:
+        """Recovered when nothing of the channel after `since` can have been dropped.
+        JetStream drops a channel's messages two ways: by age, oldest of the whole
+        stream first (then the stream's first sequence has moved past `since`), or
+        because the channel holds `history.size` newer ones (then it holds exactly that
+        many after `since`). Neither possible: nothing is missing."""
         js = self._jetstream()
         subject = subject_for(self.prefix, channel)
         stream = self.nats.stream
-        latest = await self.latest(channel)
+        first_seq, stream_last = await self._stream_state()  # first: see `latest`
+        last = await self._last_of(channel)
+        latest = last or stream_last
         if since == latest:
             return HistoryPage((), True, latest)
         horizon = time.time() - self.config.history.ttl
-        recovered = False
+        at_since = False
+        kept = 0
+        stale = False
         events: list[Event] = []
         try:
             if 0 < since < latest:
                 with contextlib.suppress(NotFoundError):
                     at = await js.get_msg(stream, seq=since)
-                    recovered = at.subject == subject
+                    at_since = at.subject == subject
             seq = since + 1
-            while seq <= latest and len(events) <= self.config.history.size:
+            while seq <= last and kept <= self.config.history.size:
                 try:
                     message = await js.get_msg(stream, seq=seq, subject=subject, next=True)
                 except NotFoundError:
                     break
                 found = int(message.seq or 0)
-                if found <= 0 or found > latest:
+                if found <= 0 or found > last:
                     break
+                kept += 1
                 with contextlib.suppress(BadEvent):
                     event = decode_event(message.data or b"", channel, found)
                     if event.ts >= horizon:
                         events.append(event)
+                    else:
+                        stale = True
                 seq = found + 1
         except _FAILURES as exc:
             raise BusUnavailable(str(exc) or type(exc).__name__) from None
+        nothing_dropped = first_seq <= since + 1 and kept < self.config.history.size
+        recovered = since <= stream_last and (at_since or nothing_dropped) and not stale
         return HistoryPage(tuple(events), recovered, latest)
 
     async def close(self) -> None:

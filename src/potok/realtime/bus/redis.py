@@ -210,7 +210,10 @@ class RedisBus:
                 pipe.get(self.keys.latest(channel))
                 pipe.xrange(stream, min=f"{since}-0", max=f"{since}-0", count=1)
                 pipe.xrange(stream, min=f"{since + 1}-0", max="+")
-                latest_raw, at_since, after = await pipe.execute()
+                if since == 0:
+                    pipe.exists(stream)
+                latest_raw, at_since, after, *exists = await pipe.execute()
+                added = await self._entries_added(stream) if exists and exists[0] else 0
         except (RedisError, OSError, TimeoutError) as exc:
             raise BusUnavailable(str(exc) or type(exc).__name__) from None
         latest = int(latest_raw) if latest_raw is not None else 0
@@ -226,10 +229,20 @@ class RedisBus:
                 continue
             if event.ts >= horizon:
                 events.append(event)
+        if since == 0:
+            # From the channel's start: recovered while the stream has lost nothing
+            # (every entry ever added is still there, and fresh).
+            return HistoryPage(tuple(events), 0 < len(events) == added, latest)
         recovered = since < latest and any(
             _fresh(fields, channel, horizon) for _, fields in at_since
         )
         return HistoryPage(tuple(events), recovered, latest)
+
+    async def _entries_added(self, stream: str) -> int:
+        """How many entries the stream ever had (Redis 7: XINFO STREAM entries-added)."""
+        info: dict[Any, Any] = await self._client.xinfo_stream(stream)
+        value = info.get("entries-added", info.get(b"entries-added"))
+        return int(value) if value is not None else -1  # older Redis: cannot tell, not recovered
 
     async def close(self) -> None:
         if self._reader is not None:
