@@ -37,7 +37,7 @@ def main(args: argparse.Namespace) -> int:
         return 1
     source = ConfigSource(args.config, args.host, args.port, args.workers)
     try:
-        config = with_overrides(config, args.host, args.port, args.workers)
+        config = with_overrides(config, args.host, args.port, args.workers, source.directory)
     except ValidationError as exc:
         # An override can make a valid file invalid (a memory rate limit with --workers 2).
         print(f"{args.config}: invalid with the command-line overrides", file=sys.stderr)

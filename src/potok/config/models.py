@@ -15,6 +15,7 @@ from pydantic import AfterValidator, Field, ValidationInfo, field_validator, mod
 
 from potok.config.base import ConfigModel
 from potok.config.discovery import DnsDiscoveryConfig
+from potok.config.paths import ConfigPath
 from potok.config.redis import RedisConfig
 from potok.config.resilience import (
     BulkheadConfig,
@@ -115,7 +116,10 @@ class AccessLogConfig(ConfigModel):
     """One JSON line per request, written off the event loop in batches."""
 
     enabled: bool = Field(True, description="Write an access line per request.")
-    path: str = Field("-", description="File to append to; '-' means standard output.")
+    path: ConfigPath = Field(
+        "-",
+        description="File to append to (relative to the config file); '-' means standard output.",
+    )
 
 
 class LoggingConfig(ConfigModel):
