@@ -28,7 +28,7 @@ from potok.config.resilience import (
 from potok.config.units import ByteSize, Duration, OptionalDuration
 from potok.identity.config import AuthConfig, DatabaseConfig, identity_problems
 from potok.policies.checks import policy_problems
-from potok.policies.config import PoliciesConfig
+from potok.policies.config import ApiPoliciesConfig, PoliciesConfig
 from potok.realtime.config import RealtimeConfig, realtime_problems
 from potok.routing.pattern import validate_pattern, validate_rewrite
 
@@ -140,6 +140,18 @@ class MetricsConfig(ConfigModel):
     """Prometheus metrics at /api/v1/metrics."""
 
     enabled: bool = Field(True, description="Collect and expose metrics.")
+
+
+class ApiConfig(ConfigModel):
+    """The gateway's own API under /api: its own policies (the global ones never apply)."""
+
+    policies: ApiPoliciesConfig = Field(
+        default_factory=ApiPoliciesConfig,
+        description=(
+            "Policies of the own API only (login limits, CORS for a front end); probes and "
+            "metrics take only cors and security_headers from it."
+        ),
+    )
 
 
 class ReloadConfig(ConfigModel):
@@ -480,7 +492,14 @@ class GatewayConfig(ConfigModel):
     )
     routes: tuple[RouteConfig, ...] = Field((), description="Routes; the most specific match wins.")
     policies: PoliciesConfig = Field(
-        default_factory=PoliciesConfig, description="Policies applied to every route by default."
+        default_factory=PoliciesConfig,
+        description=(
+            "Policies applied to every route by default; never to the gateway's own API "
+            "(see `api.policies`)."
+        ),
+    )
+    api: ApiConfig = Field(
+        default_factory=ApiConfig, description="The gateway's own API (/api/v1, /api/docs)."
     )
     redis: RedisConfig | None = Field(
         None,

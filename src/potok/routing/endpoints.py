@@ -25,6 +25,10 @@ OWN_ENDPOINTS: tuple[tuple[str, bool], ...] = (
 )
 
 
+# Health probes and metrics: never refused by a policy (see `api.policies`).
+PROBE_ENDPOINTS = frozenset({"/api/v1/health", "/api/v1/metrics"})
+
+
 def route_name(index: int, config: RouteConfig) -> str:
     """A route's name in logs and metrics: its own, or `<service>-<index>`."""
     return config.name or f"{config.service}-{index}"
