@@ -46,9 +46,14 @@ class Gateway:
     """The server's request handler."""
 
     def __init__(
-        self, runtime: Runtime, metrics: GatewayMetrics, access_log: AccessLog | None
+        self,
+        runtime: Runtime,
+        metrics: GatewayMetrics,
+        access_log: AccessLog | None,
+        admin: bool = False,
     ) -> None:
         self.runtime = runtime
+        self.admin = admin  # the metrics listener's handler: probes and metrics only
         self.metrics = metrics
         self.access_log = access_log
         self.record_metrics = runtime.config.metrics.enabled
@@ -74,7 +79,8 @@ class Gateway:
                 return
             escaped = has_escaped_separator(path)
         host = _host_name(exchange.host) if runtime.host_routing else ""
-        match = runtime.table.match(exchange.method, path, host)
+        table = runtime.admin_table if self.admin else runtime.table
+        match = table.match(exchange.method, path, host)
         if not isinstance(match, RouteMatch):
             self._unrouted(exchange, match)
             return
@@ -85,7 +91,7 @@ class Gateway:
             if unescaped is None:
                 return
             path = exchange.path = unescaped
-            match = runtime.table.match(exchange.method, path, host)
+            match = table.match(exchange.method, path, host)
             if not isinstance(match, RouteMatch):
                 self._unrouted(exchange, match)
                 return

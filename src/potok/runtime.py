@@ -27,6 +27,7 @@ from potok.realtime.service import Realtime, shared_realtime
 from potok.resources import Resources
 from potok.routing.endpoints import (
     API_ROUTE_NAME,
+    METRICS_PATH,
     OWN_ENDPOINTS,
     PROBE_ENDPOINTS,
     REALTIME_ROUTE_NAME,
@@ -160,6 +161,10 @@ class Runtime:
             for name, svc in config.services.items()
         }
         entries: list[RouteEntry[Route]] = []
+        # With metrics.listen: probes and metrics on a listener of their own (its table),
+        # metrics only there.
+        apart = config.metrics.listen is not None
+        admin_entries: list[RouteEntry[Route]] = []
         order = 0
         if api_terminal is not None:
             api_route = self._own_api_route(api_terminal)
@@ -177,8 +182,13 @@ class Runtime:
                     if pattern in PROBE_ENDPOINTS
                     else api_route
                 )
-                entries.append(RouteEntry(target, pattern, exact, frozenset(), None, order))
+                entry = RouteEntry(target, pattern, exact, frozenset(), None, order)
+                if pattern in PROBE_ENDPOINTS and apart:
+                    admin_entries.append(entry)
+                if not (apart and pattern == METRICS_PATH):
+                    entries.append(entry)
                 order += 1
+        self.admin_table: RouteTable[Route] = RouteTable(admin_entries)
         self.routes: list[Route] = []
         for index, route_config in enumerate(config.routes):
             route = self._build_route(index, route_config)

@@ -140,6 +140,40 @@ class MetricsConfig(ConfigModel):
     """Prometheus metrics at /api/v1/metrics."""
 
     enabled: bool = Field(True, description="Collect and expose metrics.")
+    listen: str | None = Field(
+        None,
+        description=(
+            "host:port of a listener of their own for metrics and health probes, e.g. "
+            "127.0.0.1:9100 ([::1]:9100 for IPv6). When set, /api/v1/metrics is served only "
+            "there; /api/v1/health* on both ports (a load balancer probes the port it sends "
+            "traffic to)."
+        ),
+    )
+
+    @field_validator("listen")
+    @classmethod
+    def _listen(cls, value: str | None) -> str | None:
+        if value is not None:
+            listen_address(value)
+        return value
+
+    def address(self) -> tuple[str, int] | None:
+        """The separate listener's (host, port), if one is configured."""
+        return listen_address(self.listen) if self.listen is not None else None
+
+
+def listen_address(text: str) -> tuple[str, int]:
+    """'host:port' or '[v6]:port' as (host, port); ValueError naming what is wrong."""
+    host, sep, port = text.rpartition(":")
+    if not sep or not host:
+        raise ValueError(f"{text!r}: give host:port, e.g. 127.0.0.1:9100")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    elif ":" in host:
+        raise ValueError(f"{text!r}: write an IPv6 address in brackets, e.g. [::1]:9100")
+    if not port.isdigit() or not 1 <= int(port) <= 65535:
+        raise ValueError(f"{text!r}: the port must be 1-65535")
+    return host, int(port)
 
 
 class ApiConfig(ConfigModel):
@@ -526,6 +560,16 @@ class GatewayConfig(ConfigModel):
         default_factory=ReloadConfig,
         description="Hot reload of services, routes and policies (SIGHUP, or a watched file).",
     )
+
+    @model_validator(mode="after")
+    def _metrics_listener_apart(self) -> GatewayConfig:
+        address = self.metrics.address()
+        if address is not None and address[1] == self.server.port:
+            raise ValueError(
+                f"metrics.listen: port {address[1]} is server.port; the metrics listener needs "
+                "a port of its own"
+            )
+        return self
 
     @model_validator(mode="after")
     def _realtime_checks(self) -> GatewayConfig:
