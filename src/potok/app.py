@@ -6,6 +6,9 @@ import asyncio
 import time
 from typing import TYPE_CHECKING
 
+import structlog
+
+from potok.observability.client_log import ThrottledClientLog
 from potok.observability.metrics import GatewayMetrics
 from potok.routing.rewrite import (
     UnsafePath,
@@ -22,6 +25,8 @@ if TYPE_CHECKING:
     from potok.observability.access_log import AccessLog
     from potok.policies.base import ResponseHook
     from potok.runtime import Route, Runtime
+
+log = structlog.get_logger("potok.gateway")
 
 _METHOD_NAMES: dict[bytes, str] = {}
 
@@ -58,6 +63,8 @@ class Gateway:
         self.access_log = access_log
         self.record_metrics = runtime.config.metrics.enabled
         self._loop = asyncio.get_running_loop()
+        # An ordinary event, not an error: info, no traceback, a few lines per client.
+        self._gone = ThrottledClientLog(log, "client disconnected mid-upload")
 
     @property
     def answer_hooks(self) -> tuple[ResponseHook, ...]:
@@ -177,5 +184,15 @@ class Gateway:
                 metrics.upstream_duration.observe(
                     (exchange.service_name,), exchange.upstream_duration
                 )
+        body = exchange.body
+        if exchange.status == 499 and body is not None and not body.complete:
+            self._gone.info(
+                exchange.client_ip,
+                request_id=exchange.request_id,
+                method=_method_name(exchange.method),
+                path=exchange.path.decode("latin-1"),
+                route=exchange.route_name,
+                bytes_in=exchange.bytes_in,
+            )
         if self.access_log is not None:
             self.access_log.write(exchange, duration)

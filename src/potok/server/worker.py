@@ -64,7 +64,9 @@ async def serve(
     store = SnapshotStore(metrics_dir, worker_id) if metrics_dir is not None else None
     prometheus = build_prometheus_registry(registry, store)
     access_log = (
-        AccessLog(config.logging.access_log.path) if config.logging.access_log.enabled else None
+        AccessLog(config.logging.access_log.path, worker_id)
+        if config.logging.access_log.enabled
+        else None
     )
 
     holder: dict[str, ServerState] = {}
@@ -267,7 +269,7 @@ def run_worker(
     # Under the supervisor the process starts with SIGHUP blocked; one sent meanwhile is
     # delivered to the handler above now.
     signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGHUP})
-    configure_logging(config.logging.level, config.logging.format)
+    configure_logging(config.logging.level, config.logging.format, worker_id)
     raise_open_files_limit()
     try:
         uvloop.run(
