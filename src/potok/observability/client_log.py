@@ -19,7 +19,11 @@ OTHERS = "(others)"  # clients beyond MAX_CLIENTS in one second share one count
 
 
 class ClientLineBudget:
-    """The counting: fixed one-second windows, a count per client (pure; injected clock)."""
+    """The counting: fixed one-second windows, a count per client (pure; injected clock).
+
+    The windows are wall-clock seconds, the seconds of the lines' timestamps: a reader
+    sees at most `per_second` lines per client with the same second. (A clock step only
+    starts a new window early or late.)"""
 
     __slots__ = ("_clock", "_counts", "_max_clients", "_per_second", "_suppressed", "_window")
 
@@ -27,7 +31,7 @@ class ClientLineBudget:
         self,
         per_second: int = PER_SECOND,
         max_clients: int = MAX_CLIENTS,
-        clock: Callable[[], float] = time.monotonic,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self._per_second = per_second
         self._max_clients = max_clients

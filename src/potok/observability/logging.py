@@ -14,13 +14,13 @@ to a pipe is atomic; to a file, each write lands whole at the end.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import sys
 from collections.abc import MutableMapping
 from typing import Any
 
-import orjson
 import structlog
 
 _LEVELS = {
@@ -82,8 +82,10 @@ def _shape(worker: str) -> structlog.typing.Processor:
     return shape
 
 
-def _json(logger: Any, method: str, event: MutableMapping[str, Any]) -> bytes:
-    return orjson.dumps(event, default=str)
+def _json(logger: Any, method: str, event: MutableMapping[str, Any]) -> str:
+    # The standard library's separators (`"event": "listening"`), as structlog's own
+    # renderer wrote them: scripts that grep the logs keep working.
+    return json.dumps(event, default=str)
 
 
 def configure_logging(level: str = "info", fmt: str = "json", worker: str = "0") -> None:
