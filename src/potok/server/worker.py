@@ -22,6 +22,7 @@ from potok.observability.logging import configure_logging
 from potok.observability.metrics import (
     GatewayMetrics,
     MetricsRegistry,
+    ProcessMetrics,
     SnapshotStore,
     build_prometheus_registry,
     write_snapshots,
@@ -61,6 +62,7 @@ async def serve(
     loop = asyncio.get_running_loop()
     registry = MetricsRegistry(worker_id)
     metrics = GatewayMetrics(registry)
+    ProcessMetrics(registry)
     store = SnapshotStore(metrics_dir, worker_id) if metrics_dir is not None else None
     prometheus = build_prometheus_registry(registry, store)
     access_log = (
