@@ -70,3 +70,17 @@ def test_the_own_api_block_takes_only_policies_that_apply_there(tmp_path, upstre
     assert result.returncode == 1
     assert "api.policies.auth_jwt: unknown field" in result.stderr
     assert "api.policies.headers: unknown field" in result.stderr
+
+
+def test_gateway_scoped_limits_of_the_two_blocks_are_separate_budgets(upstream):
+    config = simple_config(upstream.url)
+    limit = {"limit": 3, "window": "60s", "scope": "gateway"}
+    config["policies"] = {"rate_limit": limit}
+    config["api"] = {"policies": {"rate_limit": limit}}
+    gateway = GatewayProcess(config)
+    try:
+        assert [request(gateway.port, "GET", "/x").status for _ in range(4)] == [200] * 3 + [429]
+        own = [request(gateway.port, "GET", "/api/openapi.json").status for _ in range(4)]
+        assert own == [200] * 3 + [429]
+    finally:
+        gateway.stop()

@@ -28,6 +28,7 @@ from potok.policies.rate_limit.redis_store import (
     StoreUnavailable,
     decision,
 )
+from potok.routing.endpoints import OWN_ROUTE_NAMES
 
 if TYPE_CHECKING:
     from potok.exchange import Exchange
@@ -40,7 +41,11 @@ def build(config: RateLimitConfig | None, context: BuildContext) -> Policy | Non
     registry = context.metrics if context.metrics is not None else MetricsRegistry()
     metrics = LimitMetrics(registry, context.route_name, [limit.label for limit in limits])
     limiter = RateLimiter(config, limits, metrics)
-    scope = context.route_name if config.scope == "route" else "gateway"
+    scope = context.route_name
+    if config.scope == "gateway":
+        # The own API's block never shares a budget with the global one (':' is in no
+        # route name, so no route's own scope can collide with it either).
+        scope = "potok-api:gateway" if context.route_name in OWN_ROUTE_NAMES else "gateway"
     check: Callable[[Exchange], RequestOutcome]
     if config.store == "memory":
         check = memory_check(limiter, limits, scope, context)
