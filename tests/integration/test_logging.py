@@ -87,10 +87,10 @@ def test_two_workers_and_the_supervisor_write_one_json_record_per_line(upstream)
 
 
 def _is_worker(pid: str) -> bool:
-    """A spawned worker, not multiprocessing's resource tracker."""
+    """A worker, not multiprocessing's resource tracker."""
     try:
         with open(f"/proc/{pid}/cmdline", "rb") as cmdline:
-            return b"spawn_main" in cmdline.read()
+            return b"resource_tracker" not in cmdline.read()
     except OSError:
         return False
 

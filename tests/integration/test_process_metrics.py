@@ -33,10 +33,10 @@ def worker_pids(gateway: GatewayProcess) -> list[int]:
             with open(f"/proc/{entry}/stat") as stat:
                 parent = int(stat.read().rsplit(")", 1)[1].split()[1])
             with open(f"/proc/{entry}/cmdline", "rb") as cmdline:
-                spawned = b"spawn_main" in cmdline.read()
+                worker = b"resource_tracker" not in cmdline.read()
         except (OSError, ValueError, IndexError):
             continue
-        if parent == gateway.process.pid and spawned:
+        if parent == gateway.process.pid and worker:
             pids.append(int(entry))
     return pids
 
