@@ -6,6 +6,9 @@ import asyncio
 import time
 from typing import TYPE_CHECKING
 
+import structlog
+
+from potok.observability.client_log import ThrottledClientLog
 from potok.observability.metrics import GatewayMetrics
 from potok.routing.rewrite import (
     UnsafePath,
@@ -22,6 +25,8 @@ if TYPE_CHECKING:
     from potok.observability.access_log import AccessLog
     from potok.policies.base import ResponseHook
     from potok.runtime import Route, Runtime
+
+log = structlog.get_logger("potok.gateway")
 
 _METHOD_NAMES: dict[bytes, str] = {}
 
@@ -46,13 +51,20 @@ class Gateway:
     """The server's request handler."""
 
     def __init__(
-        self, runtime: Runtime, metrics: GatewayMetrics, access_log: AccessLog | None
+        self,
+        runtime: Runtime,
+        metrics: GatewayMetrics,
+        access_log: AccessLog | None,
+        admin: bool = False,
     ) -> None:
         self.runtime = runtime
+        self.admin = admin  # the metrics listener's handler: probes and metrics only
         self.metrics = metrics
         self.access_log = access_log
         self.record_metrics = runtime.config.metrics.enabled
         self._loop = asyncio.get_running_loop()
+        # An ordinary event, not an error: info, no traceback, a few lines per client.
+        self._gone = ThrottledClientLog(log, "client disconnected mid-upload")
 
     @property
     def answer_hooks(self) -> tuple[ResponseHook, ...]:
@@ -74,7 +86,8 @@ class Gateway:
                 return
             escaped = has_escaped_separator(path)
         host = _host_name(exchange.host) if runtime.host_routing else ""
-        match = runtime.table.match(exchange.method, path, host)
+        table = runtime.admin_table if self.admin else runtime.table
+        match = table.match(exchange.method, path, host)
         if not isinstance(match, RouteMatch):
             self._unrouted(exchange, match)
             return
@@ -85,7 +98,7 @@ class Gateway:
             if unescaped is None:
                 return
             path = exchange.path = unescaped
-            match = runtime.table.match(exchange.method, path, host)
+            match = table.match(exchange.method, path, host)
             if not isinstance(match, RouteMatch):
                 self._unrouted(exchange, match)
                 return
@@ -171,5 +184,15 @@ class Gateway:
                 metrics.upstream_duration.observe(
                     (exchange.service_name,), exchange.upstream_duration
                 )
+        body = exchange.body
+        if exchange.status == 499 and body is not None and not body.complete:
+            self._gone.info(
+                exchange.client_ip,
+                request_id=exchange.request_id,
+                method=_method_name(exchange.method),
+                path=exchange.path.decode("latin-1"),
+                route=exchange.route_name,
+                bytes_in=exchange.bytes_in,
+            )
         if self.access_log is not None:
             self.access_log.write(exchange, duration)

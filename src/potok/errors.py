@@ -23,33 +23,12 @@ class GatewayError(Exception):
         self.headers = headers
 
 
-class BadRequest(GatewayError):
-    status = 400
-
-
-class NotFound(GatewayError):
-    status = 404
-    title = "No route matches this request"
-
-
-class MethodNotAllowed(GatewayError):
-    status = 405
-
-
 class PayloadTooLarge(GatewayError):
     status = 413
 
 
-class BadGateway(GatewayError):
-    status = 502
-
-
 class ServiceUnavailable(GatewayError):
     status = 503
-
-
-class GatewayTimeout(GatewayError):
-    status = 504
 
 
 def problem_body(

@@ -19,7 +19,7 @@ from potok.config.resilience import FallbackConfig
 from potok.identity.services import shared_identity
 from potok.observability.metrics import MetricsRegistry
 from potok.policies.base import BuildContext, Policy, ResponseHook
-from potok.policies.config import PoliciesConfig
+from potok.policies.config import PROBE_POLICIES, ApiPoliciesConfig, PoliciesConfig
 from potok.policies.pipeline import Pipeline, Terminal
 from potok.policies.registry import POLICY_BUILDERS
 from potok.policies.security_headers import policy as security_headers
@@ -27,7 +27,9 @@ from potok.realtime.service import Realtime, shared_realtime
 from potok.resources import Resources
 from potok.routing.endpoints import (
     API_ROUTE_NAME,
+    METRICS_PATH,
     OWN_ENDPOINTS,
+    PROBE_ENDPOINTS,
     REALTIME_ROUTE_NAME,
     REALTIME_WS_PATH,
     route_name,
@@ -68,9 +70,6 @@ class Route:
 def _allow(methods: tuple[str, ...]) -> bytes:
     """The methods a route answers but TRACE, for the Allow header of a refused TRACE."""
     return ", ".join(m for m in methods if m != "TRACE").encode() if methods else DEFAULT_ALLOW
-
-
-OWN_API_SKIPPED_POLICIES = frozenset({"headers", "auth_jwt", "auth_api_key", "authorize"})
 
 
 class ProxyStage:
@@ -162,18 +161,34 @@ class Runtime:
             for name, svc in config.services.items()
         }
         entries: list[RouteEntry[Route]] = []
+        # With metrics.listen: probes and metrics on a listener of their own (its table),
+        # metrics only there.
+        apart = config.metrics.listen is not None
+        admin_entries: list[RouteEntry[Route]] = []
         order = 0
         if api_terminal is not None:
             api_route = self._own_api_route(api_terminal)
+            probe_route = self._own_api_route(api_terminal, only=PROBE_POLICIES)
             ws_route = (
                 self._own_api_route(self.realtime.endpoint, REALTIME_ROUTE_NAME)
                 if self.realtime is not None
                 else api_route
             )
             for pattern, exact in OWN_ENDPOINTS:
-                target = ws_route if pattern == REALTIME_WS_PATH else api_route
-                entries.append(RouteEntry(target, pattern, exact, frozenset(), None, order))
+                target = (
+                    ws_route
+                    if pattern == REALTIME_WS_PATH
+                    else probe_route
+                    if pattern in PROBE_ENDPOINTS
+                    else api_route
+                )
+                entry = RouteEntry(target, pattern, exact, frozenset(), None, order)
+                if pattern in PROBE_ENDPOINTS and apart:
+                    admin_entries.append(entry)
+                if not (apart and pattern == METRICS_PATH):
+                    entries.append(entry)
                 order += 1
+        self.admin_table: RouteTable[Route] = RouteTable(admin_entries)
         self.routes: list[Route] = []
         for index, route_config in enumerate(config.routes):
             route = self._build_route(index, route_config)
@@ -212,20 +227,33 @@ class Runtime:
             redis=self.config.redis,
         )
 
-    def _policies(self, policies: PoliciesConfig, context: BuildContext) -> list[Policy]:
+    def _policies(
+        self,
+        policies: PoliciesConfig | ApiPoliciesConfig,
+        context: BuildContext,
+        only: frozenset[str] | None = None,
+    ) -> list[Policy]:
         built = []
+        # The own API's block has only the policies that apply there.
+        given = type(policies).model_fields
         for name, builder in POLICY_BUILDERS.items():
+            if name not in given or (only is not None and name not in only):
+                continue
             policy = builder(getattr(policies, name), context)
             if policy is not None:
                 built.append(policy)
         return built
 
-    def _own_api_route(self, terminal: Terminal, name: str = API_ROUTE_NAME) -> Route:
+    def _own_api_route(
+        self,
+        terminal: Terminal,
+        name: str = API_ROUTE_NAME,
+        only: frozenset[str] | None = None,
+    ) -> Route:
+        """A route of the gateway's own API: `api.policies`, never the global block (one
+        rule, docs/policies.md); `only` narrows them (probes and metrics: PROBE_POLICIES)."""
         context = self._context(name)
-        policies = self._policies(self.config.policies, context)
-        # Header rewriting is for proxied traffic; the own API keeps its headers, and its
-        # /api/v1/auth endpoints authenticate callers themselves (login must stay reachable).
-        policies = [p for p in policies if p.name not in OWN_API_SKIPPED_POLICIES]
+        policies = self._policies(self.config.api.policies, context, only)
         if not any(p.name == "security_headers" for p in policies):
             policies.append(security_headers.own_pages_csp())  # its pages always have a CSP
         return Route(

@@ -247,6 +247,7 @@ def test_schema_is_a_json_schema_of_the_whole_file(schema):
         "services",
         "routes",
         "policies",
+        "api",
         "database",
         "auth",
         "redis",

@@ -28,6 +28,7 @@ def gateway(upstream):
             {"name": "all", "match": {"prefix": "/"}, "service": "up"},
         ],
         "policies": {"cors": cors},
+        "api": {"policies": {"cors": cors}},  # the global block never reaches the own API
     }  # fmt: skip
     process = GatewayProcess(config)
     yield process

@@ -6,6 +6,7 @@ import contextlib
 import json
 import os
 import re
+import shlex
 import signal
 import socket
 import subprocess
@@ -309,3 +310,24 @@ def test_a_taken_port_is_reported_clearly():
     assert result.returncode == 1
     assert f"port {taken}" in result.stderr
     assert "--task-port" in result.stderr
+
+
+def test_every_command_the_banner_prints_works_as_printed(demo):
+    """The banner used to print `python -m websockets ...`: outside the venv, `python`
+    is another interpreter (or none) without websockets."""
+    out = demo.stdout_path.read_text()
+    commands = [
+        shlex.split(line)
+        for line in out.splitlines()
+        if line.startswith("  ") and not line.strip().startswith((">", "ACCESS="))
+        and not line.strip().startswith(("then", "Socket.IO:"))
+    ]  # fmt: skip
+    programs = {words[0] for words in commands}
+    assert programs == {"curl", sys.executable}, programs
+    for words in commands:
+        if words[0] == sys.executable:
+            assert words[1:3] == ["-m", "websockets"]
+            check = subprocess.run(
+                [*words[:3], "--help"], capture_output=True, timeout=30, check=False
+            )
+            assert check.returncode == 0, check.stderr

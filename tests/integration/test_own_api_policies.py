@@ -1,4 +1,5 @@
-"""The gateway's own API answers carry the global response policies (CORS, security headers)."""
+"""The gateway's own API answers carry its own response policies (`api.policies`: CORS,
+security headers); the global block never applies to it."""
 
 from __future__ import annotations
 
@@ -8,8 +9,8 @@ from tests.support.net import request
 
 
 def test_own_api_answers_carry_cors_and_security_headers(upstream):
-    config = simple_config(upstream.url)
-    config["policies"] = {
+    config = simple_config(upstream.url) | {"api": {}}
+    config["api"]["policies"] = {
         "cors": {"allow_origins": ["http://localhost:5173"], "allow_credentials": True},
         "security_headers": {},
     }
@@ -46,8 +47,8 @@ def test_login_works_from_a_browser_with_credentials_include(upstream, tmp_path)
     headers, so `fetch(..., {credentials: "include"})` failed in the browser."""
     database = f"sqlite:///{tmp_path}/identity.db"
     add_user(database, "alice", "correct horse battery")
-    config = auth_config(upstream.url, database, public_pem(rsa_private()))
-    config["policies"] = {
+    config = auth_config(upstream.url, database, public_pem(rsa_private())) | {"api": {}}
+    config["api"]["policies"] = {
         "cors": {"allow_origins": ["https://app.example.com"], "allow_credentials": True},
         "security_headers": {},
     }

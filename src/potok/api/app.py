@@ -1,4 +1,10 @@
-"""The own API: health probes and metrics (auth and admin endpoints join later)."""
+"""The gateway's own API, a FastAPI app behind server/asgi.py's bridge: health probes
+(/api/v1/health, /liveness, /readiness), Prometheus metrics (/api/v1/metrics), the token
+service (/api/v1/auth/*), event publishing (/api/v1/events), Socket.IO
+(/api/v1/socket.io) and Swagger UI (/api/docs). The WebSocket endpoint /api/v1/ws is
+realtime's own route. Its policies are `api.policies`, never the global block
+(runtime.py); probes and metrics can have a listener of their own (`metrics.listen`).
+"""
 
 from __future__ import annotations
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shlex
 import signal
 import socket
 import subprocess
@@ -276,6 +277,12 @@ class ServiceProcesses:
                 signal.signal(sig, handler)
 
 
+def _python() -> str:
+    """This interpreter (the venv's), as a shell word: a bare `python` may not be it, or
+    may not have `websockets`."""
+    return shlex.quote(sys.executable)
+
+
 def banner(host: str, port: int, ports: Mapping[str, int], password: str = "<password>") -> str:
     shown = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
     base = f"http://[{shown}]:{port}" if ":" in shown else f"http://{shown}:{port}"
@@ -302,7 +309,7 @@ def banner(host: str, port: int, ports: Mapping[str, int], password: str = "<pas
         '-d "{\\"refresh_token\\": \\"$REFRESH\\"}"',
         f'  curl -s -X POST -H "Authorization: Bearer $ACCESS" {base}/api/v1/auth/logout',
         "Live task events over WebSocket (log in first; ACCESS as above):",
-        f'  python -m websockets "{ws_base}/api/v1/ws?token=$ACCESS"',
+        f'  {_python()} -m websockets "{ws_base}/api/v1/ws?token=$ACCESS"',
         '  > {"type": "subscribe", "channel": "org:acme:tasks"}',
         "  then create or PATCH a task (the POST above): task:created / task:updated arrive live.",
         "  Socket.IO: path /api/v1/socket.io, auth {token: ACCESS}; see docs/realtime.md",

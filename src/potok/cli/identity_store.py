@@ -28,7 +28,7 @@ def add_store_arguments(parser: argparse.ArgumentParser) -> None:
     add_config_argument(parser)
     parser.add_argument(
         "--database-url",
-        default=os.environ.get("POTOK_DATABASE_URL"),
+        default=None,  # read after parsing: a .env file may set $POTOK_DATABASE_URL
         help="database to use instead of the config's database.url ($POTOK_DATABASE_URL)",
     )
 
@@ -43,24 +43,46 @@ def config_for(args: argparse.Namespace) -> GatewayConfig | None:
         if loaded is None:
             return None
         config = loaded
-    if args.database_url:
-        database = DatabaseConfig(**(config.database.model_dump() | {"url": args.database_url}))
+    url = args.database_url or os.environ.get("POTOK_DATABASE_URL")
+    if url:
+        database = DatabaseConfig(**(config.database.model_dump() | {"url": url}))
         config = config.model_copy(update={"database": database})
     return config
 
 
+def sqlite_file(url: str) -> Path | None:
+    """The file of a SQLite URL (None for another database or an in-memory one)."""
+    for prefix in ("sqlite+aiosqlite:///", "sqlite:///"):
+        if url.startswith(prefix):
+            file = url.removeprefix(prefix).partition("?")[0]
+            return Path(file) if file and file != ":memory:" else None
+    return None
+
+
 def run_with_database(
-    args: argparse.Namespace, action: Callable[[GatewayConfig, Database], Awaitable[T]]
+    args: argparse.Namespace,
+    action: Callable[[GatewayConfig, Database], Awaitable[T]],
+    create: bool = False,
 ) -> T | None:
-    """Open and migrate the database, run `action`, close. None if the config is invalid."""
+    """Open and migrate the database, run `action`, close. None (after saying why on
+    stderr) if the config is invalid or its SQLite file does not exist: a typo in a path
+    must not look like an empty database. With `create` (adding the first user or key
+    before the gateway ever ran) a missing file is created, and that is said too."""
     config = config_for(args)
     if config is None:
         return None
+    file = sqlite_file(config.database.url)
+    if file is not None and not file.exists():
+        if not create:
+            fail(
+                f"no database at {file} (database.url {config.database.url}); "
+                "check --config or --database-url"
+            )
+            return None
+        file.parent.mkdir(parents=True, exist_ok=True)
+        print(f"potok: creating the database {file}", file=sys.stderr)
 
     async def main() -> T:
-        url = config.database.url
-        if url.startswith("sqlite:///"):
-            Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
         database = Database(config.database)
         try:
             await migrate(database)

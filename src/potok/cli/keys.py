@@ -119,7 +119,7 @@ def main(args: argparse.Namespace) -> int:
         return 0
 
     try:
-        result = run_with_database(args, act)
+        result = run_with_database(args, act, create=args.action == "create")
     except UserError as exc:
         return fail(str(exc))
     return 1 if result is None else result

@@ -8,6 +8,7 @@ from collections.abc import Sequence
 
 from potok import __version__
 from potok.cli import audit, check, config_docs, demo, keys, routes, run, secrets, users
+from potok.cli.common import read_env_file
 
 DEFAULT_CONFIG = "potok.yaml"
 
@@ -24,6 +25,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    if not read_env_file(args):
+        return 1
     result: int = args.handler(args)
     return result
 

@@ -11,6 +11,7 @@ from pydantic import ValidationError
 from potok.cli.common import add_config_argument, load_or_report
 from potok.config.models import GatewayConfig
 from potok.config.source import ConfigSource, with_overrides
+from potok.observability.logging import configure_logging
 from potok.server.supervisor import Supervisor
 from potok.server.worker import run_worker
 
@@ -27,6 +28,8 @@ def register(commands: Any) -> None:
 def serve(config: GatewayConfig, source: ConfigSource | None = None) -> int:
     """Run the gateway; with a source, SIGHUP (or a watched file) reloads from it."""
     if config.server.workers > 1:
+        # The supervisor's own lines in the configured format and shape, like the workers'.
+        configure_logging(config.logging.level, config.logging.format, worker="supervisor")
         return Supervisor(config, config.server.workers, source).run()
     return run_worker(config, source=source)
 
@@ -37,7 +40,7 @@ def main(args: argparse.Namespace) -> int:
         return 1
     source = ConfigSource(args.config, args.host, args.port, args.workers)
     try:
-        config = with_overrides(config, args.host, args.port, args.workers)
+        config = with_overrides(config, args.host, args.port, args.workers, source.directory)
     except ValidationError as exc:
         # An override can make a valid file invalid (a memory rate limit with --workers 2).
         print(f"{args.config}: invalid with the command-line overrides", file=sys.stderr)

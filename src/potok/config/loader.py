@@ -16,6 +16,7 @@ import yaml
 from pydantic import ValidationError
 
 from potok.config.models import GatewayConfig
+from potok.config.paths import path_context
 from potok.identity.secrets import PREFIX as SECRET_PREFIX
 from potok.identity.secrets import open_config_value
 from potok.routing.endpoints import API_ROUTE_NAME, OWN_ENDPOINTS, route_name
@@ -35,14 +36,18 @@ class ConfigError(Exception):
 
 
 def load_config(path: str | Path, env: Mapping[str, str] | None = None) -> GatewayConfig:
+    """The file's config; relative paths in it are relative to the file's folder."""
     try:
         text = Path(path).read_text(encoding="utf-8")
     except OSError as exc:
         raise ConfigError([("", f"cannot read {path}: {exc.strerror or exc}")]) from exc
-    return load_config_text(text, env)
+    return load_config_text(text, env, base=Path(path).resolve().parent)
 
 
-def load_config_text(text: str, env: Mapping[str, str] | None = None) -> GatewayConfig:
+def load_config_text(
+    text: str, env: Mapping[str, str] | None = None, base: Path | None = None
+) -> GatewayConfig:
+    """`text` validated; with `base`, relative paths in it are made absolute against it."""
     environment = os.environ if env is None else env
     try:
         raw = yaml.safe_load(text)
@@ -60,7 +65,7 @@ def load_config_text(text: str, env: Mapping[str, str] | None = None) -> Gateway
     if problems:
         raise ConfigError(problems)
     try:
-        config = GatewayConfig.model_validate(expanded)
+        config = GatewayConfig.model_validate(expanded, context=path_context(base))
     except ValidationError as exc:
         raise ConfigError([(_path(err["loc"]), _message(err)) for err in exc.errors()]) from exc
     problems = cross_check(config)

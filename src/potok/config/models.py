@@ -15,6 +15,7 @@ from pydantic import AfterValidator, Field, ValidationInfo, field_validator, mod
 
 from potok.config.base import ConfigModel
 from potok.config.discovery import DnsDiscoveryConfig
+from potok.config.paths import ConfigPath
 from potok.config.redis import RedisConfig
 from potok.config.resilience import (
     BulkheadConfig,
@@ -27,7 +28,7 @@ from potok.config.resilience import (
 from potok.config.units import ByteSize, Duration, OptionalDuration
 from potok.identity.config import AuthConfig, DatabaseConfig, identity_problems
 from potok.policies.checks import policy_problems
-from potok.policies.config import PoliciesConfig
+from potok.policies.config import ApiPoliciesConfig, PoliciesConfig
 from potok.realtime.config import RealtimeConfig, realtime_problems
 from potok.routing.pattern import validate_pattern, validate_rewrite
 
@@ -115,7 +116,10 @@ class AccessLogConfig(ConfigModel):
     """One JSON line per request, written off the event loop in batches."""
 
     enabled: bool = Field(True, description="Write an access line per request.")
-    path: str = Field("-", description="File to append to; '-' means standard output.")
+    path: ConfigPath = Field(
+        "-",
+        description="File to append to (relative to the config file); '-' means standard output.",
+    )
 
 
 class LoggingConfig(ConfigModel):
@@ -136,6 +140,52 @@ class MetricsConfig(ConfigModel):
     """Prometheus metrics at /api/v1/metrics."""
 
     enabled: bool = Field(True, description="Collect and expose metrics.")
+    listen: str | None = Field(
+        None,
+        description=(
+            "host:port of a listener of their own for metrics and health probes, e.g. "
+            "127.0.0.1:9100 ([::1]:9100 for IPv6). When set, /api/v1/metrics is served only "
+            "there; /api/v1/health* on both ports (a load balancer probes the port it sends "
+            "traffic to)."
+        ),
+    )
+
+    @field_validator("listen")
+    @classmethod
+    def _listen(cls, value: str | None) -> str | None:
+        if value is not None:
+            listen_address(value)
+        return value
+
+    def address(self) -> tuple[str, int] | None:
+        """The separate listener's (host, port), if one is configured."""
+        return listen_address(self.listen) if self.listen is not None else None
+
+
+def listen_address(text: str) -> tuple[str, int]:
+    """'host:port' or '[v6]:port' as (host, port); ValueError naming what is wrong."""
+    host, sep, port = text.rpartition(":")
+    if not sep or not host:
+        raise ValueError(f"{text!r}: give host:port, e.g. 127.0.0.1:9100")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    elif ":" in host:
+        raise ValueError(f"{text!r}: write an IPv6 address in brackets, e.g. [::1]:9100")
+    if not port.isdigit() or not 1 <= int(port) <= 65535:
+        raise ValueError(f"{text!r}: the port must be 1-65535")
+    return host, int(port)
+
+
+class ApiConfig(ConfigModel):
+    """The gateway's own API under /api: its own policies (the global ones never apply)."""
+
+    policies: ApiPoliciesConfig = Field(
+        default_factory=ApiPoliciesConfig,
+        description=(
+            "Policies of the own API only (login limits, CORS for a front end); probes and "
+            "metrics take only cors and security_headers from it."
+        ),
+    )
 
 
 class ReloadConfig(ConfigModel):
@@ -476,7 +526,14 @@ class GatewayConfig(ConfigModel):
     )
     routes: tuple[RouteConfig, ...] = Field((), description="Routes; the most specific match wins.")
     policies: PoliciesConfig = Field(
-        default_factory=PoliciesConfig, description="Policies applied to every route by default."
+        default_factory=PoliciesConfig,
+        description=(
+            "Policies applied to every route by default; never to the gateway's own API "
+            "(see `api.policies`)."
+        ),
+    )
+    api: ApiConfig = Field(
+        default_factory=ApiConfig, description="The gateway's own API (/api/v1, /api/docs)."
     )
     redis: RedisConfig | None = Field(
         None,
@@ -503,6 +560,16 @@ class GatewayConfig(ConfigModel):
         default_factory=ReloadConfig,
         description="Hot reload of services, routes and policies (SIGHUP, or a watched file).",
     )
+
+    @model_validator(mode="after")
+    def _metrics_listener_apart(self) -> GatewayConfig:
+        address = self.metrics.address()
+        if address is not None and address[1] == self.server.port:
+            raise ValueError(
+                f"metrics.listen: port {address[1]} is server.port; the metrics listener needs "
+                "a port of its own"
+            )
+        return self
 
     @model_validator(mode="after")
     def _realtime_checks(self) -> GatewayConfig:

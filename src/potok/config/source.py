@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from pydantic import ValidationError
 
 from potok.config.loader import ConfigError, load_config
 from potok.config.models import GatewayConfig
+from potok.config.paths import path_context
 
 Fingerprint = tuple[int, int, int, int]
 
@@ -29,7 +31,7 @@ class ConfigSource:
         """The validated config; ConfigError naming every bad field otherwise (blocking I/O)."""
         config = load_config(self.path)
         try:
-            return with_overrides(config, self.host, self.port, self.workers)
+            return with_overrides(config, self.host, self.port, self.workers, self.directory)
         except ValidationError as exc:
             # An override can make a valid file invalid (a memory rate limit with --workers 2).
             problems = [
@@ -37,6 +39,11 @@ class ConfigSource:
                 for error in exc.errors()
             ]
             raise ConfigError(problems) from exc
+
+    @property
+    def directory(self) -> Path:
+        """The config file's folder: what relative paths in it are relative to."""
+        return Path(self.path).resolve().parent
 
     def fingerprint(self) -> Fingerprint | None:
         """(device, inode, size, mtime) of the file, following symlinks; None if it is gone.
@@ -52,8 +59,16 @@ class ConfigSource:
 
 
 def with_overrides(
-    config: GatewayConfig, host: str | None, port: int | None, workers: int | None
+    config: GatewayConfig,
+    host: str | None,
+    port: int | None,
+    workers: int | None,
+    base: Path | None = None,
 ) -> GatewayConfig:
+    """`config` with the command line's server settings, validated again (a memory rate
+    limit is wrong with --workers 2), and nothing else changed: only what the file set
+    is set after it (`database` not given stays not given, so no database is opened).
+    `base` is the config file's folder, for defaults that are paths (the SQLite file)."""
     server: dict[str, Any] = {}
     if host is not None:
         server["host"] = host
@@ -63,5 +78,6 @@ def with_overrides(
         server["workers"] = workers
     if not server:
         return config
-    merged = config.server.model_dump() | server
-    return config.model_validate(config.model_dump() | {"server": merged})
+    given = config.model_dump(exclude_unset=True)
+    given["server"] = given.get("server", {}) | server
+    return config.model_validate(given, context=path_context(base))

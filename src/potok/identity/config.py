@@ -5,9 +5,10 @@ from __future__ import annotations
 import re
 from typing import TYPE_CHECKING, Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, ValidationInfo, field_validator, model_validator
 
 from potok.config.base import ConfigModel
+from potok.config.paths import ConfigPath, config_dir, resolve_sqlite_url
 from potok.config.units import Duration
 
 if TYPE_CHECKING:
@@ -62,9 +63,11 @@ class DatabaseConfig(ConfigModel):
     url: str = Field(
         "sqlite:///potok.db",
         description=(
-            "sqlite:///path/to/file.db (default; relative to the working directory) or "
-            "postgresql://user:password@host:5432/dbname for a cluster of gateways."
+            "sqlite:///path/to/file.db (default; a relative path is relative to the config "
+            "file's folder) or postgresql://user:password@host:5432/dbname for a cluster of "
+            "gateways."
         ),
+        validate_default=True,  # the default file lies beside the config file too
     )
     pool_size: int = Field(
         5, ge=1, le=100, description="PostgreSQL connections kept per worker process."
@@ -73,12 +76,12 @@ class DatabaseConfig(ConfigModel):
 
     @field_validator("url")
     @classmethod
-    def _url(cls, value: str) -> str:
+    def _url(cls, value: str, info: ValidationInfo) -> str:
         if not value.startswith(("sqlite:", "sqlite+aiosqlite:", "postgresql:", "postgres:")) and (
             not value.startswith("postgresql+asyncpg:")
         ):
             raise ValueError("use sqlite:///file.db or postgresql://user@host/dbname")
-        return value
+        return resolve_sqlite_url(value, config_dir(info))
 
 
 class SigningKeyConfig(ConfigModel):
@@ -96,8 +99,10 @@ class SigningKeyConfig(ConfigModel):
         None,
         description="PEM private key for RS256/ES256/EdDSA (inline, ${VAR} or enc:v1:).",
     )
-    private_key_file: str | None = Field(
-        None, description="Path of a PEM private key file, instead of `private_key`."
+    private_key_file: ConfigPath | None = Field(
+        None,
+        description="Path of a PEM private key file (relative to the config file), instead of "
+        "`private_key`.",
     )
     key_id: str = Field("potok-1", description="`kid` put in the header of issued tokens.")
 

@@ -4,6 +4,12 @@ The event loop only formats the line (orjson, about a microsecond) and appends
 it to a list; every 100 ms, or at 64 KiB, the batch goes to a writer thread.
 If the writer falls behind by more than `MAX_PENDING_BATCHES` (a stuck pipe),
 batches are dropped and counted rather than blocking requests or growing memory.
+
+A line has the application logs' shape (observability/logging.py): `timestamp`,
+`level`, `event` ("request"), `worker`, `request_id`, then the request's fields.
+A batch is cut at line ends into writes of at most PIPE_BUF bytes each, so the
+workers of `--workers N` sharing one pipe never interleave inside a line (a file
+is opened O_APPEND: each write lands whole at its end).
 """
 
 from __future__ import annotations
@@ -11,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import os
 import queue
+import select
 import threading
 import time
 from typing import TYPE_CHECKING
@@ -23,6 +30,8 @@ if TYPE_CHECKING:
 FLUSH_INTERVAL = 0.1
 FLUSH_BYTES = 64 * 1024
 MAX_PENDING_BATCHES = 256
+PIPE_BUF = select.PIPE_BUF  # 4096 on Linux: a write of at most this to a pipe is atomic
+_USER_AGENT = b"user-agent"
 
 
 class _Clock:
@@ -44,7 +53,8 @@ class _Clock:
 
 
 class AccessLog:
-    def __init__(self, path: str) -> None:
+    def __init__(self, path: str, worker: str = "0") -> None:
+        self._worker = worker
         self._fd = (
             1 if path == "-" else os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
         )
@@ -60,9 +70,13 @@ class AccessLog:
 
     def write(self, exchange: Exchange, duration: float) -> None:
         upstream = exchange.upstream_duration
+        identity = exchange.identity
         line = orjson.dumps(
             {
-                "ts": self._clock.now(),
+                "timestamp": self._clock.now(),
+                "level": "info",
+                "event": "request",
+                "worker": self._worker,
                 "request_id": exchange.request_id,
                 "method": exchange.method.decode("latin-1"),
                 "path": exchange.path.decode("latin-1"),
@@ -75,6 +89,8 @@ class AccessLog:
                 "bytes_in": exchange.bytes_in,
                 "bytes_out": exchange.bytes_out,
                 "client_ip": exchange.client_ip,
+                "user_id": identity.subject if identity is not None else None,
+                "user_agent": _user_agent(exchange.headers),
             }
         )
         self._lines.append(line)
@@ -111,10 +127,34 @@ class AccessLog:
             batch = self._queue.get()
             if batch is None:
                 return
-            view = memoryview(batch)
             try:
-                while view:
-                    written = os.write(self._fd, view)
-                    view = view[written:]
+                for chunk in _whole_lines(batch):
+                    view = memoryview(chunk)
+                    while view:
+                        written = os.write(self._fd, view)
+                        view = view[written:]
             except OSError:
                 self.dropped_batches += 1
+
+
+def _whole_lines(batch: bytes) -> list[bytes]:
+    """`batch` cut at line ends into pieces of at most PIPE_BUF bytes (a longer line
+    is a piece of its own)."""
+    if len(batch) <= PIPE_BUF:
+        return [batch]
+    pieces = []
+    start = 0
+    while start < len(batch):
+        end = batch.rfind(b"\n", start, start + PIPE_BUF) + 1
+        if end <= start:  # one line longer than PIPE_BUF
+            end = batch.index(b"\n", start) + 1
+        pieces.append(batch[start:end])
+        start = end
+    return pieces
+
+
+def _user_agent(headers: list[tuple[bytes, bytes]]) -> str | None:
+    for name, value in headers:
+        if len(name) == 10 and name.lower() == _USER_AGENT:
+            return value.decode("latin-1")
+    return None

@@ -11,6 +11,7 @@ with the other workers' snapshots through a prometheus_client custom collector.
 from __future__ import annotations
 
 import asyncio
+import gc
 import os
 import time
 from bisect import bisect_left
@@ -20,6 +21,7 @@ from typing import Any
 
 import orjson
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
+from prometheus_client.process_collector import ProcessCollector
 from prometheus_client.registry import Collector, CollectorRegistry
 
 Labels = tuple[str, ...]
@@ -40,6 +42,10 @@ class Counter:
     def inc(self, labels: Labels, amount: float = 1.0) -> None:
         values = self.values
         values[labels] = values.get(labels, 0.0) + amount
+
+    def set(self, labels: Labels, value: float) -> None:
+        """For a total kept elsewhere (the kernel's CPU time): the value, not an increment."""
+        self.values[labels] = value
 
     def cell(self, labels: Labels) -> list[float]:
         """A one-item list the hot path adds to (`cell[0] += 1`) for labels known in
@@ -112,6 +118,8 @@ class MetricsRegistry:
         self.counters: dict[str, Counter] = {}
         self.gauges: dict[str, Gauge] = {}
         self.histograms: dict[str, Histogram] = {}
+        # Called before every snapshot: values read from elsewhere (ProcessMetrics).
+        self.refreshers: list[Callable[[], None]] = []
 
     def counter(self, name: str, help: str, labelnames: Labels = ()) -> Counter:
         return self.counters.setdefault(name, Counter(name, help, labelnames))
@@ -128,6 +136,8 @@ class MetricsRegistry:
 
     def snapshot(self) -> dict[str, Any]:
         """Plain data (JSON-able) of every value."""
+        for refresh in self.refreshers:
+            refresh()
         return {
             "time": time.time(),
             "worker": self.worker_id,
@@ -272,6 +282,53 @@ class GatewayMetrics:
         self.duration.observe((method, route), seconds)
 
 
+class ProcessMetrics:
+    """This worker process's CPU time, memory, open descriptors and garbage collections.
+
+    Each worker reports its own, labelled `worker`, read when a snapshot is taken (once
+    a second, and at a scrape): prometheus_client's default process collector would
+    describe only the process that answers the scrape, whichever worker that is.
+    """
+
+    def __init__(self, registry: MetricsRegistry) -> None:
+        self._labels = (registry.worker_id,)
+        self._collector = ProcessCollector(registry=None)
+        self._cpu = registry.counter(
+            "process_cpu_seconds_total", "User and system CPU time, per worker.", ("worker",)
+        )
+        self._gauges = {
+            f"process_{name}": registry.gauge(f"process_{name}", text, per_worker=True)
+            for name, text in (
+                ("resident_memory_bytes", "Resident memory (RSS), per worker."),
+                ("virtual_memory_bytes", "Virtual memory size, per worker."),
+                ("open_fds", "Open file descriptors, per worker."),
+                ("max_fds", "The worker's limit on open file descriptors."),
+                ("start_time_seconds", "When the worker started, in seconds since the epoch."),
+            )
+        }
+        self._gc = {
+            key: registry.counter(f"python_gc_{name}_total", text, ("generation", "worker"))
+            for key, name, text in (
+                ("collections", "collections", "Garbage collections, per generation and worker."),
+                ("collected", "objects_collected", "Objects the collector freed."),
+                ("uncollectable", "objects_uncollectable", "Objects the collector could not free."),
+            )
+        }
+        registry.refreshers.append(self.refresh)
+
+    def refresh(self) -> None:
+        labels = self._labels
+        for family in self._collector.collect():
+            for sample in family.samples:
+                if sample.name == "process_cpu_seconds_total":
+                    self._cpu.set(labels, sample.value)
+                elif sample.name in self._gauges:
+                    self._gauges[sample.name].set((), sample.value)
+        for generation, stats in enumerate(gc.get_stats()):
+            for key, counter in self._gc.items():
+                counter.set((str(generation), *labels), float(stats[key]))
+
+
 def build_prometheus_registry(
     metrics: MetricsRegistry, store: SnapshotStore | None
 ) -> CollectorRegistry:
@@ -283,8 +340,9 @@ def build_prometheus_registry(
 async def write_snapshots(
     metrics: MetricsRegistry, store: SnapshotStore, interval: float = 1.0
 ) -> None:
-    """Every `interval`, hand this worker's snapshot to a thread to write."""
+    """At once, then every `interval`, hand this worker's snapshot to a thread to write
+    (at once: a scrape answered by another worker sees a new worker from its start)."""
     loop = asyncio.get_running_loop()
     while True:
-        await asyncio.sleep(interval)
         await loop.run_in_executor(None, store.write, metrics.snapshot())
+        await asyncio.sleep(interval)

@@ -7,12 +7,13 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from potok.config.models import GatewayConfig
-    from potok.policies.config import PoliciesConfig
+    from potok.policies.config import ApiPoliciesConfig, PoliciesConfig
 
 
 def policy_problems(config: GatewayConfig) -> list[tuple[str, str]]:
     problems: list[tuple[str, str]] = []
     _store_problems(config, "policies", config.policies, problems)
+    _store_problems(config, "api.policies", config.api.policies, problems)
     for index, route in enumerate(config.routes):
         where = f"routes[{index}]"
         _store_problems(config, f"{where}.policies", route.policies, problems)
@@ -30,7 +31,10 @@ def policy_problems(config: GatewayConfig) -> list[tuple[str, str]]:
 
 
 def _store_problems(
-    config: GatewayConfig, where: str, policies: PoliciesConfig, problems: list[tuple[str, str]]
+    config: GatewayConfig,
+    where: str,
+    policies: PoliciesConfig | ApiPoliciesConfig,
+    problems: list[tuple[str, str]],
 ) -> None:
     rate_limit = policies.rate_limit
     if rate_limit is None:

@@ -1,6 +1,8 @@
-"""The `policies:` block of a route (or the global default): one optional field per policy.
+"""The `policies:` block of a route (or the global default): one optional field per policy,
+and the own API's block (`api.policies`), which takes only the policies that make sense there.
 
-Adding a policy adds its field here and one line in `registry.py`.
+Adding a policy adds its field here (and in `ApiPoliciesConfig` if the own API may use it)
+and one line in `registry.py`.
 """
 
 from __future__ import annotations
@@ -57,3 +59,42 @@ class PoliciesConfig(ConfigModel):
             for name in type(self).model_fields
         }
         return PoliciesConfig(**values)
+
+
+class ApiPoliciesConfig(ConfigModel):
+    """Policies of the gateway's own API (`/api/v1/auth`, `/api/docs`, real-time, events).
+
+    The global `policies:` block never applies to the own API; this one does, and only
+    to it. Authentication, authorisation, header rewriting and schema validation are not
+    here: the own endpoints authenticate their callers themselves and keep their headers.
+    Health probes and metrics take only `cors` and `security_headers` from it: nothing
+    may refuse them (a throttled liveness probe restarts a healthy gateway, a throttled
+    scrape hides the overload it would show).
+    """
+
+    ip_filter: IpFilterConfig | None = Field(None, description="Client address allow/deny lists.")
+    cors: CorsConfig | None = Field(
+        None, description="Cross-origin requests from browsers (a front end calling login)."
+    )
+    security_headers: SecurityHeadersConfig | None = Field(
+        None,
+        description="HSTS, nosniff, frame options, referrer policy (own pages keep their CSP).",
+    )
+    request_size: RequestSizeConfig | None = Field(
+        None, description="Request body limit (default: server.limits.max_body_bytes)."
+    )
+    rate_limit: RateLimitConfig | None = Field(
+        None,
+        description=(
+            "Requests per window per client on the own API (login, refresh, docs); "
+            "never probes or metrics."
+        ),
+    )
+    concurrency_limit: ConcurrencyLimitConfig | None = Field(
+        None, description="Requests in flight at once per key (never probes or metrics)."
+    )
+
+
+PROBE_POLICIES = frozenset({"cors", "security_headers"})
+"""The own API's policies that also apply to health probes and metrics: they add headers
+and never refuse a request."""

@@ -8,14 +8,17 @@ if TYPE_CHECKING:
     from potok.config.models import RouteConfig
 
 API_ROUTE_NAME = "potok-api"
+HEALTH_PATH = "/api/v1/health"
+METRICS_PATH = "/api/v1/metrics"
 REALTIME_ROUTE_NAME = "potok-realtime"
 REALTIME_WS_PATH = "/api/v1/ws"
+OWN_ROUTE_NAMES = frozenset({API_ROUTE_NAME, REALTIME_ROUTE_NAME})
 
 # The gateway's own endpoints: (pattern, exact). User routes may sit beside them,
 # never on top of them (config check).
 OWN_ENDPOINTS: tuple[tuple[str, bool], ...] = (
-    ("/api/v1/health", False),
-    ("/api/v1/metrics", True),
+    (HEALTH_PATH, False),
+    (METRICS_PATH, True),
     ("/api/v1/auth", False),
     ("/api/docs", False),
     ("/api/openapi.json", True),
@@ -23,6 +26,10 @@ OWN_ENDPOINTS: tuple[tuple[str, bool], ...] = (
     ("/api/v1/socket.io", False),
     ("/api/v1/events", True),
 )
+
+
+# Health probes and metrics: never refused by a policy (see `api.policies`).
+PROBE_ENDPOINTS = frozenset({HEALTH_PATH, METRICS_PATH})
 
 
 def route_name(index: int, config: RouteConfig) -> str:

@@ -55,7 +55,8 @@ class AsgiBridge:
             "type": "http",
             "asgi": {"version": "3.0", "spec_version": "2.3"},
             "http_version": exchange.version,
-            "method": exchange.method.decode("latin-1"),
+            # HEAD works wherever GET does: the app answers a GET, the body is not sent.
+            "method": "GET" if exchange.method == b"HEAD" else exchange.method.decode("latin-1"),
             "scheme": "http",
             "path": unquote(path.decode("latin-1")),
             "raw_path": path,
@@ -135,7 +136,7 @@ class _Response:
             exchange.send_head(status, kept, length=length, body=has_body)
         elif kind == "http.response.body":
             body = message.get("body", b"")
-            if body:
+            if body and exchange.method != b"HEAD":
                 exchange.send_body(body)
             if message.get("more_body", False):
                 exchange.connection.flush()

@@ -22,6 +22,7 @@ import structlog
 from potok.config.loader import ConfigError
 from potok.config.models import GatewayConfig
 from potok.config.source import ConfigSource, Fingerprint
+from potok.routing.endpoints import route_name
 from potok.runtime import Runtime
 
 if TYPE_CHECKING:
@@ -172,15 +173,39 @@ class Reloader:
 
 def _summary(old: Runtime, new: Runtime) -> dict[str, object]:
     """What an operator wants to read in the log line: what came, went and changed."""
-    old_routes = {route.name for route in old.routes}
-    new_routes = {route.name for route in new.routes}
+    old_routes = _routes(old.config)
+    new_routes = _routes(new.config)
     kept = {name for name, svc in new.services.items() if old.services.get(name) is svc}
     return {
         "config": new.digest,
         "routes": len(new.routes),
-        "routes_added": sorted(new_routes - old_routes),
-        "routes_removed": sorted(old_routes - new_routes),
+        **_changes("routes", old_routes, new_routes),
         "services_added": sorted(set(new.services) - set(old.services)),
         "services_removed": sorted(set(old.services) - set(new.services)),
         "services_changed": sorted(set(new.services) & set(old.services) - kept),
+        **_changes("policies", _policies(old.config), _policies(new.config)),
+    }
+
+
+def _routes(config: GatewayConfig) -> dict[str, object]:
+    return {route_name(index, route): route for index, route in enumerate(config.routes)}
+
+
+def _policies(config: GatewayConfig) -> dict[str, object]:
+    """The global policies and the own API's (`api.<name>`) that are on, by name."""
+    blocks = (("", config.policies), ("api.", config.api.policies))
+    return {
+        prefix + name: value
+        for prefix, block in blocks
+        for name in type(block).model_fields
+        if (value := getattr(block, name)) is not None
+    }
+
+
+def _changes(kind: str, old: dict[str, object], new: dict[str, object]) -> dict[str, list[str]]:
+    both = set(old) & set(new)
+    return {
+        f"{kind}_added": sorted(set(new) - set(old)),
+        f"{kind}_removed": sorted(set(old) - set(new)),
+        f"{kind}_changed": sorted(name for name in both if old[name] != new[name]),
     }

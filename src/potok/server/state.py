@@ -9,6 +9,8 @@ from typing import TYPE_CHECKING
 
 import structlog
 
+from potok.observability.client_log import ThrottledClientLog
+
 if TYPE_CHECKING:
     from potok.server.connection import ClientConnection, RequestHandler
 
@@ -48,6 +50,8 @@ class ServerState:
         self.loop_time = self.loop.time
         self._sweeper: asyncio.TimerHandle | None = None
         self.on_refusal: Callable[[int], None] | None = None
+        # At most a few lines per client per second, then one "suppressed" count.
+        self.refusals = ThrottledClientLog(log, "request refused")
 
     def start_sweeper(self, interval: float = 1.0) -> None:
         """Timeouts of idle and slow connections are checked here, not with a timer each."""
@@ -71,4 +75,4 @@ class ServerState:
     def log_refusal(self, peer: str, status: int, detail: str) -> None:
         if self.on_refusal is not None:
             self.on_refusal(status)
-        log.info("request refused", client_ip=peer, status=status, detail=detail)
+        self.refusals.info(peer, status=status, detail=detail)

@@ -173,9 +173,10 @@ class Supervisor:
                 lived = now - slot.started
                 slot.quick_deaths = slot.quick_deaths + 1 if lived < STABLE_AFTER else 0
                 delay = restart_delay(slot.quick_deaths)
+                # `worker` in a line is the process writing it (here "supervisor").
                 log.error(
                     "worker died; restarting",
-                    worker=slot.worker_id,
+                    child=slot.worker_id,
                     exit_code=process.exitcode,
                     lived_s=round(lived, 2),
                     restart_in_s=delay,

@@ -8,6 +8,7 @@ import signal
 import socket
 import sys
 from pathlib import Path
+from typing import NamedTuple
 
 import structlog
 import uvloop
@@ -21,6 +22,7 @@ from potok.observability.logging import configure_logging
 from potok.observability.metrics import (
     GatewayMetrics,
     MetricsRegistry,
+    ProcessMetrics,
     SnapshotStore,
     build_prometheus_registry,
     write_snapshots,
@@ -60,10 +62,13 @@ async def serve(
     loop = asyncio.get_running_loop()
     registry = MetricsRegistry(worker_id)
     metrics = GatewayMetrics(registry)
+    ProcessMetrics(registry)
     store = SnapshotStore(metrics_dir, worker_id) if metrics_dir is not None else None
     prometheus = build_prometheus_registry(registry, store)
     access_log = (
-        AccessLog(config.logging.access_log.path) if config.logging.access_log.enabled else None
+        AccessLog(config.logging.access_log.path, worker_id)
+        if config.logging.access_log.enabled
+        else None
     )
 
     holder: dict[str, ServerState] = {}
@@ -99,13 +104,19 @@ async def serve(
     server = await loop.create_server(lambda: ClientConnection(state), sock=sock, backlog=backlog)
     state.start_sweeper()
     admission.start()
+    # Worker 0 alone serves the metrics listener: a scrape merges every worker's
+    # metrics whichever worker answers, and a port has one owner (server/listener.py).
+    admin = (
+        await _admin_listener(config, runtime, metrics, access_log) if worker_id == "0" else None
+    )
+    gateways = [gateway] if admin is None else [gateway, admin.gateway]
     runtime.start()
     background = [loop.create_task(_prune_pools(gateway))]
     if store is not None:
         background.append(loop.create_task(write_snapshots(registry, store)))
     reloader = _reloader(
         source,
-        gateway=gateway,
+        gateways=gateways,
         admission=admission,
         state=state,
         bridge=bridge,
@@ -133,6 +144,8 @@ async def serve(
     if realtime is not None:
         await realtime.shutdown()
     await _drain(state, server, gateway.runtime.config)  # the newest, after reloads
+    if admin is not None:  # probes answered "draining" until the public side was done
+        admin.close()
     for task in background:
         task.cancel()
     state.stop_sweeper()
@@ -167,10 +180,44 @@ async def _drain(state: ServerState, server: asyncio.Server, config: GatewayConf
         await asyncio.sleep(0)
 
 
+class AdminListener(NamedTuple):
+    gateway: Gateway
+    state: ServerState
+    server: asyncio.Server
+
+    def close(self) -> None:
+        self.server.close()
+        self.state.stop_sweeper()
+        for connection in list(self.state.connections):
+            connection.force_close()
+
+
+async def _admin_listener(
+    config: GatewayConfig,
+    runtime: Runtime,
+    metrics: GatewayMetrics,
+    access_log: AccessLog | None,
+) -> AdminListener | None:
+    """The metrics listener (`metrics.listen`): health probes and metrics on a port of
+    their own, served by a handler that routes only those."""
+    address = config.metrics.address()
+    if address is None:
+        return None
+    handler = Gateway(runtime, metrics, access_log, admin=True)
+    state = ServerState(handler, runtime.settings)
+    sock = listening_socket(*address, config.server.backlog)
+    server = await asyncio.get_running_loop().create_server(
+        lambda: ClientConnection(state), sock=sock, backlog=config.server.backlog
+    )
+    state.start_sweeper()
+    log.info("metrics listening", host=address[0], port=address[1])
+    return AdminListener(handler, state, server)
+
+
 def _reloader(
     source: ConfigSource | None,
     *,
-    gateway: Gateway,
+    gateways: list[Gateway],
     admission: Admission,
     state: ServerState,
     bridge: AsgiBridge,
@@ -181,13 +228,14 @@ def _reloader(
         return None
 
     def install(runtime: Runtime) -> None:
-        gateway.runtime = runtime
+        for gateway in gateways:
+            gateway.runtime = runtime
         state.settings = runtime.settings
         admission.configure(runtime.config.server.overload)
 
     return Reloader(
         source,
-        current=lambda: gateway.runtime,
+        current=lambda: gateways[0].runtime,
         build=lambda config, old: Runtime(config, bridge, resources, registry, previous=old),
         install=install,
         counter=registry.counter("config_reloads_total", "Config reloads, by result.", ("result",)),
@@ -223,7 +271,7 @@ def run_worker(
     # Under the supervisor the process starts with SIGHUP blocked; one sent meanwhile is
     # delivered to the handler above now.
     signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGHUP})
-    configure_logging(config.logging.level, config.logging.format)
+    configure_logging(config.logging.level, config.logging.format, worker_id)
     raise_open_files_limit()
     try:
         uvloop.run(

@@ -8,6 +8,7 @@ from typing import Literal
 from pydantic import Field, field_validator, model_validator
 
 from potok.config.base import ConfigModel
+from potok.config.paths import ConfigPath
 from potok.config.units import Duration, OptionalDuration
 from potok.identity.config import SigningAlgorithm, check_header_name, check_key_material
 
@@ -27,7 +28,9 @@ class JwtKeyConfig(ConfigModel):
         None, description="HMAC secret (HS256/384/512), at least 32 bytes; ${VAR} or enc:v1:."
     )
     public_key: str | None = Field(None, description="PEM public key (RS256/ES256/EdDSA).")
-    public_key_file: str | None = Field(None, description="Path of a PEM public key file.")
+    public_key_file: ConfigPath | None = Field(
+        None, description="Path of a PEM public key file (relative to the config file)."
+    )
 
     @field_validator("kid")
     @classmethod

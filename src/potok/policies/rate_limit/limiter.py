@@ -89,7 +89,6 @@ class RateLimiter:
         config: RateLimitConfig,
         limits: tuple[LimitConfig, ...],
         metrics: LimitMetrics,
-        exempt_health: bool,
     ) -> None:
         self.limits = limits
         self.keys: list[KeyFunction] = [key_function(limit.key) for limit in limits]
@@ -110,7 +109,6 @@ class RateLimiter:
         self.admissions = [metrics.decisions.cell(labels) for labels in metrics.allowed]
         self.deny_on_error = config.on_store_error == "deny"
         self.send_headers = config.headers
-        self.exempt_health = exempt_health
 
     def apply(self, exchange: Exchange, decision: Decision) -> None:
         """Count the decision; raise 429 or add the response headers."""

@@ -28,26 +28,10 @@ from potok.policies.rate_limit.redis_store import (
     StoreUnavailable,
     decision,
 )
-from potok.routing.endpoints import API_ROUTE_NAME
+from potok.routing.endpoints import OWN_ROUTE_NAMES
 
 if TYPE_CHECKING:
     from potok.exchange import Exchange
-
-_HEALTH_PREFIX = b"/api/v1/health"
-
-
-def _exempting_health(
-    check: Callable[[Exchange], RequestOutcome],
-) -> Callable[[Exchange], RequestOutcome]:
-    """The gateway's own API: liveness and readiness probes are never throttled into a
-    restart. Only that route pays for the path test."""
-
-    def exempting(exchange: Exchange) -> RequestOutcome:
-        if exchange.path.startswith(_HEALTH_PREFIX):
-            return None
-        return check(exchange)
-
-    return exempting
 
 
 def build(config: RateLimitConfig | None, context: BuildContext) -> Policy | None:
@@ -56,15 +40,17 @@ def build(config: RateLimitConfig | None, context: BuildContext) -> Policy | Non
     limits = config.effective_limits()
     registry = context.metrics if context.metrics is not None else MetricsRegistry()
     metrics = LimitMetrics(registry, context.route_name, [limit.label for limit in limits])
-    limiter = RateLimiter(config, limits, metrics, context.route_name == API_ROUTE_NAME)
-    scope = context.route_name if config.scope == "route" else "gateway"
+    limiter = RateLimiter(config, limits, metrics)
+    scope = context.route_name
+    if config.scope == "gateway":
+        # The own API's block never shares a budget with the global one (':' is in no
+        # route name, so no route's own scope can collide with it either).
+        scope = "potok-api:gateway" if context.route_name in OWN_ROUTE_NAMES else "gateway"
     check: Callable[[Exchange], RequestOutcome]
     if config.store == "memory":
         check = memory_check(limiter, limits, scope, context)
     else:
         check = _redis_check(limiter, limits, scope, context)
-    if limiter.exempt_health:
-        check = _exempting_health(check)
     return Policy(name="rate_limit", stage=Stage.LIMIT, on_request=check)
 
 

@@ -20,7 +20,6 @@ from potok.observability.metrics import MetricsRegistry
 from potok.policies.base import BuildContext, Policy, Stage
 from potok.policies.validate.config import ValidateConfig
 from potok.policies.validate.schema import CompiledSchema, FieldError
-from potok.routing.endpoints import API_ROUTE_NAME
 
 if TYPE_CHECKING:
     from potok.exchange import Exchange
@@ -187,10 +186,8 @@ async def _read_body(exchange: Exchange) -> bytes:
 
 
 def build(config: ValidateConfig | None, context: BuildContext) -> Policy | None:
-    # Schemas describe one route's service; the global block never applies to the own API.
+    # (Schemas describe one route's service; `api.policies` has no `validate`.)
     if config is None or (config.body is None and config.query is None):
-        return None
-    if context.route_name == API_ROUTE_NAME:
         return None
     registry = context.metrics if context.metrics is not None else MetricsRegistry()
     validator = RequestValidator(config, context.route_name, registry)

@@ -1,1 +1,0 @@
-"""Clients for the shared stores several gateway instances agree through (Redis)."""
