@@ -1,4 +1,7 @@
-"""The own API: health probes and metrics (auth and admin endpoints join later)."""
+"""The own API: health probes, metrics, the token service, events, Socket.IO and its docs.
+
+Every error it answers is problem+json (api/problems.py); Swagger UI is served from the
+installed bundle, not a CDN (api/docs.py)."""
 
 from __future__ import annotations
 
@@ -13,6 +16,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from prometheus_client.registry import CollectorRegistry
 
 from potok import __version__
+from potok.api import docs, problems
 from potok.api.auth import create_auth_router
 from potok.realtime.events_api import create_events_router
 from potok.realtime.socketio import PATH as SOCKETIO_PATH
@@ -35,10 +39,13 @@ def create_api(context: ApiContext) -> FastAPI:
     app = FastAPI(
         title="Potok gateway API",
         version=__version__,
-        docs_url="/api/docs",
+        docs_url=None,
         redoc_url=None,
         openapi_url="/api/openapi.json",
+        swagger_ui_oauth2_redirect_url=None,
     )
+    problems.install(app)
+    docs.install(app, app.openapi)
 
     @app.get("/api/v1/health/liveness", tags=["health"])
     async def liveness() -> dict[str, str]:
@@ -69,7 +76,17 @@ def create_api(context: ApiContext) -> FastAPI:
         }
         return JSONResponse(body, status_code=200 if ready else 503)
 
-    @app.get("/api/v1/metrics", tags=["observability"])
+    @app.get(
+        "/api/v1/metrics",
+        tags=["observability"],
+        response_class=Response,
+        responses={
+            200: {
+                "description": "Prometheus text exposition format.",
+                "content": {CONTENT_TYPE_LATEST.split(";")[0]: {"schema": {"type": "string"}}},
+            }
+        },
+    )
     async def metrics(request: Request) -> Response:
         """Prometheus text format, merged over all worker processes."""
         return Response(generate_latest(context.prometheus), media_type=CONTENT_TYPE_LATEST)
