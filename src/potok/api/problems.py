@@ -25,8 +25,13 @@ log = structlog.get_logger("potok.api")
 MEDIA_TYPE = "application/problem+json"
 # Validation errors of the body as a whole that mean "this is not a JSON object".
 _NOT_AN_OBJECT = frozenset({"json_invalid", "model_attributes_type", "dict_type", "model_type"})
-_GENERIC = frozenset({"Not Found", "Method Not Allowed"})
-_DETAILS = {404: "no such endpoint in the gateway's API", 405: "method not allowed here"}
+NOT_A_JSON_OBJECT = "the body must be a JSON object (application/json, UTF-8)"
+# FastAPI's and Starlette's bare phrases, said in the gateway's words.
+_REWORDED = {
+    "Not Found": "no such endpoint in the gateway's API",
+    "Method Not Allowed": "method not allowed here",
+    "There was an error parsing the body": NOT_A_JSON_OBJECT,
+}
 
 
 def problem(
@@ -69,7 +74,7 @@ def _not_an_object(error: dict[str, Any]) -> bool:
 def validation_problem(request: Request, exc: RequestValidationError) -> Response:
     errors = list(exc.errors())
     if any(_not_an_object(e) for e in errors):
-        return problem(request, 400, "the body must be a JSON object (application/json, UTF-8)")
+        return problem(request, 400, NOT_A_JSON_OBJECT)
     fields = [{"field": _field(tuple(e.get("loc", ()))), "message": _message(e)} for e in errors]
     return problem(request, 422, "the body does not validate", extra={"errors": fields})
 
@@ -77,8 +82,7 @@ def validation_problem(request: Request, exc: RequestValidationError) -> Respons
 def http_problem(request: Request, exc: HTTPException) -> Response:
     status = exc.status_code
     text = exc.detail if isinstance(exc.detail, str) else orjson.dumps(exc.detail).decode()
-    if text in _GENERIC:  # Starlette's bare phrases: say what they mean here
-        text = _DETAILS.get(status, text)
+    text = _REWORDED.get(text, text)
     return problem(request, status, text, headers=dict(exc.headers or {}))
 
 
