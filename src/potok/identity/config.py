@@ -90,8 +90,8 @@ class SigningKeyConfig(ConfigModel):
     secret: str | None = Field(
         None,
         description=(
-            "HMAC secret for HS256/384/512, at least 32 bytes; use ${VAR} or an enc:v1: value "
-            "(`potok secrets encrypt`)."
+            "HMAC secret for HS256/384/512: at least 32/48/64 bytes and not trivially weak "
+            "(`potok secrets new-key`); use ${VAR} or an enc:v1: value (`potok secrets encrypt`)."
         ),
     )
     private_key: str | None = Field(

@@ -40,6 +40,8 @@ def canonical(token: str) -> bool:
         if spare is None or _B64URL.index(part[-1]) & spare:
             return False
     return True
+
+
 KNOWN_ALGORITHMS = frozenset({"HS256", "HS384", "HS512", "RS256", "ES256", "EdDSA"})
 
 
