@@ -16,7 +16,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from prometheus_client.registry import CollectorRegistry
 
 from potok import __version__
-from potok.api import docs, problems
+from potok.api import docs, openapi, problems
 from potok.api.auth import create_auth_router
 from potok.realtime.events_api import create_events_router
 from potok.realtime.socketio import PATH as SOCKETIO_PATH
@@ -45,7 +45,6 @@ def create_api(context: ApiContext) -> FastAPI:
         swagger_ui_oauth2_redirect_url=None,
     )
     problems.install(app)
-    docs.install(app, app.openapi)
 
     @app.get("/api/v1/health/liveness", tags=["health"])
     async def liveness() -> dict[str, str]:
@@ -94,6 +93,15 @@ def create_api(context: ApiContext) -> FastAPI:
     app.include_router(create_auth_router(context.runtime))
     app.include_router(create_events_router(context.runtime))
     app.mount(SOCKETIO_PATH, SocketIoGateway(context.runtime))
+    generate = app.openapi
+
+    def document() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            app.openapi_schema = openapi.complete(generate())
+        return app.openapi_schema
+
+    app.openapi = document  # type: ignore[method-assign]
+    docs.install(app, document)
     return app
 
 
