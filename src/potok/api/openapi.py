@@ -80,9 +80,9 @@ _OPERATIONS: dict[tuple[str, str], tuple[tuple[int, ...], list[dict[str, list[st
     ("post", "/api/v1/auth/logout"): ((400, 401, 404, 413, 422, 429), _BEARER),
     ("get", "/api/v1/auth/profile"): ((401, 404, 429), _BEARER),
     ("post", "/api/v1/events"): ((400, 401, 404, 413, 422, 429, 503), _SERVICE_KEY),
-    ("get", "/api/v1/health/readiness"): ((503,), None),
-    ("get", "/api/v1/health"): ((503,), None),
 }
+# Probes answer 503 with their usual JSON body (status 'draining'), not a problem.
+_DRAINING = ("/api/v1/health/readiness", "/api/v1/health")
 
 
 def _problem_response(status: int) -> dict[str, Any]:
@@ -119,6 +119,13 @@ def complete(document: dict[str, Any]) -> dict[str, Any]:
             responses[str(status)] = _problem_response(status)
         if security is not None:
             operation["security"] = security
+    for path in _DRAINING:
+        probe = document.get("paths", {}).get(path, {}).get("get")
+        if probe is not None:
+            probe.setdefault("responses", {})["503"] = {
+                "description": "Shutting down: load balancers should stop sending traffic.",
+                "content": {"application/json": {"schema": {"type": "object"}}},
+            }
     events = document.get("paths", {}).get("/api/v1/events", {}).get("post")
     if events is not None:
         events["requestBody"] = _events_body()
