@@ -23,6 +23,7 @@ class GatewayProcess:
         workers: int = 1,
         env: dict[str, str] | None = None,
         wait: bool = True,
+        command_prefix: list[str] | None = None,
     ) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
@@ -35,7 +36,12 @@ class GatewayProcess:
         self._stdout = open(self.stdout_path, "wb")  # noqa: SIM115
         self._stderr = open(self.stderr_path, "wb")  # noqa: SIM115
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "potok", "run", "--config", str(self.config_path)],
+            # A prefix runs the gateway under another command that ends in `exec "$@"`
+            # (e.g. a private /etc/hosts), so the pid stays the gateway's.
+            [
+                *(command_prefix or []),
+                *(sys.executable, "-m", "potok", "run", "--config", str(self.config_path)),
+            ],
             stdout=self._stdout,
             stderr=self._stderr,
             env={**os.environ, **(env or {})},

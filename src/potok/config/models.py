@@ -14,6 +14,7 @@ from urllib.parse import urlsplit
 from pydantic import AfterValidator, Field, ValidationInfo, field_validator, model_validator
 
 from potok.config.base import ConfigModel
+from potok.config.discovery import DnsDiscoveryConfig
 from potok.config.redis import RedisConfig
 from potok.config.resilience import (
     BulkheadConfig,
@@ -157,6 +158,16 @@ class TargetConfig(ConfigModel):
         1, ge=1, le=1000, description="Share of traffic under the weighted balancer."
     )
 
+    @property
+    def by_name(self) -> bool:
+        """Whether the host is a DNS name rather than an IP address."""
+        host = urlsplit(self.url).hostname or ""
+        try:
+            ipaddress.ip_address(host)
+        except ValueError:
+            return True
+        return False
+
     @field_validator("url")
     @classmethod
     def _url(cls, value: str) -> str:
@@ -235,6 +246,14 @@ class ServiceConfig(ConfigModel):
     bulkhead: BulkheadConfig | None = Field(
         None, description="Cap on concurrent upstream requests to this service (off unless given)."
     )
+    dns: DnsDiscoveryConfig | None = Field(
+        None,
+        description=(
+            "Re-resolve targets given by a host name while running; every A/AAAA record "
+            "becomes a target (a Kubernetes headless Service is followed without a reload). "
+            "Off unless given: a host name is then resolved at each new connection."
+        ),
+    )
 
     @field_validator("targets", mode="before")
     @classmethod
@@ -244,6 +263,14 @@ class ServiceConfig(ConfigModel):
                 raise ValueError("a service needs at least one target")
             return tuple({"url": item} if isinstance(item, str) else item for item in value)
         return value
+
+    @model_validator(mode="after")
+    def _dns_needs_a_name(self) -> ServiceConfig:
+        if self.dns is not None and not any(t.by_name for t in self.targets):
+            raise ValueError(
+                "dns: no target is given by a host name, so there is nothing to resolve"
+            )
+        return self
 
 
 class MatchConfig(ConfigModel):

@@ -76,6 +76,10 @@ class Gauge:
     def set(self, labels: Labels, value: float) -> None:
         self.values[labels] = value
 
+    def remove(self, labels: Labels) -> None:
+        """Forget a label set that no longer exists (a target DNS discovery dropped)."""
+        self.values.pop(labels, None)
+
     def current(self) -> dict[Labels, float]:
         if self.function is not None:
             return {(): float(self.function())}

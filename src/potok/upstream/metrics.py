@@ -44,3 +44,16 @@ class UpstreamMetrics:
             "Requests answered at once because the breaker was open.",
             ("service",),
         )
+        self.dns_addresses = registry.gauge(
+            "upstream_dns_addresses",
+            "Addresses a target's host name has (DNS discovery; the last good ones while it "
+            "fails), per worker.",
+            ("service", "name"),
+            per_worker=True,
+        )
+        self.dns_resolving = registry.gauge(
+            "upstream_dns_resolving",
+            "1 while a target's host name resolves, 0 while it fails, per worker.",
+            ("service", "name"),
+            per_worker=True,
+        )

@@ -12,6 +12,7 @@ from potok.config.models import ServiceConfig
 from potok.upstream.balancer import Balancer, make_balancer
 from potok.upstream.bulkhead import Bulkhead
 from potok.upstream.circuit_breaker import STATE_NAMES, CircuitBreaker
+from potok.upstream.discovery import DnsDiscovery
 from potok.upstream.health import TargetHealth, run_checks
 from potok.upstream.metrics import UpstreamMetrics
 from potok.upstream.pool import ConnectionPool
@@ -31,6 +32,7 @@ class Service:
         "bulkhead",
         "config",
         "connect_timeout",
+        "discovery",
         "failure_on",
         "name",
         "response_timeout",
@@ -86,6 +88,7 @@ class Service:
             else None
         )
         self._health_task: asyncio.Task[None] | None = None
+        self.discovery = DnsDiscovery(self, config, config.dns) if config.dns else None
         if metrics is not None:
             metrics.breaker_state.set((name,), 0)
             for target in self.targets:
@@ -118,6 +121,10 @@ class Service:
 
     # Counting (metrics are optional: tests build services without them) -------------
 
+    @property
+    def metrics(self) -> UpstreamMetrics | None:
+        return self._metrics
+
     def note_retry(self, reason: str) -> None:
         if self._metrics is not None:
             self._metrics.retries.inc((self.name, reason))
@@ -142,8 +149,36 @@ class Service:
             self._health_task = asyncio.get_running_loop().create_task(
                 run_checks(self.targets, self.config.health_check)
             )
+        if self.discovery is not None:
+            self.discovery.start()
+
+    def use_targets(self, targets: tuple[Target, ...]) -> None:
+        """A new target set from DNS discovery (upstream/discovery.py). Targets still present
+        are the same objects; those that left close their pools as their requests end."""
+        old, self.targets = self.targets, targets
+        self.balancer = make_balancer(self.config.balancer, targets)
+        for target in targets:
+            if self.tracks_health and target.health is None:
+                target.health = TargetHealth(
+                    self.config.passive_ejection,
+                    self.config.health_check,
+                    self._health_listener(target),
+                )
+            if self._metrics is not None and target not in old:
+                self._metrics.target_healthy.set((self.name, target.name), 1)
+        for target in old:
+            if target not in targets:
+                target.pool.retire()
+                if self._metrics is not None:
+                    self._metrics.target_healthy.remove((self.name, target.name))
+        if self._health_task is not None:  # check the new set from now on
+            self._health_task.cancel()
+            self._health_task = None
+            self.start()
 
     def close(self) -> None:
+        if self.discovery is not None:
+            self.discovery.stop()
         if self._health_task is not None:
             self._health_task.cancel()
             self._health_task = None
@@ -153,6 +188,8 @@ class Service:
     def retire(self) -> None:
         """Replaced by a config reload: stop checking, let in-flight requests finish on
         their connections, keep no idle ones."""
+        if self.discovery is not None:
+            self.discovery.stop()
         if self._health_task is not None:
             self._health_task.cancel()
             self._health_task = None
@@ -204,4 +241,5 @@ class Service:
                 }
                 for t in self.targets
             ],
+            "dns": self.discovery.describe() if self.discovery is not None else None,
         }
