@@ -279,6 +279,9 @@ class Runtime:
         jwt = policies_config.auth_jwt
         if jwt is not None and jwt.auth != "none" and not jwt.forward_token:
             drop.add(jwt.header.lower().encode())
+        api_key = policies_config.auth_api_key
+        if api_key is not None and api_key.auth != "none" and not api_key.forward_key:
+            drop.add(api_key.header.lower().encode())
         stage = ProxyStage(
             service,
             RequestHeadBuilder(static, config.preserve_host),

@@ -247,6 +247,7 @@ def test_reused_refresh_token_revokes_the_family(gateway, upstream):
     assert (
         request(gateway.port, "GET", "/api/family-ok", bearer(second["access_token"])).status == 200
     )
+    time.sleep(1.2)  # past the reuse interval (1 s): a replay now is theft, not a second tab
     replay = call(
         gateway.port, "POST", "/api/v1/auth/refresh", {"refresh_token": first["refresh_token"]}
     )

@@ -26,11 +26,12 @@ def test_own_api_answers_carry_cors_and_security_headers(upstream):
         assert response.header("access-control-allow-origin") == "http://localhost:5173"
         assert response.header("access-control-allow-credentials") == "true"
         assert response.header("x-content-type-options") == "nosniff"
-        # Swagger UI needs its CDN; nothing may frame the gateway's pages.
+        # Swagger UI comes from the gateway itself (no CDN); nothing may frame its pages.
         docs = request(gateway.port, "GET", "/api/docs")
         assert docs.status == 200 and b"swagger-ui" in docs.body
         csp = docs.header("content-security-policy")
-        assert "frame-ancestors 'none'" in csp and "https://cdn.jsdelivr.net" in csp
+        assert "frame-ancestors 'none'" in csp and "script-src 'self';" in csp
+        assert "cdn.jsdelivr.net" not in csp
         # A proxied answer gets the configured CSP (none here), not the own pages' one.
         assert request(gateway.port, "GET", "/").header("content-security-policy") is None
     finally:

@@ -23,6 +23,9 @@ HS_SECRET = "test-token-service-secret-0123456789abcdef"
 CHEAP_ARGON2 = {"time_cost": 1, "memory_kib": 64, "parallelism": 1}
 EXTERNAL_ISSUER = "https://idp.test"
 EXTERNAL_AUDIENCE = "potok-api"
+# Short, so tests can step past it: a spent refresh token presented again within it gets a new
+# pair (two tabs refreshing at once); after it, reuse revokes the family.
+REUSE_INTERVAL = "1s"
 
 
 def rsa_private() -> rsa.RSAPrivateKey:
@@ -201,6 +204,7 @@ def auth_config(
                 "enabled": True,
                 "access_ttl": "1h",
                 "refresh_ttl": "2h",
+                "refresh_reuse_interval": REUSE_INTERVAL,
                 "signing": {"algorithm": "HS256", "secret": HS_SECRET},
             },
             "passwords": CHEAP_ARGON2,

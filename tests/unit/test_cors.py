@@ -111,7 +111,9 @@ def test_demo_config_has_the_default_limit_and_a_front_end_allow_list() -> None:
     from potok.config import load_config
 
     demo = Path(potok.__file__).parent / "demo" / "potok-demo.yaml"
-    config = load_config(demo, env={"POTOK_DEMO_JWT_SECRET": "s" * 32})
+    config = load_config(
+        demo, env={"POTOK_DEMO_JWT_SECRET": "cors-test-demo-secret-0123456789abcdef"}
+    )
     (limit,) = config.policies.rate_limit.effective_limits()
     assert (limit.limit, limit.window, limit.key) == (100, 60.0, "ip")
     assert config.policies.cors.allow_origins == ("http://localhost:5173",)

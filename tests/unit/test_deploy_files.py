@@ -239,7 +239,8 @@ def container_env(overlay: str, container: dict[str, Any]) -> dict[str, str]:
 def stand_in(key: str) -> str:
     if key.endswith("DATABASE_URL"):
         return "postgresql://potok:secret@postgres.prod.internal:5432/potok"
-    return "x" * 40
+    # A secret potok check accepts: not one repeated character (the key strength check).
+    return f"stand-in-{key.lower()}-0123456789abcdefghijklmnop"
 
 
 def mounted_config(overlay: str, tmp_path: Path) -> Path:

@@ -4,15 +4,23 @@ from __future__ import annotations
 
 import asyncio
 
+import jwt
 import pytest
 
 from potok.config import ConfigError, load_config_text
 from potok.identity.audit import AuditLog
-from potok.identity.config import AuditConfig, PasswordHashingConfig
+from potok.identity.config import AuditConfig, PasswordHashingConfig, TokenServiceConfig
 from potok.identity.jwks import JwksKeySet
+from potok.identity.key_checks import KeyMaterialError, check_hmac_secret
+from potok.identity.keys import signing_key
 from potok.identity.passwords import PasswordError, PasswordHasher
-from potok.identity.revocation import JTI, SUBJECT, Denylist
+from potok.identity.revocation import JTI, SUBJECT, Denylist, revocation_time
+from potok.identity.secrets import new_key
+from potok.identity.token_service import TokenIssuer
+from potok.identity.users import User
 from potok.policies.auth_jwt.config import JwksConfig
+
+SECRET = "identity-parts-secret-0123456789abcdefghij"
 
 
 class Clock:
@@ -196,3 +204,43 @@ async def test_redis_backend_spreads_a_revocation_at_once():
     finally:
         await first.close()
         await second.close()
+
+
+def test_a_subject_revocation_cuts_at_whole_seconds():
+    denylist = Denylist(clock=lambda: 0.0)
+    cut = revocation_time(SUBJECT, 1000.4)
+    assert cut == 1001.0 and revocation_time(JTI, 1000.4) == 1000.4
+    denylist.add(SUBJECT, "u1", cut, 5000.0)
+    assert denylist.is_revoked(None, "u1", 1000.0)  # issued in that second, before it
+    assert not denylist.is_revoked(None, "u1", 1001.0)  # issued at the cut: after it
+    assert denylist.subject_cut("u1") == 1001.0 and denylist.subject_cut("u2") is None
+
+
+def test_the_token_service_issues_after_the_users_latest_cut():
+    config = TokenServiceConfig(enabled=True, signing={"algorithm": "HS256", "secret": SECRET})
+    issuer = TokenIssuer(config, signing_key(config.signing))
+    user = User("u1", "alice", "h", (), None, False, 0.0, 0.0)
+    token, _, _ = issuer.access_token(user, now=1000.4, revoked_until=1001.0)
+    claims = jwt.decode(token, options={"verify_signature": False})
+    assert claims["iat"] == 1001 and claims["nbf"] == 1000
+    plain, _, _ = issuer.access_token(user, now=1000.4, revoked_until=900.0)
+    assert jwt.decode(plain, options={"verify_signature": False})["iat"] == 1000
+
+
+@pytest.mark.parametrize(
+    ("algorithm", "secret", "problem"),
+    [
+        ("HS256", b"0" * 32, "trivially weak"),
+        ("HS256", b"\x00" * 64, "trivially weak"),
+        ("HS256", b"abcdefgh" * 4, "trivially weak"),
+        ("HS256", b"abcdefg" * 4, "at least 32 bytes"),
+        ("HS512", b"a-fine-secret-0123456789abcdefghijklmnop", "at least 64 bytes"),
+    ],
+)
+def test_weak_hmac_secrets(algorithm, secret, problem):
+    with pytest.raises(KeyMaterialError, match=problem):
+        check_hmac_secret(algorithm, secret)
+
+
+def test_a_random_secret_is_fine():
+    check_hmac_secret("HS512", new_key().encode())

@@ -152,8 +152,9 @@ async def test_refresh_rotation_and_reuse_revokes_the_family(db):
     replay = await store.redeem(first)
     assert replay.outcome == "reused"
     assert {jti for jti, _ in replay.revoked_access} == {"jti-1", "jti-2"}
-    # The family is dead: the newest token does not work either.
-    assert (await store.redeem(second)).outcome == "reused"
+    # The family is dead: the newest token does not work either (refused as revoked: it was
+    # never used, so presenting it is no new sign of theft).
+    assert (await store.redeem(second)).outcome == "revoked"
     assert all(r.revoked_at is not None for r in await store.family(record.family_id))
     assert (await store.redeem("rt_unknown")).outcome == "unknown"
 
@@ -164,6 +165,34 @@ async def test_concurrent_redemptions_only_one_wins(db):
     token, _ = await store.issue(user.id, None, 3600, "jti", time.time() + 60)
     outcomes = await asyncio.gather(*(store.redeem(token) for _ in range(5)))
     assert sorted(o.outcome for o in outcomes).count("ok") == 1
+
+
+async def test_a_second_presentation_within_the_reuse_interval_revokes_nothing(db):
+    user = await UserStore(db).add("grace", "h", (), None)
+    store = RefreshTokenStore(db)
+    token, record = await store.issue(user.id, None, 3600, "jti-1", time.time() + 600)
+    assert (await store.redeem(token, grace=5.0)).outcome == "ok"
+    again = await store.redeem(token, grace=5.0)
+    assert again.outcome == "grace" and again.revoked_access == ()
+    assert all(r.revoked_at is None for r in await store.family(record.family_id))
+
+
+async def test_a_presentation_after_the_reuse_interval_revokes_the_family(db):
+    user = await UserStore(db).add("late", "h", (), None)
+    store = RefreshTokenStore(db)
+    token, record = await store.issue(user.id, None, 3600, "jti-1", time.time() + 600)
+    assert (await store.redeem(token, grace=0.2)).outcome == "ok"
+    await asyncio.sleep(0.3)
+    assert (await store.redeem(token, grace=0.2)).outcome == "reused"
+    assert all(r.revoked_at is not None for r in await store.family(record.family_id))
+
+
+async def test_a_never_used_token_of_a_revoked_user_is_not_reuse(db):
+    user = await UserStore(db).add("gone", "h", (), None)
+    store = RefreshTokenStore(db)
+    token, _ = await store.issue(user.id, None, 3600, "jti-1", time.time() + 600)
+    await store.revoke_user(user.id)
+    assert (await store.redeem(token, grace=5.0)).outcome == "revoked"
 
 
 async def test_expired_refresh_token(db):

@@ -31,7 +31,7 @@ from tests.support.identity_gateway import (
     sign,
 )
 
-SECRET = "s" * 64
+SECRET = "verifier-unit-test-secret-" + "0123456789abcdefghijklmnopqrstuvwxyzABCDEF"
 RSA = rsa_private()
 EC = ec_private()
 ED = ed25519.Ed25519PrivateKey.generate()
@@ -112,6 +112,32 @@ def test_garbage_tokens():
             verifier(key).verify(token)
 
 
+def test_only_canonical_base64url_is_accepted():
+    """Wycheproof JWS 367/370: `=` padding appended to a valid token; and spare bits set."""
+    key = hmac_key("HS256", SECRET, "k")
+    token = sign(claims(), SECRET, "HS256", "k")
+    assert verifier(key).verify(token)
+    header, payload, signature = token.split(".")
+    mutants = [
+        token + "=",
+        f"{header}=.{payload}.{signature}",
+        f"{header}.{payload}==.{signature}",
+        f"{header}.{payload}.{signature}=",
+        f"{header}.{payload}.{signature}\n",
+        f"{header}.{payload}.{signature.replace('-', '+').replace('_', '/')}",
+    ]
+    # Flip a spare bit of the signature's last character: same bytes, another spelling.
+    last = signature[-1]
+    alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+    if len(signature) % 4 in (2, 3):
+        mutants.append(f"{header}.{payload}.{signature[:-1]}{alphabet[alphabet.index(last) | 1]}")
+    for mutant in mutants:
+        if mutant == token:
+            continue
+        with pytest.raises(TokenRejected):
+            verifier(key).verify(mutant)
+
+
 def test_jwks_documents_are_filtered():
     rsa_jwk = jwt.algorithms.RSAAlgorithm.to_jwk(RSA.public_key(), as_dict=True)
     ec_jwk = jwt.algorithms.ECAlgorithm.to_jwk(EC.public_key(), as_dict=True)
@@ -123,12 +149,16 @@ def test_jwks_documents_are_filtered():
             {"kty": "oct", "k": "c2VjcmV0", "kid": "hmac", "alg": "HS256"},
             {**rsa_jwk, "kid": "../etc/passwd"},
             {**rsa_jwk, "kid": "enc", "use": "enc"},
+            # Wycheproof JWS 355/356: a key whose key_ops exclude verify must not verify.
+            {**rsa_jwk, "kid": "ops-encrypt", "key_ops": ["encrypt"]},
+            {**rsa_jwk, "kid": "ops-verify", "key_ops": ["verify"]},
         ]
     }
     keys, skipped = keys_from_document(document, ("RS256", "ES256", "HS256"))
-    assert set(keys) == {"rsa", "ec"}
+    assert set(keys) == {"rsa", "ec", "ops-verify"}
     assert keys["rsa"].algorithm == "RS256" and keys["ec"].algorithm == "ES256"
-    assert len(skipped) == 3
+    assert len(skipped) == 5
+    assert any("ops-encrypt" in reason and "verify" in reason for reason in skipped)
 
 
 def _policy_check(algorithm: str, cache_size: int, parts: bool = False):

@@ -4,6 +4,8 @@ service (/api/v1/auth/*), event publishing (/api/v1/events), Socket.IO
 (/api/v1/socket.io) and Swagger UI (/api/docs). The WebSocket endpoint /api/v1/ws is
 realtime's own route. Its policies are `api.policies`, never the global block
 (runtime.py); probes and metrics can have a listener of their own (`metrics.listen`).
+Every error it answers is problem+json (api/problems.py); Swagger UI is served from the
+installed bundle, not a CDN (api/docs.py).
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from prometheus_client.registry import CollectorRegistry
 
 from potok import __version__
+from potok.api import docs, openapi, problems
 from potok.api.auth import create_auth_router
 from potok.realtime.events_api import create_events_router
 from potok.realtime.socketio import PATH as SOCKETIO_PATH
@@ -41,10 +44,12 @@ def create_api(context: ApiContext) -> FastAPI:
     app = FastAPI(
         title="Potok gateway API",
         version=__version__,
-        docs_url="/api/docs",
+        docs_url=None,
         redoc_url=None,
         openapi_url="/api/openapi.json",
+        swagger_ui_oauth2_redirect_url=None,
     )
+    problems.install(app)
 
     @app.get("/api/v1/health/liveness", tags=["health"])
     async def liveness() -> dict[str, str]:
@@ -75,7 +80,17 @@ def create_api(context: ApiContext) -> FastAPI:
         }
         return JSONResponse(body, status_code=200 if ready else 503)
 
-    @app.get("/api/v1/metrics", tags=["observability"])
+    @app.get(
+        "/api/v1/metrics",
+        tags=["observability"],
+        response_class=Response,
+        responses={
+            200: {
+                "description": "Prometheus text exposition format.",
+                "content": {CONTENT_TYPE_LATEST.split(";")[0]: {"schema": {"type": "string"}}},
+            }
+        },
+    )
     async def metrics(request: Request) -> Response:
         """Prometheus text format, merged over all worker processes."""
         return Response(generate_latest(context.prometheus), media_type=CONTENT_TYPE_LATEST)
@@ -83,6 +98,15 @@ def create_api(context: ApiContext) -> FastAPI:
     app.include_router(create_auth_router(context.runtime))
     app.include_router(create_events_router(context.runtime))
     app.mount(SOCKETIO_PATH, SocketIoGateway(context.runtime))
+    generate = app.openapi
+
+    def document() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            app.openapi_schema = openapi.complete(generate())
+        return app.openapi_schema
+
+    app.openapi = document  # type: ignore[method-assign]
+    docs.install(app, document)
     return app
 
 

@@ -52,6 +52,11 @@ def register(commands: Any) -> None:
     rotate.add_argument(
         "--overlap", type=_duration, default=86400.0, help="old key's remaining life (24h)"
     )
+    rotate.add_argument(
+        "--expires",
+        type=_duration,
+        help="new key's lifetime from now, e.g. 720h (default: the old key's original lifetime)",
+    )
     for sub in (create, listing, revoke, rotate):
         add_store_arguments(sub)
     parser.set_defaults(handler=main)
@@ -109,11 +114,12 @@ def main(args: argparse.Namespace) -> int:
             await audit_admin(database, events.KEY_REVOKED, key.id, name=key.name)
             print(f"key {key.id} revoked")
             return 0
-        old, new, plaintext = await store.rotate(args.key_id, args.overlap)
+        old, new, plaintext = await store.rotate(args.key_id, args.overlap, args.expires)
         await audit_admin(database, events.KEY_ROTATED, old.id, new_key=new.id)
         print(plaintext)
         print(
-            f"key id {new.id} replaces {old.id}, which stops working at {_when(old.expires_at)}",
+            f"key id {new.id} replaces {old.id}, which stops working at {_when(old.expires_at)}; "
+            f"the new key expires {_when(new.expires_at) or 'never'}",
             flush=True,
         )
         return 0

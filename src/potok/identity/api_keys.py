@@ -155,16 +155,26 @@ class ApiKeyStore:
             raise UserError(f"key {key_id!r} was already revoked")
         return key
 
-    async def rotate(self, key_id: str, overlap: float) -> tuple[ApiKey, ApiKey, str]:
+    async def rotate(
+        self, key_id: str, overlap: float, lifetime: float | None = None
+    ) -> tuple[ApiKey, ApiKey, str]:
         """A new key with the same name, scopes, roles and org; the old one expires after
-        `overlap` seconds (so clients can switch). Returns (old, new, new key)."""
+        `overlap` seconds (so clients can switch). Returns (old, new, new key).
+
+        The new key lives `lifetime` seconds from now; by default as long as the old key was
+        given at its creation (a key about to expire is renewed for a full term), and without
+        expiry if the old one had none."""
         old = await self.get(key_id)
         if old is None:
             raise UserError(f"no key {key_id!r}")
-        if not old.usable_at(time.time()):
+        now = time.time()
+        if not old.usable_at(now):
             raise UserError(f"key {key_id!r} is revoked or expired; create a new one instead")
-        new, plaintext = await self.create(old.name, old.scopes, old.roles, old.org, old.expires_at)
-        ends = time.time() + overlap
+        if lifetime is None and old.expires_at is not None:
+            lifetime = old.expires_at - old.created_at
+        expires_at = now + lifetime if lifetime is not None else None
+        new, plaintext = await self.create(old.name, old.scopes, old.roles, old.org, expires_at)
+        ends = now + overlap
         if old.expires_at is not None:
             ends = min(ends, old.expires_at)
         async with self._db.engine.begin() as conn:

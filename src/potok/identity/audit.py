@@ -34,6 +34,7 @@ LOGIN_FAILED = "login.failed"
 LOGIN_LOCKED = "login.locked"
 REFRESH_ROTATED = "token.refreshed"
 REFRESH_REUSED = "token.refresh_reused"
+REFRESH_DENIED = "token.refresh_denied"  # expired, revoked or disabled user: no sign of theft
 LOGOUT = "token.logout"
 KEY_CREATED = "key.created"
 KEY_REVOKED = "key.revoked"
@@ -41,6 +42,9 @@ KEY_ROTATED = "key.rotated"
 USER_CREATED = "user.created"
 USER_CHANGED = "user.changed"
 REQUEST_DENIED = "request.denied"
+
+# Names earlier docs used, still accepted by `potok audit --event`.
+EVENT_ALIASES = {"token.refresh_reuse": REFRESH_REUSED}
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,17 +85,20 @@ class AuditStore:
         *,
         since: float | None = None,
         event: str | None = None,
-        actor: str | None = None,
+        actor: str | tuple[str, ...] | None = None,
         limit: int = 100,
     ) -> list[AuditEvent]:
-        """Newest first."""
+        """Newest first. `actor` may be several names for one actor (a username and its id)."""
         query = select(audit_events).order_by(audit_events.c.id.desc()).limit(limit)
         if since is not None:
             query = query.where(audit_events.c.at >= since)
         if event is not None:
+            event = EVENT_ALIASES.get(event, event)
             query = query.where(audit_events.c.event.like(event.replace("*", "%")))
-        if actor is not None:
+        if isinstance(actor, str):
             query = query.where(audit_events.c.actor == actor)
+        elif actor:
+            query = query.where(audit_events.c.actor.in_(actor))
         async with self._db.engine.connect() as conn:
             rows = await conn.execute(query)
             out = []

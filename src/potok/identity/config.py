@@ -9,7 +9,8 @@ from pydantic import Field, ValidationInfo, field_validator, model_validator
 
 from potok.config.base import ConfigModel
 from potok.config.paths import ConfigPath, config_dir, resolve_sqlite_url
-from potok.config.units import Duration
+from potok.config.units import Duration, OptionalDuration
+from potok.identity.key_checks import check_config_key
 
 if TYPE_CHECKING:
     from potok.config.models import GatewayConfig
@@ -21,20 +22,21 @@ HMAC_ALGORITHMS = ("HS256", "HS384", "HS512")
 def check_key_material(
     algorithm: str, secret: str | None, key: str | None, key_file: str | None, kind: str
 ) -> None:
-    """One rule for signing (`kind` private) and verifying (`kind` public) keys:
-    HMAC takes a secret of at least 32 bytes, the others exactly one PEM key or key file."""
+    """One rule for signing (`kind` private) and verifying (`kind` public) keys: HMAC takes
+    a secret of at least the hash size that is not trivially weak, the others exactly one PEM
+    key or key file whose type, curve and size fit the algorithm."""
     if algorithm in HMAC_ALGORITHMS:
         if key or key_file:
             raise ValueError(f"{algorithm} takes a 'secret', not a {kind} key")
         if not secret:
             raise ValueError(f"{algorithm} needs 'secret'")
-        if len(secret.encode()) < 32:
-            raise ValueError("'secret' must be at least 32 bytes")
     else:
         if secret:
             raise ValueError(f"{algorithm} takes a {kind} key, not a 'secret'")
         if bool(key) == bool(key_file):
             raise ValueError(f"{algorithm} needs one of '{kind}_key' or '{kind}_key_file'")
+    # Loaded and judged now, so `potok check` refuses what a worker could not use.
+    check_config_key(algorithm, secret, key, key_file, kind)
 
 
 ASYMMETRIC_ALGORITHMS = ("RS256", "ES256", "EdDSA")
@@ -91,8 +93,8 @@ class SigningKeyConfig(ConfigModel):
     secret: str | None = Field(
         None,
         description=(
-            "HMAC secret for HS256/384/512, at least 32 bytes; use ${VAR} or an enc:v1: value "
-            "(`potok secrets encrypt`)."
+            "HMAC secret for HS256/384/512: at least 32/48/64 bytes and not trivially weak "
+            "(`potok secrets new-key`); use ${VAR} or an enc:v1: value (`potok secrets encrypt`)."
         ),
     )
     private_key: str | None = Field(
@@ -127,9 +129,20 @@ class TokenServiceConfig(ConfigModel):
     signing: SigningKeyConfig | None = Field(
         None, description="Signing key; required when `enabled` is true."
     )
+    refresh_reuse_interval: OptionalDuration = Field(
+        10.0,
+        description=(
+            "A refresh token presented again this soon after it was rotated (two tabs "
+            "refreshing at once, a retry after a lost answer) gets a new pair instead of "
+            "revoking its family, as Auth0's reuse interval. Later reuse revokes the family. "
+            "0 turns it off; at most 300 s."
+        ),
+    )
 
     @model_validator(mode="after")
     def _signing(self) -> TokenServiceConfig:
+        if self.refresh_reuse_interval > 300:
+            raise ValueError("'refresh_reuse_interval' must be at most 300 s")
         if self.enabled and self.signing is None:
             raise ValueError("the token service needs 'signing' (a secret or a private key)")
         if self.refresh_ttl < self.access_ttl:

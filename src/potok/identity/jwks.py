@@ -46,7 +46,9 @@ def keys_from_document(
         if not isinstance(kid, str) or not KID_PATTERN.match(kid):
             skipped.append("a key without a usable kid")
             continue
-        if item.get("use", "sig") != "sig":
+        refusal = _not_for_verifying(item)
+        if refusal is not None:
+            skipped.append(f"{kid}: {refusal}")
             continue
         kty, crv = item.get("kty"), item.get("crv")
         curve = str(crv) if kty != "RSA" and crv is not None else None
@@ -65,6 +67,17 @@ def keys_from_document(
             continue
         keys[kid] = VerifyKey(kid, algorithm, jwk.key)
     return keys, skipped
+
+
+def _not_for_verifying(item: dict[str, Any]) -> str | None:
+    """Why a JWK may not verify signatures (RFC 7517 §4.2-4.3), or None if it may."""
+    use = item.get("use")
+    if use is not None and use != "sig":
+        return f"'use' is {use!r}, not 'sig'"
+    ops = item.get("key_ops")
+    if ops is not None and (not isinstance(ops, list) or "verify" not in ops):
+        return f"'key_ops' {ops!r} does not allow 'verify'"
+    return None
 
 
 def _fetch(url: str, timeout: float) -> bytes:

@@ -2,9 +2,16 @@
 
 A refresh token is 256 random bits handed to the client once; the database
 keeps only its SHA-256. Every token issued by refreshing belongs to the family
-started at login. Presenting a token that was already used (or revoked) means
-it leaked or was replayed: the whole family is revoked, and the access tokens
-it issued are returned so the caller can put them on the denylist.
+started at login. Presenting a token that was already used means it leaked or
+was replayed: the whole family is revoked, and the access tokens it issued are
+returned so the caller can put them on the denylist.
+
+Two exceptions. A token presented again within `grace` seconds of its rotation
+(two browser tabs refreshing at once, a retry after a lost answer) is "grace":
+the caller issues another pair in the family and nothing is revoked (Auth0's
+"reuse interval"). A token revoked without ever being used (the user was
+disabled or changed password, the family was logged out) is "revoked": refused,
+but no sign of theft.
 """
 
 from __future__ import annotations
@@ -46,7 +53,7 @@ class RefreshRecord:
 class Redemption:
     """What presenting a refresh token amounted to."""
 
-    outcome: Literal["ok", "unknown", "expired", "reused"]
+    outcome: Literal["ok", "grace", "unknown", "expired", "revoked", "reused"]
     record: RefreshRecord | None = None
     # On reuse: access tokens of the family still alive, as (jti, expires_at).
     revoked_access: tuple[tuple[str, float], ...] = ()
@@ -107,14 +114,14 @@ class RefreshTokenStore:
             )
         return token, record
 
-    async def redeem(self, token: str) -> Redemption:
-        """Mark the token used, atomically: of two concurrent redemptions only one wins."""
+    async def redeem(self, token: str, grace: float = 0.0) -> Redemption:
+        """Mark the token used, atomically: of two concurrent redemptions only one wins; the
+        other is "grace" if it comes within `grace` seconds of the winner's."""
         digest = token_hash(token)
         now = time.time()
+        by_id = select(refresh_tokens).where(refresh_tokens.c.id == digest)
         async with self._db.engine.begin() as conn:
-            row = (
-                await conn.execute(select(refresh_tokens).where(refresh_tokens.c.id == digest))
-            ).first()
+            row = (await conn.execute(by_id)).first()
             if row is None:
                 return Redemption("unknown")
             record = _record(row)
@@ -131,6 +138,18 @@ class RefreshTokenStore:
                 if record.expires_at <= now:
                     return Redemption("expired", record)
                 return Redemption("ok", record)
+            # Read again: a concurrent redemption may have claimed it since the first read.
+            current = (await conn.execute(by_id)).first()
+        record = _record(current) if current is not None else record
+        if record.used_at is None and record.revoked_at is not None:
+            return Redemption("revoked", record)
+        if (
+            record.revoked_at is None
+            and record.used_at is not None
+            and now - record.used_at <= grace
+            and record.expires_at > now
+        ):
+            return Redemption("grace", record)
         revoked = await self.revoke_family(record.family_id)
         return Redemption("reused", record, revoked)
 

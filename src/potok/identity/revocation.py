@@ -9,18 +9,26 @@ Two kinds:
 
 - `jti`: one access token (logout, a reused refresh family), until it expires;
 - `subject`: every token of a user issued before the revocation (disabled user).
+
+A token's `iat` is whole seconds, so a `subject` revocation is recorded at whole
+seconds too, rounded up (`cut`): a token is revoked when its `iat` is before the
+cut. Every token issued before the revocation has an earlier `iat`; a token the
+token service issues after it is given an `iat` of at least the cut (see
+`Revocations.subject_cut`), so a login right after a password change works. A
+token from another issuer in that same second stays refused (the safe side).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import structlog
-from sqlalchemy import delete, select
+from sqlalchemy import delete, func, select
 
 from potok.identity.schema import revocations
 
@@ -61,7 +69,12 @@ class Denylist:
         if jti is not None and jti in self._jti:
             return True
         entry = self._subjects.get(subject)
-        return entry is not None and issued_at <= entry[0]
+        return entry is not None and issued_at < entry[0]
+
+    def subject_cut(self, subject: str) -> float | None:
+        """The latest revocation of every token of `subject`: tokens issued before it are dead."""
+        entry = self._subjects.get(subject)
+        return entry[0] if entry is not None else None
 
     def purge(self) -> None:
         now = self._clock()
@@ -72,6 +85,11 @@ class Denylist:
         return len(self._jti) + len(self._subjects)
 
 
+def revocation_time(kind: str, now: float) -> float:
+    """When a revocation takes effect: `subject` cuts at whole seconds (rounded up), like `iat`."""
+    return float(math.ceil(now)) if kind == SUBJECT else now
+
+
 class RevocationStore:
     """The revocations table: append-only, read by id so each worker reads only what is new."""
 
@@ -79,7 +97,7 @@ class RevocationStore:
         self._db = database
 
     async def add(self, kind: str, value: str, expires_at: float) -> tuple[float, float]:
-        now = time.time()
+        now = revocation_time(kind, time.time())
         async with self._db.engine.begin() as conn:
             await conn.execute(
                 revocations.insert().values(
@@ -102,6 +120,17 @@ class RevocationStore:
         )
         async with self._db.engine.connect() as conn:
             return [(r[0], r[1], r[2], r[3], r[4]) for r in await conn.execute(query)]
+
+    async def subject_cut(self, subject: str) -> float | None:
+        """The latest `subject` revocation of this user still in force, from the database."""
+        query = select(func.max(revocations.c.revoked_at)).where(
+            revocations.c.kind == SUBJECT,
+            revocations.c.value == subject,
+            revocations.c.expires_at > time.time(),
+        )
+        async with self._db.engine.connect() as conn:
+            value = (await conn.execute(query)).scalar()
+        return float(value) if value is not None else None
 
     async def purge(self) -> int:
         async with self._db.engine.begin() as conn:
@@ -167,7 +196,7 @@ class Revocations:
 
     async def revoke(self, kind: str, value: str, expires_at: float) -> None:
         """Stop a token (`jti`) or every earlier token of a user (`subject`), everywhere."""
-        revoked_at = time.time()
+        revoked_at = revocation_time(kind, time.time())
         if self.store is not None:
             revoked_at, _ = await self.store.add(kind, value, expires_at)
         self.denylist.add(kind, value, revoked_at, expires_at)
@@ -178,6 +207,14 @@ class Revocations:
                 )
             except Exception as exc:  # the database poll still carries it
                 log.warning("publishing a revocation failed", error=str(exc))
+
+    async def subject_cut(self, subject: str) -> float | None:
+        """The cut of the user's latest revocation, read from the database (another process, a
+        CLI `set-password`, may have written it since this worker's last poll)."""
+        known = self.denylist.subject_cut(subject)
+        stored = await self.store.subject_cut(subject) if self.store is not None else None
+        cuts = [c for c in (known, stored) if c is not None]
+        return max(cuts) if cuts else None
 
     async def poll(self) -> None:
         if self.store is None:

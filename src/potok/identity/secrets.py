@@ -6,6 +6,10 @@ entry encrypts; every entry decrypts, so keys can be rotated: add the new key
 in front, re-encrypt, then drop the old one. An entry without an id gets the
 first 8 hex digits of the key's SHA-256 as its id. The key id and version are
 bound to the ciphertext as associated data, so neither can be swapped.
+
+A key also answers to that derived id when it is given a name: values encrypted
+while the key was a bare `POTOK_SECRET_KEY=<key>` stay readable after it becomes
+`old=<key>` in the rotation the docs describe (`new=<key2>,old=<key1>`).
 """
 
 from __future__ import annotations
@@ -36,6 +40,18 @@ class SecretKey:
     kid: str
     key: bytes
 
+    @property
+    def derived_kid(self) -> str:
+        """The id the key has when it is given without one."""
+        return derived_kid(self.key)
+
+    def answers_to(self, kid: str) -> bool:
+        return kid in (self.kid, self.derived_kid)
+
+
+def derived_kid(key: bytes) -> str:
+    return hashlib.sha256(key).hexdigest()[:8]
+
 
 def _key_bytes(text: str) -> bytes:
     text = text.strip()
@@ -62,9 +78,9 @@ def parse_keys(text: str) -> list[SecretKey]:
             key = _key_bytes(material)
         else:
             key = _key_bytes(entry)
-            kid = hashlib.sha256(key).hexdigest()[:8]
-        if any(k.kid == kid for k in keys):
-            raise SecretError(f"key id {kid!r} appears twice in {ENV_VAR}")
+            kid = derived_kid(key)
+        if any(k.answers_to(kid) or k.key == key for k in keys):
+            raise SecretError(f"key id {kid!r} (or its key) appears twice in {ENV_VAR}")
         keys.append(SecretKey(kid, key))
     if not keys:
         raise SecretError(f"{ENV_VAR} holds no key")
@@ -97,9 +113,13 @@ def decrypt(value: str, keys: list[SecretKey]) -> str:
     kid, sep, body = value[len(PREFIX) :].partition(":")
     if not sep or not _KID.match(kid):
         raise SecretError("malformed encrypted value (expected enc:v1:<key id>:<data>)")
-    key = next((k for k in keys if k.kid == kid), None)
+    key = next((k for k in keys if k.kid == kid), None) or next(
+        (k for k in keys if k.answers_to(kid)), None
+    )
     if key is None:
-        known = ", ".join(k.kid for k in keys)
+        known = ", ".join(
+            k.kid if k.kid == k.derived_kid else f"{k.kid} ({k.derived_kid})" for k in keys
+        )
         raise SecretError(f"encrypted with key {kid!r}, which {ENV_VAR} lacks (has: {known})")
     try:
         raw = base64.urlsafe_b64decode(body + "=" * (-len(body) % 4))

@@ -7,6 +7,7 @@ database as hashes (see refresh_tokens.py).
 
 from __future__ import annotations
 
+import math
 import secrets
 import time
 from dataclasses import dataclass
@@ -37,6 +38,10 @@ class AuthFailure(Exception):
         self.retry_after = retry_after
 
 
+# A revocation cut is at most a second ahead of the clock that wrote it; allow for some
+# skew between gateways, well inside the leeway (30 s) verifiers grant `iat`.
+_CUT_AHEAD = 5.0
+
 BAD_LOGIN = "invalid username or password"
 BAD_REFRESH = "invalid refresh token"
 
@@ -63,10 +68,18 @@ class TokenIssuer:
         self.config = config
         self.key = key
 
-    def access_token(self, user: User, now: float | None = None) -> tuple[str, str, float]:
-        """(token, jti, expires_at)."""
-        issued = int(now if now is not None else time.time())
+    def access_token(
+        self, user: User, now: float | None = None, revoked_until: float | None = None
+    ) -> tuple[str, str, float]:
+        """(token, jti, expires_at). `revoked_until` is the user's latest revocation cut: the
+        token's `iat` is at least that, so a token issued after a revocation in the same
+        second is not taken for one issued before it."""
+        clock = now if now is not None else time.time()
+        issued = int(clock)
         expires_at = issued + int(self.config.access_ttl)
+        not_before = issued
+        if revoked_until is not None and issued < revoked_until <= clock + _CUT_AHEAD:
+            issued = math.ceil(revoked_until)
         jti = secrets.token_hex(16)
         claims: dict[str, Any] = {
             "iss": self.config.issuer,
@@ -75,7 +88,7 @@ class TokenIssuer:
             "name": user.username,
             "roles": list(user.roles),
             "iat": issued,
-            "nbf": issued,
+            "nbf": not_before,
             "exp": expires_at,
             "jti": jti,
         }
@@ -155,35 +168,42 @@ class TokenService:
     async def refresh(self, token: str, ip: str, request_id: str) -> TokenPair:
         if not token.startswith("rt_") or len(token) > 128:
             raise AuthFailure(401, BAD_REFRESH)
-        redemption = await self.refresh_tokens.redeem(token)
+        redemption = await self.refresh_tokens.redeem(token, self.config.refresh_reuse_interval)
         record = redemption.record
-        if redemption.outcome == "reused" and record is not None:
+        if record is None:
+            raise AuthFailure(401, BAD_REFRESH)
+        user = await self.users.by_id(record.user_id)
+        # Audit records name the user as logins do, so `potok audit --actor alice` finds all.
+        actor = user.username if user is not None else record.user_id
+        detail: dict[str, object] = {"family": record.family_id, "user_id": record.user_id}
+        if redemption.outcome == "reused":
             for jti, expires_at in redemption.revoked_access:
                 await self.revocations.revoke(JTI, jti, expires_at)
             self.audit.record(
-                events.REFRESH_REUSED,
-                "denied",
-                actor=record.user_id,
-                ip=ip,
-                request_id=request_id,
-                detail={"family": record.family_id},
-            )
+                events.REFRESH_REUSED, "denied", actor=actor, ip=ip, request_id=request_id,
+                detail=detail,
+            )  # fmt: skip
             raise AuthFailure(401, BAD_REFRESH)
-        if redemption.outcome != "ok" or record is None:
+        if redemption.outcome not in ("ok", "grace"):
+            self.audit.record(
+                events.REFRESH_DENIED, "denied", actor=actor, ip=ip, request_id=request_id,
+                detail={**detail, "reason": redemption.outcome},
+            )  # fmt: skip
             raise AuthFailure(401, BAD_REFRESH)
-        user = await self.users.by_id(record.user_id)
         if user is None or user.disabled:
             await self.refresh_tokens.revoke_family(record.family_id)
+            self.audit.record(
+                events.REFRESH_DENIED, "denied", actor=actor, ip=ip, request_id=request_id,
+                detail={**detail, "reason": "user disabled"},
+            )  # fmt: skip
             raise AuthFailure(401, BAD_REFRESH)
         pair = await self._issue(user, family_id=record.family_id)
+        if redemption.outcome == "grace":
+            detail["reuse_interval"] = True
         self.audit.record(
-            events.REFRESH_ROTATED,
-            "ok",
-            actor=user.username,
-            ip=ip,
-            request_id=request_id,
-            detail={"family": record.family_id},
-        )
+            events.REFRESH_ROTATED, "ok", actor=actor, ip=ip, request_id=request_id,
+            detail=detail,
+        )  # fmt: skip
         return pair
 
     async def logout(
@@ -197,8 +217,14 @@ class TokenService:
             if record is not None and record.user_id == principal.subject:
                 for jti, expires_at in await self.refresh_tokens.revoke_family(record.family_id):
                     await self.revocations.revoke(JTI, jti, expires_at)
+        user = await self.users.by_id(principal.subject)
         self.audit.record(
-            events.LOGOUT, "ok", actor=principal.subject, ip=ip, request_id=request_id
+            events.LOGOUT,
+            "ok",
+            actor=user.username if user is not None else principal.subject,
+            ip=ip,
+            request_id=request_id,
+            detail={"user_id": principal.subject},
         )
 
     def authenticate(self, authorization: str | None) -> Principal:
@@ -216,7 +242,8 @@ class TokenService:
         return principal
 
     async def _issue(self, user: User, family_id: str | None) -> TokenPair:
-        access, jti, expires_at = self.issuer.access_token(user)
+        revoked_until = await self.revocations.subject_cut(user.id)
+        access, jti, expires_at = self.issuer.access_token(user, revoked_until=revoked_until)
         refresh, _ = await self.refresh_tokens.issue(
             user.id, family_id, self.config.refresh_ttl, jti, expires_at
         )

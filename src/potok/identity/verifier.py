@@ -7,6 +7,7 @@ with the key's own algorithm as the only one PyJWT may use.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -21,6 +22,26 @@ from potok.identity.principal import Principal
 from potok.policies.auth_jwt.config import KID_PATTERN, ClaimNamesConfig
 
 MAX_TOKEN_BYTES = 8192
+# A compact JWS: three base64url parts without padding (RFC 7515 §2, §7.1).
+_COMPACT = re.compile(r"[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+")
+_B64URL = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+# Unused low bits of a part's last character, by the part's length mod 4: they must be zero,
+# or two spellings decode to the same bytes (and 1 is no valid length at all).
+_SPARE_BITS = {0: 0, 2: 0b1111, 3: 0b11}
+
+
+def canonical(token: str) -> bool:
+    """Whether `token` is a compact JWS in canonical base64url: no `=` padding, no other
+    alphabet, no non-zero spare bits. PyJWT alone tolerates all three."""
+    if not _COMPACT.fullmatch(token):
+        return False
+    for part in token.split("."):
+        spare = _SPARE_BITS.get(len(part) % 4)
+        if spare is None or _B64URL.index(part[-1]) & spare:
+            return False
+    return True
+
+
 KNOWN_ALGORITHMS = frozenset({"HS256", "HS384", "HS512", "RS256", "ES256", "EdDSA"})
 
 
@@ -121,6 +142,8 @@ class TokenVerifier:
     def _inspect(self, token: str) -> tuple[TrustedIssuer, str | None, str]:
         if len(token) > MAX_TOKEN_BYTES:
             raise TokenRejected("token too large")
+        if not canonical(token):
+            raise TokenRejected("malformed token")
         try:
             header = jwt.get_unverified_header(token)
         except jwt_errors.InvalidTokenError:

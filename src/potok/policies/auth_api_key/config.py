@@ -20,6 +20,14 @@ class AuthApiKeyConfig(ConfigModel):
         ),
     )
     header: str = Field("X-API-Key", description="Header the key is read from.")
+    forward_key: bool = Field(
+        False,
+        description=(
+            "Pass the key's header on to the upstream. Default false: the key is removed once "
+            "verified, so the upstream (and its logs) never holds a credential valid at the "
+            "gateway; it gets the identity headers instead."
+        ),
+    )
 
     @field_validator("header")
     @classmethod

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, NoReturn
 
 from potok.identity import audit as events
+from potok.identity.api_keys import parse_key
 from potok.identity.errors import MissingCredentials, Unauthorized
 from potok.policies.auth_api_key.config import AuthApiKeyConfig
 from potok.policies.base import BuildContext, Policy, Stage
@@ -25,10 +26,16 @@ def build(config: AuthApiKeyConfig | None, context: BuildContext) -> Policy | No
     required = config.auth == "required"
     route = context.route_name
 
-    def deny(exchange: Exchange, error: Unauthorized | MissingCredentials, reason: str) -> NoReturn:
+    def deny(
+        exchange: Exchange,
+        error: Unauthorized | MissingCredentials,
+        reason: str,
+        actor: str | None = None,
+    ) -> NoReturn:
         audit.record(
             events.REQUEST_DENIED,
             "401",
+            actor=actor,
             ip=exchange.client_ip,
             route=route,
             request_id=exchange.request_id,
@@ -46,9 +53,15 @@ def build(config: AuthApiKeyConfig | None, context: BuildContext) -> Policy | No
             if required and exchange.identity is None:
                 deny(exchange, MissingCredentials("an API key is required"), "no key")
             return
-        principal = mirror.authenticate(presented.strip().decode("latin-1"))
+        key = presented.strip().decode("latin-1")
+        principal = mirror.authenticate(key)
         if principal is None:
-            deny(exchange, Unauthorized("invalid API key"), "invalid, revoked or expired key")
+            # A well-formed key names its id: the audit record says which key was refused.
+            parsed = parse_key(key)
+            actor = f"key:{parsed[0]}" if parsed is not None else None
+            deny(
+                exchange, Unauthorized("invalid API key"), "invalid, revoked or expired key", actor
+            )
         exchange.identity = principal
 
     return Policy(name="auth_api_key", stage=Stage.AUTHENTICATE, on_request=check)

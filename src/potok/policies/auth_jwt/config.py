@@ -25,9 +25,16 @@ class JwtKeyConfig(ConfigModel):
     )
     algorithm: SigningAlgorithm = Field(description="The only algorithm accepted for this key.")
     secret: str | None = Field(
-        None, description="HMAC secret (HS256/384/512), at least 32 bytes; ${VAR} or enc:v1:."
+        None,
+        description=(
+            "HMAC secret (HS256/384/512): at least 32/48/64 bytes, not trivially weak; "
+            "${VAR} or enc:v1:."
+        ),
     )
-    public_key: str | None = Field(None, description="PEM public key (RS256/ES256/EdDSA).")
+    public_key: str | None = Field(
+        None,
+        description="PEM public key: RSA >= 2048 bits (RS256), P-256 (ES256), Ed25519 (EdDSA).",
+    )
     public_key_file: ConfigPath | None = Field(
         None, description="Path of a PEM public key file (relative to the config file)."
     )

@@ -133,11 +133,16 @@ def build(config: AuthJwtConfig | None, context: BuildContext) -> Policy | None:
     route = context.route_name
     clock: Callable[[], float] = time.time
 
-    def deny(exchange: Exchange, error: Unauthorized | MissingCredentials, reason: str) -> NoReturn:
+    def deny(
+        exchange: Exchange,
+        error: Unauthorized | MissingCredentials,
+        reason: str,
+        actor: str | None = None,
+    ) -> NoReturn:
         audit.record(
             events.REQUEST_DENIED,
             "401",
-            actor=None,
+            actor=actor,
             ip=exchange.client_ip,
             route=route,
             request_id=exchange.request_id,
@@ -148,7 +153,8 @@ def build(config: AuthJwtConfig | None, context: BuildContext) -> Policy | None:
     def accept(exchange: Exchange, key: CacheKey, principal: Principal) -> None:
         """Not revoked: the caller is `principal`, and the token is remembered as checked."""
         if denylist.is_revoked(principal.token_id, principal.subject, principal.issued_at):
-            deny(exchange, Unauthorized("token revoked"), "token revoked")
+            # Signed and valid, so its subject is known: the record names who was refused.
+            deny(exchange, Unauthorized("token revoked"), "token revoked", principal.subject)
         exchange.identity = principal
         if cache_size:
             if key not in cache and len(cache) >= cache_size:

@@ -10,6 +10,7 @@ import ipaddress
 from typing import TYPE_CHECKING
 
 from potok.errors import GatewayError
+from potok.identity import audit as events
 from potok.observability.metrics import MetricsRegistry
 from potok.policies.base import BuildContext, Policy, Stage
 from potok.policies.ip_filter.config import IpFilterConfig
@@ -67,10 +68,21 @@ def build(config: IpFilterConfig | None, context: BuildContext) -> Policy | None
         "ip_filter_denied_total", "Requests refused by the ip_filter policy.", ("route",)
     )
     label = (context.route_name,)
+    route = context.route_name
+    audit = context.identity.audit if context.identity is not None else None
 
     def check(exchange: Exchange) -> None:
         if not rules.admits(exchange.client_ip):
             denied.inc(label)
+            if audit is not None:  # a buffer append: no I/O on the request path
+                audit.record(
+                    events.REQUEST_DENIED,
+                    "403",
+                    ip=exchange.client_ip,
+                    route=route,
+                    request_id=exchange.request_id,
+                    detail={"policy": "ip_filter", "reason": "address not allowed"},
+                )
             raise Forbidden("your address may not use this route")
 
     return Policy(name="ip_filter", stage=Stage.EDGE, on_request=check)

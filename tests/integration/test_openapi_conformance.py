@@ -1,0 +1,92 @@
+"""The own API's OpenAPI document is complete: schemathesis (all checks) against a running
+gateway with the token service and realtime events finds nothing."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.support.gateway import GatewayProcess
+from tests.support.identity_gateway import add_user, auth_config, call, public_pem, rsa_private
+from tests.support.net import request
+from tests.support.realtime import EVENTS_KEY, realtime_config
+
+PASSWORD = "openapi conformance password"
+SCHEMATHESIS = Path(sys.executable).parent / "st"
+
+
+@pytest.fixture(scope="module")
+def gateway(upstream) -> Iterator[GatewayProcess]:
+    database_url = f"sqlite:///{tempfile.mkdtemp(prefix='potok-openapi-')}/identity.db"
+    add_user(database_url, "alice", PASSWORD)
+    config = auth_config(upstream.url, database_url, public_pem(rsa_private()))
+    config.update(realtime_config())
+    process = GatewayProcess(config)
+    yield process
+    process.stop()
+
+
+def document(gateway: GatewayProcess) -> dict:
+    response = request(gateway.port, "GET", "/api/openapi.json")
+    assert response.status == 200
+    return response.json()
+
+
+def test_every_answer_of_the_own_api_is_declared(gateway):
+    paths = document(gateway)["paths"]
+    answers = {
+        ("post", "/api/v1/auth/login"): {"200", "400", "401", "413", "422", "429"},
+        ("post", "/api/v1/auth/refresh"): {"200", "400", "401", "413", "422", "429"},
+        ("post", "/api/v1/auth/logout"): {"204", "400", "401", "413", "422", "429"},
+        ("get", "/api/v1/auth/profile"): {"200", "401", "429"},
+        ("post", "/api/v1/events"): {"202", "400", "401", "413", "422", "429", "503"},
+    }
+    for (method, path), statuses in answers.items():
+        operation = paths[path][method]
+        assert statuses <= set(operation["responses"]), (method, path)
+        for status in statuses - {"200", "202", "204"}:
+            content = operation["responses"][status]["content"]
+            assert list(content) == ["application/problem+json"], (path, status)
+    metrics = paths["/api/v1/metrics"]["get"]["responses"]["200"]["content"]
+    assert list(metrics) == ["text/plain"]
+    events_body = paths["/api/v1/events"]["post"]["requestBody"]
+    assert events_body["required"] and "application/json" in events_body["content"]
+
+
+def test_schemathesis_finds_nothing(gateway):
+    login = call(
+        gateway.port, "POST", "/api/v1/auth/login", {"username": "alice", "password": PASSWORD}
+    )
+    access = login.json()["access_token"]
+    started = time.monotonic()
+    result = subprocess.run(
+        [
+            str(SCHEMATHESIS),
+            "run",
+            f"{gateway.url}/api/openapi.json",
+            "--checks", "all",
+            "--max-examples", "30",
+            "--seed", "1",
+            "--generation-database", "none",
+            "--request-timeout", "10",
+            "--workers", "1",
+            "--no-color",
+            "-H", f"Authorization: Bearer {access}",
+            "-H", f"X-API-Key: {EVENTS_KEY}",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+        cwd=tempfile.mkdtemp(prefix="potok-schemathesis-"),  # its cache stays out of the tree
+    )  # fmt: skip
+    elapsed = time.monotonic() - started
+    assert result.returncode == 0, result.stdout[-6000:] + result.stderr[-2000:]
+    assert "Tested: 9" in result.stdout  # every operation of the own API was exercised
+    assert elapsed < 60, f"schemathesis took {elapsed:.0f} s"
