@@ -8,7 +8,8 @@ from typing import Any
 import pytest
 import yaml
 
-from potok.config import ConfigError, GatewayConfig, load_config_text
+from potok.config.loader import ConfigError, load_config_text
+from potok.config.models import GatewayConfig
 
 SERVICES = {"svc": {"targets": ["http://127.0.0.1:9001"]}}
 

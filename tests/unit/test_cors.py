@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 import yaml
 
-from potok.config import ConfigError, load_config_text
+from potok.config.loader import ConfigError, load_config_text
 from potok.policies.cors.config import CorsConfig
 from potok.policies.cors.policy import OriginMatcher
 
@@ -108,7 +108,7 @@ def test_demo_config_has_the_default_limit_and_a_front_end_allow_list() -> None:
     from pathlib import Path
 
     import potok
-    from potok.config import load_config
+    from potok.config.loader import load_config
 
     demo = Path(potok.__file__).parent / "demo" / "potok-demo.yaml"
     config = load_config(

@@ -9,8 +9,7 @@ import socket
 import pytest
 import yaml
 
-from potok.config import ConfigError
-from potok.config.loader import load_config_text
+from potok.config.loader import ConfigError, load_config_text
 from potok.config.models import ServiceConfig
 from potok.observability.metrics import MetricsRegistry
 from potok.upstream.discovery import RefreshSchedule, resolve_with_loop

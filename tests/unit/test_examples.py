@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 
 from potok.cli.routes import table_rows
-from potok.config import ConfigError, GatewayConfig, load_config
+from potok.config.loader import ConfigError, load_config
+from potok.config.models import GatewayConfig
 from potok.demo import demo_config_resource
 from potok.routing.table import RouteMatch
 from potok.runtime import Runtime

@@ -7,7 +7,7 @@ import asyncio
 import jwt
 import pytest
 
-from potok.config import ConfigError, load_config_text
+from potok.config.loader import ConfigError, load_config_text
 from potok.identity.audit import AuditLog
 from potok.identity.config import AuditConfig, PasswordHashingConfig, TokenServiceConfig
 from potok.identity.jwks import JwksKeySet

@@ -11,7 +11,7 @@ import jwt
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
-from potok.config import load_config_text
+from potok.config.loader import load_config_text
 from potok.errors import GatewayError
 from potok.identity.config import IdentityHeadersConfig
 from potok.identity.forwarding import IdentityHeaders

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 import yaml
 
-from potok.config import ConfigError, load_config_text
+from potok.config.loader import ConfigError, load_config_text
 from potok.config.redis import RedisConfig
 from potok.policies.rate_limit.algorithms import (
     Decision,

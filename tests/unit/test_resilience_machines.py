@@ -309,7 +309,7 @@ def test_invalid_breaker_config_names_the_problem():
 def test_bad_resilience_config_names_the_field(block, path, message):
     import yaml
 
-    from potok.config import ConfigError, load_config_text
+    from potok.config.loader import ConfigError, load_config_text
 
     text = yaml.safe_dump({"services": {"s": {"targets": ["http://127.0.0.1:1"], **block}}})
     with pytest.raises(ConfigError) as caught:

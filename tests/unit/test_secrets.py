@@ -7,7 +7,7 @@ import os
 
 import pytest
 
-from potok.config import ConfigError, load_config_text
+from potok.config.loader import ConfigError, load_config_text
 from potok.identity.secrets import (
     PREFIX,
     SecretError,

@@ -20,16 +20,13 @@ from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException
 from swagger_ui_bundle import swagger_ui_path  # type: ignore[import-untyped]
 
+from potok.policies.security_headers.policy import OWN_PAGES_CSP
+
 DOCS_PATH = "/api/docs"
 STATIC_PATH = f"{DOCS_PATH}/static"
 UI_DOCUMENT_PATH = f"{DOCS_PATH}/openapi-3.0.json"
 
-PAGE_CSP = (
-    "default-src 'none'; script-src 'self'; style-src 'self' 'unsafe-inline'; "
-    "img-src 'self' data:; connect-src 'self'; font-src 'self'; frame-ancestors 'none'; "
-    "base-uri 'none'; form-action 'none'"
-)
-# Inline style attributes are set by Swagger UI's React components; no script is inline.
+PAGE_CSP = OWN_PAGES_CSP  # one policy for the gateway's pages, with or without security_headers
 
 _ASSETS = {
     "swagger-ui-bundle.js": "text/javascript; charset=utf-8",

@@ -7,8 +7,9 @@ import os
 import sys
 from pathlib import Path
 
-from potok.config import ConfigError, GatewayConfig, load_config
 from potok.config.env_file import EnvFileError, apply_env_file
+from potok.config.loader import ConfigError, load_config
+from potok.config.models import GatewayConfig
 
 DEFAULT_CONFIG = "potok.yaml"
 

@@ -22,7 +22,8 @@ from types import FrameType, TracebackType
 from typing import Any
 
 from potok.cli.run import serve
-from potok.config import ConfigError, GatewayConfig, load_config
+from potok.config.loader import ConfigError, load_config
+from potok.config.models import GatewayConfig
 from potok.config.source import with_overrides
 from potok.demo import DEMO_CONFIG_NAME, demo_config_resource
 from potok.demo.identity import DEMO_USER, create_demo_user, demo_identity_env

@@ -1,6 +1,7 @@
-"""Configuration: pydantic models, the YAML loader and the schema/docs export."""
+"""Configuration: pydantic models (models.py), the YAML loader (loader.py) and the
+schema/docs export (reference.py).
 
-from potok.config.loader import ConfigError, load_config, load_config_text
-from potok.config.models import GatewayConfig
-
-__all__ = ["ConfigError", "GatewayConfig", "load_config", "load_config_text"]
+Nothing is imported here: a policy's config module imports `potok.config.base`, and
+loading the package must not pull in the loader, whose models import every policy's
+config (an import cycle that broke whichever module was imported first).
+"""

@@ -17,11 +17,13 @@ if TYPE_CHECKING:
 
 # Swagger UI as FastAPI serves it: its script and style from jsDelivr, an inline
 # start-up script, the FastAPI favicon. Nothing may frame the gateway's pages.
+# The gateway's own pages (Swagger UI, served from the installed bundle by api/docs.py):
+# scripts only from the gateway itself; inline style attributes are set by Swagger UI's
+# React components. No CDN.
 OWN_PAGES_CSP = (
-    "default-src 'self'; script-src 'self' 'unsafe-inline' https://cdn.jsdelivr.net; "
-    "style-src 'self' 'unsafe-inline' https://cdn.jsdelivr.net; "
-    "img-src 'self' data: https://fastapi.tiangolo.com; frame-ancestors 'none'; "
-    "base-uri 'self'; form-action 'self'"
+    "default-src 'none'; script-src 'self'; style-src 'self' 'unsafe-inline'; "
+    "img-src 'self' data:; connect-src 'self'; font-src 'self'; frame-ancestors 'none'; "
+    "base-uri 'none'; form-action 'none'"
 )
 
 _UPSTREAM_SOFTWARE = frozenset({b"server", b"x-powered-by"})

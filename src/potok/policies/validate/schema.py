@@ -16,6 +16,7 @@ from typing import Any
 
 import fastjsonschema
 import jsonschema
+import orjson
 
 _MAX_MESSAGE = 200
 _REQUIRED = re.compile(r"^'(.*)' is a required property$")
@@ -37,6 +38,19 @@ def _field(prefix: str, path: Iterable[Any]) -> str:
 
 def _short(message: str) -> str:
     return message if len(message) <= _MAX_MESSAGE else message[: _MAX_MESSAGE - 3] + "..."
+
+
+def _as_json(error: jsonschema.ValidationError) -> str:
+    """jsonschema names the offending value in Python (`None is not of type 'string'`);
+    the client sent JSON, so say `null`, `true`, `false` as it wrote them."""
+    shown = repr(error.instance)
+    if not error.message.startswith(shown):
+        return error.message
+    try:
+        value = orjson.dumps(error.instance).decode()
+    except TypeError:
+        return error.message
+    return value + error.message[len(shown) :]
 
 
 class CompiledSchema:
@@ -91,7 +105,7 @@ class CompiledSchema:
                     {"field": _field(self.prefix, [*path, name]), "message": "not allowed"}
                     for name in extras
                 ]
-        return [{"field": _field(self.prefix, path), "message": _short(error.message)}]
+        return [{"field": _field(self.prefix, path), "message": _short(_as_json(error))}]
 
 
 def _unexpected(instance: dict[str, Any], schema: Any) -> list[str]:
