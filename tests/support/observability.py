@@ -21,14 +21,19 @@ RULES_TEST = OBSERVABILITY / "potok-alerts.test.yaml"
 _STRING = re.compile(r'"(?:\\.|[^"\\])*"|\'(?:\\.|[^\'\\])*\'')
 _MATCHERS = re.compile(r"\{[^{}]*\}")
 _RANGE = re.compile(r"\[[^\]]*\]")
-_GROUPING = re.compile(r"\b(?:by|without|on|ignoring|group_left|group_right)\s*\([^)]*\)")
+_GROUPING = re.compile(r"\b(?:by|without|on|ignoring|group_left|group_right)\s*\(([^)]*)\)")
 _VARIABLE = re.compile(r"\$\{?\w+\}?")
 _NUMBER = re.compile(r"(?<![\w:.])\d+(?:\.\d*)?(?:[eE][+-]?\d+)?")
 _IDENTIFIER = re.compile(r"[A-Za-z_:][A-Za-z0-9_:]*")
 _LABEL_VALUES = re.compile(r"^\s*label_values\((.*),\s*\w+\s*\)\s*$", re.DOTALL)
 _KEYWORDS = frozenset({"and", "or", "unless", "bool", "offset", "inf", "nan", "atan2"})
 _TYPE_LINE = re.compile(r"^# TYPE (\S+) (\w+)$")
-_SAMPLE = re.compile(r"^([A-Za-z_:][A-Za-z0-9_:]*)(?:\{|\s)")
+_SAMPLE = re.compile(r"^([A-Za-z_:][A-Za-z0-9_:]*)(?:\{([^}]*)\})?\s")
+_SCRAPED_LABEL = re.compile(r'(\w+)="(?:\\.|[^"\\])*"')
+_SELECTOR = re.compile(r"([A-Za-z_:][A-Za-z0-9_:]*)\s*\{([^{}]*)\}")
+_MATCHER_LABEL = re.compile(r"(\w+)\s*(?:=~|!~|!=|=)")
+# Labels Prometheus adds from the scrape target, not the gateway.
+TARGET_LABELS = frozenset({"job", "instance"})
 
 
 def metric_names(expr: str) -> set[str]:
@@ -90,6 +95,35 @@ def used_names() -> dict[str, set[str]]:
             for name in metric_names(expr):
                 used.setdefault(name, set()).add(where)
     return used
+
+
+def label_names(expr: str) -> tuple[dict[str, set[str]], set[str]]:
+    """The labels an expression relies on: matched per metric (`m{a="x"}`), and grouped by
+    (`by (a, b)`, `on (a)`, or the label a `label_values(m, a)` variable lists)."""
+    grouped: set[str] = set()
+    found = _LABEL_VALUES.match(expr)
+    if found:
+        grouped.add(expr.rstrip().rstrip(")").rsplit(",", 1)[1].strip())
+        expr = found.group(1)
+    expr = _STRING.sub('""', expr)
+    matched: dict[str, set[str]] = {}
+    for selector in _SELECTOR.finditer(expr):
+        labels = set(_MATCHER_LABEL.findall(selector.group(2)))
+        matched.setdefault(selector.group(1), set()).update(labels)
+    for group in _GROUPING.finditer(expr):
+        grouped.update(label.strip() for label in group.group(1).split(",") if label.strip())
+    return matched, grouped
+
+
+def scraped_labels(text: str) -> dict[str, set[str]]:
+    """Series name -> the label names its samples carry."""
+    labels: dict[str, set[str]] = {}
+    for line in text.splitlines():
+        sample = None if line.startswith("#") else _SAMPLE.match(line)
+        if sample:
+            names = labels.setdefault(sample.group(1), set())
+            names.update(_SCRAPED_LABEL.findall(sample.group(2) or ""))
+    return labels
 
 
 def exported(text: str) -> tuple[set[str], set[str]]:

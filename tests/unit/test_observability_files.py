@@ -9,8 +9,10 @@ from tests.support.observability import (
     dashboard,
     dashboard_exprs,
     dashboard_panels,
+    label_names,
     metric_names,
     rules,
+    scraped_labels,
 )
 
 
@@ -29,6 +31,20 @@ def test_metric_names_are_read_from_promql():
     assert metric_names("max by (service) (circuit_breaker_state) >= 1") == {
         "circuit_breaker_state"
     }
+
+
+def test_label_names_are_read_from_promql_and_from_a_scrape():
+    matched, grouped = label_names(
+        'sum by (route, le) (rate(x_bucket{job=~"$job", route!~"a|b"}[5m])) / on (job) y'
+    )
+    assert matched == {"x_bucket": {"job", "route"}}
+    assert grouped == {"route", "le", "job"}
+    assert label_names('label_values(x_total{job=~"$job"}, route)') == (
+        {"x_total": {"job"}},
+        {"route"},
+    )
+    scrape = 'x_total{a="1",b="q\\"u,o=\\"te"} 1.0\n# TYPE y gauge\ny 2.0\n'
+    assert scraped_labels(scrape) == {"x_total": {"a", "b"}, "y": set()}
 
 
 def test_dashboard_panels_each_query_and_fit_the_grid():
