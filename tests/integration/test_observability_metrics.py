@@ -64,6 +64,15 @@ MUST_HAVE_SAMPLES = {
     "realtime_events_total",
     "realtime_events_published_total",
     "realtime_fanout_latency_seconds_bucket",
+    "process_cpu_seconds_total",
+    "process_resident_memory_bytes",
+    "process_virtual_memory_bytes",
+    "process_open_fds",
+    "process_max_fds",
+    "process_start_time_seconds",
+    "python_gc_collections_total",
+    "python_gc_objects_collected_total",
+    "python_gc_objects_uncollectable_total",
 }
 # Declared by the running gateway, but with no sample here: what makes them count is an
 # overload or a failure this test does not cause (their labels are checked by the unit
