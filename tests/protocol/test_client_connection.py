@@ -177,8 +177,28 @@ async def test_a_malformed_request_behind_a_good_one_is_answered_after_it() -> N
     client.answer()
     first, second = read_responses(client.transport.take())
     assert (first.status, first.body) == (200, b"ok")
-    assert first.header("Connection") == b"close"  # the stream cannot be trusted any more
+    # RFC 9112 9.6: after a response with `Connection: close` a server processes no further
+    # request, and a client reads no further response: the 400 would be lost or refused.
+    assert first.header("Connection") is None
     assert second.status == 400 and second.header("Connection") == b"close"
+    assert client.transport.closing
+
+
+async def test_nothing_is_written_after_a_response_that_ends_the_connection() -> None:
+    """Bytes sent after a `Connection: close` request are refused by the parser; that
+    refusal must not follow a response that ends the connection (for a body delimited by
+    the close it would become part of the body)."""
+    client = Client()
+    client.transport.send(b"GET /a HTTP/1.0\r\n\r\n")
+    client.transport.send(b"GET /b HTTP/1.0\r\n\r\n")
+    exchange = client.handler.handled[0]
+    exchange.send_head(200, [(b"Content-Type", b"text/plain")])  # no length: until close
+    exchange.send_body(b"the whole body")
+    exchange.end()
+    assert client.transport.take() == (
+        b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nConnection: close\r\n"
+        b"X-Request-ID: " + exchange.request_id.encode() + b"\r\n\r\nthe whole body"
+    )
     assert client.transport.closing
 
 
