@@ -164,9 +164,10 @@ class MemoryNetwork:
         self.connections.put_nowait(transport)
         return transport, protocol
 
-    async def accept(self, timeout: float = 2.0) -> FakeTransport:
-        """The next upstream connection the gateway opens."""
-        return await asyncio.wait_for(self.connections.get(), timeout)
+    async def accept(self) -> FakeTransport:
+        """The next upstream connection the gateway opens (it opens them in a task)."""
+        async with asyncio.timeout(2.0):
+            return await self.connections.get()
 
 
 # Handlers ---------------------------------------------------------------------------

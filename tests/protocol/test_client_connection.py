@@ -31,8 +31,9 @@ class Client:
         self.handler = RecordingHandler()
         self.state: ServerState = server_state(self.handler, settings)
         self.transport: FakeTransport = connect_client(self.state)
-        self.connection = self.transport.protocol
-        assert isinstance(self.connection, ClientConnection)
+        protocol = self.transport.protocol
+        assert isinstance(protocol, ClientConnection)
+        self.connection = protocol
 
     def answer(self, index: int = -1, body: bytes = b"ok") -> None:
         self.handler.handled[index].respond(200, body, b"text/plain")
@@ -116,8 +117,7 @@ async def test_many_pipelined_requests_answered_at_once_do_not_recurse() -> None
 async def test_a_chunked_body_is_decoded_and_trailers_are_dropped() -> None:
     client = Client()
     client.transport.send(
-        b"POST /up HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n"
-        b"5\r\nhello\r\n"
+        b"POST /up HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n"
     )
     (exchange,) = client.handler.handled  # dispatched on the head, before the body ends
     assert exchange.content_length is None and not exchange.body.complete
@@ -252,7 +252,7 @@ async def test_a_chunked_body_over_the_limit_is_413_while_streaming() -> None:
     (exchange,) = client.handler.handled  # being answered when the body turns too large
     client.transport.send(b"40\r\n" + b"x" * 64 + b"\r\n")
     client.transport.send(b"40\r\n" + b"x" * 64 + b"\r\n")
-    status, document, connection = problem(client.transport.take())
+    status, _, connection = problem(client.transport.take())
     assert (status, connection) == (413, b"close")
     assert exchange.status == 413
     assert client.transport.closing
@@ -361,7 +361,7 @@ async def test_a_handler_that_raises_gets_500_and_the_connection_lives_on() -> N
     client = Client()
     client.handler.fail_with = RuntimeError("bug")
     client.transport.send(GET)
-    status, document, connection = problem(client.transport.take())
+    status, _, connection = problem(client.transport.take())
     assert status == 500 and connection is None
     client.handler.fail_with = None
     client.transport.send(GET)
