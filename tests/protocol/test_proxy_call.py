@@ -364,3 +364,23 @@ async def test_a_websocket_upgrade_becomes_a_tunnel(network: MemoryNetwork) -> N
     assert wire.client.take() == b"server frame"
     wire.client.reset()
     assert upstream.closing  # the tunnel's far side ends with the client
+
+
+async def test_a_slow_reading_upstream_that_answers_early_leaves_the_client_reading(
+    network: MemoryNetwork,
+) -> None:
+    """The upstream's full write buffer paused the client; the answer came before the
+    upstream took the body. The next request on the client connection must be read."""
+    wire = Wire(network)
+    wire.client.send(b"POST /api/x HTTP/1.1\r\nHost: gw\r\nContent-Length: 8\r\n\r\nabcdefgh")
+    upstream = await wire.upstream()
+    upstream.fill()  # the body sits in the upstream transport's buffer
+    assert not wire.client.reading
+    upstream.send(OK)  # answered before reading the body (it will discard it later)
+    assert read_response(wire.client.take()).status == 200
+    upstream.drain()
+    assert wire.client.reading
+    wire.get(b"/api/next")
+    await settle()
+    upstream.send(OK)
+    assert read_response(wire.client.take()).status == 200
