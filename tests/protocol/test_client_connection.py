@@ -433,3 +433,21 @@ async def test_the_sweeper_refuses_a_slow_head_with_408_and_closes_idle_connecti
     idle = Client()
     idle.connection.expire()
     assert idle.transport.closing and idle.transport.take() == b""
+
+
+async def test_a_big_body_nobody_read_does_not_leave_the_connection_paused() -> None:
+    """A body that arrived whole but over the buffer's high-water mark, answered without
+    being read (a 404, a refusal): the next request on the connection must be read."""
+    client = Client(ServerSettings(max_body_bytes=4 * BUFFER_HIGH_WATER))
+    size = BUFFER_HIGH_WATER + 1
+    client.transport.send(
+        b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: %d\r\n\r\n" % size + b"x" * size
+    )
+    exchange = client.handler.handled[0]
+    assert exchange.body.complete
+    exchange.problem(404, "no route")
+    response = read_response(client.transport.take())
+    assert response.status == 404 and response.header("Connection") is None
+    assert client.transport.reading
+    client.transport.send(GET)
+    assert len(client.handler.handled) == 2

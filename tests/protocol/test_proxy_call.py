@@ -384,3 +384,23 @@ async def test_a_slow_reading_upstream_that_answers_early_leaves_the_client_read
     await settle()
     upstream.send(OK)
     assert read_response(wire.client.take()).status == 200
+
+
+async def test_a_replayable_body_over_the_buffer_mark_does_not_leave_the_client_paused(
+    network: MemoryNetwork,
+) -> None:
+    """A PUT kept whole for replay is written from the copy, never attached: the pause its
+    buffering caused must still end with the response."""
+    wire = Wire(network, retry={"attempts": 2, "max_body_bytes": 1024 * 1024})
+    size = 256 * 1024 + 1
+    wire.client.send(
+        b"PUT /api/x HTTP/1.1\r\nHost: gw\r\nContent-Length: %d\r\n\r\n" % size + b"x" * size
+    )
+    upstream = await wire.upstream()
+    assert upstream.take().endswith(b"x" * size)
+    upstream.send(OK)
+    assert read_response(wire.client.take()).status == 200
+    assert wire.client.reading
+    wire.get(b"/api/next")
+    await settle()
+    assert upstream.take().startswith(b"GET /api/next ")

@@ -770,6 +770,9 @@ class ClientConnection(asyncio.Protocol):
             # said the connection ends (RFC 9112 9.6), or its body runs until the close.
             self._close()
             return
+        # A whole body answered unread (a refusal, a 404) may have paused reading while it
+        # piled up: nobody will take it now, and the next request must be read.
+        exchange.body.detach()
         self._framing = _NO_BODY
         if self._queue:
             self._dispatch()
