@@ -218,10 +218,23 @@ async def test_responses_without_a_body(status: int) -> None:
     assert listener.events[-1] == ("complete", True)
 
 
-async def test_invalid_http_from_the_upstream_aborts_the_connection() -> None:
+@pytest.mark.parametrize(
+    "head",
+    [
+        b"HTTP/1.1 200 OK\r\nContent-Length: nope\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nContent-Length: 5\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nContent-Length: 9\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\nContent-Length: 9\r\nTransfer-Encoding: chunked\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\nX-A: a\r\n b\r\n\r\n",  # obsolete line folding
+        b"HTTP/1.1 2000 OK\r\n\r\n",
+        b"SSH-2.0-OpenSSH_9.6\r\n",
+    ],
+)
+async def test_invalid_http_from_the_upstream_aborts_the_connection(head: bytes) -> None:
+    """Framing the gateway cannot trust (the smuggling shapes among them) is never relayed."""
     connection, transport = upstream()
     listener = request(connection)
-    transport.send(b"HTTP/1.1 200 OK\r\nContent-Length: nope\r\n\r\n")
+    transport.send(head)
     assert listener.events[-1][:2] == ("failed", True)
     assert "invalid HTTP from upstream" in listener.events[-1][2]
     assert transport.aborted and connection.closed
