@@ -140,6 +140,27 @@ def test_valid_request_before_an_attack_is_served_then_connection_closed(gateway
     assert reply.startswith(b"HTTP/1.1 200 OK")
     assert b"HTTP/1.1 400" in reply
     assert b"/first" in bytes(record.data)
+    # The 200 does not say the connection ends: the 400 after it is the last response
+    # (after `Connection: close` a client reads nothing more, RFC 9112 9.6).
+    first = reply.split(b"HTTP/1.1 400")[0]
+    assert b"connection: close" not in first.lower()
+
+
+@pytest.mark.parametrize(
+    "first",
+    [
+        b"GET /first HTTP/1.0\r\n\r\n",
+        b"GET /first HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    ],
+)
+def test_nothing_follows_a_response_that_closes_the_connection(gateway, recorder, first):
+    """Bytes after a request that ends the connection are not answered: its response
+    says `Connection: close`, so a second response (here the parser's 400 for the extra
+    bytes) would be unread at best, and after a close-delimited body, part of the body."""
+    reply = exchange(gateway.port, first + b"GET /second HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert reply.startswith(b"HTTP/1.1 200 OK")
+    assert b"connection: close" in reply.lower()
+    assert reply.count(b"HTTP/1.1 ") == 1, reply
 
 
 def test_smuggled_body_bytes_are_never_a_second_request(gateway, recorder):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import threading
@@ -12,6 +13,7 @@ import pytest
 
 from tests.support.gateway import GatewayProcess, simple_config
 from tests.support.net import ResponseReader, build_request, connect
+from tests.support.upstream import RawUpstream, read_request_head
 
 MB = 1024 * 1024
 SIZE = 200 * MB
@@ -165,3 +167,60 @@ def test_metrics_endpoint_still_answers(gateway):
     with connect(gateway.port) as sock:
         sock.sendall(build_request("GET", "/api/v1/health"))
         assert json.loads(ResponseReader(sock).read().body)["status"] == "ok"
+
+
+class AnswerBeforeReading:
+    """Answers each request at once, then reads (and discards) its body a moment later."""
+
+    def __init__(self) -> None:
+        self.lengths: list[int] = []
+
+    async def __call__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while True:
+            head = await read_request_head(reader)
+            length = 0
+            for line in head.split(b"\r\n"):
+                name, _, value = line.partition(b":")
+                if name.lower() == b"content-length":
+                    length = int(value)
+            writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+            await writer.drain()
+            self.lengths.append(length)
+            await asyncio.sleep(0.3)  # the answer is relayed while the body still waits
+            await reader.readexactly(length)
+
+
+@pytest.fixture(scope="module")
+def answer_before_reading():
+    handler = AnswerBeforeReading()
+    raw = RawUpstream(handler)
+    yield handler, raw
+    raw.stop()
+
+
+def test_an_upstream_that_answers_before_reading_a_big_body_leaves_the_client_usable(
+    answer_before_reading, start_gateway
+):
+    """The whole body reaches the gateway first (the validate policy holds it), then swamps
+    a fresh upstream connection, whose full write buffer pauses reading from the client.
+    The upstream answers at once and only then reads the body: the client's next request
+    on the same connection must still be read and answered."""
+    handler, raw = answer_before_reading
+    config = simple_config(
+        raw.url,
+        policies={"validate": {"body": {"type": "object"}, "max_body_bytes": "16MiB"}},
+    )
+    config["server"] = {"limits": {"max_body_bytes": "16MiB"}}
+    gateway = start_gateway(config)
+    body = json.dumps({"pad": "x" * (8 * 1024 * 1024)}).encode()
+    with connect(gateway.port, timeout=10) as sock:
+        sock.sendall(
+            b"POST /big HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            b"Content-Length: %d\r\n\r\n" % len(body) + body
+        )
+        reader = ResponseReader(sock)
+        assert reader.read().status == 200
+        sock.settimeout(5)
+        sock.sendall(b"GET /next HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert reader.read().status == 200  # before the fix: never read, the client waited
+    assert handler.lengths[0] == len(body)

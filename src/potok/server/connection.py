@@ -591,13 +591,15 @@ class ClientConnection(asyncio.Protocol):
         if exchange is not None and exchange in self._queue:
             # Headers were fine but the body was not (too large, bad chunk): drop the request.
             self._queue.remove(exchange)
-        self._keep_alive = False
         if self._active is None and not self._queue:
+            self._keep_alive = False
             # Refused while parsing, the client's id may not have been checked yet.
             raw = exchange.request_id if exchange is not None else ""
             request_id = accept_request_id(raw.encode("latin-1")) if raw else new_request_id()
             self._write_refusal(status, detail, request_id)
         else:
+            # The answers owed first keep the connection open (no `Connection: close`):
+            # the refusal after them is the last response, and it closes.
             self._queue.append(_PendingError(status, detail))
         self.state.log_refusal(self.peer_ip, status, detail)
         self.pause_reading()
@@ -763,13 +765,14 @@ class ClientConnection(asyncio.Protocol):
         if self._closed:
             return
         if not self._keep_alive or not exchange.body.complete:
-            # Closing (a body not read to its end cannot be resynchronised); a refusal
-            # queued behind this request is still owed to the client first.
-            if self._queue and isinstance(self._queue[0], _PendingError):
-                self._start_next()
-            else:
-                self._close()
+            # Closing (a body not read to its end cannot be resynchronised). Nothing more
+            # is written, not even a refusal queued behind this request: this response
+            # said the connection ends (RFC 9112 9.6), or its body runs until the close.
+            self._close()
             return
+        # A whole body answered unread (a refusal, a 404) may have paused reading while it
+        # piled up: nobody will take it now, and the next request must be read.
+        exchange.body.detach()
         self._framing = _NO_BODY
         if self._queue:
             self._dispatch()

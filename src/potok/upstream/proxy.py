@@ -60,6 +60,7 @@ class ProxyCall:
         "_body_mark",
         "_build_head",
         "_bulkhead_held",
+        "_client_paused",
         "_connection",
         "_done",
         "_fallback",
@@ -106,6 +107,9 @@ class ProxyCall:
         self._retry_charged = False  # counted once in the retry budget's retries in flight
         self._body_mark = 0  # request body bytes received when the response timer was armed
         self._stale_replayed = False
+        # Holds one pause of the client's reading (the upstream's write buffer was full):
+        # undone when the upstream drains, or when this call lets go of the connection.
+        self._client_paused = False
 
     # Start -------------------------------------------------------------------------
 
@@ -312,10 +316,14 @@ class ProxyCall:
         self.exchange.connection.flush()
 
     def pause_client_reading(self) -> None:
-        self.exchange.connection.pause_reading()
+        if not self._client_paused and not self._done:
+            self._client_paused = True
+            self.exchange.connection.pause_reading()
 
     def resume_client_reading(self) -> None:
-        self.exchange.connection.resume_reading()
+        if self._client_paused:
+            self._client_paused = False
+            self.exchange.connection.resume_reading()
 
     # Failures and retries ------------------------------------------------------------
 
@@ -520,6 +528,7 @@ class ProxyCall:
         connection = self._connection
         self._connection = None
         self.exchange.producer = None
+        self.resume_client_reading()  # the dropped connection's full buffer no longer matters
         if connection is not None:
             connection.abort()
 
@@ -532,6 +541,9 @@ class ProxyCall:
             # Ended without a verdict (client left, deadline, bulkhead full): free the slot.
             self._service.breaker.record_cancelled()
             self._admitted = False
+        # The connection may still be draining the body into a slow upstream (answered
+        # early) and goes back to the pool or closes: its resume would reach nobody.
+        self.resume_client_reading()
         exchange = self.exchange
         exchange.on_cancel = None
         exchange.producer = None
