@@ -62,7 +62,7 @@ def test_missing_field_and_wrong_type_and_extra_field(gateway):
     assert response.header("Content-Type") == "application/problem+json"
     assert errors(response) == {
         "body.name": "required",
-        "body.price": "'free' is not of type 'number'",
+        "body.price": "\"free\" is not of type 'number'",
         "body.color": "not allowed",
     }
     assert response.json()["request_id"] == response.header("X-Request-ID")

@@ -268,3 +268,35 @@ async def test_memory_bus_event_in_history_and_still_on_its_way_is_sent_once():
     await asyncio.sleep(0.01)
     sent = b"".join(member.written)
     assert b'"data":2' not in sent and b'"data":3' in sent
+
+
+async def test_a_session_timer_that_fires_early_is_rearmed_not_forgotten() -> None:
+    # The loop's timers tick on their own clock: a timer due at `exp` may run while the
+    # wall clock still reads a hair before it. The session must still end at expiry.
+    import asyncio
+
+    from potok.identity.verifier import TokenRejected
+    from potok.realtime.session import SessionGuard
+
+    class WallClockBehind:
+        leeway = 0.0
+
+        def __init__(self, expires: float) -> None:
+            self.expires = expires
+            self.calls = 0
+
+        def now(self) -> float:
+            return self.expires - 0.05  # scheduling: 50 ms to go
+
+        def check_still_valid(self, principal: Principal) -> None:
+            self.calls += 1
+            if self.calls > 1:  # the first check runs early; the re-armed one on time
+                raise TokenRejected("token expired")
+
+    ended: list[tuple[str, str]] = []
+    auth = WallClockBehind(expires=1_000.0)
+    guard = SessionGuard(auth, lambda code, reason: ended.append((code, reason)))  # type: ignore[arg-type]
+    guard.admit(Principal(subject="u", kind="user", expires_at=auth.expires))
+    await asyncio.sleep(0.2)
+    assert ended == [(protocol.TOKEN_EXPIRED, "token expired")]
+    assert auth.calls == 2

@@ -98,6 +98,12 @@ class SessionGuard:
     def _expired(self) -> None:
         self._timer = None
         self.check()
+        principal = self.principal
+        if not self._ended and principal is not None:
+            # The loop's timer runs on its own clock (millisecond ticks, and not the wall
+            # clock `exp` is in): it can fire a hair early, when the token is still valid.
+            # Re-arm rather than wait for the next heartbeat.
+            self._schedule_expiry(principal)
 
     def _end(self, code: str, reason: str) -> None:
         self.stop()
