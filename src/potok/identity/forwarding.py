@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
+from potok.http11 import header_block
 from potok.identity.config import IdentityHeadersConfig
-from potok.server.http11 import header_block
 
 _UNSAFE = str.maketrans("", "", "\r\n\x00")
 

@@ -21,9 +21,7 @@ import httptools
 
 from potok.errors import problem_body
 from potok.exchange import Exchange
-from potok.observability.request_id import accept_request_id, new_request_id
-from potok.server.body import RequestBody
-from potok.server.http11 import (
+from potok.http11 import (
     CONTINUE_100,
     CRLF,
     HOP_BY_HOP,
@@ -33,6 +31,8 @@ from potok.server.http11 import (
     header_block,
     status_line,
 )
+from potok.observability.request_id import accept_request_id, new_request_id
+from potok.server.body import RequestBody
 
 if TYPE_CHECKING:
     from potok.policies.base import ResponseHook

@@ -1,4 +1,5 @@
-"""HTTP/1.1 framing facts and precomputed byte strings shared by server and client."""
+"""HTTP/1.1 framing facts and precomputed byte strings shared by the server (server/) and
+the upstream client (upstream/): neutral ground, so neither side imports the other."""
 
 from __future__ import annotations
 
