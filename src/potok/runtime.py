@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 
 from potok.config.models import GatewayConfig, RouteConfig
 from potok.config.resilience import FallbackConfig
+from potok.http.settings import ServerSettings
 from potok.identity.services import shared_identity
 from potok.observability.metrics import MetricsRegistry
 from potok.policies.base import BuildContext, Policy, ResponseHook
@@ -36,7 +37,6 @@ from potok.routing.endpoints import (
 )
 from potok.routing.rewrite import Rewriter, compile_rewrite
 from potok.routing.table import RouteEntry, RouteTable
-from potok.server.state import ServerSettings
 from potok.upstream.forwarded import TrustedProxies
 from potok.upstream.metrics import UpstreamMetrics
 from potok.upstream.proxy import Fallback, ProxyCall

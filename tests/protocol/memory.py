@@ -19,11 +19,12 @@ import httptools
 from potok.app import Gateway
 from potok.config.models import GatewayConfig
 from potok.exchange import Exchange
+from potok.http.settings import ServerSettings
 from potok.observability.metrics import GatewayMetrics, MetricsRegistry
 from potok.policies.base import ResponseHook
 from potok.runtime import Runtime
 from potok.server.connection import ClientConnection
-from potok.server.state import ServerSettings, ServerState
+from potok.server.state import ServerState
 
 CLIENT_PEER = ("203.0.113.7", 50123)
 GATEWAY_ADDRESS = ("127.0.0.1", 8080)

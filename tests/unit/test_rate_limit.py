@@ -111,10 +111,10 @@ def test_the_one_limit_checks_decide_as_the_algorithms(policy: dict[str, Any]) -
     import random
 
     from potok.errors import GatewayError
+    from potok.http.settings import ServerSettings
     from potok.policies.base import BuildContext
     from potok.policies.rate_limit import policy as rate_limit
     from potok.resources import Resources
-    from potok.server.state import ServerSettings
 
     config = RateLimitConfig.model_validate(policy)
     clock = FakeClock()

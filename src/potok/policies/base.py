@@ -11,10 +11,10 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from potok.config.redis import RedisConfig
     from potok.exchange import Exchange
+    from potok.http.settings import ServerSettings
     from potok.identity.services import IdentityServices
     from potok.observability.metrics import MetricsRegistry
     from potok.resources import Resources
-    from potok.server.state import ServerSettings
 
 Headers = list[tuple[bytes, bytes]]
 

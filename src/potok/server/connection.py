@@ -21,7 +21,7 @@ import httptools
 
 from potok.errors import problem_body
 from potok.exchange import Exchange
-from potok.http11 import (
+from potok.http.http11 import (
     CONTINUE_100,
     CRLF,
     HOP_BY_HOP,
@@ -33,6 +33,7 @@ from potok.http11 import (
 )
 from potok.observability.request_id import accept_request_id, new_request_id
 from potok.server.body import RequestBody
+from potok.server.state import BUSY, IDLE, READING_HEAD, TUNNEL
 
 if TYPE_CHECKING:
     from potok.policies.base import ResponseHook
@@ -88,8 +89,6 @@ class _PendingError:
 # Framing of the response body being written.
 _NO_BODY, _LENGTH, _CHUNKED, _UNTIL_CLOSE = 0, 1, 2, 3
 
-# Connection phases, for the sweeper's timeouts.
-IDLE, READING_HEAD, BUSY, TUNNEL = 0, 1, 2, 3
 
 # Special request headers, pulled out while parsing (value: what to do with them).
 (

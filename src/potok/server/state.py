@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import structlog
 
+from potok.http.settings import ServerSettings
 from potok.observability.client_log import ThrottledClientLog
 
 if TYPE_CHECKING:
@@ -16,26 +16,11 @@ if TYPE_CHECKING:
 
 log = structlog.get_logger("potok.server")
 
-
-@dataclass(frozen=True, slots=True)
-class ServerSettings:
-    """Plain numbers read by the connections (no pydantic on the hot path)."""
-
-    header_read_timeout: float = 10.0
-    keepalive_timeout: float = 75.0
-    max_url_bytes: int = 8192
-    max_header_bytes: int = 16384
-    max_headers: int = 100
-    max_body_bytes: int = 5 * 1024 * 1024
-    # Request headers only the gateway sets (the identity headers), lower-case: dropped
-    # while parsing, so no route ever sees a client's copy.
-    dropped_headers: frozenset[bytes] = frozenset()
-
-    @property
-    def max_head_total(self) -> int:
-        # Raw bytes allowed while a head is incomplete: a single huge header value
-        # is otherwise held whole by the parser before any callback sees it.
-        return self.max_url_bytes + self.max_header_bytes + 4096
+# Connection phases (`ClientConnection.phase`), for the sweeper's timeouts: an IDLE
+# keep-alive connection and a slow READING_HEAD one have the settings' deadlines, a
+# TUNNEL its idle timeout; a BUSY one is answering a request, which the request's own
+# deadline (the route's timer, app.py) bounds, so the sweeper leaves it alone.
+IDLE, READING_HEAD, BUSY, TUNNEL = 0, 1, 2, 3
 
 
 class ServerState:
@@ -58,7 +43,7 @@ class ServerState:
 
         def sweep() -> None:
             now = self.loop_time()
-            for connection in [c for c in self.connections if c.phase != 2 and c.deadline < now]:
+            for connection in [c for c in self.connections if c.phase != BUSY and c.deadline < now]:
                 connection.expire()
             self._sweeper = self.loop.call_later(interval, sweep)
 
