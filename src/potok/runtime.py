@@ -1,6 +1,6 @@
 """Config -> Runtime: the compiled route table, each route's pipeline, the services.
 
-A Runtime is immutable once built. A reload (server/reload.py) builds a new one
+A Runtime is immutable once built. A reload (process/reload.py) builds a new one
 beside the old and swaps one reference; requests in flight finish on the
 Runtime they started with. Services whose config did not change are carried
 over as they are (pools, breaker, target health), so a reload that adds a route

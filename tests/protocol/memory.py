@@ -208,7 +208,7 @@ def connect_client(state: ServerState, peer: tuple[str, int] = CLIENT_PEER) -> F
 
 
 def memory_gateway(config: dict[str, Any]) -> tuple[ServerState, Gateway]:
-    """The real Runtime and Gateway for `config`, as server/worker.py wires them (no own API)."""
+    """The real Runtime and Gateway for `config`, as process/worker.py wires them (no own API)."""
     runtime = Runtime(GatewayConfig.model_validate(config))
     gateway = Gateway(runtime, GatewayMetrics(MetricsRegistry("0")), None)
     return ServerState(gateway, runtime.settings), gateway

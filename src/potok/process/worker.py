@@ -27,14 +27,14 @@ from potok.observability.metrics import (
     build_prometheus_registry,
     write_snapshots,
 )
+from potok.process.gc_tuning import tune_gc
+from potok.process.reload import Reloader
 from potok.resources import Resources
 from potok.runtime import Runtime
 from potok.server.admission import Admission
 from potok.server.asgi import AsgiBridge
 from potok.server.connection import ClientConnection
-from potok.server.gc_tuning import tune_gc
 from potok.server.listener import PortInUse, effective_backlog, listening_socket
-from potok.server.reload import Reloader
 from potok.server.state import ServerState
 
 log = structlog.get_logger("potok.worker")
