@@ -1,27 +1,21 @@
-"""A request body as it arrives: handed straight to a sink, or buffered (bounded) until one is."""
+"""A request body as it arrives: handed straight to a sink, or buffered (bounded) until one is.
+
+`IncomingBody` is the server's `RequestBody` (potok/exchange.py), what handlers see."""
 
 from __future__ import annotations
 
 import asyncio
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from potok.exchange import BodySink
     from potok.server.connection import ClientConnection
-
-
-class BodySink(Protocol):
-    """Where body bytes go once someone wants them (an upstream connection, usually)."""
-
-    def write_body(self, data: bytes) -> None: ...
-
-    def end_body(self) -> None: ...
-
 
 # Bytes buffered with nobody reading before the client socket is paused.
 BUFFER_HIGH_WATER = 256 * 1024
 
 
-class RequestBody:
+class IncomingBody:
     """Streams body chunks from the parser to one consumer with back-pressure.
 
     Before a sink is attached, chunks wait here, and reading from the client
