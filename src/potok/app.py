@@ -166,6 +166,11 @@ class Gateway:
         if exchange.response_started:
             exchange.status = 504
             exchange.abort("request deadline passed")
+        elif not exchange.body.complete:
+            # Still sending its body (a trickle that keeps the upstream's wait alive): the
+            # client's slowness, not a gateway timeout; the breaker saw nothing (cancelled).
+            exchange.body.detach()
+            exchange.problem(408, "the request body did not arrive within the route's deadline")
         else:
             exchange.body.detach()
             exchange.problem(504, "the request did not complete within the route's deadline")

@@ -163,6 +163,28 @@ def test_upstream_reset_before_response_is_502(start_gateway):
         raw.stop()
 
 
+@pytest.mark.parametrize("coding", [b"gzip, chunked", b"deflate,chunked", b"x-custom, chunked"])
+def test_an_upstream_transfer_coding_besides_chunked_is_502_not_relayed(start_gateway, coding):
+    """De-chunking `gzip, chunked` would leave gzip bytes with nothing saying so."""
+
+    async def script(reader, writer):
+        await read_request_head(reader)
+        writer.write(
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: " + coding + b"\r\n\r\n"
+            b"5\r\n\x1f\x8b\x08\x00\x00\r\n0\r\n\r\n"
+        )
+        await writer.drain()
+        await asyncio.sleep(0.5)
+
+    raw, gateway = _raw_gateway(start_gateway, script)
+    try:
+        response = request(gateway.port, "GET", "/coded")
+        problem(response, 502)
+        assert b"\x1f\x8b" not in response.body
+    finally:
+        raw.stop()
+
+
 @pytest.mark.parametrize(
     "reply",
     [

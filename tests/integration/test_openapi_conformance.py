@@ -38,6 +38,13 @@ def document(gateway: GatewayProcess) -> dict:
     return response.json()
 
 
+def test_the_document_is_also_at_the_versioned_path(gateway):
+    versioned = request(gateway.port, "GET", "/api/v1/openapi.json")
+    assert versioned.status == 200
+    assert versioned.header("content-type") == "application/json"
+    assert versioned.json() == document(gateway)
+
+
 def test_every_answer_of_the_own_api_is_declared(gateway):
     paths = document(gateway)["paths"]
     answers = {
@@ -69,7 +76,7 @@ def test_schemathesis_finds_nothing(gateway):
         [
             str(SCHEMATHESIS),
             "run",
-            f"{gateway.url}/api/openapi.json",
+            f"{gateway.url}/api/v1/openapi.json",
             "--checks", "all",
             "--max-examples", "30",
             "--seed", "1",

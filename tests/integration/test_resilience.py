@@ -445,6 +445,46 @@ def test_a_slow_but_steady_body_is_not_cut_by_the_response_timeout(upstream):
         gateway.stop()
 
 
+def test_a_trickling_body_past_the_route_deadline_is_408_and_not_the_upstreams_failure(upstream):
+    """A byte every 0.3 s keeps the wait for the upstream alive; the route's deadline
+    (1 s) ends it as the client's slowness: 408, the breaker and the target untouched."""
+    routes = [
+        {
+            "name": "svc",
+            "match": {"prefix": "/svc"},
+            "service": "svc",
+            "strip_prefix": True,
+            "timeouts": {"request": "1s"},
+        }
+    ]
+    gateway = gateway_for({"svc": service(upstream.url)}, routes)
+    try:
+        with connect(gateway.port) as sock:
+            sock.sendall(b"POST /svc/sink HTTP/1.1\r\nHost: x\r\nContent-Length: 50\r\n\r\n")
+            sock.settimeout(0.3)
+            response = None
+            for _ in range(20):
+                try:
+                    sock.sendall(b"x")
+                except OSError:
+                    break
+                try:
+                    response = ResponseReader(sock).read()
+                    break
+                except TimeoutError:
+                    continue
+            sock.settimeout(5)
+            response = response or ResponseReader(sock).read()
+        assert response.status == 408, response
+        assert response.header("content-type") == "application/problem+json"
+        health = request(gateway.port, "GET", "/api/v1/health").json()["services"]["svc"]
+        assert health["breaker"] == "closed"
+        assert health["targets"][0]["in_flight"] == 0
+        assert metric(gateway, "circuit_breaker_transitions_total", service="svc") == 0
+    finally:
+        gateway.stop()
+
+
 # One bad target of two under load (items 8 and 9) -------------------------------------
 
 LOAD = {"concurrency": 20, "rate": 300.0, "duration": 5.0}

@@ -242,6 +242,15 @@ async def test_invalid_http_from_the_upstream_aborts_the_connection(head: bytes)
     assert listener.kinds().count("failed") == 1  # connection_lost does not report it again
 
 
+async def test_a_transfer_coding_besides_chunked_fails_the_response_by_name() -> None:
+    connection, transport = upstream()
+    listener = request(connection)
+    transport.send(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\n\r\n")
+    assert listener.events[-1][:2] == ("failed", True)
+    assert "transfer coding the gateway does not decode: 'gzip, chunked'" in listener.events[-1][2]
+    assert transport.aborted
+
+
 async def test_bytes_on_an_idle_connection_abort_it() -> None:
     connection, transport = upstream()
     listener = request(connection)

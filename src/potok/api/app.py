@@ -106,6 +106,13 @@ def create_api(context: ApiContext) -> FastAPI:
         return app.openapi_schema
 
     app.openapi = document  # type: ignore[method-assign]
+
+    # The document also at the versioned path of the rest of the API (where clients and
+    # fuzzers look for it); `/api/openapi.json` is FastAPI's own route.
+    @app.get("/api/v1/openapi.json", include_in_schema=False)
+    async def versioned_document() -> JSONResponse:
+        return JSONResponse(document())
+
     docs.install(app, document)
     return app
 

@@ -22,6 +22,7 @@ OWN_ENDPOINTS: tuple[tuple[str, bool], ...] = (
     ("/api/v1/auth", False),
     ("/api/docs", False),
     ("/api/openapi.json", True),
+    ("/api/v1/openapi.json", True),
     (REALTIME_WS_PATH, True),
     ("/api/v1/socket.io", False),
     ("/api/v1/events", True),

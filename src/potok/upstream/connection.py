@@ -22,6 +22,20 @@ if TYPE_CHECKING:
     from potok.upstream.target import Target
 
 
+class UnsupportedTransferCoding(ValueError):
+    """The upstream's Transfer-Encoding names a coding besides chunked (`gzip, chunked`).
+
+    The parser removes only the chunked framing: relaying the rest would hand the
+    client compressed bytes with nothing saying so. Like nginx, the answer is 502.
+    """
+
+    def __init__(self, value: bytes) -> None:
+        super().__init__(
+            f"upstream sent a transfer coding the gateway does not decode: "
+            f"{value.decode('latin-1')!r}"
+        )
+
+
 # What a closed connection keeps instead of its parser (see connection_lost).
 _DETACHED_PARSER = httptools.HttpResponseParser(None)
 
@@ -229,7 +243,12 @@ class UpstreamConnection(asyncio.Protocol):
         except httptools.HttpParserUpgrade as upgrade:
             self._switching(data[upgrade.args[0] :])
         except httptools.HttpParserError as exc:
-            self._invalid(f"invalid HTTP from upstream: {exc}")
+            cause = exc.__context__  # what a callback of ours raised
+            self._invalid(
+                str(cause)
+                if isinstance(cause, UnsupportedTransferCoding)
+                else f"invalid HTTP from upstream: {exc}"
+            )
         else:
             if self._complete_after_feed:
                 self._finish_head_response()
@@ -269,7 +288,10 @@ class UpstreamConnection(asyncio.Protocol):
             self._length = int(value)
         elif lower in _NOT_RELAYED:
             if lower == b"transfer-encoding":
-                self._response_chunked = value.lower().find(b"chunked") >= 0
+                codings = [c.strip() for c in value.lower().split(b",")]
+                if any(c and c != b"chunked" for c in codings):
+                    raise UnsupportedTransferCoding(value)
+                self._response_chunked = b"chunked" in codings
             elif lower == b"connection":
                 self._conn_header = (
                     value if self._conn_header is None else self._conn_header + b"," + value
