@@ -5,11 +5,21 @@
 from __future__ import annotations
 
 import asyncio
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
     from potok.exchange import BodySink
-    from potok.server.connection import ClientConnection
+
+
+class _Reader(Protocol):
+    """What a body steers on the connection it arrives on (the ClientConnection)."""
+
+    def pause_reading(self) -> None: ...
+
+    def resume_reading(self) -> None: ...
+
+    def send_continue(self) -> None: ...
+
 
 # Bytes buffered with nobody reading before the client socket is paused.
 BUFFER_HIGH_WATER = 256 * 1024
@@ -38,7 +48,7 @@ class IncomingBody:
         "received",
     )
 
-    def __init__(self, connection: ClientConnection, max_bytes: int, expect_continue: bool) -> None:
+    def __init__(self, connection: _Reader, max_bytes: int, expect_continue: bool) -> None:
         self._connection = connection
         self._chunks: list[bytes] = []
         self._size = 0
