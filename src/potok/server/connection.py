@@ -15,7 +15,7 @@ import sys
 import time
 from collections import deque
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING
 
 import httptools
 
@@ -37,19 +37,6 @@ from potok.server.state import BUSY, IDLE, READING_HEAD, TUNNEL
 
 if TYPE_CHECKING:
     from potok.server.state import ServerState
-
-
-class RequestHandler(Protocol):
-    """What the server calls: `handle` a request, and hear when each one is `finished`."""
-
-    def handle(self, exchange: Exchange) -> None: ...
-
-    def finished(self, exchange: Exchange) -> None: ...
-
-    @property
-    def answer_hooks(self) -> tuple[ResponseHook, ...]:
-        """Response hooks for answers made before a route is chosen (global headers)."""
-        ...
 
 
 class _Reject(Exception):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 import structlog
 
@@ -12,7 +12,7 @@ from potok.http.settings import ServerSettings
 from potok.observability.client_log import ThrottledClientLog
 
 if TYPE_CHECKING:
-    from potok.server.connection import ClientConnection, RequestHandler
+    from potok.exchange import Exchange, ResponseHook
 
 log = structlog.get_logger("potok.server")
 
@@ -23,13 +23,44 @@ log = structlog.get_logger("potok.server")
 IDLE, READING_HEAD, BUSY, TUNNEL = 0, 1, 2, 3
 
 
+class RequestHandler(Protocol):
+    """What the server calls: `handle` a request, and hear when each one is `finished`."""
+
+    def handle(self, exchange: Exchange) -> None: ...
+
+    def finished(self, exchange: Exchange) -> None: ...
+
+    @property
+    def answer_hooks(self) -> tuple[ResponseHook, ...]:
+        """Response hooks for answers made before a route is chosen (global headers)."""
+        ...
+
+
+class Connection(Protocol):
+    """What the sweeper and a draining worker do with an open connection (ClientConnection)."""
+
+    @property
+    def phase(self) -> int: ...
+
+    @property
+    def deadline(self) -> float: ...
+
+    def expire(self) -> None:
+        """The connection overstayed its phase's deadline."""
+        ...
+
+    def close_if_idle(self) -> None: ...
+
+    def force_close(self) -> None: ...
+
+
 class ServerState:
     """Shared by the connections of one worker process."""
 
     def __init__(self, handler: RequestHandler, settings: ServerSettings) -> None:
         self.handler = handler
         self.settings = settings
-        self.connections: set[ClientConnection] = set()
+        self.connections: set[Connection] = set()
         self.draining = False
         self.loop = asyncio.get_running_loop()
         self.loop_time = self.loop.time
