@@ -158,7 +158,7 @@ class Gateway:
 
     def _timed_out(self, exchange: Exchange) -> None:
         exchange.timer = None
-        if not exchange.connection.is_current(exchange):
+        if not exchange.is_current():
             return
         if exchange.on_cancel is not None:
             exchange.on_cancel()

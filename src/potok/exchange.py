@@ -1,4 +1,12 @@
-"""The per-request object: what was asked, where it went, what came back, and when."""
+"""The per-request object: what was asked, where it went, what came back, and when.
+
+`Exchange` talks to the server only through `Responder`, `RequestBody` and `Tunnel`, the
+protocols below that the server's classes implement (server/connection.py, server/body.py):
+so everything that handles a request (app.py, policies/, upstream/, realtime/) depends
+on this module, never on server/. A responder carries many exchanges (HTTP/1.1: one
+after another on a connection; HTTP/2 later: interleaved streams on one connection), so
+each call about one exchange names it.
+"""
 
 from __future__ import annotations
 
@@ -10,8 +18,11 @@ from potok.errors import problem_body
 if TYPE_CHECKING:
     import asyncio
 
-    from potok.server.body import RequestBody
-    from potok.server.connection import ClientConnection
+    from potok.errors import GatewayError
+    from potok.identity.principal import Principal
+
+Headers = list[tuple[bytes, bytes]]
+ResponseHook = Callable[["Exchange", Headers], Headers]
 
 
 class Producer(Protocol):
@@ -20,6 +31,170 @@ class Producer(Protocol):
     def pause_reading(self) -> None: ...
 
     def resume_reading(self) -> None: ...
+
+
+class BodySink(Protocol):
+    """Where request body bytes go once someone wants them (an upstream connection)."""
+
+    def write_body(self, data: bytes) -> None: ...
+
+    def end_body(self) -> None: ...
+
+
+class Tunnel(Protocol):
+    """The far side of an upgraded connection: raw bytes in both directions."""
+
+    def write(self, data: bytes) -> None: ...
+
+    def write_eof(self) -> None: ...
+
+    def close(self) -> None: ...
+
+    def pause_reading(self) -> None: ...
+
+    def resume_reading(self) -> None: ...
+
+
+class RequestBody(Protocol):
+    """A request body as it arrives, for whoever consumes it (server/body.py implements it).
+
+    Either streamed to one `BodySink` (`attach`), read (`read`, `read_all`: the ASGI
+    bridge), or looked at whole before it is forwarded (`peek_all`: validation)."""
+
+    received: int  # bytes so far
+    complete: bool  # the last byte has arrived
+    max_bytes: int  # a policy may lower it; the server refuses a body past it (413)
+
+    def attach(self, sink: BodySink) -> None:
+        """Send what is buffered to `sink`, then stream the rest to it."""
+        ...
+
+    def detach(self) -> None:
+        """Nobody will consume the rest (answered, or the consumer went away)."""
+        ...
+
+    async def read(self) -> bytes:
+        """The next chunk, or b'' at the end."""
+        ...
+
+    async def read_all(self) -> bytes: ...
+
+    async def peek_all(self) -> bytes:
+        """The whole body, left in place for the consumer that comes after."""
+        ...
+
+    def buffered_bytes(self) -> bytes | None:
+        """The whole body if it has arrived and nobody consumed it yet."""
+        ...
+
+
+class Responder(Protocol):
+    """What answers exchanges: the server side of one client connection.
+
+    Writes are buffered until `flush` (or the end of the response), so a response head
+    and its first body chunk go out in one write."""
+
+    @property
+    def peer_ip(self) -> str: ...
+
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop: ...
+
+    @property
+    def write_paused(self) -> bool:
+        """The client is not taking bytes as fast as they come: producers should pause."""
+        ...
+
+    @property
+    def transport(self) -> asyncio.Transport:
+        """The client's byte stream, for a tunnel once the exchange switched protocols."""
+        ...
+
+    @property
+    def answer_hooks(self) -> tuple[ResponseHook, ...]:
+        """Response hooks for answers given before a route is chosen (global headers)."""
+        ...
+
+    def send_head(
+        self,
+        exchange: Exchange,
+        status: int,
+        reason: bytes | None,
+        headers: Headers,
+        *,
+        length: int | None,
+        body: bool,
+    ) -> None: ...
+
+    def send_body(self, exchange: Exchange, data: bytes) -> None: ...
+
+    def end_response(self, exchange: Exchange) -> None: ...
+
+    def abort(self, exchange: Exchange, reason: str) -> None:
+        """The response cannot be completed: the client must see it cut short."""
+        ...
+
+    def send_informational(self, exchange: Exchange, status: int, headers: Headers) -> None:
+        """A 1xx (103 Early Hints) ahead of the response, where the client's version has them."""
+        ...
+
+    def send_switching(
+        self,
+        exchange: Exchange,
+        headers: Headers,
+        tunnel: Tunnel,
+        idle_timeout: float | None = None,
+    ) -> None:
+        """Answer 101 and from then on pass the client's bytes to `tunnel`."""
+        ...
+
+    def touch(self) -> None:
+        """Traffic from a tunnel's far side: the tunnel is not idle."""
+        ...
+
+    def is_current(self, exchange: Exchange) -> bool:
+        """Whether `exchange` is still being answered (the client may have left)."""
+        ...
+
+    def handler_failed(self, exchange: Exchange, exc: Exception) -> None:
+        """A bug while handling `exchange`: logged, answered 500 or cut short."""
+        ...
+
+    def pause_reading(self) -> None: ...
+
+    def resume_reading(self) -> None: ...
+
+    def flush(self) -> None: ...
+
+    async def drain(self) -> None:
+        """Wait until the client has taken enough of what was written."""
+        ...
+
+
+class RoutePipeline(Protocol):
+    """What an exchange needs of its route's pipeline (policies/pipeline.py)."""
+
+    @property
+    def response_hooks(self) -> tuple[ResponseHook, ...]: ...
+
+
+class Resumable(Protocol):
+    """What holds a request a policy SUSPENDED (the route's pipeline)."""
+
+    def resume(self, exchange: Exchange, refusal: GatewayError | None = None) -> None: ...
+
+
+class ChosenRoute(Protocol):
+    """What an exchange needs of the route that matched it (runtime.py's `Route`)."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def pipeline(self) -> RoutePipeline: ...
+
+    @property
+    def tunnel_idle(self) -> float | None: ...
 
 
 class Exchange:
@@ -66,6 +241,7 @@ class Exchange:
         "service_name",
         "started",
         "status",
+        "suspended_in",
         "target",
         "target_name",
         "timer",
@@ -75,7 +251,7 @@ class Exchange:
         "version",
     )
 
-    def __init__(self, connection: ClientConnection, started: float) -> None:
+    def __init__(self, connection: Responder, started: float) -> None:
         self.connection = connection
         self.started = started
         self.method = b"GET"
@@ -99,7 +275,7 @@ class Exchange:
         self.peer_ip = connection.peer_ip
         self.client_ip = connection.peer_ip
         self.body: RequestBody = None  # type: ignore[assignment]  # set by the connection
-        self.route: Any = None
+        self.route: ChosenRoute | None = None
         self.route_name = ""
         self.service_name = ""
         self.target_name = ""
@@ -118,15 +294,16 @@ class Exchange:
         # The transport feeding the response (an upstream connection), paused when the client lags.
         self.producer: Producer | None = None
         # Who is calling, once an authentication policy has decided (None: anonymous).
-        self.identity: Any = None
+        self.identity: Principal | None = None
         # Free slot for policies that need to pass something along the pipeline.
         self.context: dict[str, Any] | None = None
         # Header lines (`Name: value\r\n`, rendered) a policy decided at request time that
         # every response to this request carries, whoever sends it (the RateLimit headers):
         # cheaper than a response hook, which would run and format on the way out.
         self.response_lines = b""
-        # While a policy holds the request (SUSPENDED): the pipeline's next hook, and on a
-        # route whose hooks run in a task, the future that task awaits.
+        # While a policy holds the request (SUSPENDED): the pipeline holding it, its next
+        # hook, and on a route whose hooks run in a task, the future that task awaits.
+        self.suspended_in: Resumable | None = None
         self.resume_at = 0
         self.resume_waiter: asyncio.Future[None] | None = None
 
@@ -136,6 +313,34 @@ class Exchange:
             if name.lower() == lower_name:
                 return value
         return None
+
+    # The request's progress ------------------------------------------------
+
+    def resume(self, refusal: GatewayError | None = None) -> None:
+        """Go on with a request a policy SUSPENDED (policies/base.py): its pipeline runs
+        the next hook, or answers `refusal`. Once: a second call finds nothing to resume;
+        and nothing happens if the client left meanwhile."""
+        pipeline = self.suspended_in
+        if pipeline is not None:
+            self.suspended_in = None
+            pipeline.resume(self, refusal)
+
+    def is_current(self) -> bool:
+        """Whether this request is still being answered (the client may have left, or the
+        deadline answered it) — checked by whatever resumes it after a wait."""
+        return self.connection.is_current(self)
+
+    def handler_failed(self, exc: Exception) -> None:
+        """A bug while handling this request: logged, answered 500 (or cut short)."""
+        self.connection.handler_failed(self, exc)
+
+    # Reading the request (counted: several parties may pause the client at once) ----
+
+    def pause_reading(self) -> None:
+        self.connection.pause_reading()
+
+    def resume_reading(self) -> None:
+        self.connection.resume_reading()
 
     # Responses -------------------------------------------------------------
 
@@ -160,6 +365,24 @@ class Exchange:
         """Drop the client connection: the response cannot be completed."""
         self.connection.abort(self, reason)
 
+    def send_informational(self, status: int, headers: Headers) -> None:
+        """A 1xx ahead of the response (103 Early Hints), if the client's version has them."""
+        self.connection.send_informational(self, status, headers)
+
+    def switch_protocols(
+        self, headers: Headers, tunnel: Tunnel, idle_timeout: float | None = None
+    ) -> None:
+        """Answer 101 with `headers`; from then on the client's bytes go to `tunnel`, and
+        the client's side is `connection.transport`. `idle_timeout`: closed after that
+        long without a byte either way."""
+        self.connection.send_switching(self, headers, tunnel, idle_timeout)
+
+    async def drain(self) -> None:
+        """Wait until the client has taken enough of what was written (flushed first)."""
+        connection = self.connection
+        connection.flush()
+        await connection.drain()
+
     def respond(
         self,
         status: int,
@@ -172,11 +395,7 @@ class Exchange:
         a proxied answer, or the global ones before a route is chosen."""
         head = [(b"Content-Type", content_type), *headers]
         route = self.route
-        hooks = (
-            route.pipeline.response_hooks
-            if route is not None
-            else self.connection.state.handler.answer_hooks
-        )
+        hooks = route.pipeline.response_hooks if route is not None else self.connection.answer_hooks
         for hook in hooks:
             head = hook(self, head)
         include_body = self.method != b"HEAD"
@@ -195,7 +414,7 @@ class Exchange:
         extra: dict[str, object] | None = None,
     ) -> None:
         """Answer with RFC 9457 problem+json carrying the request id (in the document; the
-        X-Request-ID header is on every answer, see ClientConnection.send_head)."""
+        X-Request-ID header is on every answer, see the server's `send_head`)."""
         document = problem_body(
             status,
             title=title,

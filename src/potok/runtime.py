@@ -1,6 +1,6 @@
 """Config -> Runtime: the compiled route table, each route's pipeline, the services.
 
-A Runtime is immutable once built. A reload (server/reload.py) builds a new one
+A Runtime is immutable once built. A reload (process/reload.py) builds a new one
 beside the old and swaps one reference; requests in flight finish on the
 Runtime they started with. Services whose config did not change are carried
 over as they are (pools, breaker, target health), so a reload that adds a route
@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 
 from potok.config.models import GatewayConfig, RouteConfig
 from potok.config.resilience import FallbackConfig
+from potok.http.settings import ServerSettings
 from potok.identity.services import shared_identity
 from potok.observability.metrics import MetricsRegistry
 from potok.policies.base import BuildContext, Policy, ResponseHook
@@ -36,16 +37,16 @@ from potok.routing.endpoints import (
 )
 from potok.routing.rewrite import Rewriter, compile_rewrite
 from potok.routing.table import RouteEntry, RouteTable
-from potok.server.state import ServerSettings
 from potok.upstream.forwarded import TrustedProxies
 from potok.upstream.metrics import UpstreamMetrics
-from potok.upstream.proxy import Fallback, ProxyCall
+from potok.upstream.proxy import Fallback
 from potok.upstream.request import RequestHeadBuilder
 from potok.upstream.retry import RetryPolicy
 from potok.upstream.service import Service
+from potok.upstream.stage import ProxyStage
 
 if TYPE_CHECKING:
-    from potok.exchange import Exchange
+    pass
 
 
 DEFAULT_ALLOW = b"GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS"
@@ -70,49 +71,6 @@ class Route:
 def _allow(methods: tuple[str, ...]) -> bytes:
     """The methods a route answers but TRACE, for the Allow header of a refused TRACE."""
     return ", ".join(m for m in methods if m != "TRACE").encode() if methods else DEFAULT_ALLOW
-
-
-class ProxyStage:
-    """The terminal stage of a proxied route."""
-
-    __slots__ = ("_build_head", "_drop", "_fallback", "_retry", "_service", "_stage_pipeline")
-
-    def __init__(
-        self,
-        service: Service,
-        build_head: RequestHeadBuilder,
-        drop: frozenset[bytes],
-        retry: RetryPolicy | None,
-        fallback: Fallback | None,
-    ) -> None:
-        self._service = service
-        self._build_head = build_head
-        self._drop = drop
-        self._retry = retry
-        self._fallback = fallback
-        self._stage_pipeline: Pipeline | None = None
-
-    def bind(self, pipeline: Pipeline) -> None:
-        self._stage_pipeline = pipeline
-
-    def __call__(self, exchange: Exchange) -> None:
-        # (Identity headers are not here: the connection drops clients' copies of those
-        # while parsing, for every route; RequestHeadBuilder adds the gateway's own.)
-        if self._drop:
-            drop = self._drop
-            # Underscore twins too (`X_API_Key`): WSGI/CGI servers read them as the real one.
-            exchange.headers = [
-                pair for pair in exchange.headers if pair[0].lower().replace(b"_", b"-") not in drop
-            ]
-        hooks = self._stage_pipeline.response_hooks if self._stage_pipeline is not None else ()
-        ProxyCall(
-            exchange,
-            self._service,
-            self._build_head,
-            hooks,
-            retry=self._retry,
-            fallback=self._fallback,
-        ).start()
 
 
 def settings_from(config: GatewayConfig, dropped_headers: frozenset[bytes]) -> ServerSettings:

@@ -19,11 +19,12 @@ import httptools
 from potok.app import Gateway
 from potok.config.models import GatewayConfig
 from potok.exchange import Exchange
+from potok.http.settings import ServerSettings
 from potok.observability.metrics import GatewayMetrics, MetricsRegistry
 from potok.policies.base import ResponseHook
 from potok.runtime import Runtime
 from potok.server.connection import ClientConnection
-from potok.server.state import ServerSettings, ServerState
+from potok.server.state import ServerState
 
 CLIENT_PEER = ("203.0.113.7", 50123)
 GATEWAY_ADDRESS = ("127.0.0.1", 8080)
@@ -207,7 +208,7 @@ def connect_client(state: ServerState, peer: tuple[str, int] = CLIENT_PEER) -> F
 
 
 def memory_gateway(config: dict[str, Any]) -> tuple[ServerState, Gateway]:
-    """The real Runtime and Gateway for `config`, as server/worker.py wires them (no own API)."""
+    """The real Runtime and Gateway for `config`, as process/worker.py wires them (no own API)."""
     runtime = Runtime(GatewayConfig.model_validate(config))
     gateway = Gateway(runtime, GatewayMetrics(MetricsRegistry("0")), None)
     return ServerState(gateway, runtime.settings), gateway

@@ -7,9 +7,10 @@ import json
 
 import pytest
 
+from potok.http.settings import ServerSettings
 from potok.server.body import BUFFER_HIGH_WATER
-from potok.server.connection import BUSY, IDLE, READING_HEAD, ClientConnection
-from potok.server.state import ServerSettings, ServerState
+from potok.server.connection import ClientConnection
+from potok.server.state import BUSY, IDLE, READING_HEAD, ServerState
 from tests.protocol.memory import (
     FakeTransport,
     RecordingHandler,

@@ -9,8 +9,8 @@ from typing import Any
 
 from potok.config.models import ServerOverload
 from potok.observability.metrics import MetricsRegistry
+from potok.process.supervisor import restart_delay
 from potok.server.admission import Admission
-from potok.server.supervisor import restart_delay
 
 
 class Recorder:

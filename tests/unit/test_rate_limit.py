@@ -14,6 +14,7 @@ import yaml
 
 from potok.config.loader import ConfigError, load_config_text
 from potok.config.redis import RedisConfig
+from potok.exchange import Exchange
 from potok.policies.rate_limit.algorithms import (
     Decision,
     MemoryLimiter,
@@ -111,10 +112,10 @@ def test_the_one_limit_checks_decide_as_the_algorithms(policy: dict[str, Any]) -
     import random
 
     from potok.errors import GatewayError
+    from potok.http.settings import ServerSettings
     from potok.policies.base import BuildContext
     from potok.policies.rate_limit import policy as rate_limit
     from potok.resources import Resources
-    from potok.server.state import ServerSettings
 
     config = RateLimitConfig.model_validate(policy)
     clock = FakeClock()
@@ -496,24 +497,32 @@ def test_run_refuses_workers_override_that_breaks_a_memory_limit(tmp_path: Any) 
 # ------------------------------------------------- pipeline: waiting without a task --
 
 
-class FakeExchange:
-    """What the pipeline touches of an exchange: its connection and a refusal."""
+class FakeResponder:
+    """What the pipeline reaches through an exchange: whether it is still answered, and
+    what a bug does (as the server's `handler_failed`)."""
+
+    peer_ip = "192.0.2.1"
 
     def __init__(self) -> None:
-        self.connection = self
         self.current = True
-        self.body = SimpleNamespace(detach=lambda: None)
-        self.refused: int | None = None
-        self.resume_at = 0
-        self.resume_waiter: Any = None
         self.errors: list[str] = []
-
-    def handler_failed(self, exchange: Any, exc: Exception) -> None:  # as ClientConnection's
-        self.errors.append("handler failed")
-        self.problem(500)
 
     def is_current(self, exchange: Any) -> bool:
         return self.current
+
+    def handler_failed(self, exchange: Any, exc: Exception) -> None:
+        self.errors.append("handler failed")
+        exchange.problem(500)
+
+
+class FakeExchange(Exchange):
+    """A real Exchange on a fake responder; its answers are recorded, not sent."""
+
+    def __init__(self) -> None:
+        self.responder = FakeResponder()
+        super().__init__(self.responder, 0.0)
+        self.body = SimpleNamespace(detach=lambda: None)  # type: ignore[assignment]
+        self.refused: int | None = None
 
     def problem(self, status: int, detail: str | None = None, **_: Any) -> None:
         self.refused = status
@@ -579,7 +588,7 @@ async def test_pipeline_stops_when_the_client_left_while_waiting() -> None:
     pipeline, waiter = waiting_pipeline(seen)
     exchange = FakeExchange()
     pipeline.run(exchange)
-    exchange.current = False
+    exchange.responder.current = False
     waiter.set_result(None)
     await asyncio.sleep(0)
     assert seen == ["limit"] and exchange.refused is None
@@ -647,7 +656,7 @@ async def test_a_suspended_request_resumes_at_the_next_hook_in_the_same_call() -
     tasks = len(asyncio.all_tasks())
     pipeline.run(exchange)
     assert seen == ["limit"] and len(asyncio.all_tasks()) == tasks
-    pipeline.resume(exchange)
+    exchange.resume()
     assert seen == ["limit", "validate", "upstream"]  # no loop iteration in between
 
 
@@ -658,7 +667,7 @@ async def test_a_suspended_request_is_refused_with_the_policys_error() -> None:
     pipeline = suspending_pipeline(seen)
     exchange = FakeExchange()
     pipeline.run(exchange)
-    pipeline.resume(exchange, TooManyRequests("over"))
+    exchange.resume(TooManyRequests("over"))
     assert seen == ["limit"] and exchange.refused == 429
 
 
@@ -667,8 +676,8 @@ async def test_resume_after_the_client_left_does_nothing() -> None:
     pipeline = suspending_pipeline(seen)
     exchange = FakeExchange()
     pipeline.run(exchange)
-    exchange.current = False
-    pipeline.resume(exchange)
+    exchange.responder.current = False
+    exchange.resume()
     assert seen == ["limit"] and exchange.refused is None
 
 
@@ -680,8 +689,8 @@ async def test_a_bug_after_resume_answers_500_and_does_not_raise_into_the_store(
     pipeline = suspending_pipeline(seen, terminal=broken)
     exchange = FakeExchange()
     pipeline.run(exchange)
-    pipeline.resume(exchange)
-    assert exchange.refused == 500 and exchange.errors == ["handler failed"]
+    exchange.resume()
+    assert exchange.refused == 500 and exchange.responder.errors == ["handler failed"]
 
 
 async def test_a_suspending_hook_on_a_route_with_a_coroutine_policy() -> None:
@@ -713,7 +722,7 @@ async def test_a_suspending_hook_on_a_route_with_a_coroutine_policy() -> None:
         for _ in range(3):
             await asyncio.sleep(0)
         assert seen == ["auth", "limit"] and exchange.resume_waiter is not None
-        pipeline.resume(exchange, refusal)
+        exchange.resume(refusal)
         for _ in range(3):
             await asyncio.sleep(0)
         if refusal is None:

@@ -5,8 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 from potok.config.models import GatewayConfig
+from potok.process.reload import restart_only_changes
 from potok.runtime import Runtime
-from potok.server.reload import restart_only_changes
 from potok.upstream.pool import ConnectionPool
 
 

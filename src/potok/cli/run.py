@@ -12,8 +12,8 @@ from potok.cli.common import add_config_argument, load_or_report
 from potok.config.models import GatewayConfig
 from potok.config.source import ConfigSource, with_overrides
 from potok.observability.logging import configure_logging
-from potok.server.supervisor import Supervisor
-from potok.server.worker import run_worker
+from potok.process.supervisor import Supervisor
+from potok.process.worker import run_worker
 
 
 def register(commands: Any) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from potok.http11 import header_block
+from potok.http.http11 import header_block
 from potok.identity.config import IdentityHeadersConfig
 
 _UNSAFE = str.maketrans("", "", "\r\n\x00")

@@ -11,10 +11,10 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from potok.config.redis import RedisConfig
     from potok.exchange import Exchange
+    from potok.http.settings import ServerSettings
     from potok.identity.services import IdentityServices
     from potok.observability.metrics import MetricsRegistry
     from potok.resources import Resources
-    from potok.server.state import ServerSettings
 
 Headers = list[tuple[bytes, bytes]]
 
@@ -37,9 +37,10 @@ class Suspended:
 
 SUSPENDED = Suspended()
 """What `on_request` returns when the request waits for an answer the policy will get
-later (a batched store's reply): the policy then calls `pipeline.resume(exchange,
-refusal)` exactly once — later, never before the hook has returned. Cheaper than a
-`Waiting` future: no future, no done-callback, no loop iteration to go on."""
+later (a batched store's reply): the policy then calls `exchange.resume(refusal)` (the
+pipeline that suspended it goes on) exactly once — later, never before the hook has
+returned. Cheaper than a `Waiting` future: no future, no done-callback, no loop
+iteration to go on."""
 
 RequestOutcome = Waiting | Suspended | None
 """What `on_request` returns: None to go on at once, or how the request waits."""
@@ -76,7 +77,7 @@ class Policy:
 
     `on_request` runs before the upstream stage and refuses by raising a
     `GatewayError`; when it must wait for an answer that others' requests share (a
-    batched store), it returns `SUSPENDED` (and resumes the pipeline itself) or a
+    batched store), it returns `SUSPENDED` (and calls `exchange.resume` itself) or a
     `Waiting` future (and the pipeline goes on when that is done) — no task per
     request either way. `on_request_async` is a coroutine for
     policies that must wait on their own I/O (a task is created per request on routes

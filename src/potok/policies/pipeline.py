@@ -65,6 +65,7 @@ class Pipeline:
                 waiting = hook(exchange)
                 if waiting is not None:
                     if waiting is SUSPENDED:
+                        exchange.suspended_in = self
                         exchange.resume_at = index
                     else:
                         waiting.add_done_callback(partial(self._waited, exchange, index))  # type: ignore[union-attr]
@@ -75,7 +76,8 @@ class Pipeline:
         self.terminal(exchange)
 
     def resume(self, exchange: Exchange, refusal: GatewayError | None = None) -> None:
-        """Go on with a request a hook SUSPENDED: with the next hook, or refuse it."""
+        """Go on with a request a hook SUSPENDED: with the next hook, or refuse it.
+        (Policies call `exchange.resume`, which finds this pipeline.)"""
         waiter = exchange.resume_waiter
         if waiter is not None:  # the route's hooks run in a task, which awaits this
             exchange.resume_waiter = None
@@ -85,7 +87,7 @@ class Pipeline:
                 else:
                     waiter.set_exception(refusal)
             return
-        if not exchange.connection.is_current(exchange):
+        if not exchange.is_current():
             return  # the client left (or the deadline answered) while the request waited
         if refusal is not None:
             refuse(exchange, refusal)
@@ -93,7 +95,7 @@ class Pipeline:
         try:
             self._proceed(exchange, exchange.resume_at)
         except Exception as exc:  # a bug: answered as the connection does, the caller goes on
-            exchange.connection.handler_failed(exchange, exc)
+            exchange.handler_failed(exc)
 
     def _waited(self, exchange: Exchange, start: int, waiting: Waiting) -> None:
         error = waiting.exception()
@@ -102,7 +104,7 @@ class Pipeline:
                 refuse(exchange, error)
                 return
             raise error  # a bug: reported by the loop's exception handler, as from a task
-        if not exchange.connection.is_current(exchange):
+        if not exchange.is_current():
             return  # the client left while the request waited
         self._proceed(exchange, start)
 
@@ -114,6 +116,7 @@ class Pipeline:
                 elif policy.on_request is not None:
                     waiting = policy.on_request(exchange)
                     if waiting is SUSPENDED:  # resume() settles this future
+                        exchange.suspended_in = self
                         waiting = asyncio.get_running_loop().create_future()
                         exchange.resume_waiter = waiting
                     if waiting is not None:
@@ -121,7 +124,7 @@ class Pipeline:
         except GatewayError as error:
             refuse(exchange, error)
             return
-        if exchange.connection.is_current(exchange):
+        if exchange.is_current():
             self.terminal(exchange)
 
 

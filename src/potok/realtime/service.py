@@ -64,7 +64,7 @@ class Realtime:
 
     async def start(self) -> None:
         # (The worker tunes the garbage collector for the many long-lived connections:
-        # server/gc_tuning.py.)
+        # process/gc_tuning.py.)
         await self.bus.start(self.hub.deliver, self.bus_error, self._bus_reconnected)
         self.hub.start()
         self._started = True

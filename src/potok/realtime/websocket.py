@@ -26,9 +26,8 @@ from potok.server.websocket import (
 if TYPE_CHECKING:
     from websockets.server import ServerProtocol
 
-    from potok.exchange import Exchange
+    from potok.exchange import Exchange, Responder
     from potok.realtime.service import Realtime
-    from potok.server.connection import ClientConnection
 
 log = structlog.get_logger("potok.realtime")
 
@@ -66,14 +65,14 @@ class RealtimeEndpoint:
         try:
             principal = await self.realtime.auth.verify(token)
         except TokenRejected as exc:
-            if exchange.connection.is_current(exchange):
+            if exchange.is_current():
                 exchange.problem(
                     401,
                     exc.reason,
                     headers=((b"WWW-Authenticate", b'Bearer error="invalid_token"'),),
                 )
             return
-        if exchange.connection.is_current(exchange):
+        if exchange.is_current():
             self._switch(exchange, principal)
 
     def _switch(self, exchange: Exchange, principal: Principal | None) -> None:
@@ -87,7 +86,7 @@ class RealtimeEndpoint:
             return
         protocol, headers = accepted
         session = RealtimeSession(realtime, exchange.connection, protocol, principal)
-        exchange.connection.send_switching(exchange, headers, session)
+        exchange.switch_protocols(headers, session)
         session.opened()
 
 
@@ -97,7 +96,7 @@ class RealtimeSession(WebSocketEndpoint):
     def __init__(
         self,
         realtime: Realtime,
-        connection: ClientConnection,
+        connection: Responder,
         protocol: ServerProtocol,
         principal: Principal | None,
     ) -> None:

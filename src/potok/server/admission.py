@@ -29,7 +29,7 @@ if TYPE_CHECKING:
     from potok.config.models import ServerOverload
     from potok.exchange import Exchange
     from potok.policies.base import ResponseHook
-    from potok.server.connection import RequestHandler
+    from potok.server.state import RequestHandler
 
 log = structlog.get_logger("potok.admission")
 

@@ -73,7 +73,7 @@ class AsgiBridge:
         response = _Response(exchange)
 
         async def receive() -> Message:
-            if response.finished or not exchange.connection.is_current(exchange):
+            if response.finished or not exchange.is_current():
                 return {"type": "http.disconnect"}
             data = await exchange.body.read()
             more = not exchange.body.complete
@@ -95,7 +95,7 @@ class AsgiBridge:
             return
         finally:
             response.gone.set()
-        if not response.finished and exchange.connection.is_current(exchange):
+        if not response.finished and exchange.is_current():
             if exchange.response_started:
                 exchange.end()
             else:
@@ -113,7 +113,7 @@ class _Response:
 
     async def send(self, message: Message) -> None:
         exchange = self.exchange
-        if self.finished or not exchange.connection.is_current(exchange):
+        if self.finished or not exchange.is_current():
             return
         kind = message["type"]
         if kind == "http.response.start":
@@ -139,8 +139,7 @@ class _Response:
             if body and exchange.method != b"HEAD":
                 exchange.send_body(body)
             if message.get("more_body", False):
-                exchange.connection.flush()
-                await exchange.connection.drain()
+                await exchange.drain()
             else:
                 self.finished = True
                 exchange.end()

@@ -6,11 +6,12 @@ import asyncio
 import signal
 
 from potok.exchange import Exchange
+from potok.http.settings import ServerSettings
 from potok.policies.base import ResponseHook
 from potok.server.asgi import AsgiApp, AsgiBridge
 from potok.server.connection import ClientConnection
 from potok.server.listener import listening_socket
-from potok.server.state import ServerSettings, ServerState
+from potok.server.state import ServerState
 
 
 class _AsgiOnly:

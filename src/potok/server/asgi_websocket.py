@@ -186,7 +186,7 @@ class AsgiWebSocket(WebSocketEndpoint):
 
     def _accept(self, message: Message) -> None:
         exchange = self.exchange
-        if self.accepted or exchange is None or not exchange.connection.is_current(exchange):
+        if self.accepted or exchange is None or not exchange.is_current():
             return
         subprotocol = message.get("subprotocol")
         accepted = handshake(
@@ -208,7 +208,7 @@ class AsgiWebSocket(WebSocketEndpoint):
         self.owner.open.add(self)
         if self.limits.on_open is not None:
             self.limits.on_open()
-        exchange.connection.send_switching(exchange, headers + extra, self)
+        exchange.switch_protocols(headers + extra, self)
 
     def _gone_before_accept(self) -> None:
         self.exchange = None
@@ -218,7 +218,7 @@ class AsgiWebSocket(WebSocketEndpoint):
 
     def _refuse(self, status: int, detail: str) -> None:
         exchange, self.exchange = self.exchange, None
-        if exchange is not None and exchange.connection.is_current(exchange):
+        if exchange is not None and exchange.is_current():
             exchange.problem(status, detail)
 
     # The client's side ---------------------------------------------------------------

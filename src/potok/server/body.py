@@ -1,4 +1,6 @@
-"""A request body as it arrives: handed straight to a sink, or buffered (bounded) until one is."""
+"""A request body as it arrives: handed straight to a sink, or buffered (bounded) until one is.
+
+`IncomingBody` is the server's `RequestBody` (potok/exchange.py), what handlers see."""
 
 from __future__ import annotations
 
@@ -6,22 +8,24 @@ import asyncio
 from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
-    from potok.server.connection import ClientConnection
+    from potok.exchange import BodySink
 
 
-class BodySink(Protocol):
-    """Where body bytes go once someone wants them (an upstream connection, usually)."""
+class _Reader(Protocol):
+    """What a body steers on the connection it arrives on (the ClientConnection)."""
 
-    def write_body(self, data: bytes) -> None: ...
+    def pause_reading(self) -> None: ...
 
-    def end_body(self) -> None: ...
+    def resume_reading(self) -> None: ...
+
+    def send_continue(self) -> None: ...
 
 
 # Bytes buffered with nobody reading before the client socket is paused.
 BUFFER_HIGH_WATER = 256 * 1024
 
 
-class RequestBody:
+class IncomingBody:
     """Streams body chunks from the parser to one consumer with back-pressure.
 
     Before a sink is attached, chunks wait here, and reading from the client
@@ -44,7 +48,7 @@ class RequestBody:
         "received",
     )
 
-    def __init__(self, connection: ClientConnection, max_bytes: int, expect_continue: bool) -> None:
+    def __init__(self, connection: _Reader, max_bytes: int, expect_continue: bool) -> None:
         self._connection = connection
         self._chunks: list[bytes] = []
         self._size = 0

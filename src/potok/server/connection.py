@@ -15,13 +15,13 @@ import sys
 import time
 from collections import deque
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING
 
 import httptools
 
 from potok.errors import problem_body
-from potok.exchange import Exchange
-from potok.http11 import (
+from potok.exchange import Exchange, ResponseHook, Tunnel
+from potok.http.http11 import (
     CONTINUE_100,
     CRLF,
     HOP_BY_HOP,
@@ -32,38 +32,11 @@ from potok.http11 import (
     status_line,
 )
 from potok.observability.request_id import accept_request_id, new_request_id
-from potok.server.body import RequestBody
+from potok.server.body import IncomingBody
+from potok.server.state import BUSY, IDLE, READING_HEAD, TUNNEL
 
 if TYPE_CHECKING:
-    from potok.policies.base import ResponseHook
     from potok.server.state import ServerState
-
-
-class RequestHandler(Protocol):
-    """What the server calls: `handle` a request, and hear when each one is `finished`."""
-
-    def handle(self, exchange: Exchange) -> None: ...
-
-    def finished(self, exchange: Exchange) -> None: ...
-
-    @property
-    def answer_hooks(self) -> tuple[ResponseHook, ...]:
-        """Response hooks for answers made before a route is chosen (global headers)."""
-        ...
-
-
-class Tunnel(Protocol):
-    """The far side of an upgraded connection: raw bytes in both directions."""
-
-    def write(self, data: bytes) -> None: ...
-
-    def write_eof(self) -> None: ...
-
-    def close(self) -> None: ...
-
-    def pause_reading(self) -> None: ...
-
-    def resume_reading(self) -> None: ...
 
 
 class _Reject(Exception):
@@ -88,8 +61,6 @@ class _PendingError:
 # Framing of the response body being written.
 _NO_BODY, _LENGTH, _CHUNKED, _UNTIL_CLOSE = 0, 1, 2, 3
 
-# Connection phases, for the sweeper's timeouts.
-IDLE, READING_HEAD, BUSY, TUNNEL = 0, 1, 2, 3
 
 # Special request headers, pulled out while parsing (value: what to do with them).
 (
@@ -193,7 +164,7 @@ _ERROR_TITLES = {
 
 
 class ClientConnection(asyncio.Protocol):
-    """The server side of one TCP connection."""
+    """The server side of one TCP connection: the `Responder` of its exchanges."""
 
     __slots__ = (
         "_active",
@@ -220,6 +191,7 @@ class ClientConnection(asyncio.Protocol):
         "_tunnel_idle",
         "_url",
         "deadline",
+        "loop",
         "peer_ip",
         "phase",
         "state",
@@ -229,6 +201,7 @@ class ClientConnection(asyncio.Protocol):
 
     def __init__(self, state: ServerState) -> None:
         self.state = state
+        self.loop = state.loop
         self.transport: asyncio.Transport = None  # type: ignore[assignment]
         self.peer_ip = ""
         self._parser = httptools.HttpRequestParser(self)
@@ -486,7 +459,7 @@ class ClientConnection(asyncio.Protocol):
             self._apply_connection_header(exchange, self._connection_header)
         if exchange.upgrade is not None and not parser.should_upgrade():
             exchange.upgrade = None
-        exchange.body = RequestBody(
+        exchange.body = IncomingBody(
             self, self.state.settings.max_body_bytes, exchange.expect_continue
         )
         self._queue.append(exchange)
@@ -500,14 +473,17 @@ class ClientConnection(asyncio.Protocol):
         if exchange is None:
             return
         exchange.bytes_in += len(data)
-        if not exchange.body.feed(data):
+        # Handlers see the body as a `RequestBody`; the parser feeds the server's own.
+        body: IncomingBody = exchange.body  # type: ignore[assignment]
+        if not body.feed(data):
             raise _Reject(413, "request body exceeds the limit")
 
     def on_message_complete(self) -> None:
         exchange = self._exchange
         if exchange is not None:
             self._exchange = None
-            exchange.body.finish()
+            body: IncomingBody = exchange.body  # type: ignore[assignment]  # see on_body
+            body.finish()
 
     # Dispatch ----------------------------------------------------------------
 
@@ -655,10 +631,11 @@ class ClientConnection(asyncio.Protocol):
         if active is not None and not active.response_started and active.version == "1.1":
             self._write(CONTINUE_100)
 
-    def send_informational(self, status: int, headers: list[tuple[bytes, bytes]]) -> None:
+    def send_informational(
+        self, exchange: Exchange, status: int, headers: list[tuple[bytes, bytes]]
+    ) -> None:
         """A 1xx from upstream (e.g. 103 Early Hints), for HTTP/1.1 clients only."""
-        active = self._active
-        if active is not None and not active.response_started and active.version == "1.1":
+        if exchange is self._active and not exchange.response_started and exchange.version == "1.1":
             self._pending.append(status_line(status) + header_block(headers) + CRLF)
 
     def send_head(
@@ -814,6 +791,10 @@ class ClientConnection(asyncio.Protocol):
     def is_current(self, exchange: Exchange) -> bool:
         """Whether `exchange` is still the one being answered (the client may have left)."""
         return exchange is self._active and not self._closed
+
+    @property
+    def answer_hooks(self) -> tuple[ResponseHook, ...]:
+        return self.state.handler.answer_hooks
 
     # For the sweeper and shutdown ----------------------------------------------
 

@@ -4,38 +4,54 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 import structlog
 
+from potok.http.settings import ServerSettings
 from potok.observability.client_log import ThrottledClientLog
 
 if TYPE_CHECKING:
-    from potok.server.connection import ClientConnection, RequestHandler
+    from potok.exchange import Exchange, ResponseHook
 
 log = structlog.get_logger("potok.server")
 
+# Connection phases (`ClientConnection.phase`), for the sweeper's timeouts: an IDLE
+# keep-alive connection and a slow READING_HEAD one have the settings' deadlines, a
+# TUNNEL its idle timeout; a BUSY one is answering a request, which the request's own
+# deadline (the route's timer, app.py) bounds, so the sweeper leaves it alone.
+IDLE, READING_HEAD, BUSY, TUNNEL = 0, 1, 2, 3
 
-@dataclass(frozen=True, slots=True)
-class ServerSettings:
-    """Plain numbers read by the connections (no pydantic on the hot path)."""
 
-    header_read_timeout: float = 10.0
-    keepalive_timeout: float = 75.0
-    max_url_bytes: int = 8192
-    max_header_bytes: int = 16384
-    max_headers: int = 100
-    max_body_bytes: int = 5 * 1024 * 1024
-    # Request headers only the gateway sets (the identity headers), lower-case: dropped
-    # while parsing, so no route ever sees a client's copy.
-    dropped_headers: frozenset[bytes] = frozenset()
+class RequestHandler(Protocol):
+    """What the server calls: `handle` a request, and hear when each one is `finished`."""
+
+    def handle(self, exchange: Exchange) -> None: ...
+
+    def finished(self, exchange: Exchange) -> None: ...
 
     @property
-    def max_head_total(self) -> int:
-        # Raw bytes allowed while a head is incomplete: a single huge header value
-        # is otherwise held whole by the parser before any callback sees it.
-        return self.max_url_bytes + self.max_header_bytes + 4096
+    def answer_hooks(self) -> tuple[ResponseHook, ...]:
+        """Response hooks for answers made before a route is chosen (global headers)."""
+        ...
+
+
+class Connection(Protocol):
+    """What the sweeper and a draining worker do with an open connection (ClientConnection)."""
+
+    @property
+    def phase(self) -> int: ...
+
+    @property
+    def deadline(self) -> float: ...
+
+    def expire(self) -> None:
+        """The connection overstayed its phase's deadline."""
+        ...
+
+    def close_if_idle(self) -> None: ...
+
+    def force_close(self) -> None: ...
 
 
 class ServerState:
@@ -44,7 +60,7 @@ class ServerState:
     def __init__(self, handler: RequestHandler, settings: ServerSettings) -> None:
         self.handler = handler
         self.settings = settings
-        self.connections: set[ClientConnection] = set()
+        self.connections: set[Connection] = set()
         self.draining = False
         self.loop = asyncio.get_running_loop()
         self.loop_time = self.loop.time
@@ -58,7 +74,7 @@ class ServerState:
 
         def sweep() -> None:
             now = self.loop_time()
-            for connection in [c for c in self.connections if c.phase != 2 and c.deadline < now]:
+            for connection in [c for c in self.connections if c.phase != BUSY and c.deadline < now]:
                 connection.expire()
             self._sweeper = self.loop.call_later(interval, sweep)
 

@@ -2,7 +2,7 @@
 
 The handshake and the incoming frames are handled by the `websockets`
 library's `ServerProtocol`; the connection switches with
-`ClientConnection.send_switching`, after which every byte the client sends
+`Exchange.switch_protocols`, after which every byte the client sends
 arrives in `WebSocketEndpoint.write` (the Tunnel protocol). Outgoing frames may
 be written by the protocol object (replies, pings, close) or, pre-encoded once
 for many clients, straight to the transport: both are whole frames on one
@@ -37,8 +37,7 @@ from websockets.typing import Origin, Subprotocol
 log = structlog.get_logger("potok.websocket")
 
 if TYPE_CHECKING:
-    from potok.exchange import Exchange
-    from potok.server.connection import ClientConnection
+    from potok.exchange import Exchange, Responder
 
 # Close codes used by the gateway.
 CLOSE_NORMAL = 1000
@@ -125,7 +124,7 @@ class WebSocketEndpoint:
     # `write_frames` says it is a slow consumer.
     send_limit = 1024 * 1024
 
-    def __init__(self, connection: ClientConnection, protocol: ServerProtocol) -> None:
+    def __init__(self, connection: Responder, protocol: ServerProtocol) -> None:
         self.connection = connection
         self.transport = connection.transport
         self._queued: deque[bytes] = deque()
@@ -140,7 +139,7 @@ class WebSocketEndpoint:
         self._close_timer: asyncio.TimerHandle | None = None
         self.close_code: int | None = None
 
-    # Tunnel protocol (called by ClientConnection) ------------------------------
+    # Tunnel protocol (called by the client connection) --------------------------
 
     def write(self, data: bytes) -> None:
         self.last_seen = self.loop.time()

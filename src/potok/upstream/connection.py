@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Protocol
 
 import httptools
 
-from potok.http11 import CRLF, HOP_BY_HOP, LAST_CHUNK, connection_tokens
+from potok.http.http11 import CRLF, HOP_BY_HOP, LAST_CHUNK, connection_tokens
 
 # Response headers the client never gets from the upstream: hop-by-hop ones, and
 # X-Request-ID (the gateway sends its own id, the one the upstream was given, once).

@@ -94,7 +94,7 @@ class ProxyCall:
         self._response_hooks = response_hooks
         self._retry = retry
         self._fallback = fallback
-        self._loop = exchange.connection.state.loop
+        self._loop = exchange.connection.loop
         self._connection: UpstreamConnection | None = None
         self._target: Target | None = None
         self._timer: asyncio.TimerHandle | asyncio.Handle | None = None
@@ -247,7 +247,7 @@ class ProxyCall:
         exchange.send_head(status, headers, reason=reason, length=length, body=has_body)
 
     def response_informational(self, status: int, headers: list[tuple[bytes, bytes]]) -> None:
-        self.exchange.connection.send_informational(status, headers)
+        self.exchange.send_informational(status, headers)
 
     def response_body(self, data: bytes) -> None:
         self.exchange.send_body(data)
@@ -273,8 +273,7 @@ class ProxyCall:
         client = exchange.connection
         connection.listener = None
         connection.start_tunnel(client.transport, client.touch)
-        client.send_switching(
-            exchange,
+        exchange.switch_protocols(
             [*headers, (b"Connection", b"upgrade")],
             connection,
             idle_timeout=exchange.route.tunnel_idle if exchange.route is not None else None,
@@ -313,17 +312,17 @@ class ProxyCall:
         self._attempt_failed("reset", 502, reason, sent=True)
 
     def flush_client(self) -> None:
-        self.exchange.connection.flush()
+        self.exchange.connection.flush()  # the responder's own: no extra call per chunk
 
     def pause_client_reading(self) -> None:
         if not self._client_paused and not self._done:
             self._client_paused = True
-            self.exchange.connection.pause_reading()
+            self.exchange.pause_reading()
 
     def resume_client_reading(self) -> None:
         if self._client_paused:
             self._client_paused = False
-            self.exchange.connection.resume_reading()
+            self.exchange.resume_reading()
 
     # Failures and retries ------------------------------------------------------------
 

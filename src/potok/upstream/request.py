@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from potok.http11 import header_block
+from potok.http.http11 import header_block
 
 if TYPE_CHECKING:
     from potok.exchange import Exchange

@@ -70,7 +70,7 @@ class InFlight(Generic[T]):
 
 
 def _in_flight(exchange: Exchange) -> bool:
-    return exchange.connection.is_current(exchange)
+    return exchange.is_current()
 
 
 def build(config: ConcurrencyLimitConfig | None, context: BuildContext) -> Policy | None:

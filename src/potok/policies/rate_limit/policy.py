@@ -103,7 +103,7 @@ def _redis_check(
             if heads is not None:  # reset_ms is whole: (ms + 999) // 1000 rounds it up, >= 1
                 seconds = (outcome[3] + 999) // 1000 or 1
                 exchange.response_lines += heads[index] % (outcome[2], seconds)
-            exchange.route.pipeline.resume(exchange)
+            exchange.resume()
             return
         try:
             if isinstance(outcome, StoreUnavailable):
@@ -111,9 +111,9 @@ def _redis_check(
             else:
                 limiter.refuse(decision(outcome))
         except GatewayError as refusal:
-            exchange.route.pipeline.resume(exchange, refusal)
+            exchange.resume(refusal)
             return
-        exchange.route.pipeline.resume(exchange)  # on_store_error: allow
+        exchange.resume()  # on_store_error: allow
 
     one_limit = len(limits) == 1
     by_ip = one_limit and limits[0].key == "ip"

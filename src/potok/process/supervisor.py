@@ -31,9 +31,9 @@ import structlog
 
 from potok.config.models import GatewayConfig
 from potok.config.source import ConfigSource
+from potok.process.reload import Refused, load_candidate, log_refusal
+from potok.process.worker import run_worker
 from potok.server.listener import PortInUse, effective_backlog, listening_sockets
-from potok.server.reload import Refused, load_candidate, log_refusal
-from potok.server.worker import run_worker
 
 log = structlog.get_logger("potok.supervisor")
 

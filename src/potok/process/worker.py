@@ -1,4 +1,5 @@
-"""One worker process: build the runtime, serve, and drain on SIGTERM."""
+"""One worker process: wire the application (own API, Runtime, Gateway), serve it with the
+HTTP server (server/), reload on SIGHUP, and drain on SIGTERM."""
 
 from __future__ import annotations
 
@@ -7,8 +8,9 @@ import resource
 import signal
 import socket
 import sys
+from dataclasses import dataclass
 from pathlib import Path
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 import structlog
 import uvloop
@@ -27,15 +29,18 @@ from potok.observability.metrics import (
     build_prometheus_registry,
     write_snapshots,
 )
+from potok.process.gc_tuning import tune_gc
+from potok.process.reload import Reloader
 from potok.resources import Resources
 from potok.runtime import Runtime
 from potok.server.admission import Admission
 from potok.server.asgi import AsgiBridge
 from potok.server.connection import ClientConnection
-from potok.server.gc_tuning import tune_gc
 from potok.server.listener import PortInUse, effective_backlog, listening_socket
-from potok.server.reload import Reloader
 from potok.server.state import ServerState
+
+if TYPE_CHECKING:
+    from potok.realtime.service import Realtime
 
 log = structlog.get_logger("potok.worker")
 
@@ -43,6 +48,61 @@ POOL_PRUNE_INTERVAL = 5.0
 
 # SIGHUPs that arrived before the event loop's handler was installed.
 _early_sighups: list[int] = []
+
+
+@dataclass
+class _Wired:
+    """One worker's application, built from the config: what `serve` starts and stops."""
+
+    registry: MetricsRegistry
+    metrics: GatewayMetrics
+    store: SnapshotStore | None
+    access_log: AccessLog | None
+    resources: Resources
+    bridge: AsgiBridge
+    realtime: Realtime | None
+    gateway: Gateway
+    admission: Admission
+    state: ServerState
+
+
+async def _wire(config: GatewayConfig, worker_id: str, metrics_dir: Path | None) -> _Wired:
+    """Metrics, the own API behind its ASGI bridge, the Runtime, the Gateway and the state
+    the server's connections share; identity's migrations and the realtime bus started."""
+    registry = MetricsRegistry(worker_id)
+    metrics = GatewayMetrics(registry)
+    ProcessMetrics(registry)
+    store = SnapshotStore(metrics_dir, worker_id) if metrics_dir is not None else None
+    prometheus = build_prometheus_registry(registry, store)
+    access_log = (
+        AccessLog(config.logging.access_log.path, worker_id)
+        if config.logging.access_log.enabled
+        else None
+    )
+    holder: dict[str, ServerState] = {}  # the API asks the state and gateway built after it
+    api = create_api(
+        ApiContext(
+            is_ready=lambda: not holder["state"].draining,
+            runtime=lambda: gateway.runtime,
+            prometheus=prometheus,
+        )
+    )
+    resources = Resources()
+    bridge = AsgiBridge(api, (config.server.host, config.server.port))
+    runtime = Runtime(config, bridge, resources, registry)
+    await runtime.identity.start()  # migrations run before the listener accepts anything
+    realtime = runtime.realtime
+    if realtime is not None:
+        await realtime.start()
+        bridge.websockets.limits = realtime.socketio_limits()
+    gateway = Gateway(runtime, metrics, access_log)
+    admission = Admission(gateway, config.server.overload, registry)
+    state = ServerState(admission, runtime.settings)
+    holder["state"] = state
+    state.on_refusal = lambda status: metrics.refused.inc((str(status),))
+    return _Wired(
+        registry, metrics, store, access_log, resources, bridge, realtime, gateway, admission, state
+    )
 
 
 async def serve(
@@ -60,39 +120,8 @@ async def serve(
     without one this worker claims the port itself.
     """
     loop = asyncio.get_running_loop()
-    registry = MetricsRegistry(worker_id)
-    metrics = GatewayMetrics(registry)
-    ProcessMetrics(registry)
-    store = SnapshotStore(metrics_dir, worker_id) if metrics_dir is not None else None
-    prometheus = build_prometheus_registry(registry, store)
-    access_log = (
-        AccessLog(config.logging.access_log.path, worker_id)
-        if config.logging.access_log.enabled
-        else None
-    )
-
-    holder: dict[str, ServerState] = {}
-    api = create_api(
-        ApiContext(
-            is_ready=lambda: not holder["state"].draining,
-            runtime=lambda: gateway.runtime,
-            prometheus=prometheus,
-        )
-    )
-    server_address = (config.server.host, config.server.port)
-    resources = Resources()
-    bridge = AsgiBridge(api, server_address)
-    runtime = Runtime(config, bridge, resources, registry)
-    await runtime.identity.start()  # migrations run before the listener accepts anything
-    realtime = runtime.realtime
-    if realtime is not None:
-        await realtime.start()
-        bridge.websockets.limits = realtime.socketio_limits()
-    gateway = Gateway(runtime, metrics, access_log)
-    admission = Admission(gateway, config.server.overload, registry)
-    state = ServerState(admission, runtime.settings)
-    holder["state"] = state
-    state.on_refusal = lambda status: metrics.refused.inc((str(status),))
+    app = await _wire(config, worker_id, metrics_dir)
+    state = app.state
     watching = source is not None and config.reload.watch and not supervised
     # Under the supervisor, it watches the file and sends SIGHUP (one log line, not N).
     seen = await asyncio.to_thread(source.fingerprint) if watching and source is not None else None
@@ -103,26 +132,21 @@ async def serve(
     # The backlog again: the event loop calls listen() itself, with 100 unless told.
     server = await loop.create_server(lambda: ClientConnection(state), sock=sock, backlog=backlog)
     state.start_sweeper()
-    admission.start()
+    app.admission.start()
+    runtime = app.gateway.runtime
     # Worker 0 alone serves the metrics listener: a scrape merges every worker's
     # metrics whichever worker answers, and a port has one owner (server/listener.py).
     admin = (
-        await _admin_listener(config, runtime, metrics, access_log) if worker_id == "0" else None
+        await _admin_listener(config, runtime, app.metrics, app.access_log)
+        if worker_id == "0"
+        else None
     )
-    gateways = [gateway] if admin is None else [gateway, admin.gateway]
+    gateways = [app.gateway] if admin is None else [app.gateway, admin.gateway]
     runtime.start()
-    background = [loop.create_task(_prune_pools(gateway))]
-    if store is not None:
-        background.append(loop.create_task(write_snapshots(registry, store)))
-    reloader = _reloader(
-        source,
-        gateways=gateways,
-        admission=admission,
-        state=state,
-        bridge=bridge,
-        resources=resources,
-        registry=registry,
-    )
+    background = [loop.create_task(_prune_pools(app.gateway))]
+    if app.store is not None:
+        background.append(loop.create_task(write_snapshots(app.registry, app.store)))
+    reloader = _reloader(source, gateways=gateways, app=app)
     loop.add_signal_handler(signal.SIGHUP, _on_sighup, reloader)
     if _early_sighups:  # sent while this worker was starting: the file may be newer
         _early_sighups.clear()
@@ -138,25 +162,33 @@ async def serve(
     log.info("listening", host=config.server.host, port=config.server.port, worker=worker_id)
     tune_gc()
     await stop.wait()
+    await _shut_down(app, server, admin, background)
+    log.info("stopped", worker=worker_id)
 
+
+async def _shut_down(
+    app: _Wired,
+    server: asyncio.Server,
+    admin: AdminListener | None,
+    background: list[asyncio.Task[None]],
+) -> None:
     # WebSocket clients hear 1001 (going away) before the drain closes idle connections.
-    bridge.websockets.going_away()
-    if realtime is not None:
-        await realtime.shutdown()
-    await _drain(state, server, gateway.runtime.config)  # the newest, after reloads
+    app.bridge.websockets.going_away()
+    if app.realtime is not None:
+        await app.realtime.shutdown()
+    await _drain(app.state, server, app.gateway.runtime.config)  # the newest, after reloads
     if admin is not None:  # probes answered "draining" until the public side was done
         admin.close()
     for task in background:
         task.cancel()
-    state.stop_sweeper()
-    admission.stop()
-    gateway.runtime.close()
-    await resources.close()
-    if access_log is not None:
-        access_log.close()
-    if store is not None:
-        store.write(registry.snapshot())
-    log.info("stopped", worker=worker_id)
+    app.state.stop_sweeper()
+    app.admission.stop()
+    app.gateway.runtime.close()
+    await app.resources.close()
+    if app.access_log is not None:
+        app.access_log.close()
+    if app.store is not None:
+        app.store.write(app.registry.snapshot())
 
 
 async def _drain(state: ServerState, server: asyncio.Server, config: GatewayConfig) -> None:
@@ -215,14 +247,7 @@ async def _admin_listener(
 
 
 def _reloader(
-    source: ConfigSource | None,
-    *,
-    gateways: list[Gateway],
-    admission: Admission,
-    state: ServerState,
-    bridge: AsgiBridge,
-    resources: Resources,
-    registry: MetricsRegistry,
+    source: ConfigSource | None, *, gateways: list[Gateway], app: _Wired
 ) -> Reloader | None:
     if source is None:
         return None
@@ -230,9 +255,10 @@ def _reloader(
     def install(runtime: Runtime) -> None:
         for gateway in gateways:
             gateway.runtime = runtime
-        state.settings = runtime.settings
-        admission.configure(runtime.config.server.overload)
+        app.state.settings = runtime.settings
+        app.admission.configure(runtime.config.server.overload)
 
+    bridge, resources, registry = app.bridge, app.resources, app.registry
     return Reloader(
         source,
         current=lambda: gateways[0].runtime,

@@ -1,5 +1,5 @@
 """HTTP/1.1 framing facts and precomputed byte strings shared by the server (server/) and
-the upstream client (upstream/): neutral ground, so neither side imports the other."""
+the upstream client (upstream/): neutral ground (potok.http), so neither side imports the other."""
 
 from __future__ import annotations
 
