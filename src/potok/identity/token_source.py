@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Protocol
 from urllib.parse import unquote
 
+from potok.http11 import first_header
 from potok.identity.errors import Unauthorized
 
 CacheKey = bytes | str  # the raw header value, or a token from a cookie or the query
@@ -46,14 +47,7 @@ class TokenSource:
         if self.standard_header:
             return request.authorization
         header = self._header
-        if header is None:
-            return None
-        size = len(header)
-        for name, value in request.headers:
-            # Comparing lengths first spares lower-casing every other header's name.
-            if len(name) == size and name.lower() == header:
-                return value
-        return None
+        return first_header(request.headers, header) if header is not None else None
 
     def __call__(self, request: TokenCarrier) -> tuple[CacheKey, str] | None:
         """(cache key, token), or None without one; Unauthorized for a header that is not
