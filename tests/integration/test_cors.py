@@ -142,3 +142,18 @@ def test_star_with_credentials_is_refused_by_check(tmp_path):
     assert "policies.cors.allow_origins: '*' cannot be combined with allow_credentials" in (
         result.stderr
     )
+
+
+@pytest.mark.parametrize("spell", [str.lower, str.upper])
+def test_header_names_in_any_case(gateway, spell):
+    """Names are matched case-insensitively (a proxy in front may lower-case them)."""
+    extra = {
+        spell("Origin"): FRONT,
+        spell("Access-Control-Request-Method"): "POST",
+        spell("Access-Control-Request-Headers"): "content-type",
+    }
+    answered = request(gateway.port, "OPTIONS", "/auth/login", headers=extra)
+    assert answered.status == 204
+    assert answered.header("Access-Control-Allow-Origin") == FRONT
+    simple = request(gateway.port, "GET", "/x", headers={spell("Origin"): FRONT})
+    assert simple.header("Access-Control-Allow-Origin") == FRONT

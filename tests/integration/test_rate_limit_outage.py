@@ -30,6 +30,7 @@ from potok.policies.rate_limit.redis_store import (
     RedisLimitStore,
     StoreUnavailable,
 )
+from potok.redis_clients import endpoint_from_url
 from tests.support.net import free_port, request, wait_for_port
 
 TIMEOUT = 0.2
@@ -171,7 +172,7 @@ ECHO = "redis.call('SET', KEYS[1], ARGV[1]); return {#KEYS, ARGV[1]}"
 
 def test_script_client_reconnects_and_reloads_the_script(redis_server):
     async def run() -> None:
-        client = ScriptClient(f"redis://127.0.0.1:{redis_server.port}/0", ECHO)
+        client = ScriptClient(endpoint_from_url(f"redis://127.0.0.1:{redis_server.port}/0"), ECHO)
         assert await client.evaluate(["k"], ["a"]) == [1, b"a"]
         Redis(port=redis_server.port).script_flush()  # as after a restart: NOSCRIPT
         assert await client.evaluate(["k"], ["b"]) == [1, b"b"]
@@ -188,11 +189,17 @@ def test_script_client_reconnects_and_reloads_the_script(redis_server):
 
 def test_script_client_auth_select_and_unix_socket(secured_redis):
     async def run() -> None:
-        tcp = ScriptClient(f"redis://:s3cret@127.0.0.1:{secured_redis.port}/3", ECHO)
+        tcp = ScriptClient(
+            endpoint_from_url(f"redis://:s3cret@127.0.0.1:{secured_redis.port}/3"), ECHO
+        )
         assert await tcp.evaluate(["on-tcp"], ["x"]) == [1, b"x"]
-        unix = ScriptClient(f"unix://:s3cret@{secured_redis.dir}/redis.sock?db=4", ECHO)
+        unix = ScriptClient(
+            endpoint_from_url(f"unix://:s3cret@{secured_redis.dir}/redis.sock?db=4"), ECHO
+        )
         assert await unix.evaluate(["on-unix"], ["y"]) == [1, b"y"]
-        wrong = ScriptClient(f"redis://:nope@127.0.0.1:{secured_redis.port}/0", ECHO)
+        wrong = ScriptClient(
+            endpoint_from_url(f"redis://:nope@127.0.0.1:{secured_redis.port}/0"), ECHO
+        )
         with pytest.raises(RedisReplyError):
             await wrong.evaluate(["k"], ["z"])
         for client in (tcp, unix, wrong):
@@ -209,7 +216,7 @@ def test_store_times_out_on_a_hung_server_then_recovers(redis_server):
     spec = LimitSpec("x", SLIDING_WINDOW, 2, 60.0, 2)
 
     async def run() -> None:
-        client = ScriptClient(f"redis://127.0.0.1:{redis_server.port}/0", SCRIPT)
+        client = ScriptClient(endpoint_from_url(f"redis://127.0.0.1:{redis_server.port}/0"), SCRIPT)
         store = RedisLimitStore(client, config)
         assert (await store.acquire([spec], ["k"])).remaining == 1
         redis_server.pause()

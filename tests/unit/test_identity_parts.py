@@ -11,6 +11,7 @@ from potok.config.loader import ConfigError, load_config_text
 from potok.identity.audit import AuditLog
 from potok.identity.config import AuditConfig, PasswordHashingConfig, TokenServiceConfig
 from potok.identity.jwks import JwksKeySet
+from potok.identity.jwt_config import JwksConfig
 from potok.identity.key_checks import KeyMaterialError, check_hmac_secret
 from potok.identity.keys import signing_key
 from potok.identity.passwords import PasswordError, PasswordHasher
@@ -18,7 +19,6 @@ from potok.identity.revocation import JTI, SUBJECT, Denylist, revocation_time
 from potok.identity.secrets import new_key
 from potok.identity.token_service import TokenIssuer
 from potok.identity.users import User
-from potok.policies.auth_jwt.config import JwksConfig
 
 SECRET = "identity-parts-secret-0123456789abcdefghij"
 

@@ -16,10 +16,10 @@ from potok.errors import GatewayError
 from potok.identity.config import IdentityHeadersConfig
 from potok.identity.forwarding import IdentityHeaders
 from potok.identity.jwks import keys_from_document
+from potok.identity.jwt_config import ClaimNamesConfig
 from potok.identity.keys import KeyMaterialError, hmac_key, public_key
 from potok.identity.verifier import TokenRejected, TokenVerifier, TrustedIssuer
 from potok.policies.auth_jwt import policy as auth_jwt
-from potok.policies.auth_jwt.config import ClaimNamesConfig
 from potok.runtime import Runtime
 from tests.support.identity_gateway import (
     EXTERNAL_AUDIENCE,

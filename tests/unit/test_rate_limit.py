@@ -34,6 +34,7 @@ from potok.policies.rate_limit.redis_store import (
     RedisLimitStore,
     StoreUnavailable,
 )
+from potok.redis_clients import endpoint_from_url
 
 REDIS_URL = "redis://127.0.0.1:6379/0"
 
@@ -315,7 +316,7 @@ async def store(request: pytest.FixtureRequest) -> AsyncIterator[tuple[Any, Fake
     from redis.asyncio import Redis
 
     client = Redis.from_url(REDIS_URL)  # redis-py, only to clean up
-    script_client = ScriptClient(REDIS_URL, SCRIPT)
+    script_client = ScriptClient(endpoint_from_url(REDIS_URL), SCRIPT)
     prefix = f"test-contract:{os.getpid()}:{id(clock)}:"
     redis_store = RedisLimitStore(
         script_client, RedisConfig(), clock_us=lambda: round(clock.now * 1_000_000)
@@ -387,7 +388,7 @@ async def test_contract_all_or_nothing(store: tuple[Any, FakeClock]) -> None:
 async def test_redis_store_fails_fast_when_unreachable() -> None:
     from tests.support.net import free_port
 
-    client = ScriptClient(f"redis://127.0.0.1:{free_port()}/0", SCRIPT)
+    client = ScriptClient(endpoint_from_url(f"redis://127.0.0.1:{free_port()}/0"), SCRIPT)
     config = RedisConfig(timeout=0.2, retry_interval=5.0)
     redis_store = RedisLimitStore(client, config)
     spec = LimitSpec("x", SLIDING_WINDOW, 1, 1.0, 1)
@@ -405,7 +406,7 @@ async def live_store() -> AsyncIterator[tuple[RedisLimitStore, str]]:
     """A store on the machine's Redis and a key prefix of its own (its keys deleted after)."""
     from redis.asyncio import Redis
 
-    client = ScriptClient(REDIS_URL, SCRIPT)
+    client = ScriptClient(endpoint_from_url(REDIS_URL), SCRIPT)
     prefix = f"test-store:{os.getpid()}:{id(client)}:"
     yield RedisLimitStore(client, RedisConfig()), prefix
     await client.close()

@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from typing import Annotated, Literal
+from typing import Literal
 from urllib.parse import urlsplit
 
-from pydantic import AfterValidator, Field, ValidationInfo, field_validator, model_validator
+from pydantic import Field, ValidationInfo, field_validator, model_validator
 
 from potok.config.base import ConfigModel
 from potok.config.discovery import DnsDiscoveryConfig
@@ -25,24 +25,12 @@ from potok.config.resilience import (
     PassiveEjectionConfig,
     RetryConfig,
 )
-from potok.config.units import ByteSize, Duration, OptionalDuration
+from potok.config.units import ByteSize, Cidr, Duration, OptionalDuration
 from potok.identity.config import AuthConfig, DatabaseConfig, identity_problems
 from potok.policies.checks import policy_problems
 from potok.policies.config import ApiPoliciesConfig, PoliciesConfig
 from potok.realtime.config import RealtimeConfig, realtime_problems
 from potok.routing.pattern import validate_pattern, validate_rewrite
-
-
-def _cidr(value: str) -> str:
-    try:
-        ipaddress.ip_network(value, strict=False)
-    except ValueError as exc:
-        raise ValueError(f"{value!r} is not an IP address or CIDR") from exc
-    return value
-
-
-Cidr = Annotated[str, AfterValidator(_cidr)]
-"""An IP address or network in CIDR notation (v4 or v6); checked item by item."""
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 _HTTP_METHODS = frozenset(

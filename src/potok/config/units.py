@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from typing import Annotated, Any
 
-from pydantic import BeforeValidator, Field, WithJsonSchema
+from pydantic import AfterValidator, BeforeValidator, Field, WithJsonSchema
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
 _DURATION_SCALE = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
@@ -77,3 +78,16 @@ ByteSize = Annotated[
     WithJsonSchema({"anyOf": [{"type": "integer", "exclusiveMinimum": 0}, _SIZE_TEXT]}),
 ]
 """A positive size in bytes; YAML may say 5242880, '5MiB', '16KiB' or '1MB'."""
+
+
+def check_cidr(value: str) -> str:
+    """`value` if it is an IP address or network (v4 or v6, host bits allowed)."""
+    try:
+        ipaddress.ip_network(value, strict=False)
+    except ValueError as exc:
+        raise ValueError(f"{value!r} is not an IP address or CIDR") from exc
+    return value
+
+
+Cidr = Annotated[str, AfterValidator(check_cidr)]
+"""An IP address or network in CIDR notation (v4 or v6); checked item by item."""

@@ -20,8 +20,8 @@ import structlog
 from jwt import PyJWK
 from jwt.exceptions import PyJWKError, PyJWTError
 
+from potok.identity.jwt_config import KID_PATTERN, JwksConfig
 from potok.identity.keys import KeyMaterialError, VerifyKey, check_key_type
-from potok.policies.auth_jwt.config import KID_PATTERN, JwksConfig
 
 log = structlog.get_logger("potok.identity.jwks")
 

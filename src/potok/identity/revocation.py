@@ -25,14 +25,17 @@ import contextlib
 import math
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import structlog
 from sqlalchemy import delete, func, select
 
 from potok.identity.schema import revocations
+from potok.redis_clients import redis_client
 
 if TYPE_CHECKING:
+    from redis.asyncio import Redis
+
     from potok.config.redis import RedisConfig
     from potok.identity.config import RevocationConfig
     from potok.identity.database import Database
@@ -157,7 +160,7 @@ class Revocations:
         self.denylist = denylist
         self._shared_redis = shared_redis
         self._last_id = 0
-        self._redis: Any = None
+        self._redis: Redis | None = None
         self._tasks: list[asyncio.Task[None]] = []
 
     @property
@@ -186,13 +189,9 @@ class Revocations:
         loop = asyncio.get_running_loop()
         self._tasks.append(loop.create_task(self._poll_forever()))
         if self.config.backend == "redis":
-            import redis.asyncio as aioredis  # noqa: PLC0415 - only for the redis backend
-
-            options: dict[str, Any] = {}
-            if self.config.redis_url is None and self._shared_redis is not None:
-                options["socket_connect_timeout"] = self._shared_redis.connect_timeout
-            self._redis = aioredis.from_url(self.redis_url, **options)
-            self._tasks.append(loop.create_task(self._subscribe()))
+            # The own URL, if given, with the `redis:` section's other settings.
+            self._redis = redis_client(self._shared_redis, self.redis_url)
+            self._tasks.append(loop.create_task(self._subscribe(self._redis)))
 
     async def revoke(self, kind: str, value: str, expires_at: float) -> None:
         """Stop a token (`jti`) or every earlier token of a user (`subject`), everywhere."""
@@ -235,10 +234,10 @@ class Revocations:
             except Exception as exc:
                 log.warning("reading revocations failed", error=str(exc))
 
-    async def _subscribe(self) -> None:
+    async def _subscribe(self, client: Redis) -> None:
         while True:
             try:
-                pubsub = self._redis.pubsub()
+                pubsub = client.pubsub()
                 await pubsub.subscribe(self.channel)
                 async for message in pubsub.listen():
                     if message.get("type") != "message":

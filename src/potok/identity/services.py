@@ -18,7 +18,8 @@ from potok.identity.audit import AuditLog, AuditStore
 from potok.identity.database import Database, redacted
 from potok.identity.forwarding import IdentityHeaders
 from potok.identity.jwks import JwksKeySet
-from potok.identity.keys import VerifyKey, signing_key
+from potok.identity.jwt_config import ClaimNamesConfig, JwksConfig, JwtIssuerConfig, JwtTrustConfig
+from potok.identity.keys import VerifyKey, hmac_key, public_key, read_pem, signing_key
 from potok.identity.login_failures import LoginFailureStore
 from potok.identity.login_guard import LoginGuard
 from potok.identity.passwords import PasswordHasher
@@ -28,7 +29,6 @@ from potok.identity.schema import migrate
 from potok.identity.token_service import TokenIssuer, TokenService
 from potok.identity.users import UserStore
 from potok.identity.verifier import TokenVerifier, TrustedIssuer
-from potok.policies.auth_jwt.config import ClaimNamesConfig, JwksConfig
 
 if TYPE_CHECKING:
     from potok.config.models import GatewayConfig
@@ -96,12 +96,34 @@ class IdentityServices:
         self._started = False
 
     def token_issuer(self) -> TrustedIssuer:
-        """The token service as an issuer `auth_jwt` can trust."""
+        """The token service as an issuer a JWT verifier can trust."""
         service = self.config.auth.token_service
         assert self.token_key is not None
         return TrustedIssuer(
             service.issuer, (service.audience,), {self.token_key.kid: self.token_key}
         )
+
+    def trusted_issuer(self, config: JwtIssuerConfig) -> TrustedIssuer:
+        """An external issuer with its static keys loaded, or its (shared) JWKS key set."""
+        keys = {}
+        for key in config.keys:
+            if key.secret is not None:
+                keys[key.kid] = hmac_key(key.algorithm, key.secret, key.kid)
+            else:
+                keys[key.kid] = public_key(
+                    key.algorithm, read_pem(key.public_key, key.public_key_file), key.kid
+                )
+        jwks = self.jwks(config.jwks) if config.jwks is not None else None
+        return TrustedIssuer(config.issuer, config.audiences, keys, jwks)
+
+    def verifier(self, trust: JwtTrustConfig, where: str) -> TokenVerifier:
+        """A verifier for the tokens `trust` accepts; `where` names the block in errors."""
+        issuers = [self.trusted_issuer(i) for i in trust.issuers]
+        if trust.token_service:
+            if self.token_key is None:
+                raise ValueError(f"{where}.token_service needs auth.token_service.enabled")
+            issuers.append(self.token_issuer())
+        return TokenVerifier(issuers, trust.leeway, trust.claims, self.headers)
 
     def jwks(self, config: JwksConfig) -> JwksKeySet:
         """The key set of a JWKS URL, shared by every route that trusts it."""

@@ -17,9 +17,9 @@ from jwt import exceptions as jwt_errors
 
 from potok.identity.forwarding import IdentityHeaders
 from potok.identity.jwks import JwksKeySet
+from potok.identity.jwt_config import KID_PATTERN, ClaimNamesConfig
 from potok.identity.keys import VerifyKey
 from potok.identity.principal import Principal
-from potok.policies.auth_jwt.config import KID_PATTERN, ClaimNamesConfig
 
 MAX_TOKEN_BYTES = 8192
 # A compact JWS: three base64url parts without padding (RFC 7515 §2, §7.1).

@@ -5,16 +5,15 @@ from __future__ import annotations
 import re
 from typing import TYPE_CHECKING, Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, field_validator
 
 from potok.config.base import ConfigModel
-from potok.config.units import ByteSize, Duration, OptionalDuration
-from potok.policies.auth_jwt.config import ClaimNamesConfig, JwtIssuerConfig
+from potok.config.units import ByteSize, Duration
+from potok.identity.jwt_config import JwtTrustConfig, check_cookie_name
 
 if TYPE_CHECKING:
     from potok.config.models import GatewayConfig
 
-_COOKIE = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
 _QUERY = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 _SUBJECT_PREFIX = re.compile(r"^[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*$")
 _STREAM = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
@@ -22,19 +21,9 @@ _STREAM = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 _PATTERN = re.compile(r"^([A-Za-z0-9_:@=+.*-]|\{sub\}|\{org\})+$")
 
 
-class RealtimeAuthConfig(ConfigModel):
+class RealtimeAuthConfig(JwtTrustConfig):
     """Who may open a realtime connection: JWTs from the token service or trusted issuers."""
 
-    token_service: bool = Field(
-        False, description="Accept access tokens issued by the gateway's own token service."
-    )
-    issuers: tuple[JwtIssuerConfig, ...] = Field(
-        (), description="External issuers trusted (same shape as auth_jwt.issuers)."
-    )
-    leeway: OptionalDuration = Field(30.0, description="Clock skew allowed on exp, nbf and iat.")
-    claims: ClaimNamesConfig = Field(
-        default_factory=ClaimNamesConfig, description="Claim names of the identity."
-    )
     timeout: Duration = Field(
         10.0,
         description=(
@@ -56,9 +45,7 @@ class RealtimeAuthConfig(ConfigModel):
     @field_validator("cookie")
     @classmethod
     def _cookie(cls, value: str | None) -> str | None:
-        if value is not None and not _COOKIE.match(value):
-            raise ValueError(f"{value!r} is not a valid cookie name")
-        return value
+        return check_cookie_name(value)
 
     @field_validator("query")
     @classmethod
@@ -66,15 +53,6 @@ class RealtimeAuthConfig(ConfigModel):
         if value is not None and not _QUERY.match(value):
             raise ValueError("1-64 of letters, digits, '_', '.', '-'")
         return value
-
-    @model_validator(mode="after")
-    def _some_issuer(self) -> RealtimeAuthConfig:
-        if not self.token_service and not self.issuers:
-            raise ValueError("trust the token service ('token_service: true') or list 'issuers'")
-        names = [i.issuer for i in self.issuers]
-        if len(set(names)) != len(names):
-            raise ValueError("an issuer is listed twice")
-        return self
 
 
 class ChannelRuleConfig(ConfigModel):

@@ -1,6 +1,7 @@
 """Socket.IO at /api/v1/socket.io: python-socketio's AsyncServer as an ASGI app.
 
-The original design's client contract: connect with `auth: {token}` (or send
+The original design's client contract: connect with `auth: {token}` (or with
+the token in the cookie or query parameter /api/v1/ws reads, or send
 `authenticate {token}` within the auth timeout), then `subscribe {channel,
 since?}`, `unsubscribe {channel}`, `message {channel, event?, data}`. Events
 arrive as Socket.IO events named by their type (`task:created`, ...), with the
@@ -59,6 +60,19 @@ class _Client:
     @property
     def principal(self) -> Principal | None:
         return None if self.ended else self.guard.principal
+
+
+class _Handshake:
+    """A Socket.IO handshake's headers and query string (from its ASGI scope), where the
+    realtime token extractor looks for a token at connect time."""
+
+    __slots__ = ("authorization", "headers", "query")
+
+    def __init__(self, scope: dict[str, Any]) -> None:
+        self.headers: list[tuple[bytes, bytes]] = [tuple(h) for h in scope.get("headers", ())]
+        query: bytes = scope.get("query_string", b"")
+        self.query = b"?" + query if query else b""
+        self.authorization: bytes | None = None  # header tokens are not read at connect time
 
 
 def _channel_of(data: Any) -> tuple[str | None, dict[str, Any]]:
@@ -204,7 +218,10 @@ class SocketIoGateway:
         socket = scope.get(SCOPE_KEY) if scope.get("type") == "websocket" else None
         client.socket = socket if isinstance(socket, AsgiWebSocket) else None
         token = auth.get("token") if isinstance(auth, dict) else None
-        if isinstance(token, str) and token:
+        if not isinstance(token, str) or not token:
+            # Where /api/v1/ws finds a token at connect time: the same cookie or query parameter.
+            token = realtime.auth.token_at_connect(_Handshake(scope))
+        if token:
             try:
                 client.guard.admit(await realtime.auth.verify(token))
             except TokenRejected as exc:

@@ -17,96 +17,19 @@ import math
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, NoReturn
-from urllib.parse import unquote
 
 from potok.identity import audit as events
 from potok.identity.errors import MissingCredentials, Unauthorized
-from potok.identity.keys import hmac_key, public_key, read_pem
 from potok.identity.principal import Principal
-from potok.identity.verifier import TokenRejected, TokenVerifier, TrustedIssuer, UnknownKey
-from potok.policies.auth_jwt.config import AuthJwtConfig, JwtIssuerConfig
+from potok.identity.token_source import CacheKey, TokenSource
+from potok.identity.verifier import TokenRejected, UnknownKey
+from potok.policies.auth_jwt.config import AuthJwtConfig
 from potok.policies.base import BuildContext, Policy, Stage, Waiting
 
 if TYPE_CHECKING:
     from potok.exchange import Exchange
-    from potok.identity.services import IdentityServices
 
-CacheKey = bytes | str  # the raw header value, or a token from a cookie or the query
 Cached = tuple[Principal, float, int]  # principal, valid until, denylist generation checked
-
-
-def trusted_issuer(config: JwtIssuerConfig, identity: IdentityServices) -> TrustedIssuer:
-    keys = {}
-    for key in config.keys:
-        if key.secret is not None:
-            keys[key.kid] = hmac_key(key.algorithm, key.secret, key.kid)
-        else:
-            keys[key.kid] = public_key(
-                key.algorithm, read_pem(key.public_key, key.public_key_file), key.kid
-            )
-    jwks = identity.jwks(config.jwks) if config.jwks is not None else None
-    return TrustedIssuer(config.issuer, config.audiences, keys, jwks)
-
-
-class TokenSource:
-    """Finds the token: the Authorization header, then the cookie, then the query parameter."""
-
-    __slots__ = ("_cookie", "_header", "_query", "standard_header")
-
-    def __init__(self, config: AuthJwtConfig) -> None:
-        self._header = config.header.lower().encode()
-        self._cookie = config.cookie.encode() + b"=" if config.cookie else None
-        self._query = config.query.encode() + b"=" if config.query else None
-        # Authorization itself: the connection has noted its value (exchange.authorization).
-        self.standard_header = self._header == b"authorization"
-
-    def header(self, exchange: Exchange) -> bytes | None:
-        """The raw value of the token header (the first one), if the request has it."""
-        if self.standard_header:
-            return exchange.authorization
-        header = self._header
-        size = len(header)
-        for name, value in exchange.headers:
-            # Comparing lengths first spares lower-casing every other header's name.
-            if len(name) == size and name.lower() == header:
-                return value
-        return None
-
-    def __call__(self, exchange: Exchange) -> tuple[CacheKey, str] | None:
-        """(cache key, token), or None without one; Unauthorized for a malformed header."""
-        raw = self.header(exchange)
-        if raw is not None:
-            if raw[:7].lower() != b"bearer ":
-                raise Unauthorized("expected 'Bearer <token>'", error="invalid_request")
-            return raw, raw[7:].strip().decode("latin-1")
-        token = self._from_cookie(exchange) if self._cookie is not None else None
-        if token is None and self._query is not None and exchange.query:
-            token = self._from_query(exchange)
-        return (token, token) if token is not None else None
-
-    def _from_cookie(self, exchange: Exchange) -> str | None:
-        assert self._cookie is not None
-        for name, value in exchange.headers:
-            if len(name) == 6 and name.lower() == b"cookie":
-                for raw in value.split(b";"):
-                    part = raw.strip()
-                    if part.startswith(self._cookie):
-                        return part[len(self._cookie) :].decode("latin-1")
-        return None
-
-    def _from_query(self, exchange: Exchange) -> str | None:
-        # The token is taken out of the query: it must not reach the upstream or its logs.
-        assert self._query is not None
-        found: str | None = None
-        kept = []
-        for part in exchange.query[1:].split(b"&"):
-            if found is None and part.startswith(self._query):
-                found = unquote(part[len(self._query) :].decode("latin-1"))
-            else:
-                kept.append(part)
-        if found is not None:
-            exchange.query = b"?" + b"&".join(kept) if kept else b""
-        return found
 
 
 def build(config: AuthJwtConfig | None, context: BuildContext) -> Policy | None:
@@ -115,13 +38,8 @@ def build(config: AuthJwtConfig | None, context: BuildContext) -> Policy | None:
     identity = context.identity
     if identity is None:
         raise ValueError("auth_jwt needs the identity services")
-    issuers = [trusted_issuer(i, identity) for i in config.issuers]
-    if config.token_service:
-        if identity.token_key is None:
-            raise ValueError("auth_jwt.token_service needs auth.token_service.enabled")
-        issuers.append(identity.token_issuer())
-    verifier = TokenVerifier(issuers, config.leeway, config.claims, identity.headers)
-    source = TokenSource(config)
+    verifier = identity.verifier(config, "auth_jwt")
+    source = TokenSource(header=config.header, cookie=config.cookie, query=config.query)
     standard_header = source.standard_header
     header_of = source.header
     required = config.auth == "required"

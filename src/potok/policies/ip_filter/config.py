@@ -2,23 +2,10 @@
 
 from __future__ import annotations
 
-import ipaddress
-from typing import Annotated
-
-from pydantic import AfterValidator, Field, model_validator
+from pydantic import Field, model_validator
 
 from potok.config.base import ConfigModel
-
-
-def _cidr(value: str) -> str:
-    try:
-        ipaddress.ip_network(value, strict=False)
-    except ValueError as exc:
-        raise ValueError(f"{value!r} is not an IP address or CIDR") from exc
-    return value
-
-
-Network = Annotated[str, AfterValidator(_cidr)]
+from potok.config.units import Cidr
 
 
 class IpFilterConfig(ConfigModel):
@@ -26,10 +13,10 @@ class IpFilterConfig(ConfigModel):
     client address (X-Forwarded-For counts only through server.trusted_proxies). Deny wins;
     with an allow list, everything not on it is denied. Refusals are 403."""
 
-    allow: tuple[Network, ...] = Field(
+    allow: tuple[Cidr, ...] = Field(
         (), description="If given, only these addresses or networks may call, e.g. 10.0.0.0/8."
     )
-    deny: tuple[Network, ...] = Field(
+    deny: tuple[Cidr, ...] = Field(
         (),
         description="Addresses or networks never let in, e.g. 203.0.113.0/24, 2001:db8::/32.",
     )

@@ -12,8 +12,10 @@ from collections import deque
 from typing import Any, Protocol
 
 
-class Check:
-    """One limit's answer for one request, or the combined answer of all a policy's limits.
+class Decision:
+    """One limit's answer for one request, or the combined answer of all a policy's limits
+    (`decide`: the refusing limit's, or when every limit admits, the one with the least
+    remaining).
 
     When `admitted`, `remaining` and `reset` describe the state after this request
     is counted; otherwise `retry_after` says when a request would be admitted.
@@ -36,14 +38,9 @@ class Check:
 
     def __repr__(self) -> str:
         return (
-            f"Check(admitted={self.admitted}, index={self.index}, remaining={self.remaining}, "
+            f"Decision(admitted={self.admitted}, index={self.index}, remaining={self.remaining}, "
             f"reset={self.reset:.3f}, retry_after={self.retry_after:.3f})"
         )
-
-
-Decision = Check
-"""The answer over all of a policy's limits: the refusing limit's check, or when every
-limit admits, the check of the one with the least remaining."""
 
 
 class Algorithm(Protocol):
@@ -52,7 +49,7 @@ class Algorithm(Protocol):
 
     def new_state(self) -> Any: ...
 
-    def check(self, state: Any, now: float) -> Check: ...
+    def check(self, state: Any, now: float) -> Decision: ...
 
     def take(self, state: Any, now: float) -> None: ...
 
@@ -75,16 +72,16 @@ class SlidingWindow:
     def new_state(self) -> deque[float]:
         return deque()
 
-    def check(self, state: deque[float], now: float) -> Check:
+    def check(self, state: deque[float], now: float) -> Decision:
         horizon = now - self.window
         while state and state[0] <= horizon:
             state.popleft()
         count = len(state)
         if count < self.limit:
             oldest = state[0] if state else now
-            return Check(True, self.limit - count - 1, oldest + self.window - now, 0.0)
+            return Decision(True, self.limit - count - 1, oldest + self.window - now, 0.0)
         wait = state[0] + self.window - now
-        return Check(False, 0, wait, wait)
+        return Decision(False, 0, wait, wait)
 
     def take(self, state: deque[float], now: float) -> None:
         state.append(now)
@@ -108,16 +105,16 @@ class TokenBucket:
     def new_state(self) -> list[float]:
         return [float(self.burst), -math.inf]
 
-    def check(self, state: list[float], now: float) -> Check:
+    def check(self, state: list[float], now: float) -> Decision:
         tokens = min(self.burst, state[0] + (now - state[1]) * self.rate)
         state[0] = tokens
         state[1] = now
         if tokens >= 1.0:
             left = tokens - 1.0
             whole = int(left)  # left >= 0: int() is floor()
-            return Check(True, whole, (whole + 1 - left) / self.rate, 0.0)
+            return Decision(True, whole, (whole + 1 - left) / self.rate, 0.0)
         wait = (1.0 - tokens) / self.rate
-        return Check(False, 0, wait, wait)
+        return Decision(False, 0, wait, wait)
 
     def take(self, state: list[float], now: float) -> None:
         state[0] -= 1.0
@@ -158,7 +155,7 @@ class MemoryTable:
                 del self.states[key]
 
 
-def decide(checks: list[Check]) -> Decision:
+def decide(checks: list[Decision]) -> Decision:
     """Combine per-limit checks: admitted only if every limit admits."""
     worst = 0
     for index, check in enumerate(checks):

@@ -45,7 +45,8 @@ from potok.policies.rate_limit.limiter import RateLimiter, algorithm_for, state_
 if TYPE_CHECKING:
     from potok.exchange import Exchange
 
-Check = Callable[["Exchange"], None]
+RequestHook = Callable[["Exchange"], None]
+"""The policy's `on_request` hook over memory tables."""
 
 
 def memory_check(
@@ -53,7 +54,7 @@ def memory_check(
     limits: tuple[LimitConfig, ...],
     scope: str,
     context: BuildContext,
-) -> Check:
+) -> RequestHook:
     # Tables live in the worker's resources, so a config reload keeps the counters.
     tables: list[MemoryTable] = []
     for limit in limits:
@@ -90,7 +91,7 @@ def _sliding_window_check(
     table: MemoryTable,
     window: SlidingWindow,
     key_of: KeyFunction | None,  # None: the client IP
-) -> Check:
+) -> RequestHook:
     states = table.states
     limit = window.limit
     last = limit - 1
@@ -136,7 +137,7 @@ def _token_bucket_check(
     table: MemoryTable,
     bucket: TokenBucket,
     key_of: KeyFunction | None,  # None: the client IP
-) -> Check:
+) -> RequestHook:
     states = table.states
     burst = float(bucket.burst)
     rate = bucket.rate

@@ -28,6 +28,7 @@ from potok.policies.rate_limit.redis_store import (
     StoreUnavailable,
     decision,
 )
+from potok.redis_clients import redis_endpoint
 from potok.routing.endpoints import OWN_ROUTE_NAMES
 
 if TYPE_CHECKING:
@@ -65,9 +66,7 @@ def _redis_check(
         raise ValueError("rate_limit store 'redis' needs the top-level `redis:` section")
 
     def create_store() -> RedisLimitStore:
-        client = ScriptClient(
-            redis_config.url, SCRIPT, connect_timeout=redis_config.connect_timeout
-        )
+        client = ScriptClient(redis_endpoint(redis_config), SCRIPT)
         context.resources.on_close(client.close)
         return RedisLimitStore(
             client,

@@ -10,9 +10,9 @@ flight on the one connection). A callback, not a future and a task: the reply is
 acted on in the same loop iteration that reads it (`ScriptClient.send`), which
 saves the store a task, a coroutine and two loop iterations per call.
 
-Supported URLs are those of `redis.url` (`RedisConfig`): `redis://[user:password@]
-host[:port][/db]`, `rediss://` (TLS, verified against the system's CAs) and
-`unix:///path[?db=N]`. A lost connection fails every waiting call with
+Where and how it connects (address, database, credentials, TLS, connect timeout) is
+a `RedisEndpoint` made from the `redis:` section by `potok.redis_clients`, like every
+other Redis connection of the gateway. A lost connection fails every waiting call with
 `ConnectionError`; the next call connects again. Timeouts are the caller's: after
 one, `reset()` drops the connection, since a reply still owed on it would answer the
 wrong call's question only if kept.
@@ -21,13 +21,14 @@ wrong call's question only if kept.
 from __future__ import annotations
 
 import asyncio
-import ssl
 from collections import deque
 from collections.abc import Callable
-from typing import Any, cast
-from urllib.parse import parse_qs, unquote, urlsplit
+from typing import TYPE_CHECKING, Any, cast
 
 import hiredis
+
+if TYPE_CHECKING:
+    from potok.redis_clients import RedisEndpoint
 
 OnReply = Callable[[Any], None]
 """Receives a command's reply: the value, or an exception instance (`RedisReplyError`
@@ -127,10 +128,9 @@ class ScriptClient:
     after a restart or `SCRIPT FLUSH`).
     """
 
-    def __init__(self, url: str, script: str, *, connect_timeout: float = 1.0) -> None:
-        self._url = url
+    def __init__(self, endpoint: RedisEndpoint, script: str) -> None:
+        self._endpoint = endpoint
         self._script = script
-        self._connect_timeout = connect_timeout
         self._sha: str | None = None
         self._connection: RedisConnection | None = None
         self._tasks: set[asyncio.Task[None]] = set()  # the loop keeps only weak references
@@ -211,14 +211,14 @@ class ScriptClient:
         return opened
 
     async def _open(self) -> RedisConnection:
-        target = _parse_url(self._url)
+        target = self._endpoint
         loop = asyncio.get_running_loop()
-        async with asyncio.timeout(self._connect_timeout):
+        async with asyncio.timeout(target.connect_timeout):
             if target.path is not None:
                 _, connection = await loop.create_unix_connection(RedisConnection, target.path)
             else:
                 _, connection = await loop.create_connection(
-                    RedisConnection, target.host, target.port, ssl=target.ssl
+                    RedisConnection, target.host, target.port, ssl=target.tls
                 )
             try:
                 if target.password is not None:
@@ -230,37 +230,3 @@ class ScriptClient:
                 connection.close()
                 raise
         return connection
-
-
-class _Target:
-    __slots__ = ("db", "host", "password", "path", "port", "ssl", "username")
-
-    def __init__(self) -> None:
-        self.host = "127.0.0.1"
-        self.port = 6379
-        self.path: str | None = None
-        self.db = 0
-        self.username: str | None = None
-        self.password: str | None = None
-        self.ssl: ssl.SSLContext | None = None
-
-
-def _parse_url(url: str) -> _Target:
-    parts = urlsplit(url)
-    target = _Target()
-    if parts.username:
-        target.username = unquote(parts.username)
-    if parts.password:
-        target.password = unquote(parts.password)
-    query = parse_qs(parts.query)
-    if parts.scheme == "unix":
-        target.path = parts.path
-        target.db = int(query.get("db", ["0"])[0])
-        return target
-    target.host = parts.hostname or "127.0.0.1"
-    target.port = parts.port or 6379
-    path = parts.path.strip("/")
-    target.db = int(path) if path else int(query.get("db", ["0"])[0])
-    if parts.scheme == "rediss":
-        target.ssl = ssl.create_default_context()
-    return target

@@ -10,6 +10,7 @@ from potok.realtime.bus.nats import NatsBus
 from potok.realtime.bus.redis import RedisBus
 from potok.realtime.dedup import DedupWindow
 from potok.realtime.history import MemoryHistory
+from potok.redis_clients import redis_client
 
 if TYPE_CHECKING:
     from potok.config.models import GatewayConfig
@@ -22,10 +23,10 @@ def build_bus(config: RealtimeConfig, gateway: GatewayConfig) -> EventBus:
     """The configured backend, created without I/O (it connects in `start`)."""
     backend = config.bus.backend
     if backend == "redis":
-        url = config.bus.redis.url or (gateway.redis.url if gateway.redis else None)
-        assert url is not None  # checked with the config
+        # The bus's own URL, if given, with the `redis:` section's other settings.
+        client = redis_client(gateway.redis, config.bus.redis.url)
         prefix = gateway.redis.key_prefix if gateway.redis else "potok:"
-        return RedisBus(config, url, prefix)
+        return RedisBus(config, client, prefix)
     if backend == "nats":
         return NatsBus(config)
     history = config.history

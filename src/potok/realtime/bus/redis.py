@@ -20,8 +20,6 @@ from typing import Any
 
 import structlog
 from redis.asyncio import Redis
-from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
 from potok.realtime.bus.base import (
@@ -79,18 +77,15 @@ class RedisKeys:
 class RedisBus:
     name = "redis"
 
-    def __init__(self, config: RealtimeConfig, url: str, key_prefix: str) -> None:
+    def __init__(self, config: RealtimeConfig, client: Redis, key_prefix: str) -> None:
+        """`client` (from `potok.redis_clients`) is the bus's own: closed with the bus. Its
+        one retry is safe for publish: a repeat of an executed script is dropped as a
+        duplicate."""
         self.config = config
         self.keys = RedisKeys(key_prefix)
         self.subject_prefix = config.bus.subject_prefix
         self._timeout = config.bus.redis.timeout
-        self._client: Redis = Redis.from_url(
-            url,
-            socket_connect_timeout=config.bus.redis.timeout,
-            # One immediate retry: a pooled connection may be stale after Redis restarted.
-            # Safe for publish: a repeat of an executed script is dropped as a duplicate.
-            retry=Retry(NoBackoff(), 1),
-        )
+        self._client = client
         self._script = self._client.register_script(PUBLISH_SCRIPT)
         self._reader: asyncio.Task[None] | None = None
         self._connected = False
