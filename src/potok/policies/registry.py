@@ -54,16 +54,15 @@ _RESERVED = frozenset({"get", "configured", "merged_over", "policy_entries"})
 class PolicyRegistry:
     """The known policies, by name, in declaration order and in run order."""
 
-    __slots__ = ("_by_name", "declared", "in_order")
+    __slots__ = ("declared", "in_order")
 
     def __init__(self, entries: Iterable[PolicyEntry[Any]]) -> None:
         by_name: dict[str, PolicyEntry[Any]] = {}
         for entry in entries:
-            _check_name(entry)
+            _check_entry(entry)
             if entry.name in by_name:
                 raise PolicyRegistryError(f"two policies are named {entry.name!r}")
             by_name[entry.name] = entry
-        self._by_name = by_name
         self.declared: tuple[PolicyEntry[Any], ...] = tuple(by_name.values())
         """Declaration order: the order of the fields of `policies:` (and of the docs)."""
         self.in_order: tuple[PolicyEntry[Any], ...] = tuple(
@@ -71,15 +70,12 @@ class PolicyRegistry:
         )
         """Run order: by stage, then rank, then name."""
 
-    def get(self, name: str) -> PolicyEntry[Any] | None:
-        return self._by_name.get(name)
-
     def adding(self, *entries: PolicyEntry[Any]) -> PolicyRegistry:
         """This registry and more entries (a name taken twice is an error)."""
         return PolicyRegistry((*self.declared, *entries))
 
 
-def _check_name(entry: object) -> None:
+def _check_entry(entry: object) -> None:
     if not isinstance(entry, PolicyEntry):
         raise PolicyRegistryError(f"{entry!r} is not a potok.policies.entry.PolicyEntry")
     name = entry.name
@@ -90,6 +86,11 @@ def _check_name(entry: object) -> None:
         )
     if name in _RESERVED:
         raise PolicyRegistryError(f"policy name {name!r} is reserved")
+    if (entry.probes or entry.own_api_default is not None) and not entry.own_api:
+        raise PolicyRegistryError(
+            f"policy {name!r}: probes and own_api_default are parts of the own API: "
+            "they need own_api=True"
+        )
 
 
 def plugins(
@@ -109,8 +110,10 @@ def plugins(
             entry = point.load()
         except Exception as exc:  # any import error of someone else's package: say whose
             raise PolicyRegistryError(f"{where} does not load: {exc!r}") from exc
-        if not isinstance(entry, PolicyEntry):
-            raise PolicyRegistryError(f"{where} is not a potok.policies.entry.PolicyEntry")
+        try:
+            _check_entry(entry)
+        except PolicyRegistryError as error:
+            raise PolicyRegistryError(f"{where}: {error}") from None
         if entry.name != point.name:
             raise PolicyRegistryError(
                 f"{where} is a policy named {entry.name!r}; name the entry point like it"
