@@ -20,10 +20,8 @@ from potok.http.settings import ServerSettings
 from potok.identity.services import shared_identity
 from potok.observability.metrics import MetricsRegistry
 from potok.policies.base import BuildContext, Policy, ResponseHook
-from potok.policies.config import PROBE_POLICIES, ApiPoliciesConfig, PoliciesConfig
+from potok.policies.config import PoliciesBlock
 from potok.policies.pipeline import Pipeline, Terminal
-from potok.policies.registry import POLICY_BUILDERS
-from potok.policies.security_headers import policy as security_headers
 from potok.realtime.service import Realtime, shared_realtime
 from potok.resources import Resources
 from potok.routing.endpoints import (
@@ -126,7 +124,7 @@ class Runtime:
         order = 0
         if api_terminal is not None:
             api_route = self._own_api_route(api_terminal)
-            probe_route = self._own_api_route(api_terminal, only=PROBE_POLICIES)
+            probe_route = self._own_api_route(api_terminal, probes=True)
             ws_route = (
                 self._own_api_route(self.realtime.endpoint, REALTIME_ROUTE_NAME)
                 if self.realtime is not None
@@ -165,16 +163,9 @@ class Runtime:
             order += 1
         self.table: RouteTable[Route] = RouteTable(entries)
         self.host_routing = any(e.host is not None for e in entries)
-        # Answers given before a route is chosen (404, 405, a refused path) carry the
-        # global security headers; there is no route whose CORS rules could apply.
-        unrouted = security_headers.build(config.policies.security_headers, self._context(""))
-        self.answer_hooks: tuple[ResponseHook, ...] = (
-            (unrouted.on_response,)
-            if unrouted is not None and unrouted.on_response is not None
-            else ()
-        )
+        self.answer_hooks: tuple[ResponseHook, ...] = self._unrouted_hooks()
 
-    def _context(self, route_name: str) -> BuildContext:
+    def _context(self, route_name: str, own_api: bool = False) -> BuildContext:
         return BuildContext(
             route_name=route_name,
             settings=self.settings,
@@ -183,37 +174,47 @@ class Runtime:
             identity=self.identity,
             metrics=self.metrics,
             redis=self.config.redis,
+            own_api=own_api,
         )
 
+    def _unrouted_hooks(self) -> tuple[ResponseHook, ...]:
+        """What shapes answers given before a route is chosen (404, 405, a refused path):
+        the global block's policies whose entry says `unrouted` (security headers; there
+        is no route whose CORS rules could apply)."""
+        policies = self.config.policies
+        context = self._context("")
+        hooks: list[ResponseHook] = []
+        for entry in policies.policy_entries:
+            policy = entry.built(policies.get(entry), context) if entry.unrouted else None
+            if policy is not None and policy.on_response is not None:
+                hooks.append(policy.on_response)
+        return tuple(hooks)
+
     def _policies(
-        self,
-        policies: PoliciesConfig | ApiPoliciesConfig,
-        context: BuildContext,
-        only: frozenset[str] | None = None,
+        self, policies: PoliciesBlock, context: BuildContext, probes: bool = False
     ) -> list[Policy]:
+        """The block's policies in run order (stage, rank: `Pipeline` sorts by stage
+        only, and its sort is stable). Each entry is built even where the block does not
+        configure it: a policy may be on by default (`request_size`)."""
         built = []
-        # The own API's block has only the policies that apply there.
-        given = type(policies).model_fields
-        for name, builder in POLICY_BUILDERS.items():
-            if name not in given or (only is not None and name not in only):
+        for entry in policies.policy_entries:
+            if probes and not entry.probes:
                 continue
-            policy = builder(getattr(policies, name), context)
+            policy = entry.built(policies.get(entry), context)
+            if policy is None and context.own_api and entry.own_api_default is not None:
+                policy = entry.own_api_default(context)
             if policy is not None:
                 built.append(policy)
         return built
 
     def _own_api_route(
-        self,
-        terminal: Terminal,
-        name: str = API_ROUTE_NAME,
-        only: frozenset[str] | None = None,
+        self, terminal: Terminal, name: str = API_ROUTE_NAME, probes: bool = False
     ) -> Route:
         """A route of the gateway's own API: `api.policies`, never the global block (one
-        rule, docs/policies.md); `only` narrows them (probes and metrics: PROBE_POLICIES)."""
-        context = self._context(name)
-        policies = self._policies(self.config.api.policies, context, only)
-        if not any(p.name == "security_headers" for p in policies):
-            policies.append(security_headers.own_pages_csp())  # its pages always have a CSP
+        rule, docs/policies.md); probes and metrics take only the entries that say
+        `probes` (they never refuse)."""
+        context = self._context(name, own_api=True)
+        policies = self._policies(self.config.api.policies, context, probes)
         return Route(
             name=name,
             service=None,
@@ -230,16 +231,10 @@ class Runtime:
         policies_config = config.policies.merged_over(self.config.policies)
         policies = self._policies(policies_config, context)
         static: list[tuple[bytes, bytes]] = []
-        drop: set[bytes] = set()
+        drop = _consumed_headers(policies_config)
         if service.api_key_header is not None:
             static.append(service.api_key_header)
             drop.add(service.api_key_header[0].lower())  # a client cannot supply or override it
-        jwt = policies_config.auth_jwt
-        if jwt is not None and jwt.auth != "none" and not jwt.forward_token:
-            drop.add(jwt.header.lower().encode())
-        api_key = policies_config.auth_api_key
-        if api_key is not None and api_key.auth != "none" and not api_key.forward_key:
-            drop.add(api_key.header.lower().encode())
         stage = ProxyStage(
             service,
             RequestHeadBuilder(static, config.preserve_host),
@@ -282,6 +277,16 @@ class Runtime:
     def prune_pools(self) -> None:
         for service in self.services.values():
             service.prune_pools()
+
+
+def _consumed_headers(policies: PoliciesBlock) -> set[bytes]:
+    """The request headers the route's policies consume (a token, a key): not forwarded."""
+    return {
+        header.lower().encode()
+        for entry, config in policies.configured()
+        if entry.consumes is not None
+        for header in entry.consumes(config)
+    }
 
 
 def _route_retry(config: RouteConfig, service: Service) -> RetryPolicy | None:

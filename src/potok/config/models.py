@@ -491,17 +491,6 @@ class RouteConfig(ConfigModel):
             raise ValueError("strip_prefix needs a prefix match")
         return value
 
-    @model_validator(mode="after")
-    def _tenant_param(self) -> RouteConfig:
-        authorize = self.policies.authorize
-        if authorize is not None and authorize.tenant is not None:
-            param = authorize.tenant.param
-            if "{" + param + "}" not in (self.match.path or self.match.prefix or ""):
-                raise ValueError(
-                    f"policies.authorize.tenant.param: the route has no path parameter {{{param}}}"
-                )
-        return self
-
 
 class GatewayConfig(ConfigModel):
     """The whole gateway: server, logging, metrics, services and routes."""
@@ -588,16 +577,3 @@ class GatewayConfig(ConfigModel):
             if not _NAME.match(name):
                 raise ValueError(f"service name {name!r}: letters, digits, '_', '-', '.'")
         return value
-
-    @model_validator(mode="after")
-    def _token_service_trusted_only_when_enabled(self) -> GatewayConfig:
-        if self.auth.token_service.enabled:
-            return self
-        blocks = [("policies", self.policies)]
-        blocks += [(f"routes[{i}].policies", r.policies) for i, r in enumerate(self.routes)]
-        for where, block in blocks:
-            if block.auth_jwt is not None and block.auth_jwt.token_service:
-                raise ValueError(
-                    f"{where}.auth_jwt.token_service: needs auth.token_service.enabled: true"
-                )
-        return self

@@ -41,7 +41,8 @@ RESOURCE_KEY = "identity"
 
 def uses_api_keys(config: GatewayConfig) -> bool:
     blocks = [config.policies, *(route.policies for route in config.routes)]
-    return any(b.auth_api_key is not None and b.auth_api_key.auth != "none" for b in blocks)
+    keys = [getattr(block, "auth_api_key", None) for block in blocks]  # a generated model
+    return any(key is not None and key.auth != "none" for key in keys)
 
 
 def needs_database(config: GatewayConfig) -> bool:

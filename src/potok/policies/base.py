@@ -69,6 +69,7 @@ class BuildContext:
     identity: IdentityServices | None = None  # users, keys, denylist, audit (one per worker)
     metrics: MetricsRegistry | None = None  # None outside a worker (potok routes, tests)
     redis: RedisConfig | None = None  # the top-level `redis:` section, if configured
+    own_api: bool = False  # a route of the gateway's own API (`api.policies`)
 
 
 @dataclass(frozen=True, slots=True)

@@ -12,7 +12,6 @@ HEALTH_PATH = "/api/v1/health"
 METRICS_PATH = "/api/v1/metrics"
 REALTIME_ROUTE_NAME = "potok-realtime"
 REALTIME_WS_PATH = "/api/v1/ws"
-OWN_ROUTE_NAMES = frozenset({API_ROUTE_NAME, REALTIME_ROUTE_NAME})
 
 # The gateway's own endpoints: (pattern, exact). User routes may sit beside them,
 # never on top of them (config check).

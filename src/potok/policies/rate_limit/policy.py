@@ -29,7 +29,6 @@ from potok.policies.rate_limit.redis_store import (
     decision,
 )
 from potok.redis_clients import redis_endpoint
-from potok.routing.endpoints import OWN_ROUTE_NAMES
 
 if TYPE_CHECKING:
     from potok.exchange import Exchange
@@ -46,7 +45,7 @@ def build(config: RateLimitConfig | None, context: BuildContext) -> Policy | Non
     if config.scope == "gateway":
         # The own API's block never shares a budget with the global one (':' is in no
         # route name, so no route's own scope can collide with it either).
-        scope = "potok-api:gateway" if context.route_name in OWN_ROUTE_NAMES else "gateway"
+        scope = "potok-api:gateway" if context.own_api else "gateway"
     check: Callable[[Exchange], RequestOutcome]
     if config.store == "memory":
         check = memory_check(limiter, limits, scope, context)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import warnings
 from typing import Any, Literal
 
 import jsonschema
@@ -10,13 +9,6 @@ from pydantic import Field, field_validator
 
 from potok.config.base import ConfigModel
 from potok.config.units import ByteSize
-
-# The policy's name is `validate` (folder, config key, metric label), which shadows
-# pydantic's deprecated `BaseModel.validate` classmethod on PoliciesConfig; the field wins
-# on instances, which is all the runtime reads. Silence the import-time warning about it.
-warnings.filterwarnings(
-    "ignore", message='Field name "validate" in "PoliciesConfig"', category=UserWarning
-)
 
 _MEDIA_TYPE_CHARS = frozenset("abcdefghijklmnopqrstuvwxyz0123456789!#$&-^_.+/*")
 

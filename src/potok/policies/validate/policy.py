@@ -186,7 +186,6 @@ async def _read_body(exchange: Exchange) -> bytes:
 
 
 def build(config: ValidateConfig | None, context: BuildContext) -> Policy | None:
-    # (Schemas describe one route's service; `api.policies` has no `validate`.)
     if config is None or (config.body is None and config.query is None):
         return None
     registry = context.metrics if context.metrics is not None else MetricsRegistry()
