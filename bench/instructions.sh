@@ -6,6 +6,7 @@
 #     ROUTES="open memory open memory" bench/instructions.sh
 #     REQUESTS=2000 bench/instructions.sh
 #     POTOK_SRC=/path/to/src bench/instructions.sh   # another checkout's src/
+#     LOGGED=1 bench/instructions.sh         # access log (to a file) and metrics on
 #
 # Wall-clock benchmarks on this 2-core VM (bench/jwt.sh, bench/ratelimit.sh) move by
 # ±2-5 % between runs, as much as the changes they are meant to judge. Instructions
@@ -128,7 +129,10 @@ for route in $ROUTES; do
 done
 mkdir -p "$RESULTS"
 {
+    logged=off
+    [[ ${LOGGED:-0} == 1 ]] && logged="on (LOGGED=1)"
     echo "Instructions per request (callgrind), $(date -u '+%Y-%m-%d %H:%M UTC'), $REQUESTS requests per route,"
+    echo "access log to a file and metrics: $logged,"
     echo "$CONNECTIONS connections; $(lscpu | awk -F: '/Model name/ {gsub(/^ +/, "", $2); print $2}'), $("$PYTHON" -V)."
     echo
     cat "$WORK/table.md"
