@@ -47,6 +47,7 @@ _USER_AGENT = b"user-agent"
 # starting over: a client sending a new user agent every time keeps memory flat.
 REMEMBERED = 1024
 _DIGITS = tuple(f"{n:03d}" for n in range(1000))  # a tuple lookup, not a format spec
+_MILLISECONDS = tuple(f".{n:03d}Z" for n in range(1000))
 
 
 _time = time.time
@@ -68,10 +69,10 @@ class AccessLog:
         self._buffer = bytearray()  # whole lines, each with its newline
         self._names: dict[tuple[bytes, str, str, str], tuple[str, str]] = {}
         self._agents: dict[bytes, str] = {}
-        self._millisecond = -1  # the timestamp below is for this millisecond
-        self._timestamp = ""
+        # ISO-8601 UTC with milliseconds (`2026-12-06T04:02:17.365Z`): the part up to
+        # the seconds is formatted once a second.
         self._second = -1
-        self._seconds = ""  # the timestamp up to the seconds, for self._second
+        self._seconds = ""
         self._queue: queue.SimpleQueue[bytes | None] = queue.SimpleQueue()
         self.dropped_batches = 0
         self._timer: asyncio.TimerHandle | None = None
@@ -79,9 +80,10 @@ class AccessLog:
         self._thread.start()
 
     def write(self, exchange: Exchange, duration: float) -> None:
-        millisecond = int(_time() * 1000)
-        if millisecond != self._millisecond:
-            self._new_millisecond(millisecond)
+        now = _time()
+        second = int(now)
+        if second != self._second:
+            self._new_second(second)
         path = exchange.path.decode("latin-1")
         if '"' in path or "\\" in path:  # the parser refuses control characters in it
             path = json_string(path)[1:-1]
@@ -95,11 +97,11 @@ class AccessLog:
             client_ip = json_string(client_ip)[1:-1]
         identity = exchange.identity
         user_id = "null" if identity is None else json_string(identity.subject)
-        agent = _user_agent(exchange.headers)
-        if agent is None:
-            user_agent = "null"
-        else:
-            user_agent = self._agents.get(agent) or self._agent_field(agent)
+        user_agent = "null"
+        for name, value in exchange.headers:
+            if len(name) == 10 and name.lower() == _USER_AGENT:
+                user_agent = self._agents.get(value) or self._agent_field(value)
+                break
         # Durations in microseconds, written as milliseconds with three decimals.
         micros = int(duration * 1_000_000 + 0.5)
         upstream = exchange.upstream_duration
@@ -110,7 +112,8 @@ class AccessLog:
             upstream_ms = f"{upstream_micros // 1000}.{_DIGITS[upstream_micros % 1000]}"
         buffer = self._buffer
         buffer += (
-            f'{{"timestamp":"{self._timestamp}{self._fixed}{exchange.request_id}",'
+            f'{{"timestamp":"{self._seconds}{_MILLISECONDS[int((now - second) * 1000)]}'
+            f'{self._fixed}{exchange.request_id}",'
             f'{names[0]}"path":"{path}",{names[1]}"status":{exchange.status},'
             f'"duration_ms":{micros // 1000}.{_DIGITS[micros % 1000]},"upstream_ms":{upstream_ms},'
             f'"bytes_in":{exchange.bytes_in},"bytes_out":{exchange.bytes_out},'
@@ -121,15 +124,9 @@ class AccessLog:
         elif self._timer is None:
             self._timer = asyncio.get_running_loop().call_later(FLUSH_INTERVAL, self.flush)
 
-    def _new_millisecond(self, millisecond: int) -> None:
-        """The timestamp, ISO-8601 UTC with milliseconds (`2026-12-06T04:02:17.365Z`);
-        its seconds part formatted once a second."""
-        self._millisecond = millisecond
-        second, fraction = divmod(millisecond, 1000)
-        if second != self._second:
-            self._second = second
-            self._seconds = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
-        self._timestamp = f"{self._seconds}.{_DIGITS[fraction]}Z"
+    def _new_second(self, second: int) -> None:
+        self._second = second
+        self._seconds = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
 
     def _name_fields(self, exchange: Exchange) -> tuple[str, str]:
         """`"method":"GET",` and `"route":…,"service":…,"target":…,`: the values come
@@ -214,10 +211,3 @@ def _remember(known: dict[Any, Any], key: Any, value: Any) -> None:
     if len(known) >= REMEMBERED:
         known.clear()
     known[key] = value
-
-
-def _user_agent(headers: list[tuple[bytes, bytes]]) -> bytes | None:
-    for name, value in headers:
-        if len(name) == 10 and name.lower() == _USER_AGENT:
-            return value
-    return None
