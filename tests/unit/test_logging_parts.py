@@ -15,6 +15,7 @@ from potok.exchange import Exchange
 from potok.observability.access_log import PIPE_BUF, AccessLog, _whole_lines
 from potok.observability.client_log import OTHERS, ClientLineBudget, ThrottledClientLog
 from potok.observability.logging import SHAPE, LineWriter
+from potok.observability.request_id import new_request_id
 
 
 class Clock:
@@ -192,3 +193,10 @@ def test_durations_have_three_decimals_rounded_to_the_nearest_microsecond(tmp_pa
 
 async def _write(log: AccessLog, exchange: Exchange, seconds: float) -> None:
     log.write(exchange, seconds)
+
+
+def test_new_request_ids_are_32_hex_digits_leading_zeros_kept():
+    ids = [new_request_id() for _ in range(2000)]
+    assert len(set(ids)) == len(ids)
+    assert all(re.fullmatch(r"[0-9a-f]{32}", rid) for rid in ids)
+    assert any(rid.startswith("0") for rid in ids)  # 1 in 16 has a high nibble of 0
