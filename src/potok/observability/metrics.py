@@ -28,8 +28,8 @@ if TYPE_CHECKING:
     from potok.exchange import Exchange
 
 Labels = tuple[str, ...]
-# A (method, route)'s request counter cells by status, duration histogram row, labels.
-_Series = tuple[dict[int, list[float]], list[float], Labels]
+# A (method, route, status)'s request counter cell and its duration histogram row.
+_Series = tuple[list[float], list[float]]
 
 LATENCY_BUCKETS = (
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
@@ -306,24 +306,23 @@ class GatewayMetrics:
             "Requests refused before routing (malformed, too large).",
             ("status",),
         )
-        # Per (method, route): its request counter cells by status, its duration row,
-        # its labels. Per service: its upstream duration row.
-        self._series: dict[tuple[bytes, str], _Series] = {}
+        # Per (method, route, status): its request counter cell and duration row (the
+        # same row for every status). Per service: its upstream duration row.
+        self._series: dict[tuple[bytes, str, int], _Series] = {}
         self._upstream_rows: dict[str, list[float]] = {}
+        self._bounds = self.duration.bounds
+        self._upstream_bounds = self.upstream_duration.bounds
 
     def observe(self, exchange: Exchange, seconds: float) -> None:
         """A finished request: counted by method, route and status, its duration and its
-        upstream's observed. The counter cell and the histogram rows are found by a dict
-        lookup or two, not by label tuples built, hashed and looked up in each metric."""
-        series = self._series.get((exchange.method, exchange.route_name))
+        upstream's observed. The counter cell and the histogram rows are found by one
+        dict lookup, not by label tuples built, hashed and looked up in each metric."""
+        series = self._series.get((exchange.method, exchange.route_name, exchange.status))
         if series is None:
-            series = self._new_series(exchange.method, exchange.route_name)
-        statuses, duration, labels = series
-        cell = statuses.get(exchange.status)
-        if cell is None:
-            cell = statuses[exchange.status] = self.requests.cell((*labels, str(exchange.status)))
+            series = self._new_series(exchange)
+        cell, duration = series
         cell[0] += 1
-        duration[bisect_left(self.duration.bounds, seconds)] += 1
+        duration[bisect_left(self._bounds, seconds)] += 1
         duration[-1] += seconds
         upstream = exchange.upstream_duration
         if upstream is not None:
@@ -332,13 +331,18 @@ class GatewayMetrics:
                 row = self._upstream_rows[exchange.service_name] = self.upstream_duration.row(
                     (exchange.service_name,)
                 )
-            row[bisect_left(self.upstream_duration.bounds, upstream)] += 1
+            row[bisect_left(self._upstream_bounds, upstream)] += 1
             row[-1] += upstream
 
-    def _new_series(self, method: bytes, route: str) -> _Series:
+    def _new_series(self, exchange: Exchange) -> _Series:
+        method, route, status = exchange.method, exchange.route_name, exchange.status
         labels = (method.decode("latin-1"), route or "unmatched")
-        # Methods are llhttp's fixed list, routes the config's: a bounded set of keys.
-        series = self._series[(method, route)] = ({}, self.duration.row(labels), labels)
+        # Methods are llhttp's fixed list, routes the config's, statuses three digits:
+        # a bounded set of keys, as bounded as the metrics' own label sets.
+        series = self._series[(method, route, status)] = (
+            self.requests.cell((*labels, str(status))),
+            self.duration.row(labels),
+        )
         return series
 
 
