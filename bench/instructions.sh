@@ -6,6 +6,7 @@
 #     ROUTES="open memory open memory" bench/instructions.sh
 #     REQUESTS=2000 bench/instructions.sh
 #     POTOK_SRC=/path/to/src bench/instructions.sh   # another checkout's src/
+#     LOGGED=1 bench/instructions.sh         # access log (to a file) and metrics on
 #
 # Wall-clock benchmarks on this 2-core VM (bench/jwt.sh, bench/ratelimit.sh) move by
 # ±2-5 % between runs, as much as the changes they are meant to judge. Instructions
@@ -56,11 +57,14 @@ spawn_bg "$WORK/potok.log" taskset -c "$PROXY_CPU" valgrind --tool=callgrind \
     --callgrind-out-file="$WORK/callgrind.out.%p" --dump-line=no --compress-strings=no \
     "$PYTHON" -m potok run --config "$WORK/potok.yaml"
 PID=$LAST_PID
-for _ in $(seq 1 600); do
-    curl -s -o /dev/null "http://127.0.0.1:$PORT/opn/x" && break
+# Start-up under callgrind takes ~1 min on a quiet machine, several on a busy one.
+started=
+for _ in $(seq 1 $((2 * ${START_WAIT:-900}))); do
+    curl -s -o /dev/null "http://127.0.0.1:$PORT/opn/x" && started=1 && break
     kill -0 "$PID" 2>/dev/null || die "potok under valgrind exited (see $WORK/potok.log)"
     sleep 0.5
 done
+[[ -n $started ]] || die "potok under valgrind did not answer within ${START_WAIT:-900} s"
 log "potok under callgrind (pid $PID) on 127.0.0.1:$PORT"
 
 token() { cat "$WORK/$1.token"; }
@@ -128,7 +132,10 @@ for route in $ROUTES; do
 done
 mkdir -p "$RESULTS"
 {
+    logged=off
+    [[ ${LOGGED:-0} == 1 ]] && logged="on (LOGGED=1)"
     echo "Instructions per request (callgrind), $(date -u '+%Y-%m-%d %H:%M UTC'), $REQUESTS requests per route,"
+    echo "access log to a file and metrics: $logged,"
     echo "$CONNECTIONS connections; $(lscpu | awk -F: '/Model name/ {gsub(/^ +/, "", $2); print $2}'), $("$PYTHON" -V)."
     echo
     cat "$WORK/table.md"

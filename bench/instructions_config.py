@@ -2,10 +2,14 @@
 bench/ratelimit.sh in one gateway (same keys, same limits, same upstream).
 
     instructions_config.py WORK PORT UPSTREAM_PORT REDIS_PORT
+
+With LOGGED=1 in the environment the access log (to WORK/access.log) and the metrics
+are on, as in bench/proxy.sh's "Potok + access log + metrics"; otherwise both are off.
 """
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 from pathlib import Path
@@ -59,10 +63,14 @@ def main() -> None:
     sealed = {"auth_jwt": {"issuers": [issuer], "forward_token": False}}
     sliding = {"limit": 10000, "window": "250ms"}  # far above what the run sends
     bucket = {"limit": 1000000, "window": "1s", "algorithm": "token_bucket"}
+    logged = os.environ.get("LOGGED", "0") == "1"
     config = {
         "server": {"host": "127.0.0.1", "port": port, "timeouts": {"shutdown_grace": "2s"}},
-        "logging": {"level": "warning", "access_log": {"enabled": False}},
-        "metrics": {"enabled": False},
+        "logging": {
+            "level": "warning",
+            "access_log": {"enabled": logged, "path": str(work / "access.log")},
+        },
+        "metrics": {"enabled": logged},
         "redis": {"url": f"redis://127.0.0.1:{redis_port}/0"},
         "services": {"bench": {"targets": [f"http://127.0.0.1:{upstream}"]}},
         "routes": [

@@ -183,12 +183,7 @@ class Gateway:
         metrics.inflight_count -= 1
         duration = time.perf_counter() - exchange.started
         if self.record_metrics:
-            route_name = exchange.route_name or "unmatched"
-            metrics.record(_method_name(exchange.method), route_name, exchange.status, duration)
-            if exchange.upstream_duration is not None:
-                metrics.upstream_duration.observe(
-                    (exchange.service_name,), exchange.upstream_duration
-                )
+            metrics.observe(exchange, duration)
         body = exchange.body
         if exchange.status == 499 and body is not None and not body.complete:
             self._gone.info(

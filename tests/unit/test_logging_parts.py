@@ -1,12 +1,21 @@
-"""The pieces of the log pipeline, without a gateway: per-client budget, batch cutting."""
+"""The pieces of the log pipeline, without a gateway: per-client budget, batch cutting,
+the access line's escaping."""
 
 from __future__ import annotations
 
+import asyncio
+import json
 import os
+import re
+import sys
 
-from potok.observability.access_log import PIPE_BUF, _whole_lines
+import orjson
+
+from potok.exchange import Exchange
+from potok.observability.access_log import PIPE_BUF, AccessLog, _whole_lines
 from potok.observability.client_log import OTHERS, ClientLineBudget, ThrottledClientLog
-from potok.observability.logging import LineWriter
+from potok.observability.logging import SHAPE, LineWriter
+from potok.observability.request_id import new_request_id
 
 
 class Clock:
@@ -82,3 +91,112 @@ def test_line_writer_writes_a_record_and_its_newline_together(tmp_path):
     finally:
         os.close(fd)
     assert path.read_bytes() == b'{"event": "a"}\n{"event": "b"}\n'
+
+
+class _Peer:
+    peer_ip = sys.intern("10.0.0.7")
+
+
+class _Identity:
+    def __init__(self, subject: str) -> None:
+        self.subject = subject
+
+
+def _exchange(
+    path: bytes, agent: bytes | None, client_ip: str | None, subject: str | None
+) -> Exchange:
+    exchange = Exchange(_Peer(), 0.0)  # type: ignore[arg-type]
+    exchange.request_id = "req-1"
+    exchange.method = b"POST"
+    exchange.path = path
+    exchange.route_name, exchange.service_name, exchange.target_name = "r", "s", "10.0.0.1:80"
+    exchange.status = 201
+    exchange.bytes_in, exchange.bytes_out = 12, 345
+    exchange.upstream_duration = 0.0004
+    if client_ip is not None:
+        exchange.client_ip = client_ip
+    if subject is not None:
+        exchange.identity = _Identity(subject)
+    exchange.headers = [(b"Host", b"x")] + ([(b"User-Agent", agent)] if agent is not None else [])
+    return exchange
+
+
+ODD_VALUES = [
+    (b"/plain", b"curl/8.5.0", None, None),
+    (b'/a"quote\\and\\backslash', b'agent "with" \\ and\ttab', None, "user-1"),
+    (b"/latin", "caf\u00e9/1".encode("latin-1"), '::1%"x\\', "line\nbreak \u2028 \U0001f600"),
+    (b"/surrogate", None, None, "lone \ud800 surrogate"),
+    (b"/same-agent-again", b'agent "with" \\ and\ttab', "203.0.113.9", None),
+]
+
+
+async def test_access_lines_are_what_a_json_serialiser_writes_whatever_the_values(tmp_path):
+    log = AccessLog(str(tmp_path / "access.log"), worker="3")
+    for path, agent, client_ip, subject in ODD_VALUES:
+        log.write(_exchange(path, agent, client_ip, subject), 0.0012)
+    log.close()
+    lines = (tmp_path / "access.log").read_bytes().split(b"\n")
+    assert lines[-1] == b""
+    for line, (path, agent, client_ip, subject) in zip(lines[:-1], ODD_VALUES, strict=True):
+        entry = json.loads(line)
+        assert list(entry) == [*SHAPE, "method", "path", "route", "service", "target", "status",
+                               "duration_ms", "upstream_ms", "bytes_in", "bytes_out", "client_ip",
+                               "user_id", "user_agent"]  # fmt: skip
+        assert entry == {
+            "timestamp": entry["timestamp"],
+            "level": "info",
+            "event": "request",
+            "worker": "3",
+            "request_id": "req-1",
+            "method": "POST",
+            "path": path.decode("latin-1"),
+            "route": "r",
+            "service": "s",
+            "target": "10.0.0.1:80",
+            "status": 201,
+            "duration_ms": 1.2,
+            "upstream_ms": 0.4,
+            "bytes_in": 12,
+            "bytes_out": 345,
+            "client_ip": client_ip or "10.0.0.7",
+            "user_id": subject,
+            "user_agent": agent.decode("latin-1") if agent is not None else None,
+        }
+        assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", entry["timestamp"])
+        if subject is None or "\ud800" not in subject:  # orjson refuses a lone surrogate
+            # Byte for byte what orjson writes, apart from the durations' last zeros.
+            expected = (
+                orjson.dumps(entry).replace(b":1.2,", b":1.200,").replace(b":0.4,", b":0.400,")
+            )
+            assert line == expected
+
+
+def test_durations_have_three_decimals_rounded_to_the_nearest_microsecond(tmp_path):
+    log = AccessLog(str(tmp_path / "access.log"))
+    exchange = _exchange(b"/", None, None, None)
+    loop = asyncio.new_event_loop()
+    try:
+        for seconds, upstream in ((0.0, None), (0.0000004, 0.0000006), (12.3456789, 1.0)):
+            exchange.upstream_duration = upstream
+            loop.run_until_complete(_write(log, exchange, seconds))
+    finally:
+        log.close()
+        loop.close()
+    entries = [json.loads(line) for line in (tmp_path / "access.log").read_text().splitlines()]
+    assert [(e["duration_ms"], e["upstream_ms"]) for e in entries] == [
+        (0.0, None), (0.0, 0.001), (12345.679, 1000.0),
+    ]  # fmt: skip
+    assert (
+        '"duration_ms":12345.679,"upstream_ms":1000.000,' in (tmp_path / "access.log").read_text()
+    )
+
+
+async def _write(log: AccessLog, exchange: Exchange, seconds: float) -> None:
+    log.write(exchange, seconds)
+
+
+def test_new_request_ids_are_32_hex_digits_leading_zeros_kept():
+    ids = [new_request_id() for _ in range(2000)]
+    assert len(set(ids)) == len(ids)
+    assert all(re.fullmatch(r"[0-9a-f]{32}", rid) for rid in ids)
+    assert any(rid.startswith("0") for rid in ids)  # 1 in 16 has a high nibble of 0

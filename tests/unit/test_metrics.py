@@ -9,6 +9,7 @@ import pytest
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
+from potok.exchange import Exchange
 from potok.observability.metrics import (
     LATENCY_BUCKETS,
     GatewayMetrics,
@@ -140,10 +141,23 @@ def test_an_empty_registry_exposes_nothing():
     assert exposition(MetricsRegistry()) == ""
 
 
+class _Peer:
+    peer_ip = "127.0.0.1"
+
+
+def _finished(method: bytes, route: str, status: int, upstream: float | None) -> Exchange:
+    exchange = Exchange(_Peer(), 0.0)  # type: ignore[arg-type]
+    exchange.method, exchange.route_name, exchange.status = method, route, status
+    exchange.service_name, exchange.upstream_duration = "api", upstream
+    return exchange
+
+
 def test_gateway_metrics():
     metrics = GatewayMetrics(MetricsRegistry())
-    metrics.record("GET", "users", 200, 0.003)
-    metrics.record("GET", "users", 200, 0.02)
+    metrics.observe(_finished(b"GET", "users", 200, 0.001), 0.003)
+    metrics.observe(_finished(b"GET", "users", 200, None), 0.02)
+    metrics.observe(_finished(b"GET", "", 404, None), 0.0001)
+    metrics.observe(_finished(b"POST", "users", 503, 0.7), 1.0)
     metrics.refused.inc(("431",))
     metrics.inflight_count = 5
     found = samples(metrics.registry)
@@ -156,6 +170,29 @@ def test_gateway_metrics():
     assert found[("http_request_duration_seconds_sum", duration)] == pytest.approx(0.023)
     assert found[("http_request_duration_seconds_bucket", (("le", "0.005"), *duration))] == 1.0
     assert found[("http_request_duration_seconds_bucket", (("le", "0.025"), *duration))] == 2.0
+    unmatched = (("method", "GET"), ("route", "unmatched"), ("status", "404"))
+    assert found[("http_requests_total", unmatched)] == 1.0
+    posts = (("method", "POST"), ("route", "users"), ("status", "503"))
+    assert found[("http_requests_total", posts)] == 1.0
+    upstream = (("service", "api"),)
+    assert found[("upstream_request_duration_seconds_count", upstream)] == 2.0
+    assert found[("upstream_request_duration_seconds_sum", upstream)] == pytest.approx(0.701)
+    assert found[("upstream_request_duration_seconds_bucket", (("le", "0.001"), *upstream))] == 1.0
+
+
+def test_histogram_rows_and_observations_of_the_same_labels_add_up():
+    registry = MetricsRegistry()
+    histogram = registry.histogram("latency_seconds", "Latency.", ("route",), (0.1, 1.0))
+    histogram.observe(("r",), 0.05)
+    row = histogram.row(("r",))
+    row[1] += 1  # 0.5: the second bucket
+    row[-1] += 0.5
+    assert histogram.row(("r",)) is row
+    counts, sums = histogram.current()
+    assert counts == {("r",): [1, 1, 0]} and sums[("r",)] == pytest.approx(0.55)
+    assert histogram.counts[("r",)] == [1, 0, 0]  # observe()'s own, unchanged
+    found = samples(registry)
+    assert found[("latency_seconds_count", (("route", "r"),))] == 2.0
 
 
 # Merging workers --------------------------------------------------------------------------

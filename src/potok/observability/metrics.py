@@ -17,14 +17,19 @@ import time
 from bisect import bisect_left
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.process_collector import ProcessCollector
 from prometheus_client.registry import Collector, CollectorRegistry
 
+if TYPE_CHECKING:
+    from potok.exchange import Exchange
+
 Labels = tuple[str, ...]
+# A (method, route, status)'s request counter cell and its duration histogram row.
+_Series = tuple[list[float], list[float]]
 
 LATENCY_BUCKETS = (
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
@@ -93,13 +98,14 @@ class Gauge:
 
 
 class Histogram:
-    __slots__ = ("bounds", "counts", "help", "labelnames", "name", "sums")
+    __slots__ = ("bounds", "counts", "help", "labelnames", "name", "rows", "sums")
 
     def __init__(self, name: str, help: str, labelnames: Labels, bounds: tuple[float, ...]) -> None:
         self.name, self.help, self.labelnames = name, help, labelnames
         self.bounds = bounds
         self.counts: dict[Labels, list[int]] = {}  # per bucket (non-cumulative), last is +Inf
         self.sums: dict[Labels, float] = {}
+        self.rows: dict[Labels, list[float]] = {}
 
     def observe(self, labels: Labels, value: float) -> None:
         counts = self.counts.get(labels)
@@ -108,6 +114,28 @@ class Histogram:
             self.sums[labels] = 0.0
         counts[bisect_left(self.bounds, value)] += 1
         self.sums[labels] += value
+
+    def row(self, labels: Labels) -> list[float]:
+        """For labels known in advance, what Counter.cell is for a counter: a list of
+        the per-bucket counts (+Inf last) and then the sum, that the hot path adds to
+        itself (`row[bisect_left(bounds, value)] += 1; row[-1] += value`)."""
+        found = self.rows.get(labels)
+        if found is None:
+            found = self.rows[labels] = [0] * (len(self.bounds) + 1) + [0.0]
+        return found
+
+    def current(self) -> tuple[dict[Labels, list[int]], dict[Labels, float]]:
+        """The counts and sums, rows included."""
+        if not self.rows:
+            return self.counts, self.sums
+        counts = {labels: list(values) for labels, values in self.counts.items()}
+        sums = dict(self.sums)
+        for labels, row in self.rows.items():
+            merged = counts.setdefault(labels, [0] * (len(self.bounds) + 1))
+            for index in range(len(merged)):
+                merged[index] += int(row[index])
+            sums[labels] = sums.get(labels, 0.0) + row[-1]
+        return counts, sums
 
 
 class MetricsRegistry:
@@ -143,15 +171,17 @@ class MetricsRegistry:
             "worker": self.worker_id,
             "counters": {n: _items(c.current()) for n, c in self.counters.items()},
             "gauges": {n: _items(g.current()) for n, g in self.gauges.items()},
-            "histograms": {
-                n: [[list(k), list(v), h.sums[k]] for k, v in h.counts.items()]
-                for n, h in self.histograms.items()
-            },
+            "histograms": {n: _series(h) for n, h in self.histograms.items()},
         }
 
 
 def _items(values: dict[Labels, float]) -> list[list[Any]]:
     return [[list(k), v] for k, v in values.items()]
+
+
+def _series(histogram: Histogram) -> list[list[Any]]:
+    counts, sums = histogram.current()
+    return [[list(k), list(v), sums[k]] for k, v in counts.items()]
 
 
 class SnapshotStore:
@@ -276,10 +306,44 @@ class GatewayMetrics:
             "Requests refused before routing (malformed, too large).",
             ("status",),
         )
+        # Per (method, route, status): its request counter cell and duration row (the
+        # same row for every status). Per service: its upstream duration row.
+        self._series: dict[tuple[bytes, str, int], _Series] = {}
+        self._upstream_rows: dict[str, list[float]] = {}
+        self._bounds = self.duration.bounds
+        self._upstream_bounds = self.upstream_duration.bounds
 
-    def record(self, method: str, route: str, status: int, seconds: float) -> None:
-        self.requests.inc((method, route, str(status)))
-        self.duration.observe((method, route), seconds)
+    def observe(self, exchange: Exchange, seconds: float) -> None:
+        """A finished request: counted by method, route and status, its duration and its
+        upstream's observed. The counter cell and the histogram rows are found by one
+        dict lookup, not by label tuples built, hashed and looked up in each metric."""
+        series = self._series.get((exchange.method, exchange.route_name, exchange.status))
+        if series is None:
+            series = self._new_series(exchange)
+        cell, duration = series
+        cell[0] += 1
+        duration[bisect_left(self._bounds, seconds)] += 1
+        duration[-1] += seconds
+        upstream = exchange.upstream_duration
+        if upstream is not None:
+            row = self._upstream_rows.get(exchange.service_name)
+            if row is None:
+                row = self._upstream_rows[exchange.service_name] = self.upstream_duration.row(
+                    (exchange.service_name,)
+                )
+            row[bisect_left(self._upstream_bounds, upstream)] += 1
+            row[-1] += upstream
+
+    def _new_series(self, exchange: Exchange) -> _Series:
+        method, route, status = exchange.method, exchange.route_name, exchange.status
+        labels = (method.decode("latin-1"), route or "unmatched")
+        # Methods are llhttp's fixed list, routes the config's, statuses three digits:
+        # a bounded set of keys, as bounded as the metrics' own label sets.
+        series = self._series[(method, route, status)] = (
+            self.requests.cell((*labels, str(status))),
+            self.duration.row(labels),
+        )
+        return series
 
 
 class ProcessMetrics:
