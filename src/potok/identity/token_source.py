@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Protocol
 from urllib.parse import unquote
 
-from potok.http11 import first_header
+from potok.http.http11 import first_header
 from potok.identity.errors import Unauthorized
 
 CacheKey = bytes | str  # the raw header value, or a token from a cookie or the query

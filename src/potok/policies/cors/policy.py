@@ -12,7 +12,7 @@ import re
 from typing import TYPE_CHECKING
 
 from potok.errors import GatewayError
-from potok.http11 import first_header
+from potok.http.http11 import first_header
 from potok.observability.metrics import MetricsRegistry
 from potok.policies.answer import EdgeAnswer
 from potok.policies.base import BuildContext, Headers, Policy, Stage
