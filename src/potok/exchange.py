@@ -153,6 +153,10 @@ class Exchange:
     def send_body(self, data: bytes) -> None:
         self.connection.send_body(self, data)
 
+    def flush(self) -> None:
+        """Write what is queued for the client now (the upstream has nothing more yet)."""
+        self.connection.flush()
+
     def end(self) -> None:
         self.connection.end_response(self)
 

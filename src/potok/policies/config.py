@@ -13,6 +13,7 @@ from potok.config.base import ConfigModel
 from potok.policies.auth_api_key.config import AuthApiKeyConfig
 from potok.policies.auth_jwt.config import AuthJwtConfig
 from potok.policies.authorize.config import AuthorizeConfig
+from potok.policies.compress.config import CompressConfig
 from potok.policies.concurrency_limit.config import ConcurrencyLimitConfig
 from potok.policies.cors.config import CorsConfig
 from potok.policies.headers.config import HeadersConfig
@@ -48,6 +49,9 @@ class PoliciesConfig(ConfigModel):
     )
     validate: ValidateConfig | None = Field(  # type: ignore[assignment]  # BaseModel.validate
         None, description="JSON Schema checks of the body and query at the edge."
+    )
+    compress: CompressConfig | None = Field(
+        None, description="gzip, br or zstd of upstream answers for clients that accept it."
     )
 
     def merged_over(self, defaults: PoliciesConfig) -> PoliciesConfig:

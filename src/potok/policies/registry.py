@@ -9,6 +9,7 @@ from potok.policies.auth_api_key import policy as auth_api_key
 from potok.policies.auth_jwt import policy as auth_jwt
 from potok.policies.authorize import policy as authorize
 from potok.policies.base import BuildContext, Policy
+from potok.policies.compress import policy as compress
 from potok.policies.concurrency_limit import policy as concurrency_limit
 from potok.policies.cors import policy as cors
 from potok.policies.headers import policy as headers
@@ -33,4 +34,5 @@ POLICY_BUILDERS: dict[str, Builder] = {
     "concurrency_limit": concurrency_limit.build,
     "validate": validate.build,
     "request_size": request_size.build,
+    "compress": compress.build,
 }

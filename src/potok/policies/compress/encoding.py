@@ -1,0 +1,167 @@
+"""Content codings: which one a client's Accept-Encoding takes, and the encoders.
+
+RFC 9110 §12.5.3: `gzip;q=0.8, br, *;q=0.1` — an encoding the header does not name is
+acceptable only through `*`; q=0 refuses; `x-gzip` is gzip. No header (or an empty one)
+means the client gets the representation as it is.
+"""
+
+from __future__ import annotations
+
+import zlib
+from collections.abc import Callable
+from typing import Protocol
+
+import brotli
+import zstandard
+
+# Distinct Accept-Encoding values seen by one policy: browsers and HTTP libraries send a
+# handful; a client sending random ones only makes the table start over.
+_MEMO_LIMIT = 256
+
+
+class Encoder(Protocol):
+    """One response's compressor: bytes in, compressed bytes out (possibly none yet)."""
+
+    def compress(self, data: bytes) -> bytes: ...
+
+    def flush(self) -> bytes:
+        """Everything given so far, decodable now (the stream goes on)."""
+        ...
+
+    def finish(self) -> bytes:
+        """The end of the stream."""
+        ...
+
+
+class GzipEncoder:
+    __slots__ = ("_stream",)
+
+    def __init__(self, level: int) -> None:
+        # wbits 16 + 15: a gzip header and trailer around a 32 KiB-window deflate stream.
+        self._stream = zlib.compressobj(level, zlib.DEFLATED, 31)
+
+    def compress(self, data: bytes) -> bytes:
+        return self._stream.compress(data)
+
+    def flush(self) -> bytes:
+        return self._stream.flush(zlib.Z_SYNC_FLUSH)
+
+    def finish(self) -> bytes:
+        return self._stream.flush(zlib.Z_FINISH)
+
+
+class BrotliEncoder:
+    __slots__ = ("_stream",)
+
+    def __init__(self, quality: int) -> None:
+        self._stream = brotli.Compressor(quality=quality)
+
+    def compress(self, data: bytes) -> bytes:
+        return bytes(self._stream.process(data))
+
+    def flush(self) -> bytes:
+        return bytes(self._stream.flush())
+
+    def finish(self) -> bytes:
+        return bytes(self._stream.finish())
+
+
+class ZstdEncoder:
+    __slots__ = ("_stream",)
+
+    def __init__(self, level: int) -> None:
+        # One compressor per response: a ZstdCompressor's context serves one stream at a time.
+        self._stream = zstandard.ZstdCompressor(level=level).compressobj()
+
+    def compress(self, data: bytes) -> bytes:
+        return self._stream.compress(data)
+
+    def flush(self) -> bytes:
+        return self._stream.flush(zstandard.COMPRESSOBJ_FLUSH_BLOCK)
+
+    def finish(self) -> bytes:
+        return self._stream.flush(zstandard.COMPRESSOBJ_FLUSH_FINISH)
+
+
+EncoderFactory = Callable[[], Encoder]
+
+
+def encoder_factory(name: str, level: int) -> EncoderFactory:
+    """A maker of fresh encoders for one coding at one level."""
+    if name == "gzip":
+        return lambda: GzipEncoder(level)
+    if name == "br":
+        return lambda: BrotliEncoder(level)
+    if name == "zstd":
+        return lambda: ZstdEncoder(level)
+    raise ValueError(f"unknown encoding {name!r}")
+
+
+def parse_accept_encoding(header: bytes) -> tuple[dict[bytes, float], float | None]:
+    """Each named coding's q-value, and that of `*` (None if absent). Items whose q-value
+    is not a number from 0 to 1 are ignored, as a recipient of a bad list item may."""
+    named: dict[bytes, float] = {}
+    star: float | None = None
+    for item in header.split(b","):
+        coding, _, params = item.partition(b";")
+        coding = coding.strip().lower()
+        if not coding:
+            continue
+        quality = _quality(params)
+        if quality is None:
+            continue
+        if coding == b"*":
+            star = quality
+        else:
+            named[b"gzip" if coding == b"x-gzip" else coding] = quality
+    return named, star
+
+
+def _quality(params: bytes) -> float | None:
+    quality = 1.0
+    for param in params.split(b";"):
+        key, _, value = param.partition(b"=")
+        if key.strip().lower() != b"q":
+            continue
+        try:
+            quality = float(value.strip())
+        except ValueError:
+            return None
+        if not 0.0 <= quality <= 1.0:  # also refuses nan
+            return None
+    return quality
+
+
+class Negotiator:
+    """Chooses among the gateway's encodings (in its order of preference) for an
+    Accept-Encoding value: the highest q-value wins, a tie goes to the gateway's earlier
+    choice. Results are remembered per distinct header value."""
+
+    __slots__ = ("_memo", "_offered")
+
+    def __init__(self, offered: tuple[str, ...]) -> None:
+        self._offered = tuple(name.encode() for name in offered)
+        self._memo: dict[bytes, str | None] = {}
+
+    def choose(self, header: bytes | None) -> str | None:
+        """The encoding to use, or None: send the representation as it is."""
+        if not header:
+            return None
+        memo = self._memo
+        if header in memo:
+            return memo[header]
+        chosen = self._choose(header)
+        if len(memo) >= _MEMO_LIMIT:
+            memo.clear()
+        memo[header] = chosen
+        return chosen
+
+    def _choose(self, header: bytes) -> str | None:
+        named, star = parse_accept_encoding(header)
+        best: bytes | None = None
+        best_quality = 0.0
+        for coding in self._offered:
+            quality = named.get(coding, star if star is not None else 0.0)
+            if quality > best_quality:
+                best, best_quality = coding, quality
+        return best.decode() if best is not None else None
