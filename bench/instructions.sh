@@ -77,6 +77,8 @@ request_of() {  # ROUTE -> "PATH|TOKEN"
     memory_bucket) echo "/mtb/x|" ;;
     redis) echo "/red/x|" ;;
     redis_bucket) echo "/rtb/x|" ;;
+    json4k) echo "/j4k/x|" ;;  # 4 KiB of JSON, as it is
+    compress) echo "/cmp/x|" ;;  # the same, gzip (hey accepts gzip only)
     *) die "unknown route $1" ;;
     esac
 }

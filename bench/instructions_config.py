@@ -6,6 +6,7 @@ bench/ratelimit.sh in one gateway (same keys, same limits, same upstream).
 
 from __future__ import annotations
 
+import importlib.util
 import sys
 import time
 from pathlib import Path
@@ -59,6 +60,13 @@ def main() -> None:
     sealed = {"auth_jwt": {"issuers": [issuer], "forward_token": False}}
     sliding = {"limit": 10000, "window": "250ms"}  # far above what the run sends
     bucket = {"limit": 1000000, "window": "1s", "algorithm": "token_bucket"}
+    # Only where the Potok measured has the policy: a baseline from an older checkout
+    # (POTOK_SRC) must still start.
+    compress = (
+        [route("compress", "/cmp/", {"compress": {}})]
+        if importlib.util.find_spec("potok.policies.compress") is not None
+        else []
+    )
     config = {
         "server": {"host": "127.0.0.1", "port": port, "timeouts": {"shutdown_grace": "2s"}},
         "logging": {"level": "warning", "access_log": {"enabled": False}},
@@ -75,6 +83,9 @@ def main() -> None:
             route("redis", "/red/", {"rate_limit": {**sliding, "store": "redis"}}),
             route("redis_bucket", "/rtb/", {"rate_limit": {**bucket, "store": "redis"}}),
             route("open", "/opn/"),
+            # The upstream answers this one (and compress) with 4 KiB of JSON (bench/lib.sh).
+            route("json4k", "/j4k/"),
+            *compress,
         ],
     }  # fmt: skip
     (work / "potok.yaml").write_text(yaml.safe_dump(config, sort_keys=False))

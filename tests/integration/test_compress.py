@@ -178,6 +178,14 @@ def test_head_and_304_pass_unchanged(gateway):
     assert not_modified.header("etag") == '"v7"'
 
 
+def test_a_304_to_a_holder_of_the_compressed_variant_names_it(gateway):
+    headers = {"Accept-Encoding": "gzip", "If-None-Match": 'W/"v7"'}
+    response = request(gateway.port, "GET", "/not-modified", headers)
+    assert response.status == 304
+    assert response.header("etag") == 'W/"v7"'
+    assert response.header("vary") == "Accept-Encoding"
+
+
 def test_gateway_answers_are_not_compressed(gateway):
     response = get(gateway, "/nothing-here", "gzip")  # the upstream's 404, empty
     assert response.status == 404 and response.header("content-encoding") is None

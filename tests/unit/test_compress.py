@@ -189,7 +189,7 @@ def run_filter(
 ) -> Sink:
     sink = Sink()
     settings = CompressSettings(config or CompressConfig())
-    flt = CompressFilter(sink, settings, encoding)
+    flt = CompressFilter(sink, settings, encoding, [])
     flt.send_head(status, list(headers), length=length, body=body)
     for chunk in chunks:
         flt.send_body(chunk)
@@ -214,7 +214,7 @@ def test_each_encoding_round_trips(encoding: str) -> None:
 def test_each_flush_makes_what_came_so_far_decodable(encoding: str) -> None:
     """An event stream: every upstream read reaches the client decodable at once."""
     sink = Sink()
-    flt = CompressFilter(sink, CompressSettings(CompressConfig()), encoding)
+    flt = CompressFilter(sink, CompressSettings(CompressConfig()), encoding, [])
     flt.send_head(200, [(b"Content-Type", b"text/event-stream")])
     decoder = (
         zlib.decompressobj(31)
@@ -238,7 +238,7 @@ def test_a_flush_without_new_input_emits_nothing() -> None:
     sink = run_filter("gzip", JSON, chunks=(BODY,))
     count = len(sink.chunks)
     sink2 = Sink()
-    flt = CompressFilter(sink2, CompressSettings(CompressConfig()), "gzip")
+    flt = CompressFilter(sink2, CompressSettings(CompressConfig()), "gzip", [])
     flt.send_head(200, list(JSON))
     flt.send_body(BODY)
     flt.flush()
@@ -320,7 +320,7 @@ def test_an_uncompressed_answer_keeps_its_strong_etag() -> None:
 
 def test_abort_passes_through() -> None:
     sink = Sink()
-    flt = CompressFilter(sink, CompressSettings(CompressConfig()), "zstd")
+    flt = CompressFilter(sink, CompressSettings(CompressConfig()), "zstd", [])
     flt.send_head(200, list(JSON))
     flt.send_body(BODY[:100])
     flt.abort("upstream closed")
@@ -383,3 +383,25 @@ def test_a_factory_that_answers_stops_the_chain() -> None:
 
     chain = open_chain((cache_hit, later), sink)  # type: ignore[arg-type]
     assert chain is None and sink.ended and sink.chunks == [b"stored"] and opened == []
+
+
+@pytest.mark.parametrize(
+    ("held", "encoding", "etag", "vary"),
+    [
+        (b'W/"v7"', "gzip", b'W/"v7"', [b"Accept-Encoding"]),  # holds our compressed variant
+        (b'"x", W/"v7"', "br", b'W/"v7"', [b"Accept-Encoding"]),
+        (b'"v7"', "gzip", b'"v7"', []),  # holds the identity variant
+        (None, "gzip", b'"v7"', []),
+        (b'W/"v7"', None, b'"v7"', []),  # accepts none of ours: cannot hold a variant of ours
+    ],
+)
+def test_a_304_names_the_variant_the_client_holds(
+    held: bytes | None, encoding: str | None, etag: bytes, vary: list[bytes]
+) -> None:
+    sink = Sink()
+    request = [(b"If-None-Match", held)] if held is not None else []
+    flt = CompressFilter(sink, CompressSettings(CompressConfig()), encoding, request)
+    flt.send_head(304, [(b"ETag", b'"v7"')], body=False)
+    flt.end()
+    assert sink.header(b"etag") == [etag]
+    assert sink.header(b"vary") == vary

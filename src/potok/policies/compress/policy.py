@@ -32,6 +32,7 @@ if TYPE_CHECKING:
 # ranges count bytes of the identity representation.
 _NOT_COMPRESSED = frozenset({204, 206, 304})
 _ACCEPT_ENCODING = b"accept-encoding"
+_IF_NONE_MATCH = b"if-none-match"
 _VARY_VALUE = b"Accept-Encoding"
 # Distinct Content-Type values judged by one policy (bounded like the Accept-Encoding memo).
 _TYPE_MEMO_LIMIT = 256
@@ -83,13 +84,18 @@ class CompressSettings:
 class CompressFilter(ResponseFilter):
     """One response's compression (or not): see the module's docstring."""
 
-    __slots__ = ("_encoder", "_encoding", "_settings", "_unflushed")
+    __slots__ = ("_encoder", "_encoding", "_request_headers", "_settings", "_unflushed")
 
     def __init__(
-        self, downstream: ResponseSink, settings: CompressSettings, encoding: str | None
+        self,
+        downstream: ResponseSink,
+        settings: CompressSettings,
+        encoding: str | None,
+        request_headers: Headers,
     ) -> None:
         super().__init__(downstream)
         self._settings = settings
+        self._request_headers = request_headers
         self._encoding = encoding  # None: the client takes none of ours
         self._encoder: Encoder | None = None
         self._unflushed = False  # compressed input the client has not been sent yet
@@ -105,6 +111,8 @@ class CompressFilter(ResponseFilter):
     ) -> None:
         if body and status not in _NOT_COMPRESSED:
             headers, length = self._compress_head(headers, length)
+        elif status == 304 and self._encoding is not None:
+            headers = self._not_modified_head(headers)
         self.downstream.send_head(status, headers, reason=reason, length=length, body=body)
 
     def _compress_head(self, headers: Headers, length: int | None) -> tuple[Headers, int | None]:
@@ -141,6 +149,23 @@ class CompressFilter(ResponseFilter):
         headers.append((b"Content-Encoding", encoding.encode()))
         self._encoder = self._settings.encoders[encoding]()
         return headers, None
+
+    def _not_modified_head(self, headers: Headers) -> Headers:
+        """A 304 to a client that holds the compressed variant names it as the 200 did:
+        the weak tag made of the upstream's strong one, and Vary (RFC 9110 §15.4.5)."""
+        held = _header(self._request_headers, _IF_NONE_MATCH)
+        if held is None:
+            return headers
+        vary = -1
+        weakened = False
+        for index, (name, value) in enumerate(headers):
+            lower = name.lower()
+            if lower == b"etag" and value.startswith(b'"') and b"W/" + value in held:
+                headers[index] = (name, b"W/" + value)
+                weakened = True
+            elif lower == b"vary":
+                vary = index
+        return _with_vary(headers, vary) if weakened else headers
 
     def send_body(self, data: bytes) -> None:
         encoder = self._encoder
@@ -183,13 +208,20 @@ def _with_vary(headers: Headers, index: int) -> Headers:
     return headers
 
 
-def accept_encoding(headers: Headers) -> bytes | None:
-    """The request's Accept-Encoding, several header lines joined into one list."""
+def _header(headers: Headers, lower_name: bytes) -> bytes | None:
+    """A request header's value, several lines joined into one list (a scan: this runs
+    once per request of a route with the policy, or only for a 304)."""
     found: bytes | None = None
+    size = len(lower_name)
     for name, value in headers:
-        if len(name) == 15 and name.lower() == _ACCEPT_ENCODING:
+        if len(name) == size and name.lower() == lower_name:
             found = value if found is None else found + b"," + value
     return found
+
+
+def accept_encoding(headers: Headers) -> bytes | None:
+    """The request's Accept-Encoding, several header lines joined into one list."""
+    return _header(headers, _ACCEPT_ENCODING)
 
 
 def build(config: CompressConfig | None, context: BuildContext) -> Policy | None:
@@ -202,7 +234,7 @@ def build(config: CompressConfig | None, context: BuildContext) -> Policy | None
         if exchange.method == b"HEAD":
             return None  # no body to compress; the head is relayed as it is
         encoding = negotiator.choose(accept_encoding(exchange.headers))
-        return CompressFilter(downstream, settings, encoding)
+        return CompressFilter(downstream, settings, encoding, exchange.headers)
 
     # Edge: nearest the client on the way back, so whatever a later filter (a cache)
     # sends — a stored answer included — is compressed for the client that asked.
