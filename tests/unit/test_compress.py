@@ -329,8 +329,8 @@ def test_abort_passes_through() -> None:
 
 def test_levels_reach_the_encoders() -> None:
     # The gzip header's XFL byte says which: 4 for the fastest level, 2 for the best.
-    fast = encoder_factory("gzip", 1)()
-    best = encoder_factory("gzip", 9)()
+    fast = encoder_factory("gzip", 1)(None)
+    best = encoder_factory("gzip", 9)(None)
     assert (fast.compress(BODY) + fast.finish())[8] == 4
     assert (best.compress(BODY) + best.finish())[8] == 2
     with pytest.raises(ValueError, match="unknown encoding"):
@@ -405,3 +405,16 @@ def test_a_304_names_the_variant_the_client_holds(
     flt.end()
     assert sink.header(b"etag") == [etag]
     assert sink.header(b"vary") == vary
+
+
+def test_zstd_compressors_are_reused_after_a_finished_stream() -> None:
+    make = encoder_factory("zstd", 3)
+    first = make(len(BODY))
+    out = first.compress(BODY) + first.finish()
+    assert decode("zstd", out) == BODY
+    second = make(None)  # the same compressor, another stream of unknown size
+    assert second._compressor is first._compressor  # type: ignore[attr-defined]
+    third = make(None)  # the second has not finished: a compressor of its own
+    assert third._compressor is not second._compressor  # type: ignore[attr-defined]
+    out = second.compress(BODY) + second.flush() + second.compress(b"") + second.finish()
+    assert decode("zstd", out) == BODY

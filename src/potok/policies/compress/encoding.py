@@ -17,6 +17,8 @@ import zstandard
 # Distinct Accept-Encoding values seen by one policy: browsers and HTTP libraries send a
 # handful; a client sending random ones only makes the table start over.
 _MEMO_LIMIT = 256
+# Idle zstd compressors kept per policy and level (each holds ~1 MiB of context at level 3).
+_IDLE_COMPRESSORS = 8
 
 
 class Encoder(Protocol):
@@ -66,12 +68,37 @@ class BrotliEncoder:
         return bytes(self._stream.finish())
 
 
-class ZstdEncoder:
-    __slots__ = ("_stream",)
+class ZstdCompressors:
+    """Idle compressors of one level, reused: making one (its context) costs ~10 µs, a
+    third of compressing a 4 KiB answer. A compressor serves one stream at a time, so a
+    response takes one and gives it back when its stream is finished; one abandoned
+    (client gone, upstream failed) is simply not given back."""
+
+    __slots__ = ("_idle", "_level")
 
     def __init__(self, level: int) -> None:
-        # One compressor per response: a ZstdCompressor's context serves one stream at a time.
-        self._stream = zstandard.ZstdCompressor(level=level).compressobj()
+        self._level = level
+        self._idle: list[zstandard.ZstdCompressor] = []
+
+    def take(self) -> zstandard.ZstdCompressor:
+        idle = self._idle
+        return idle.pop() if idle else zstandard.ZstdCompressor(level=self._level)
+
+    def give_back(self, compressor: zstandard.ZstdCompressor) -> None:
+        if len(self._idle) < _IDLE_COMPRESSORS:
+            self._idle.append(compressor)
+
+
+class ZstdEncoder:
+    __slots__ = ("_compressor", "_pool", "_stream")
+
+    def __init__(self, pool: ZstdCompressors, size: int | None) -> None:
+        self._pool = pool
+        self._compressor = pool.take()
+        # A known size lets zstd size its tables to the input: ~25 instead of ~45 µs for
+        # 4 KiB at level 3. The upstream's Content-Length is exact (the parser holds it
+        # to it; a short body aborts the response, never finishes this stream).
+        self._stream = self._compressor.compressobj(size=-1 if size is None else size)
 
     def compress(self, data: bytes) -> bytes:
         return self._stream.compress(data)
@@ -80,20 +107,24 @@ class ZstdEncoder:
         return self._stream.flush(zstandard.COMPRESSOBJ_FLUSH_BLOCK)
 
     def finish(self) -> bytes:
-        return self._stream.flush(zstandard.COMPRESSOBJ_FLUSH_FINISH)
+        tail = self._stream.flush(zstandard.COMPRESSOBJ_FLUSH_FINISH)
+        self._pool.give_back(self._compressor)
+        return tail
 
 
-EncoderFactory = Callable[[], Encoder]
+EncoderFactory = Callable[[int | None], Encoder]
+"""Makes a fresh encoder for one response, given its length if known."""
 
 
 def encoder_factory(name: str, level: int) -> EncoderFactory:
     """A maker of fresh encoders for one coding at one level."""
     if name == "gzip":
-        return lambda: GzipEncoder(level)
+        return lambda size: GzipEncoder(level)
     if name == "br":
-        return lambda: BrotliEncoder(level)
+        return lambda size: BrotliEncoder(level)
     if name == "zstd":
-        return lambda: ZstdEncoder(level)
+        pool = ZstdCompressors(level)
+        return lambda size: ZstdEncoder(pool, size)
     raise ValueError(f"unknown encoding {name!r}")
 
 

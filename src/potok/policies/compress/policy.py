@@ -147,7 +147,7 @@ class CompressFilter(ResponseFilter):
             # a strong validator of the identity one must not be claimed for it.
             headers[etag] = (headers[etag][0], b"W/" + headers[etag][1])
         headers.append((b"Content-Encoding", encoding.encode()))
-        self._encoder = self._settings.encoders[encoding]()
+        self._encoder = self._settings.encoders[encoding](length)
         return headers, None
 
     def _not_modified_head(self, headers: Headers) -> Headers:
