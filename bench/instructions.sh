@@ -56,11 +56,14 @@ spawn_bg "$WORK/potok.log" taskset -c "$PROXY_CPU" valgrind --tool=callgrind \
     --callgrind-out-file="$WORK/callgrind.out.%p" --dump-line=no --compress-strings=no \
     "$PYTHON" -m potok run --config "$WORK/potok.yaml"
 PID=$LAST_PID
-for _ in $(seq 1 600); do
+# Start-up under callgrind takes 1-2 minutes on a quiet machine, over 5 on a busy one.
+STARTUP_WAIT=${STARTUP_WAIT:-900}
+for _ in $(seq 1 $((STARTUP_WAIT * 2))); do
     curl -s -o /dev/null "http://127.0.0.1:$PORT/opn/x" && break
     kill -0 "$PID" 2>/dev/null || die "potok under valgrind exited (see $WORK/potok.log)"
     sleep 0.5
 done
+curl -s -o /dev/null "http://127.0.0.1:$PORT/opn/x" || die "potok did not answer within ${STARTUP_WAIT}s"
 log "potok under callgrind (pid $PID) on 127.0.0.1:$PORT"
 
 token() { cat "$WORK/$1.token"; }
