@@ -418,3 +418,10 @@ def test_zstd_compressors_are_reused_after_a_finished_stream() -> None:
     assert third._compressor is not second._compressor  # type: ignore[attr-defined]
     out = second.compress(BODY) + second.flush() + second.compress(b"") + second.finish()
     assert decode("zstd", out) == BODY
+
+
+@pytest.mark.parametrize("size", [None, 0, 1, 300, 4055, 70000])
+def test_gzip_sized_to_a_known_body_still_decodes(size: int | None) -> None:
+    data = (BODY * 3)[: size if size is not None else 5000]
+    encoder = encoder_factory("gzip", 5)(size)
+    assert gzip.decompress(encoder.compress(data) + encoder.flush() + encoder.finish()) == data

@@ -38,9 +38,13 @@ class Encoder(Protocol):
 class GzipEncoder:
     __slots__ = ("_stream",)
 
-    def __init__(self, level: int) -> None:
-        # wbits 16 + 15: a gzip header and trailer around a 32 KiB-window deflate stream.
-        self._stream = zlib.compressobj(level, zlib.DEFLATED, 31)
+    def __init__(self, level: int, size: int | None) -> None:
+        # wbits 16 + N: a gzip header and trailer around a deflate stream with a 2^N-byte
+        # window. A body of known size needs no window (nor hash table) larger than
+        # itself, and zlib clears both for every stream: for 4 KiB, 2^12 and a 2^12
+        # hash table take ~40 µs where the defaults (32 KiB, 2^15) take ~90.
+        window = 15 if size is None else min(15, max(9, size.bit_length()))
+        self._stream = zlib.compressobj(level, zlib.DEFLATED, 16 + window, window - 7)
 
     def compress(self, data: bytes) -> bytes:
         return self._stream.compress(data)
@@ -119,7 +123,7 @@ EncoderFactory = Callable[[int | None], Encoder]
 def encoder_factory(name: str, level: int) -> EncoderFactory:
     """A maker of fresh encoders for one coding at one level."""
     if name == "gzip":
-        return lambda size: GzipEncoder(level)
+        return lambda size: GzipEncoder(level, size)
     if name == "br":
         return lambda size: BrotliEncoder(level)
     if name == "zstd":
