@@ -6,7 +6,7 @@
 #
 #     bench/compress.sh                      # 3 rounds of 5 s per case (~2 min)
 #     ROUNDS=5 DURATION=8 bench/compress.sh
-#     PORT=18140 UPSTREAM_PORT=18141 bench/compress.sh   # other ports
+#     COMPRESS_PORT=18140 COMPRESS_UPSTREAM_PORT=18141 bench/compress.sh   # other ports
 #
 # CPU per request is the measure to compare: on a shared 2-core machine req/s move with
 # whatever else runs, CPU seconds per request much less. Table: stdout and
@@ -16,8 +16,8 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 ROUNDS=${ROUNDS:-3}
 DURATION=${DURATION:-5}
 CONNECTIONS=${CONNECTIONS:-20}
-PORT=${PORT:-18093}
-UPSTREAM_PORT=${UPSTREAM_PORT:-18081}
+PORT=${COMPRESS_PORT:-18094}
+UPSTREAM_PORT=${COMPRESS_UPSTREAM_PORT:-18384}  # lib.sh's default is bench/proxy.sh's
 CASES=${CASES:-"plain gzip br zstd none"}
 
 trap cleanup EXIT
