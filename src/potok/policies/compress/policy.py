@@ -118,7 +118,7 @@ class CompressFilter(ResponseFilter):
     def _compress_head(self, headers: Headers, length: int | None) -> tuple[Headers, int | None]:
         """The head as sent: rewritten for compression, or with Vary alone where the
         answer would be compressed for another client, or unchanged."""
-        vary = etag = -1
+        vary = etag = identity = -1
         compressible = False
         for index, (name, value) in enumerate(headers):
             lower = name.lower()
@@ -127,6 +127,7 @@ class CompressFilter(ResponseFilter):
             elif lower == b"content-encoding":
                 if value.strip().lower() != b"identity":
                     return headers, length  # the upstream encoded it already
+                identity = index
             elif lower == b"cache-control":
                 if b"no-transform" in value.lower():
                     return headers, length
@@ -146,7 +147,10 @@ class CompressFilter(ResponseFilter):
             # The compressed representation differs byte for byte (RFC 9110 §8.8.3):
             # a strong validator of the identity one must not be claimed for it.
             headers[etag] = (headers[etag][0], b"W/" + headers[etag][1])
-        headers.append((b"Content-Encoding", encoding.encode()))
+        if identity >= 0:  # "identity" says nothing; the coding replaces it
+            headers[identity] = (headers[identity][0], encoding.encode())
+        else:
+            headers.append((b"Content-Encoding", encoding.encode()))
         self._encoder = self._settings.encoders[encoding](length)
         return headers, None
 
