@@ -81,12 +81,17 @@ request_of() {  # ROUTE -> "PATH|TOKEN"
     memory_bucket) echo "/mtb/x|" ;;
     redis) echo "/red/x|" ;;
     redis_bucket) echo "/rtb/x|" ;;
+    json4k) echo "/j4k/x|" ;;  # 4 KiB of JSON, as it is
+    compress) echo "/cmp/x|" ;;  # the same, gzip (hey's own Accept-Encoding)
+    compress_zstd) echo "/cmp/x||zstd" ;;
+    compress_br) echo "/cmp/x||br" ;;
     *) die "unknown route $1" ;;
     esac
 }
-send() {  # COUNT PATH TOKEN: exactly COUNT requests, every answer a 200
+send() {  # COUNT PATH TOKEN [ACCEPT-ENCODING]: exactly COUNT requests, every answer a 200
     local header=()
     [[ -z $3 ]] || header=(-H "Authorization: Bearer $3")
+    [[ -z ${4:-} ]] || header+=(-H "Accept-Encoding: $4")
     hey -n "$1" -c "$CONNECTIONS" -t 120 "${header[@]}" "http://127.0.0.1:$PORT$2" >"$WORK/hey.txt" 2>&1
     # The status lines read `  [200]\t4000 responses`.
     grep -qE "^\s*\[200\]\s+$1 responses" "$WORK/hey.txt" ||
@@ -103,21 +108,21 @@ open_ir=
 # Every route warmed up before any is measured: the first route measured right after
 # start-up otherwise counts several thousand instructions per request more than later.
 for route in $ROUTES; do
-    IFS='|' read -r path tok <<<"$(request_of "$route")"
-    send "$WARMUP_REQUESTS" "$path" "$tok"
+    IFS='|' read -r path tok enc <<<"$(request_of "$route")"
+    send "$WARMUP_REQUESTS" "$path" "$tok" "$enc"
 done
 # And the first counted run is thrown away: the first dump after start-up runs ~5 %
 # high whatever the route (misses in CPython's method cache; cause not found).
 first=${ROUTES%% *}
-IFS='|' read -r path tok <<<"$(request_of "$first")"
+IFS='|' read -r path tok enc <<<"$(request_of "$first")"
 callgrind_control --zero "$PID" >/dev/null
-send "$REQUESTS" "$path" "$tok"
+send "$REQUESTS" "$path" "$tok" "$enc"
 callgrind_control --dump=discarded "$PID" >/dev/null
 for route in $ROUTES; do
-    IFS='|' read -r path tok <<<"$(request_of "$route")"
+    IFS='|' read -r path tok enc <<<"$(request_of "$route")"
     callgrind_control --zero "$PID" >/dev/null
     count=$REQUESTS
-    send "$REQUESTS" "$path" "$tok"
+    send "$REQUESTS" "$path" "$tok" "$enc"
     callgrind_control --dump="$route" "$PID" >/dev/null
     per=$(($(total_ir) / count))
     echo "$route $count $(ls -t "$WORK"/callgrind.out.* | head -1)" >>"$WORK/dumps.txt"

@@ -9,6 +9,7 @@ are on, as in bench/proxy.sh's "Potok + access log + metrics"; otherwise both ar
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import sys
 import time
@@ -64,8 +65,18 @@ def main() -> None:
     sliding = {"limit": 10000, "window": "250ms"}  # far above what the run sends
     bucket = {"limit": 1000000, "window": "1s", "algorithm": "token_bucket"}
     logged = os.environ.get("LOGGED", "0") == "1"
+    # Only where the Potok measured has the policy: a baseline from an older checkout
+    # (POTOK_SRC) must still start.
+    compress = (
+        [route("compress", "/cmp/", {"compress": {}})]
+        if importlib.util.find_spec("potok.policies.compress") is not None
+        else []
+    )
     config = {
-        "server": {"host": "127.0.0.1", "port": port, "timeouts": {"shutdown_grace": "2s"}},
+        # No shedding on loop lag: under callgrind (~50x slower) the loop runs late without
+        # being overloaded, and a heavier route (compress) would get 503s.
+        "server": {"host": "127.0.0.1", "port": port, "timeouts": {"shutdown_grace": "2s"},
+                   "overload": {"max_loop_lag": 0}},
         "logging": {
             "level": "warning",
             "access_log": {"enabled": logged, "path": str(work / "access.log")},
@@ -83,6 +94,9 @@ def main() -> None:
             route("redis", "/red/", {"rate_limit": {**sliding, "store": "redis"}}),
             route("redis_bucket", "/rtb/", {"rate_limit": {**bucket, "store": "redis"}}),
             route("open", "/opn/"),
+            # The upstream answers this one (and compress) with 4 KiB of JSON (bench/lib.sh).
+            route("json4k", "/j4k/"),
+            *compress,
         ],
     }  # fmt: skip
     (work / "potok.yaml").write_text(yaml.safe_dump(config, sort_keys=False))

@@ -170,8 +170,17 @@ start_nginx() {
 
 start_upstream() {
     local dir=$WORK/upstream
-    mkdir -p "$dir/tmp"
+    mkdir -p "$dir/tmp" "$dir/www"
     check_port_free "$UPSTREAM_PORT"
+    # A 4 KiB JSON document (as a static file: with an ETag) for the compress routes.
+    python3 - "$dir/www/doc.json" <<'PY'
+import json, sys
+items = [{"id": i, "symbol": f"SYM{i * 7919 % 10007:05d}", "price": round(100 + i * 1.37 % 50, 2),
+          "change": round((i * 31 % 17 - 8) / 3, 3), "volume": i * 104729 % 1000003,
+          "open": i % 3 == 0} for i in range(40)]
+text = json.dumps({"items": items, "page": 1, "next": "/api/market-data/items?page=2"})
+open(sys.argv[1], "w").write(text)  # 4,055 bytes
+PY
     {
         _nginx_head "$dir"
         echo "http {"
@@ -181,6 +190,7 @@ start_upstream() {
         listen 127.0.0.1:$UPSTREAM_PORT backlog=4096;
         default_type application/json;
         location / { return 200 '{"ok":true,"service":"bench"}'; }
+        location ~ ^/(cmp|j4k)/ { root $dir/www; try_files /doc.json =404; }
     }
 }
 EOF

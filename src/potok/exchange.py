@@ -171,11 +171,45 @@ class Responder(Protocol):
         ...
 
 
+class ResponseSink(Protocol):
+    """Where a response goes: the exchange (the client) at the end of a chain, or a filter.
+
+    The calls arrive in this order: `send_head` once, `send_body` zero or more times,
+    `flush` whenever the upstream has nothing more for now (after each read from it),
+    then `end` — or `abort` when the response cannot be completed (the upstream failed
+    mid-body). A filter whose client leaves sees neither `end` nor `abort`: it is dropped
+    with the request, so it holds nothing that must be closed.
+    """
+
+    def send_head(
+        self,
+        status: int,
+        headers: Headers,
+        *,
+        reason: bytes | None = None,
+        length: int | None = None,
+        body: bool = True,
+    ) -> None: ...
+
+    def send_body(self, data: bytes) -> None: ...
+
+    def flush(self) -> None: ...
+
+    def end(self) -> None: ...
+
+    def abort(self, reason: str) -> None: ...
+
+
 class RoutePipeline(Protocol):
     """What an exchange needs of its route's pipeline (policies/pipeline.py)."""
 
     @property
     def response_hooks(self) -> tuple[ResponseHook, ...]: ...
+
+    @property
+    def has_response_filters(self) -> bool: ...
+
+    def open_response(self, exchange: Exchange) -> ResponseSink | None: ...
 
 
 class Resumable(Protocol):
@@ -357,6 +391,10 @@ class Exchange:
 
     def send_body(self, data: bytes) -> None:
         self.connection.send_body(self, data)
+
+    def flush(self) -> None:
+        """Write what is queued for the client now (the upstream has nothing more yet)."""
+        self.connection.flush()
 
     def end(self) -> None:
         self.connection.end_response(self)

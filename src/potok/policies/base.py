@@ -8,6 +8,8 @@ from dataclasses import dataclass
 from enum import IntEnum
 from typing import TYPE_CHECKING, Any
 
+from potok.policies.response import ResponseFilterFactory
+
 if TYPE_CHECKING:
     from potok.config.redis import RedisConfig
     from potok.exchange import Exchange
@@ -83,6 +85,8 @@ class Policy:
     request either way. `on_request_async` is a coroutine for
     policies that must wait on their own I/O (a task is created per request on routes
     that have one). `on_response` may change the response headers before they are sent.
+    `response_filter` opens a filter on a proxied response's head, body and end
+    (policies/response.py): compression, a cache, webhook recording.
     """
 
     name: str
@@ -90,3 +94,4 @@ class Policy:
     on_request: Callable[[Exchange], RequestOutcome] | None = None
     on_request_async: Callable[[Exchange], Awaitable[None]] | None = None
     on_response: Callable[[Exchange, Headers], Headers] | None = None
+    response_filter: ResponseFilterFactory | None = None

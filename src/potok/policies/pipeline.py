@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING
 from potok.errors import GatewayError
 from potok.policies.answer import EdgeAnswer
 from potok.policies.base import SUSPENDED, Policy, RequestOutcome, ResponseHook, Waiting
+from potok.policies.response import ResponseFilterFactory, ResponseSink, open_chain
 
 if TYPE_CHECKING:
     from potok.exchange import Exchange
@@ -28,7 +29,15 @@ RequestHook = Callable[["Exchange"], RequestOutcome]
 
 
 class Pipeline:
-    __slots__ = ("_async_steps", "_request_hooks", "names", "response_hooks", "terminal")
+    __slots__ = (
+        "_async_steps",
+        "_request_hooks",
+        "has_response_filters",
+        "names",
+        "response_filters",
+        "response_hooks",
+        "terminal",
+    )
 
     def __init__(self, policies: list[Policy], terminal: Terminal) -> None:
         ordered = sorted(policies, key=lambda p: p.stage)
@@ -39,6 +48,11 @@ class Pipeline:
         self.response_hooks: tuple[ResponseHook, ...] = tuple(
             p.on_response for p in ordered if p.on_response is not None
         )
+        # Opened per proxied request, first nearest the client (policies/response.py).
+        self.response_filters: tuple[ResponseFilterFactory, ...] = tuple(
+            p.response_filter for p in ordered if p.response_filter is not None
+        )
+        self.has_response_filters = bool(self.response_filters)
         # With any async policy, every request hook runs in the task, in stage order.
         self._async_steps = (
             tuple(p for p in ordered if p.on_request or p.on_request_async)
@@ -46,6 +60,11 @@ class Pipeline:
             else ()
         )
         self.terminal = terminal
+
+    def open_response(self, exchange: Exchange) -> ResponseSink | None:
+        """The response filters opened for one proxied request (the sink the upstream
+        stage writes to), or None if one of them answered the request itself."""
+        return open_chain(self.response_filters, exchange)
 
     def run(self, exchange: Exchange) -> None:
         if self._async_steps:

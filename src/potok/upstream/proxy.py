@@ -19,7 +19,7 @@ from potok.upstream.bulkhead import BulkheadFull
 from potok.upstream.connection import UpstreamConnection
 
 if TYPE_CHECKING:
-    from potok.exchange import Exchange
+    from potok.exchange import Exchange, ResponseSink
     from potok.upstream.retry import RetryPolicy
     from potok.upstream.service import Service
     from potok.upstream.target import Target
@@ -64,6 +64,7 @@ class ProxyCall:
         "_connection",
         "_done",
         "_fallback",
+        "_flush",
         "_loop",
         "_replay",
         "_response_hooks",
@@ -71,6 +72,7 @@ class ProxyCall:
         "_retry_charged",
         "_sent_at",
         "_service",
+        "_sink",
         "_stale_replayed",
         "_target",
         "_timer",
@@ -87,8 +89,14 @@ class ProxyCall:
         *,
         retry: RetryPolicy | None,
         fallback: Fallback | None,
+        sink: ResponseSink | None = None,
     ) -> None:
         self.exchange = exchange
+        # Where the upstream's answer goes: the route's response filters, or the client.
+        self._sink: ResponseSink = exchange if sink is None else sink
+        # Called after every read from the upstream: without filters, the responder's own
+        # flush (no extra call per chunk through Exchange.flush).
+        self._flush = exchange.connection.flush if sink is None else sink.flush
         self._service = service
         self._build_head = build_head
         self._response_hooks = response_hooks
@@ -244,13 +252,13 @@ class ProxyCall:
         exchange = self.exchange
         for hook in self._response_hooks:
             headers = hook(exchange, headers)
-        exchange.send_head(status, headers, reason=reason, length=length, body=has_body)
+        self._sink.send_head(status, headers, reason=reason, length=length, body=has_body)
 
     def response_informational(self, status: int, headers: list[tuple[bytes, bytes]]) -> None:
         self.exchange.send_informational(status, headers)
 
     def response_body(self, data: bytes) -> None:
-        self.exchange.send_body(data)
+        self._sink.send_body(data)
 
     def response_complete(self, reusable: bool) -> None:
         connection = self._connection
@@ -260,7 +268,7 @@ class ProxyCall:
                 connection.target.pool.release(connection)
             else:
                 connection.close()
-        self.exchange.end()
+        self._sink.end()
 
     def response_switching(self, headers: list[tuple[bytes, bytes]], early: bytes) -> None:
         connection = self._connection
@@ -289,7 +297,7 @@ class ProxyCall:
                 "upstream response cut short", reason=reason, request_id=exchange.request_id
             )
             self._finish_upstream()
-            exchange.abort(reason)
+            self._sink.abort(reason)
             return
         if (
             connection is not None
@@ -312,7 +320,7 @@ class ProxyCall:
         self._attempt_failed("reset", 502, reason, sent=True)
 
     def flush_client(self) -> None:
-        self.exchange.connection.flush()  # the responder's own: no extra call per chunk
+        self._flush()
 
     def pause_client_reading(self) -> None:
         if not self._client_paused and not self._done:
@@ -508,7 +516,7 @@ class ProxyCall:
             request_id=exchange.request_id,
         )
         if exchange.response_started:
-            exchange.abort(detail)
+            self._sink.abort(detail)
         else:
             headers = ((b"Retry-After", b"%d" % retry_after),) if retry_after else ()
             exchange.problem(status, detail, headers=headers)

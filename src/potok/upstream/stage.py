@@ -52,7 +52,13 @@ class ProxyStage:
             exchange.headers = [
                 pair for pair in exchange.headers if pair[0].lower().replace(b"_", b"-") not in drop
             ]
-        hooks = self._stage_pipeline.response_hooks if self._stage_pipeline is not None else ()
+        pipeline = self._stage_pipeline
+        hooks = pipeline.response_hooks if pipeline is not None else ()
+        sink = None
+        if pipeline is not None and pipeline.has_response_filters:
+            sink = pipeline.open_response(exchange)
+            if sink is None:
+                return  # a response filter answered it (a cache hit): no upstream call
         ProxyCall(
             exchange,
             self._service,
@@ -60,4 +66,5 @@ class ProxyStage:
             hooks,
             retry=self._retry,
             fallback=self._fallback,
+            sink=sink,
         ).start()
