@@ -21,7 +21,7 @@ from tests.support.dummy_policy.entry import ENTRY as DUMMY
 
 def test_built_ins_run_by_stage_then_rank_whatever_order_they_are_declared_in():
     assert [entry.name for entry in REGISTRY.in_order] == [
-        "ip_filter", "cors", "security_headers", "request_size",
+        "compress", "ip_filter", "cors", "security_headers", "request_size",
         "auth_jwt", "auth_api_key", "authorize",
         "rate_limit", "concurrency_limit", "validate", "headers",
     ]  # fmt: skip
@@ -34,7 +34,9 @@ def test_a_new_entry_runs_at_its_rank_and_ties_go_by_name():
     between = dataclasses.replace(DUMMY, name="between", stage=Stage.EDGE, rank=15)
     tie = dataclasses.replace(DUMMY, name="aaa_tie", stage=Stage.EDGE, rank=20)
     names = [entry.name for entry in REGISTRY.adding(between, tie).in_order]
-    assert names[:5] == ["ip_filter", "between", "aaa_tie", "cors", "security_headers"]
+    assert names[:6] == [
+        "compress", "ip_filter", "between", "aaa_tie", "cors", "security_headers"
+    ]  # fmt: skip
 
 
 @pytest.mark.parametrize(
