@@ -21,9 +21,8 @@ from potok.routing.table import MethodNotAllowed, RouteMatch
 from potok.upstream.forwarded import apply_forwarding
 
 if TYPE_CHECKING:
-    from potok.exchange import Exchange
+    from potok.exchange import Exchange, ResponseHook
     from potok.observability.access_log import AccessLog
-    from potok.policies.base import ResponseHook
     from potok.runtime import Route, Runtime
 
 log = structlog.get_logger("potok.gateway")

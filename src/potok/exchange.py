@@ -23,6 +23,7 @@ if TYPE_CHECKING:
 
 Headers = list[tuple[bytes, bytes]]
 ResponseHook = Callable[["Exchange", Headers], Headers]
+"""A policy's `on_response`: may change the headers of any answer of its route."""
 
 
 class Producer(Protocol):

@@ -16,10 +16,11 @@ from typing import TYPE_CHECKING
 
 from potok.config.models import GatewayConfig, RouteConfig
 from potok.config.resilience import FallbackConfig
+from potok.exchange import ResponseHook
 from potok.http.settings import ServerSettings
 from potok.identity.services import shared_identity
 from potok.observability.metrics import MetricsRegistry
-from potok.policies.base import BuildContext, Policy, ResponseHook
+from potok.policies.base import BuildContext, Policy
 from potok.policies.config import PoliciesBlock
 from potok.policies.pipeline import Pipeline, Terminal
 from potok.realtime.service import Realtime, shared_realtime

@@ -18,10 +18,9 @@ import httptools
 
 from potok.app import Gateway
 from potok.config.models import GatewayConfig
-from potok.exchange import Exchange
+from potok.exchange import Exchange, ResponseHook
 from potok.http.settings import ServerSettings
 from potok.observability.metrics import GatewayMetrics, MetricsRegistry
-from potok.policies.base import ResponseHook
 from potok.runtime import Runtime
 from potok.server.connection import ClientConnection
 from potok.server.state import ServerState

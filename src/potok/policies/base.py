@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from enum import IntEnum
 from typing import TYPE_CHECKING, Any
 
+from potok.exchange import ResponseHook
 from potok.policies.response import ResponseFilterFactory
 
 if TYPE_CHECKING:
@@ -20,8 +21,6 @@ if TYPE_CHECKING:
 
 Headers = list[tuple[bytes, bytes]]
 
-ResponseHook = Callable[["Exchange", Headers], Headers]
-"""A policy's `on_response`: may change the headers of any answer of its route."""
 
 Waiting = asyncio.Future[None]
 """What `on_request` returns when it must wait: done with None to go on, or with the
@@ -93,5 +92,5 @@ class Policy:
     stage: Stage
     on_request: Callable[[Exchange], RequestOutcome] | None = None
     on_request_async: Callable[[Exchange], Awaitable[None]] | None = None
-    on_response: Callable[[Exchange, Headers], Headers] | None = None
+    on_response: ResponseHook | None = None
     response_filter: ResponseFilterFactory | None = None

@@ -17,8 +17,9 @@ from functools import partial
 from typing import TYPE_CHECKING
 
 from potok.errors import GatewayError
+from potok.exchange import ResponseHook
 from potok.policies.answer import EdgeAnswer
-from potok.policies.base import SUSPENDED, Policy, RequestOutcome, ResponseHook, Waiting
+from potok.policies.base import SUSPENDED, Policy, RequestOutcome, Waiting
 from potok.policies.response import ResponseFilterFactory, ResponseSink, open_chain
 
 if TYPE_CHECKING:

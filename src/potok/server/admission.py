@@ -27,8 +27,7 @@ from potok.observability.metrics import MetricsRegistry
 
 if TYPE_CHECKING:
     from potok.config.models import ServerOverload
-    from potok.exchange import Exchange
-    from potok.policies.base import ResponseHook
+    from potok.exchange import Exchange, ResponseHook
     from potok.server.state import RequestHandler
 
 log = structlog.get_logger("potok.admission")

@@ -5,9 +5,8 @@ from __future__ import annotations
 import asyncio
 import signal
 
-from potok.exchange import Exchange
+from potok.exchange import Exchange, ResponseHook
 from potok.http.settings import ServerSettings
-from potok.policies.base import ResponseHook
 from potok.server.asgi import AsgiApp, AsgiBridge
 from potok.server.connection import ClientConnection
 from potok.server.listener import listening_socket
