@@ -14,6 +14,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Protocol
 
 from potok.errors import problem_body
+from potok.http.http11 import first_header
 
 if TYPE_CHECKING:
     import asyncio
@@ -343,11 +344,9 @@ class Exchange:
         self.resume_waiter: asyncio.Future[None] | None = None
 
     def header(self, lower_name: bytes) -> bytes | None:
-        """First value of a header by lower-case name (a scan: not for the hot path)."""
-        for name, value in self.headers:
-            if name.lower() == lower_name:
-                return value
-        return None
+        """First value of a header by lower-case name: a scan that lower-cases only the
+        names of the right length (`http11.first_header`)."""
+        return first_header(self.headers, lower_name)
 
     # The request's progress ------------------------------------------------
 

@@ -12,7 +12,6 @@ import re
 from typing import TYPE_CHECKING
 
 from potok.errors import GatewayError
-from potok.http.http11 import first_header
 from potok.observability.metrics import MetricsRegistry
 from potok.policies.answer import EdgeAnswer
 from potok.policies.base import BuildContext, Headers, Policy, Stage
@@ -96,14 +95,12 @@ class Cors:
         return b"*" if self.wildcard_answer else origin
 
     def on_request(self, exchange: Exchange) -> None:
-        # One scan of the headers on every request of the route (Exchange.header would
-        # lower-case every name; first_header only those of the right length).
-        origin = first_header(exchange.headers, b"origin")
+        origin = exchange.header(b"origin")  # one scan on every request of the route
         if origin is None:
             return
         allowed = self.origins.allows(origin.decode("latin-1"))
         if exchange.method == b"OPTIONS":
-            requested = first_header(exchange.headers, b"access-control-request-method")
+            requested = exchange.header(b"access-control-request-method")
             if requested is not None:
                 self.preflight(exchange, origin, allowed, requested)
         if not allowed:
@@ -122,7 +119,7 @@ class Cors:
         name = method.decode("latin-1").strip()
         if not self.any_method and name not in self.methods:
             self.refuse("method", f"method {name!r} is not allowed")
-        requested = first_header(exchange.headers, b"access-control-request-headers")
+        requested = exchange.header(b"access-control-request-headers")
         allow_headers = self.allow_headers_value
         if requested is not None and requested.strip():
             if self.any_header:
