@@ -7,6 +7,7 @@
 #     REQUESTS=2000 bench/instructions.sh
 #     POTOK_SRC=/path/to/src bench/instructions.sh   # another checkout's src/
 #     LOGGED=1 bench/instructions.sh         # access log (to a file) and metrics on
+#     TRACING_RATIO=0.01 bench/instructions.sh   # tracing on, 1 % sampled (bench/otlp_sink.py)
 #
 # Wall-clock benchmarks on this 2-core VM (bench/jwt.sh, bench/ratelimit.sh) move by
 # ±2-5 % between runs, as much as the changes they are meant to judge. Instructions
@@ -42,6 +43,12 @@ ensure_tools
 rm -rf "$WORK"
 mkdir -p "$WORK/upstream" "$WORK/redis"
 
+if [[ -n ${TRACING_RATIO:-} ]]; then
+    SINK_PORT=${INSTR_SINK_PORT:-18482}
+    export TRACING_RATIO TRACING_ENDPOINT="http://127.0.0.1:$SINK_PORT/v1/traces"
+    spawn_bg "$WORK/otlp-sink.log" taskset -c "$UPSTREAM_CPU" "$PYTHON" "$BENCH_DIR/otlp_sink.py" \
+        "$SINK_PORT" "$WORK/otlp-spans.txt"
+fi
 "$PYTHON" "$BENCH_DIR/instructions_config.py" "$WORK" "$PORT" "$UPSTREAM_PORT" "$REDIS_PORT"
 "$POTOK" check --config "$WORK/potok.yaml" >/dev/null || die "potok rejects the config"
 
@@ -140,7 +147,7 @@ mkdir -p "$RESULTS"
     logged=off
     [[ ${LOGGED:-0} == 1 ]] && logged="on (LOGGED=1)"
     echo "Instructions per request (callgrind), $(date -u '+%Y-%m-%d %H:%M UTC'), $REQUESTS requests per route,"
-    echo "access log to a file and metrics: $logged,"
+    echo "access log to a file and metrics: $logged, tracing: ${TRACING_RATIO:-off},"
     echo "$CONNECTIONS connections; $(lscpu | awk -F: '/Model name/ {gsub(/^ +/, "", $2); print $2}'), $("$PYTHON" -V)."
     echo
     cat "$WORK/table.md"

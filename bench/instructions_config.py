@@ -72,7 +72,18 @@ def main() -> None:
         if importlib.util.find_spec("potok.policies.compress") is not None
         else []
     )
+    # TRACING_RATIO=0.01 (with TRACING_ENDPOINT, set by instructions.sh): tracing on.
+    tracing = (
+        {
+            "enabled": True,
+            "sample_ratio": float(os.environ["TRACING_RATIO"]),
+            "endpoint": os.environ["TRACING_ENDPOINT"],
+        }
+        if os.environ.get("TRACING_RATIO")
+        else {"enabled": False}
+    )
     config = {
+        "tracing": tracing,
         "server": {
             "host": "127.0.0.1",
             "port": port,

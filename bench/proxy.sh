@@ -7,6 +7,7 @@
 #     ROUNDS=5 bench/proxy.sh        # more rounds (medians are reported)
 #     TARGETS="nginx potok" bench/proxy.sh   # a subset
 #     POTOK_REF=HEAD bench/proxy.sh  # measure a commit's src/, not the working tree
+#     TRACING=1 bench/proxy.sh       # tracing off / 1 % / 100 % sampled, beside nginx
 #
 # Layout (2-core machine): the proxy under test runs on core 0; the upstream
 # nginx and the load generators (wrk, hey) share core 1. "Potok --workers 2"
@@ -31,6 +32,9 @@ if [[ ${QUICK:-0} == 1 ]]; then
     DURATION=3
 fi
 ((DURATION <= 10)) || die "DURATION is capped at 10 s per run"
+if [[ ${TRACING:-0} == 1 ]]; then
+    TARGETS=${TARGETS:-"direct nginx potok potok-traced1 potok-traced100"}
+fi
 TARGETS=${TARGETS:-"direct nginx caddy potok potok-logged potok-w2"}
 W2_CPUS=${W2_CPUS:-0-1}
 # Other sessions may run test suites on this machine. Before each run, wait
@@ -49,6 +53,8 @@ CADDY_PORT=18083
 POTOK_PORT=18090
 POTOK_LOGGED_PORT=18091
 POTOK_W2_PORT=18092
+POTOK_TRACED_PORT=18093
+OTLP_SINK_PORT=18094
 
 RAW=$RESULTS/raw-latest
 
@@ -146,6 +152,33 @@ start_potok_w2() {
     PID=$LAST_PID
 }
 
+# potok-traced1 / potok-traced100: the bare config plus tracing at 1 % / 100 %, spans
+# exported to bench/otlp_sink.py (on the load generator's core, as a collector would
+# be elsewhere); the exporter thread runs in the Potok process and is measured.
+start_potok_traced() {
+    local name=$1 ratio=$2
+    local dir=$WORK/$name
+    mkdir -p "$dir"
+    check_port_free "$POTOK_TRACED_PORT"
+    if [[ -z ${OTLP_SINK_PID:-} ]]; then
+        check_port_free "$OTLP_SINK_PORT"
+        spawn_bg "$WORK/otlp-sink.log" taskset -c "$LOAD_CPU" "$PYTHON" "$BENCH_DIR/otlp_sink.py" \
+            "$OTLP_SINK_PORT" "$WORK/otlp-spans.txt"
+        OTLP_SINK_PID=$LAST_PID
+    fi
+    write_potok_config "$dir/potok.yaml" "$POTOK_TRACED_PORT" false false
+    cat >>"$dir/potok.yaml" <<EOF
+tracing:
+  enabled: true
+  sample_ratio: $ratio
+  endpoint: http://127.0.0.1:$OTLP_SINK_PORT/v1/traces
+EOF
+    "$POTOK" check --config "$dir/potok.yaml" >/dev/null || die "potok rejects $dir/potok.yaml"
+    start_potok "$dir/potok.yaml" "$PROXY_CPU" "$dir/stdout.log"
+    PORT=$POTOK_TRACED_PORT
+    PID=$LAST_PID
+}
+
 # ------------------------------------------------------------ measurement --
 
 # One bounded load run of KIND against $PORT, output to FILE.
@@ -229,6 +262,9 @@ post_checks() {
             fi
             echo "GET /api/v1/metrics -> $(curl -s -o /dev/null -m 2 -w '%{http_code}' "http://127.0.0.1:$PORT/api/v1/metrics" || echo none)" >>"$notes"
             ;;
+        potok-traced1 | potok-traced100)
+            echo "spans the collector received so far: $(cat "$WORK/otlp-spans.txt" 2>/dev/null || echo 0)" >>"$notes"
+            ;;
         potok-w2)
             echo "child processes of the supervisor (pid $PID):" >>"$notes"
             ps -o pid=,psr=,args= --ppid "$PID" >>"$notes" || true
@@ -286,6 +322,8 @@ for target in $TARGETS; do
         potok) start_potok_bare ;;
         potok-logged) start_potok_logged ;;
         potok-w2) start_potok_w2 ;;
+        potok-traced1) start_potok_traced potok-traced1 0.01 ;;
+        potok-traced100) start_potok_traced potok-traced100 1.0 ;;
         *) die "unknown target $target" ;;
     esac
     if ! wait_http "$PORT" "$PID"; then

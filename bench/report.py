@@ -31,6 +31,8 @@ LABELS = {
     "potok": "Potok bare",
     "potok-logged": "Potok + access log + metrics",
     "potok-w2": "Potok --workers 2 (cores {W2_CPUS})",
+    "potok-traced1": "Potok + tracing, 1 % sampled",
+    "potok-traced100": "Potok + tracing, 100 % sampled",
 }
 
 # ------------------------------------------------------------------ parsing --
@@ -368,6 +370,13 @@ def targets_check(targets: list[Target], meta: dict[str, str]) -> list[str]:
                         f"{by[name].label}: p99 at 2,000 req/s within 0.5 ms of nginx: "
                         f"{p:.2f} vs {ng:.2f} ms ({d:+.2f} ms) -> {mark(d <= 0.5)}"
                     )
+    for name, bound in (("potok-traced1", 0.03), ("potok-traced100", 0.15)):
+        if name in by and "potok" in by and by[name].rps50() and by["potok"].rps50():
+            cost = 1 - by[name].rps50() / by["potok"].rps50()
+            out.append(
+                f"{by[name].label}: req/s @50 at most {bound * 100:.0f} % below bare: "
+                f"{cost * 100:+.1f} % -> {mark(cost <= bound)}"
+            )
     if "potok" in by and "potok-w2" in by and by["potok"].rps50() and by["potok-w2"].rps50():
         ratio = by["potok-w2"].rps50() / by["potok"].rps50()
         out.append(

@@ -74,6 +74,8 @@ class Gateway:
         runtime = self.runtime
         self.metrics.inflight_count += 1
         apply_forwarding(exchange, runtime.trusted)
+        if runtime.tracer is not None:
+            exchange.trace = runtime.tracer.begin(exchange)
         path = exchange.path
         escaped = False
         if may_need_normalizing(path) is not None:
@@ -193,5 +195,8 @@ class Gateway:
                 route=exchange.route_name,
                 bytes_in=exchange.bytes_in,
             )
+        trace = exchange.trace
+        if trace is not None and trace.sampled and self.runtime.tracer is not None:
+            self.runtime.tracer.finish(exchange, trace, duration)
         if self.access_log is not None:
             self.access_log.write(exchange, duration)

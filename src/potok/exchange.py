@@ -21,6 +21,7 @@ if TYPE_CHECKING:
 
     from potok.errors import GatewayError
     from potok.identity.principal import Principal
+    from potok.observability.tracing.trace import RequestTrace
 
 Headers = list[tuple[bytes, bytes]]
 ResponseHook = Callable[["Exchange", Headers], Headers]
@@ -281,6 +282,7 @@ class Exchange:
         "target",
         "target_name",
         "timer",
+        "trace",
         "upgrade",
         "upstream_duration",
         "upstream_path",
@@ -324,6 +326,7 @@ class Exchange:
         self.upstream_path = b""
         # The whole-request deadline, cancelled when the exchange finishes.
         self.timer: asyncio.TimerHandle | None = None
+        self.trace: RequestTrace | None = None  # set by the gateway when tracing is on
         self.deadline = started + 30.0  # perf_counter time; the route sets its own
         # Called if the client goes away or the request times out while something works on it.
         self.on_cancel: Callable[[], None] | None = None

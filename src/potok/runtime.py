@@ -20,6 +20,7 @@ from potok.exchange import ResponseHook
 from potok.http.settings import ServerSettings
 from potok.identity.services import shared_identity
 from potok.observability.metrics import MetricsRegistry
+from potok.observability.tracing.build import build_tracer
 from potok.policies.base import BuildContext, Policy
 from potok.policies.config import PoliciesBlock
 from potok.policies.pipeline import Pipeline, Terminal
@@ -107,6 +108,7 @@ class Runtime:
         )
         self.settings = settings_from(config, self.identity.headers.strip)
         self.trusted = TrustedProxies(config.server.trusted_proxies)
+        self.tracer = build_tracer(config.tracing, self.resources, self.trusted)
         upstream_metrics = UpstreamMetrics(metrics) if metrics is not None else None
         kept = previous.services if previous is not None else {}
         self.services: dict[str, Service] = {

@@ -27,6 +27,7 @@ from potok.config.resilience import (
 )
 from potok.config.units import ByteSize, Cidr, Duration, OptionalDuration
 from potok.identity.config import AuthConfig, DatabaseConfig, identity_problems
+from potok.observability.tracing.config import TracingConfig
 from potok.policies.checks import policy_problems
 from potok.policies.config import ApiPoliciesConfig, PoliciesConfig
 from potok.realtime.config import RealtimeConfig, realtime_problems
@@ -498,6 +499,9 @@ class GatewayConfig(ConfigModel):
     server: ServerConfig = Field(default_factory=ServerConfig, description="Listener settings.")
     logging: LoggingConfig = Field(default_factory=LoggingConfig, description="Logs.")
     metrics: MetricsConfig = Field(default_factory=MetricsConfig, description="Prometheus metrics.")
+    tracing: TracingConfig = Field(
+        default_factory=TracingConfig, description="OpenTelemetry tracing (OTLP/HTTP export)."
+    )
     services: dict[str, ServiceConfig] = Field(
         default_factory=dict, description="Backend services by name."
     )

@@ -110,6 +110,8 @@ class AccessLog:
         else:
             upstream_micros = int(upstream * 1_000_000 + 0.5)
             upstream_ms = f"{upstream_micros // 1000}.{_DIGITS[upstream_micros % 1000]}"
+        trace = exchange.trace
+        trace_id = "" if trace is None else f',"trace_id":"{trace.trace_id}"'
         buffer = self._buffer
         buffer += (
             f'{{"timestamp":"{self._seconds}{_MILLISECONDS[int((now - second) * 1000)]}'
@@ -117,7 +119,7 @@ class AccessLog:
             f'{names[0]}"path":"{path}",{names[1]}"status":{exchange.status},'
             f'"duration_ms":{micros // 1000}.{_DIGITS[micros % 1000]},"upstream_ms":{upstream_ms},'
             f'"bytes_in":{exchange.bytes_in},"bytes_out":{exchange.bytes_out},'
-            f'"client_ip":"{client_ip}","user_id":{user_id},"user_agent":{user_agent}}}\n'
+            f'"client_ip":"{client_ip}","user_id":{user_id},"user_agent":{user_agent}{trace_id}}}\n'
         ).encode()
         if len(buffer) >= FLUSH_BYTES:
             self.flush()

@@ -168,8 +168,18 @@ class ProxyCall:
         target = self._service.choose(self._tried)
         self._target = target
         self._tried.append(target)
-        self.exchange.target_name = target.name
+        exchange = self.exchange
+        exchange.target_name = target.name
         target.inflight += 1
+        trace = exchange.trace
+        if trace is not None:
+            trace.begin_attempt(
+                exchange.method.decode("latin-1"),
+                target.name,
+                target.host,
+                target.port,
+                len(self._tried) - 1,
+            )
         connection = target.pool.acquire()
         if connection is not None:
             self._send(connection)
@@ -232,6 +242,9 @@ class ProxyCall:
         has_body: bool,
     ) -> None:
         self._cancel_timer()
+        trace = self.exchange.trace
+        if trace is not None:
+            trace.attempt_status(status)
         if status >= 500:
             retry = self._retry
             if (
@@ -337,6 +350,9 @@ class ProxyCall:
     def _attempt_failed(self, kind: str, status: int, detail: str, *, sent: bool) -> None:
         if self._done:
             return
+        trace = self.exchange.trace
+        if trace is not None:
+            trace.attempt_error(kind)
         connection = self._connection
         if (
             kind == "reset"
@@ -382,6 +398,9 @@ class ProxyCall:
         if target is not None:
             target.inflight -= 1
             self._target = None
+        trace = self.exchange.trace
+        if trace is not None:
+            trace.end_attempt()
         delay = retry.backoff.delay(len(self._tried) - 1)
         remaining = self.exchange.deadline - time.perf_counter()
         if remaining <= 0.001:
@@ -554,6 +573,8 @@ class ProxyCall:
         exchange = self.exchange
         exchange.on_cancel = None
         exchange.producer = None
+        if exchange.trace is not None:
+            exchange.trace.end_attempt()
         if self._sent_at:
             exchange.upstream_duration = time.perf_counter() - self._sent_at
         if self._target is not None:

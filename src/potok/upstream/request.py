@@ -36,6 +36,7 @@ class RequestHeadBuilder:
         if exchange.upgrade is not None:
             framing += b"Connection: upgrade\r\nUpgrade: " + exchange.upgrade + b"\r\n"
         identity = exchange.identity
+        trace = exchange.trace
         return b"".join(
             (
                 exchange.method,
@@ -58,6 +59,7 @@ class RequestHeadBuilder:
                 b"\r\nX-Request-ID: ",
                 exchange.request_id.encode(),
                 b"\r\n",
+                trace.upstream_lines if trace is not None else b"",
                 self._static,
                 framing,
                 b"\r\n",

@@ -8,11 +8,13 @@ batch's reply resumes its pipeline: no task, coroutine or future per request.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from potok.errors import GatewayError
 from potok.observability.metrics import MetricsRegistry
+from potok.observability.tracing.trace import CLIENT
 from potok.policies.base import SUSPENDED, BuildContext, Policy, RequestOutcome, Stage
 from potok.policies.rate_limit.config import LimitConfig, RateLimitConfig
 from potok.policies.rate_limit.limiter import LimitMetrics, RateLimiter, state_name
@@ -32,6 +34,7 @@ from potok.redis_clients import redis_endpoint
 
 if TYPE_CHECKING:
     from potok.exchange import Exchange
+    from potok.observability.tracing.trace import RequestTrace
 
 
 def build(config: RateLimitConfig | None, context: BuildContext) -> Policy | None:
@@ -95,6 +98,9 @@ def _redis_check(
 
     def settle(exchange: Exchange, outcome: Reply | StoreUnavailable) -> None:
         """The batch's answer for one request: go on, or refuse it."""
+        trace = exchange.trace
+        if trace is not None and trace.sampled:
+            _record_span(exchange, trace, outcome)
         if type(outcome) is list and outcome[0] == 1:  # admitted: RateLimiter.admitted inline
             index = outcome[1]
             admissions[index][0] += 1.0
@@ -127,7 +133,23 @@ def _redis_check(
             keys = [names[0] + limiter.keys[0](exchange)]
         else:
             keys = [name + key(exchange) for name, key in zip(names, limiter.keys, strict=True)]
+        if exchange.trace is not None and exchange.trace.sampled:
+            exchange.trace.waiting_since = time.time_ns()
         store.submit(specs, keys, settle, exchange)
         return SUSPENDED
 
     return check
+
+
+def _record_span(
+    exchange: Exchange, trace: RequestTrace, outcome: Reply | StoreUnavailable
+) -> None:
+    """A CLIENT span for the Redis round trip the request waited for."""
+    start = trace.waiting_since
+    failed = isinstance(outcome, StoreUnavailable)
+    attributes: dict[str, object] = {"db.system.name": "redis", "db.operation.name": "EVALSHA"}
+    if not failed:
+        attributes["potok.rate_limit.admitted"] = type(outcome) is list and outcome[0] == 1
+    trace.add_span(
+        "rate_limit redis", CLIENT, start, attributes, "store_unavailable" if failed else None
+    )
