@@ -37,6 +37,7 @@ from potok.routing.endpoints import (
 )
 from potok.routing.rewrite import Rewriter, compile_rewrite
 from potok.routing.table import RouteEntry, RouteTable
+from potok.traffic.split import Variant, VariantStage, compile_rule
 from potok.upstream.forwarded import TrustedProxies
 from potok.upstream.metrics import UpstreamMetrics
 from potok.upstream.proxy import Fallback
@@ -229,22 +230,20 @@ class Runtime:
 
     def _build_route(self, index: int, config: RouteConfig) -> Route:
         name = route_name(index, config)
-        service = self.services[config.service]
+        service = self.services[config.primary_service]
         context = self._context(name)
         policies_config = config.policies.merged_over(self.config.policies)
         policies = self._policies(policies_config, context)
-        static: list[tuple[bytes, bytes]] = []
         drop = _consumed_headers(policies_config)
-        if service.api_key_header is not None:
-            static.append(service.api_key_header)
-            drop.add(service.api_key_header[0].lower())  # a client cannot supply or override it
-        stage = ProxyStage(
-            service,
-            RequestHeadBuilder(static, config.preserve_host),
-            frozenset(drop),
-            _route_retry(config, service),
-            _fallback(config.fallback),
-        )
+        for each in config.service_names:
+            key_header = self.services[each].api_key_header
+            if key_header is not None:
+                drop.add(key_header[0].lower())  # a client cannot supply or override it
+        stage: ProxyStage | VariantStage
+        if config.service is not None:
+            stage = self._proxy_stage(config, service, frozenset(drop))
+        else:
+            stage = self._variant_stage(name, config, frozenset(drop))
         pipeline = Pipeline(policies, stage)
         stage.bind(pipeline)
         pattern = config.match.path or config.match.prefix or "/"
@@ -260,6 +259,33 @@ class Runtime:
             refuses_trace="TRACE" not in config.match.methods,
             allow=_allow(config.match.methods),
         )
+
+    def _proxy_stage(
+        self, config: RouteConfig, service: Service, drop: frozenset[bytes]
+    ) -> ProxyStage:
+        static = [service.api_key_header] if service.api_key_header is not None else []
+        return ProxyStage(
+            service,
+            RequestHeadBuilder(static, config.preserve_host),
+            drop,
+            _route_retry(config, service),
+            _fallback(config.fallback),
+        )
+
+    def _variant_stage(
+        self, name: str, config: RouteConfig, drop: frozenset[bytes]
+    ) -> VariantStage:
+        variants = {
+            each.name: Variant(
+                each.name, each.weight, self._proxy_stage(config, self.services[each.name], drop)
+            )
+            for each in config.services
+        }
+        rules = [(compile_rule(rule), variants[rule.service]) for rule in config.canary]
+        stage = VariantStage(name, list(variants.values()), rules, config.sticky)
+        if self.metrics is not None:
+            stage.count_in(self.metrics)
+        return stage
 
     def start(self) -> None:
         """Start background work (health checks); needs the running loop."""

@@ -33,7 +33,12 @@ def traced(upstream_url: str, endpoint: str, **tracing: Any) -> dict[str, Any]:
     return {
         "services": {"up": {"targets": [upstream_url]}},
         "routes": [{"name": "all", "match": {"prefix": "/"}, "service": "up"}],
-        "tracing": {"enabled": True, "endpoint": endpoint, "batch": {"interval": "50ms"}, **tracing},
+        "tracing": {
+            "enabled": True,
+            "endpoint": endpoint,
+            "batch": {"interval": "50ms"},
+            **tracing,
+        },
     }
 
 
@@ -120,7 +125,9 @@ def test_a_trusted_callers_trace_is_continued(upstream, receiver, start_gateway)
     assert sent.split("-")[1] == PARENT_TRACE and sent.split("-")[2] != PARENT_SPAN
     assert echoed_header(response.body, "tracestate") == ["vendor=abc"]
     spans = receiver.wait_for_spans(PARENT_TRACE, 2)
-    [server] = [s for s in spans if s.kind == SERVER and s.attributes["url.path"] == "/echo/continued"]
+    [server] = [
+        s for s in spans if s.kind == SERVER and s.attributes["url.path"] == "/echo/continued"
+    ]
     assert server.parent_id == PARENT_SPAN
 
 

@@ -48,7 +48,7 @@ class OtlpReceiver:
         receiver = self
 
         class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802 - http.server's name
+            def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers["Content-Length"]))
                 receiver._take(body, self.headers.get("Content-Type", ""))
                 reply = ExportTraceServiceResponse().SerializeToString()
@@ -96,7 +96,9 @@ class OtlpReceiver:
         with self._lock:
             return [span for span in self.spans if span.trace_id == trace_id]
 
-    def wait_for_spans(self, trace_id: str, count: int, timeout: float = 10.0) -> list[ReceivedSpan]:
+    def wait_for_spans(
+        self, trace_id: str, count: int, timeout: float = 10.0
+    ) -> list[ReceivedSpan]:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             spans = self.trace(trace_id)

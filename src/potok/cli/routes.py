@@ -39,7 +39,7 @@ def table_rows(config: GatewayConfig) -> list[tuple[str, ...]]:
                 route.name,
                 methods,
                 match,
-                cfg.service,
+                cfg.service or " ".join(f"{v.name}:{v.weight}" for v in cfg.services),
                 rewrite,
                 ",".join(route.pipeline.names) or "-",
             )

@@ -15,7 +15,7 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
-from potok.config.models import GatewayConfig
+from potok.config.models import GatewayConfig, RouteConfig
 from potok.config.paths import path_context
 from potok.identity.secrets import PREFIX as SECRET_PREFIX
 from potok.identity.secrets import open_config_value
@@ -132,11 +132,12 @@ def cross_check(config: GatewayConfig) -> list[tuple[str, str]]:
     shapes: dict[tuple[object, ...], list[tuple[str, frozenset[str]]]] = {}
     for index, route in enumerate(config.routes):
         where = f"routes[{index}]"
-        if route.service not in config.services:
-            known = ", ".join(sorted(config.services)) or "none defined"
-            problems.append(
-                (f"{where}.service", f"unknown service {route.service!r} (services: {known})")
-            )
+        for field, service in _route_services(route):
+            if service not in config.services:
+                known = ", ".join(sorted(config.services)) or "none defined"
+                problems.append(
+                    (f"{where}.{field}", f"unknown service {service!r} (services: {known})")
+                )
         own = _own_endpoint_under(
             route.match.path or route.match.prefix or "/", route.match.path is not None
         )
@@ -177,3 +178,12 @@ def _own_endpoint_under(pattern: str, exact: bool) -> str | None:
         elif path == own or path.startswith(own + "/"):
             return own
     return None
+
+
+def _route_services(route: RouteConfig) -> list[tuple[str, str]]:
+    """(field, service name) of every service a route names."""
+    if route.service is not None:
+        return [("service", route.service)]
+    return [
+        (f"services[{index}].name", variant.name) for index, variant in enumerate(route.services)
+    ]

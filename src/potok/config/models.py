@@ -32,6 +32,7 @@ from potok.policies.checks import policy_problems
 from potok.policies.config import ApiPoliciesConfig, PoliciesConfig
 from potok.realtime.config import RealtimeConfig, realtime_problems
 from potok.routing.pattern import validate_pattern, validate_rewrite
+from potok.traffic.config import CanaryRule, Sticky, WeightedService
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 _HTTP_METHODS = frozenset(
@@ -426,8 +427,36 @@ class RouteConfig(ConfigModel):
         None, description="Name used in logs and metrics; defaults to the service name plus index."
     )
     match: MatchConfig = Field(description="Which requests this route takes.")
-    service: str = Field(
-        description="Name of the service (under `services`) that serves the route."
+    service: str | None = Field(
+        None,
+        description=(
+            "Name of the service (under `services`) that serves the route; a weighted route "
+            "gives `services` instead."
+        ),
+    )
+    services: tuple[WeightedService, ...] = Field(
+        (),
+        description=(
+            "Variants of a weighted (canary) route, e.g. [{name: orders-v1, weight: 90}, "
+            "{name: orders-v2, weight: 10}]: each request goes to one, by the `canary` rules "
+            "first, then by weight (see docs/traffic.md)."
+        ),
+    )
+    canary: tuple[CanaryRule, ...] = Field(
+        (),
+        description=(
+            "Rules that pick a variant before the weights (a header, cookie or claim value); "
+            "the first that matches wins."
+        ),
+    )
+    sticky: Sticky = Field(
+        "none",
+        description=(
+            "How the weights pick: 'none' at random per request; 'user' by a hash of the "
+            "authenticated user id, so a user stays on one variant across requests and "
+            "instances (anonymous requests: at random); 'client_ip' by a hash of the client "
+            "address."
+        ),
     )
     rewrite: str | None = Field(
         None,
@@ -473,6 +502,39 @@ class RouteConfig(ConfigModel):
         if value is not None and not _NAME.match(value):
             raise ValueError("letters, digits, '_', '-' and '.', at most 64, starting alphanumeric")
         return value
+
+    @model_validator(mode="after")
+    def _variants(self) -> RouteConfig:
+        if (self.service is None) == (not self.services):
+            raise ValueError(
+                "give `service`, or `services` for a weighted route (not both)"
+                if self.service is not None
+                else "give `service` (or `services` for a weighted route)"
+            )
+        names = [variant.name for variant in self.services]
+        if len(set(names)) != len(names):
+            raise ValueError("services: a service is listed twice")
+        if self.services and not any(variant.weight for variant in self.services):
+            raise ValueError("services: at least one weight must be above 0")
+        if not self.services and (self.canary or self.sticky != "none"):
+            raise ValueError("canary and sticky need a weighted route (`services`)")
+        for index, rule in enumerate(self.canary):
+            if rule.service not in names:
+                raise ValueError(
+                    f"canary[{index}].service: {rule.service!r} is not one of the route's "
+                    f"services ({', '.join(names)})"
+                )
+        return self
+
+    @property
+    def service_names(self) -> tuple[str, ...]:
+        """Every service the route may send to."""
+        return (self.service,) if self.service is not None else tuple(s.name for s in self.services)
+
+    @property
+    def primary_service(self) -> str:
+        """The route's service, or its first variant (default names, docs)."""
+        return self.service if self.service is not None else self.services[0].name
 
     @field_validator("rewrite")
     @classmethod

@@ -34,4 +34,4 @@ PROBE_ENDPOINTS = frozenset({HEALTH_PATH, METRICS_PATH})
 
 def route_name(index: int, config: RouteConfig) -> str:
     """A route's name in logs and metrics: its own, or `<service>-<index>`."""
-    return config.name or f"{config.service}-{index}"
+    return config.name or f"{config.primary_service}-{index}"

@@ -1,0 +1,1 @@
+"""Traffic shaping: weighted and canary routes (split.py)."""
