@@ -51,7 +51,9 @@ class GatewayProcess:
 
     def wait_until_listening(self) -> None:
         try:
-            wait_for_port(self.port, timeout=20)
+            # Start-up takes about 1 s; a machine busy with the parallel suite (and other
+            # work) has taken over 20 s. A gateway that fails to start exits at once.
+            wait_for_port(self.port, timeout=60, process=self.process)
         except TimeoutError:
             self.stop()
             raise RuntimeError(f"gateway did not start:\n{self.stderr()}") from None

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import socket
 import time
+from typing import Any
 
 
 def free_port() -> int:
@@ -12,13 +13,16 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def wait_for_port(port: int, timeout: float = 10.0) -> None:
+def wait_for_port(port: int, timeout: float = 10.0, process: Any = None) -> None:
+    """Until something accepts on the port; early if `process` (a Popen) exits first."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         try:
             with socket.create_connection(("127.0.0.1", port), timeout=0.2):
                 return
         except OSError:
+            if process is not None and process.poll() is not None:
+                raise TimeoutError(f"the process exited before listening on {port}") from None
             time.sleep(0.02)
     raise TimeoutError(f"nothing listening on {port}")
 
