@@ -58,6 +58,14 @@ class Tunnel(Protocol):
     def resume_reading(self) -> None: ...
 
 
+class BodyTee(Protocol):
+    """A copy of a request body's bytes as they arrive (`RequestBody.tee`)."""
+
+    def take(self, data: bytes) -> None: ...
+
+    def done(self) -> None: ...
+
+
 class RequestBody(Protocol):
     """A request body as it arrives, for whoever consumes it (server/body.py implements it).
 
@@ -67,6 +75,7 @@ class RequestBody(Protocol):
     received: int  # bytes so far
     complete: bool  # the last byte has arrived
     max_bytes: int  # a policy may lower it; the server refuses a body past it (413)
+    tee: BodyTee | None  # sees each chunk as it arrives, whoever consumes it (a mirror)
 
     def attach(self, sink: BodySink) -> None:
         """Send what is buffered to `sink`, then stream the rest to it."""

@@ -37,6 +37,7 @@ from potok.routing.endpoints import (
 )
 from potok.routing.rewrite import Rewriter, compile_rewrite
 from potok.routing.table import RouteEntry, RouteTable
+from potok.traffic.mirror import Mirror
 from potok.traffic.split import Variant, VariantStage, compile_rule
 from potok.upstream.forwarded import TrustedProxies
 from potok.upstream.metrics import UpstreamMetrics
@@ -241,7 +242,7 @@ class Runtime:
                 drop.add(key_header[0].lower())  # a client cannot supply or override it
         stage: ProxyStage | VariantStage
         if config.service is not None:
-            stage = self._proxy_stage(config, service, frozenset(drop))
+            stage = self._proxy_stage(config, service, frozenset(drop), name)
         else:
             stage = self._variant_stage(name, config, frozenset(drop))
         pipeline = Pipeline(policies, stage)
@@ -261,7 +262,7 @@ class Runtime:
         )
 
     def _proxy_stage(
-        self, config: RouteConfig, service: Service, drop: frozenset[bytes]
+        self, config: RouteConfig, service: Service, drop: frozenset[bytes], route: str = ""
     ) -> ProxyStage:
         static = [service.api_key_header] if service.api_key_header is not None else []
         return ProxyStage(
@@ -270,14 +271,27 @@ class Runtime:
             drop,
             _route_retry(config, service),
             _fallback(config.fallback),
+            mirror=self._mirror(config, route),
         )
+
+    def _mirror(self, config: RouteConfig, route: str) -> Mirror | None:
+        if config.mirror is None:
+            return None
+        shadow = self.services[config.mirror.service]
+        static = [(b"X-Potok-Mirror", route.encode())]
+        if shadow.api_key_header is not None:
+            static.append(shadow.api_key_header)
+        head = RequestHeadBuilder(static, config.preserve_host)
+        return Mirror(config.mirror, shadow, head, route, self.metrics)
 
     def _variant_stage(
         self, name: str, config: RouteConfig, drop: frozenset[bytes]
     ) -> VariantStage:
         variants = {
             each.name: Variant(
-                each.name, each.weight, self._proxy_stage(config, self.services[each.name], drop)
+                each.name,
+                each.weight,
+                self._proxy_stage(config, self.services[each.name], drop, name),
             )
             for each in config.services
         }

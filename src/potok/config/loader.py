@@ -182,8 +182,11 @@ def _own_endpoint_under(pattern: str, exact: bool) -> str | None:
 
 def _route_services(route: RouteConfig) -> list[tuple[str, str]]:
     """(field, service name) of every service a route names."""
-    if route.service is not None:
-        return [("service", route.service)]
-    return [
-        (f"services[{index}].name", variant.name) for index, variant in enumerate(route.services)
-    ]
+    named = (
+        [("service", route.service)]
+        if route.service is not None
+        else [(f"services[{index}].name", v.name) for index, v in enumerate(route.services)]
+    )
+    if route.mirror is not None:
+        named.append(("mirror.service", route.mirror.service))
+    return named

@@ -32,7 +32,7 @@ from potok.policies.checks import policy_problems
 from potok.policies.config import ApiPoliciesConfig, PoliciesConfig
 from potok.realtime.config import RealtimeConfig, realtime_problems
 from potok.routing.pattern import validate_pattern, validate_rewrite
-from potok.traffic.config import CanaryRule, Sticky, WeightedService
+from potok.traffic.config import CanaryRule, MirrorConfig, Sticky, WeightedService
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 _HTTP_METHODS = frozenset(
@@ -449,6 +449,13 @@ class RouteConfig(ConfigModel):
             "the first that matches wins."
         ),
     )
+    mirror: MirrorConfig | None = Field(
+        None,
+        description=(
+            "Copy a share of the requests to a shadow service; its answers are discarded "
+            "(see docs/traffic.md)."
+        ),
+    )
     sticky: Sticky = Field(
         "none",
         description=(
@@ -502,6 +509,15 @@ class RouteConfig(ConfigModel):
         if value is not None and not _NAME.match(value):
             raise ValueError("letters, digits, '_', '-' and '.', at most 64, starting alphanumeric")
         return value
+
+    @model_validator(mode="after")
+    def _mirror_apart(self) -> RouteConfig:
+        if self.mirror is not None and self.mirror.service in self.service_names:
+            raise ValueError(
+                f"mirror.service: {self.mirror.service!r} serves the route itself; a shadow "
+                "must be another service"
+            )
+        return self
 
     @model_validator(mode="after")
     def _variants(self) -> RouteConfig:

@@ -8,7 +8,7 @@ import asyncio
 from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
-    from potok.exchange import BodySink
+    from potok.exchange import BodySink, BodyTee
 
 
 class _Reader(Protocol):
@@ -46,6 +46,7 @@ class IncomingBody:
         "expect_continue",
         "max_bytes",
         "received",
+        "tee",
     )
 
     def __init__(self, connection: _Reader, max_bytes: int, expect_continue: bool) -> None:
@@ -61,6 +62,7 @@ class IncomingBody:
         self.max_bytes = max_bytes
         self.expect_continue = expect_continue
         self.continue_sent = False
+        self.tee: BodyTee | None = None  # a copy of the bytes as they arrive (a mirror)
 
     # From the parser ---------------------------------------------------------
 
@@ -69,6 +71,8 @@ class IncomingBody:
         self.received += len(data)
         if self.received > self.max_bytes:
             return False
+        if self.tee is not None:
+            self.tee.take(data)
         if self._sink is not None:
             self._sink.write_body(data)
             return True
@@ -82,6 +86,8 @@ class IncomingBody:
 
     def finish(self) -> None:
         self.complete = True
+        if self.tee is not None:
+            self.tee.done()
         if self._sink is not None:
             self._sink.end_body()
         else:

@@ -7,6 +7,7 @@ from typing import Literal
 from pydantic import Field, model_validator
 
 from potok.config.base import ConfigModel
+from potok.config.units import ByteSize, Duration
 
 
 class WeightedService(ConfigModel):
@@ -44,3 +45,37 @@ class CanaryRule(ConfigModel):
 
 
 Sticky = Literal["none", "user", "client_ip"]
+
+
+class MirrorConfig(ConfigModel):
+    """A copy of a share of the route's requests to a shadow service; its answers are
+    discarded and never touch the client's."""
+
+    service: str = Field(description="The shadow service (under `services`).")
+    percent: float = Field(
+        100.0, ge=0.0, le=100.0, description="Share of the requests mirrored, at random."
+    )
+    header: str | None = Field(
+        None,
+        description=(
+            "Only requests carrying this header are mirrored (then `percent` of them): a "
+            "test client can opt its traffic in."
+        ),
+    )
+    max_body: ByteSize = Field(
+        64 * 1024,
+        ge=0,
+        description="Bodies up to this size are mirrored; larger requests are not (counted).",
+    )
+    max_in_flight: int = Field(
+        100,
+        ge=1,
+        le=100_000,
+        description=(
+            "Mirrored requests under way at once per route (per worker); beyond it copies "
+            "are dropped and counted, so a slow shadow cannot hold memory."
+        ),
+    )
+    timeout: Duration = Field(
+        5.0, gt=0, description="A mirrored request still unanswered after this is abandoned."
+    )

@@ -12,6 +12,7 @@ from potok.upstream.proxy import ProxyCall
 
 if TYPE_CHECKING:
     from potok.exchange import Exchange, RoutePipeline
+    from potok.traffic.mirror import Mirror
     from potok.upstream.proxy import Fallback
     from potok.upstream.request import RequestHeadBuilder
     from potok.upstream.retry import RetryPolicy
@@ -21,7 +22,15 @@ if TYPE_CHECKING:
 class ProxyStage:
     """The terminal stage of a proxied route."""
 
-    __slots__ = ("_build_head", "_drop", "_fallback", "_retry", "_service", "_stage_pipeline")
+    __slots__ = (
+        "_build_head",
+        "_drop",
+        "_fallback",
+        "_mirror",
+        "_retry",
+        "_service",
+        "_stage_pipeline",
+    )
 
     def __init__(
         self,
@@ -30,8 +39,11 @@ class ProxyStage:
         drop: frozenset[bytes],
         retry: RetryPolicy | None,
         fallback: Fallback | None,
+        *,
+        mirror: Mirror | None = None,
     ) -> None:
         self._service = service
+        self._mirror = mirror
         self._build_head = build_head
         self._drop = drop
         self._retry = retry
@@ -59,6 +71,8 @@ class ProxyStage:
             sink = pipeline.open_response(exchange)
             if sink is None:
                 return  # a response filter answered it (a cache hit): no upstream call
+        if self._mirror is not None:
+            self._mirror.maybe_copy(exchange)
         ProxyCall(
             exchange,
             self._service,
