@@ -87,9 +87,7 @@ def _config(pki: Pki, up: Upstreams) -> dict[str, Any]:
         "idle": _service(
             f"https://localhost:{up.idle.port}", tls=ca, pool={"idle_timeout": "300ms"}
         ),
-        "named": _service(
-            f"https://localhost:{up.named.port}", tls=ca, dns={"family": "ipv4"}
-        ),
+        "named": _service(f"https://localhost:{up.named.port}", tls=ca, dns={"family": "ipv4"}),
         "checked": _service(
             f"https://localhost:{up.checked.port}",
             tls=ca,
@@ -209,9 +207,9 @@ def test_a_certificate_for_another_name_is_refused(gateway, upstreams):
     problem = _problem(gateway, "/wronghost/echo")
     assert "Hostname mismatch" in problem["detail"]
     assert "Hostname mismatch" in str(_logged(gateway, "wronghost"))
-    assert upstreams.orders.hits["/echo"] == upstreams.orders.total - upstreams.orders.hits[
-        "/health"
-    ]  # only the byip/insecure cases' requests reached it
+    assert (
+        upstreams.orders.hits["/echo"] == upstreams.orders.total - upstreams.orders.hits["/health"]
+    )  # only the byip/insecure cases' requests reached it
     assert metric(
         gateway, "upstream_tls_failures_total", service="wronghost", reason="hostname_mismatch"
     )
@@ -285,7 +283,9 @@ def test_a_free_port_refusing_tcp_is_still_a_connect_failure(pki, start_gateway)
     port = free_port()
     gateway = start_gateway(
         {
-            "services": {"dead": _service(f"https://localhost:{port}", tls={"ca_file": pki.ca_file})},
+            "services": {
+                "dead": _service(f"https://localhost:{port}", tls={"ca_file": pki.ca_file})
+            },
             "routes": [{"name": "dead", "match": {"prefix": "/"}, "service": "dead"}],
         }
     )

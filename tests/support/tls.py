@@ -23,7 +23,9 @@ class Pki:
         self.client_ca = trustme.CA(organization_name="Potok test client CA")
         self.ca_file = self.write("ca.pem", self.ca.cert_pem.bytes())
         client = self.client_ca.issue_cert("gateway.test", common_name="potok-gateway")
-        self.client_cert_file = self.write("client.pem", b"".join(b.bytes() for b in client.cert_chain_pems))
+        self.client_cert_file = self.write(
+            "client.pem", b"".join(b.bytes() for b in client.cert_chain_pems)
+        )
         self.client_key_file = self.write("client.key", client.private_key_pem.bytes())
 
     def write(self, name: str, data: bytes) -> str:
@@ -37,7 +39,7 @@ class Pki:
         expired: bool = False,
         require_client_cert: bool = False,
     ) -> ssl.SSLContext:
-        now = datetime.datetime.now(datetime.timezone.utc)
+        now = datetime.datetime.now(datetime.UTC)
         if expired:
             cert = self.ca.issue_cert(
                 *names,
