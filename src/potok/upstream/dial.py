@@ -31,14 +31,12 @@ _VERIFY_REASONS = {
     19: "unknown_ca",  # SELF_SIGNED_CERT_IN_CHAIN
     20: "unknown_ca",  # UNABLE_TO_GET_ISSUER_CERT_LOCALLY
     21: "unknown_ca",  # UNABLE_TO_VERIFY_LEAF_SIGNATURE
-    23: "revoked",  # CERT_REVOKED
 }
 TLS_FAILURE_REASONS = (
     "expired",
     "not_yet_valid",
     "hostname_mismatch",
     "unknown_ca",
-    "revoked",
     "verify",
     "timeout",
     "handshake",
