@@ -33,7 +33,7 @@ PATH=$PATH:/usr/sbin
 trap cleanup EXIT
 prepare_potok
 rm -rf "$WORK"
-mkdir -p "$WORK/nginx/tmp" "$WORK/pki"
+mkdir -p "$WORK/nginx/tmp" "$WORK/pki" "$RESULTS"
 
 # A CA and a certificate for "localhost" (ECDSA P-256, trustme's default).
 "$PYTHON" - "$WORK/pki" <<'PY'
