@@ -22,6 +22,10 @@ PORT=${UTLS_PORT:-18150}
 HTTP_PORT=${UTLS_HTTP_PORT:-18151}
 HTTPS_PORT=${UTLS_HTTPS_PORT:-18152}
 CASES=${CASES:-"http https https-no-pool"}
+# On a shared machine: before each run wait (at most QUIET_WAIT s) until other processes
+# use less than QUIET_THRESHOLD % of the CPUs; the table shows what they used meanwhile.
+QUIET_THRESHOLD=${QUIET_THRESHOLD:-10}
+QUIET_WAIT=${QUIET_WAIT:-20}
 
 for tool in wrk nginx; do
     command -v "$tool" >/dev/null 2>&1 || [[ -x /usr/sbin/$tool ]] \
@@ -108,17 +112,22 @@ p99_ms() {
          f = (u == "us") ? 0.001 : (u == "s") ? 1000 : 1; printf "%.2f", v * f}' "$1"
 }
 
-run_case() {  # CASE -> "REQ_PER_S P99_MS US_PER_REQUEST"
-    local before after count errors
+run_case() {  # CASE -> "REQ_PER_S P99_MS US_PER_REQUEST FOREIGN_CPU_PERCENT"
+    local before after count errors foreign
+    # Wait (at most QUIET_WAIT s) for other processes to calm down; record what they used.
+    "$PYTHON" "$BENCH_DIR/cpuwatch.py" quiet $$ --threshold "$QUIET_THRESHOLD" --max-wait "$QUIET_WAIT" >/dev/null
+    "$PYTHON" "$BENCH_DIR/cpuwatch.py" snapshot $$ >"$WORK/cpu.before"
     before=$(cpu_ticks)
     taskset -c "$LOAD_CPU" wrk -t1 -c"$CONNECTIONS" -d"${DURATION}s" --latency \
         "http://127.0.0.1:$PORT/$1/x" >"$WORK/wrk.txt" 2>&1
     after=$(cpu_ticks)
+    "$PYTHON" "$BENCH_DIR/cpuwatch.py" snapshot $$ >"$WORK/cpu.after"
+    foreign=$("$PYTHON" "$BENCH_DIR/cpuwatch.py" foreign "$WORK/cpu.before" "$WORK/cpu.after")
     count=$(awk '/requests in/ {print $1}' "$WORK/wrk.txt")
     errors=$(awk '/Non-2xx/ {print $NF}' "$WORK/wrk.txt")
     [[ -n $count && -z $errors ]] || die "bad answers for $1 (see $WORK/wrk.txt)"
-    awk -v n="$count" -v t="$((after - before))" -v hz="$TICK" -v d="$DURATION" -v p="$(p99_ms "$WORK/wrk.txt")" \
-        'BEGIN {printf "%.0f %s %.1f\n", n / d, p, t / hz * 1e6 / n}'
+    awk -v n="$count" -v t="$((after - before))" -v hz="$TICK" -v d="$DURATION" -v p="$(p99_ms "$WORK/wrk.txt")" -v f="$foreign" \
+        'BEGIN {printf "%.0f %s %.1f %s\n", n / d, p, t / hz * 1e6 / n, f}'
 }
 
 for c in $CASES; do
@@ -140,15 +149,16 @@ median() { sort -n | awk '{a[NR] = $1} END {print a[int((NR + 1) / 2)]}'; }
     echo "$ROUNDS x ${DURATION}s per case, wrk -c$CONNECTIONS keep-alive, one Potok worker on core 0,"
     echo "nginx + wrk on core 1; medians. $POTOK_SOURCE."
     echo
-    echo "| upstream | req/s | p99 ms | Potok CPU µs per request | req/s vs http |"
-    echo "|:---|---:|---:|---:|---:|"
+    echo "| upstream | req/s | p99 ms | Potok CPU µs per request | req/s vs http | CPU used by others |"
+    echo "|:---|---:|---:|---:|---:|---:|"
     base=$(awk '$1 == "http" {print $2}' "$WORK/runs.txt" | median)
     for c in $CASES; do
         rps=$(awk -v c="$c" '$1 == c {print $2}' "$WORK/runs.txt" | median)
         p99=$(awk -v c="$c" '$1 == c {print $3}' "$WORK/runs.txt" | median)
         us=$(awk -v c="$c" '$1 == c {print $4}' "$WORK/runs.txt" | median)
         share=$(awk -v r="$rps" -v b="${base:-0}" 'BEGIN {if (b > 0) printf "%.0f %%", 100 * r / b; else print "-"}')
-        echo "| $c | $rps | $p99 | $us | $share |"
+        others=$(awk -v c="$c" '$1 == c {print $5}' "$WORK/runs.txt" | median)
+        echo "| $c | $rps | $p99 | $us | $share | $others % |"
     done
     echo
     echo "New upstream connections opened during the whole run (warm-up included):"
