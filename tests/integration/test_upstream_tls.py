@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import ssl
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -40,6 +41,7 @@ class Upstreams:
         self.mtls = TlsUpstream(pki.server_context("localhost", require_client_cert=True))
         self.named = TlsUpstream(pki.server_context("localhost"))
         self.checked = TlsUpstream(pki.server_context("localhost"))
+        self.old = TlsUpstream(pki.server_context("localhost", max_version=ssl.TLSVersion.TLSv1_2))
 
         async def never_speaks(reader: asyncio.StreamReader, _w: asyncio.StreamWriter) -> None:
             await reader.read()  # accepts the TCP connection, never answers the ClientHello
@@ -84,6 +86,8 @@ def _config(pki: Pki, up: Upstreams) -> dict[str, Any]:
         "silent": _service(
             f"https://127.0.0.1:{up.silent.port}", tls=ca, timeouts={"connect": "500ms"}
         ),
+        "tls12": _service(f"https://localhost:{up.old.port}", tls=ca),
+        "tls13": _service(f"https://localhost:{up.old.port}", tls={**ca, "min_version": "1.3"}),
         "idle": _service(
             f"https://localhost:{up.idle.port}", tls=ca, pool={"idle_timeout": "300ms"}
         ),
@@ -219,6 +223,16 @@ def test_insecure_skip_verify_accepts_any_certificate_and_is_logged(gateway):
     assert request(gateway.port, "GET", "/insecure/echo").status == 200
     assert "insecure_skip_verify" in gateway.stderr()
     assert "verification is OFF" in gateway.stderr()
+
+
+def test_min_version_refuses_an_older_protocol(gateway, upstreams):
+    assert request(gateway.port, "GET", "/tls12/echo").status == 200
+    problem = _problem(gateway, "/tls13/echo")
+    assert "TLS handshake with" in problem["detail"]
+    # The server answers a 1.3-only ClientHello with an alert and hangs up.
+    assert "closed the connection during the handshake" in problem["detail"]
+    assert "min_version" in problem["detail"]
+    assert metric(gateway, "upstream_tls_failures_total", service="tls13", reason="handshake")
 
 
 def test_mutual_tls_presents_the_client_certificate(gateway, upstreams):

@@ -38,6 +38,7 @@ class Pki:
         *names: str,
         expired: bool = False,
         require_client_cert: bool = False,
+        max_version: ssl.TLSVersion | None = None,
     ) -> ssl.SSLContext:
         now = datetime.datetime.now(datetime.UTC)
         if expired:
@@ -50,6 +51,8 @@ class Pki:
             cert = self.ca.issue_cert(*names)
         context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
         cert.configure_cert(context)
+        if max_version is not None:
+            context.maximum_version = max_version
         if require_client_cert:
             context.verify_mode = ssl.CERT_REQUIRED
             self.client_ca.configure_trust(context)

@@ -189,3 +189,5 @@ def test_failures_are_classified():
     assert classify(aborted, 2.0).reason == "timeout"
     reset = classify(ConnectionResetError("reset by peer"), 2.0)
     assert reset.reason == "handshake" and "reset by peer" in reset.detail
+    silent = classify(ConnectionResetError(), 2.0)
+    assert "closed the connection during the handshake (ConnectionResetError)" in silent.detail

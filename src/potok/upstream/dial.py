@@ -67,7 +67,15 @@ def classify(exc: BaseException, timeout: float) -> TlsFailure:
         # WRONG_VERSION_NUMBER (it speaks plain HTTP), UNSUPPORTED_PROTOCOL (TLS < 1.2).
         return TlsFailure("handshake", exc.reason or str(exc))
     if isinstance(exc, OSError):
-        return TlsFailure("handshake", f"connection lost during the handshake: {exc}")
+        if str(exc):
+            return TlsFailure("handshake", f"connection lost during the handshake: {exc}")
+        # OpenSSL does not tell why the peer hung up; these are the usual reasons.
+        return TlsFailure(
+            "handshake",
+            f"the target closed the connection during the handshake ({type(exc).__name__}): "
+            "it may refuse the TLS versions offered (min_version), want a client "
+            "certificate, or not speak TLS on this port",
+        )
     return TlsFailure("handshake", str(exc))
 
 
