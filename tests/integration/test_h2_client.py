@@ -226,6 +226,28 @@ async def test_a_reader_that_stops_reading_stops_the_server(server):
         connection.close()
 
 
+async def test_unread_answers_given_up_do_not_shut_the_connection_window(server):
+    window = 256 * 1024
+    connection = await H2ClientConnection.open(
+        "127.0.0.1", server.port, stream_window=window, connection_window=window
+    )
+    try:
+        for _ in range(6):  # 6 x 200 KiB received and dropped, far past the 256 KiB window
+            stream = await connection.request(b"POST", f"/{SERVICE}/Big".encode(), GRPC_HEADERS)
+            await stream.send(grpc_frame(b""), end_stream=True)
+            await stream.response()
+            for _ in range(50):  # let the window fill
+                if sum(size for _, size in stream._buffer) >= 200 * 1024:
+                    break
+                await asyncio.sleep(0.02)
+            stream.reset()
+        assert (await call(connection, "Echo", b"window open"))[1] == [b"window open"]
+        _, messages = await call(connection, "Count", b"5000")  # more than one window's worth
+        assert len(messages) == 5000
+    finally:
+        connection.close()
+
+
 async def test_a_large_request_waits_for_the_servers_window(server):
     connection = await H2ClientConnection.open("127.0.0.1", server.port)
     try:

@@ -195,9 +195,15 @@ class H2Stream:
             self._connection.send_data(self.id, b"", end_stream=True)
 
     def reset(self, code: int = h2.errors.ErrorCodes.CANCEL) -> None:
-        """Give up on the stream (RST_STREAM): a caller that left, a deadline that passed."""
+        """Give up on the stream (RST_STREAM): a caller that left, a deadline that passed.
+        Also what to call on a stream whose body will not be read to its end."""
         if self._error is None and not self._remote_ended:
             self._connection.reset_stream(self.id, code)
+        # Bytes received but never to be read still count against the connection's
+        # window: give them back, or the connection would slowly shut for every stream.
+        unread = sum(size for _, size in self._buffer)
+        self._buffer.clear()
+        self._connection.acknowledge(self.id, unread)
         self._fail(H2Error("stream cancelled by the client"))
 
     # Told by the connection ----------------------------------------------------------
