@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import signal
 import ssl
 import time
 from collections.abc import Iterator
@@ -18,6 +19,7 @@ from typing import Any
 
 import aiohttp
 import pytest
+import trustme
 
 from tests.support.gateway import GatewayProcess
 from tests.support.net import free_port, request
@@ -305,3 +307,29 @@ def test_a_free_port_refusing_tcp_is_still_a_connect_failure(pki, start_gateway)
     )
     problem = _problem(gateway, "/x")
     assert "cannot connect" in problem["detail"]
+
+
+def test_a_reload_after_the_ca_bundle_changed_uses_the_new_one(tmp_path, start_gateway):
+    """Same config text, new file contents: SIGHUP rebuilds the service's TLS context."""
+    other = Pki(tmp_path)  # a second, unrelated CA and its server
+    upstream = TlsUpstream(other.server_context("localhost"))
+    bundle = tmp_path / "bundle.pem"
+    bundle.write_bytes(trustme.CA().cert_pem.bytes())  # not the upstream's CA
+    try:
+        gateway = start_gateway(
+            {
+                "services": {
+                    "svc": _service(
+                        f"https://localhost:{upstream.port}", tls={"ca_file": str(bundle)}
+                    )
+                },
+                "routes": [{"name": "svc", "match": {"prefix": "/"}, "service": "svc"}],
+            }
+        )
+        assert request(gateway.port, "GET", "/echo").status == 502
+        bundle.write_bytes(other.ca.cert_pem.bytes())
+        gateway.signal(signal.SIGHUP)
+        gateway.wait_for(lambda: "config reloaded" in gateway.stderr(), timeout=10)
+        assert request(gateway.port, "GET", "/echo").status == 200
+    finally:
+        upstream.stop()
