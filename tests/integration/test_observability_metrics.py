@@ -45,6 +45,7 @@ MUST_HAVE_SAMPLES = {
     "event_loop_lag_seconds",
     "config_reloads_total",
     "upstream_request_duration_seconds_bucket",
+    "upstream_connect_duration_seconds_bucket",
     "upstream_retries_total",
     "circuit_breaker_state",
     "circuit_breaker_transitions_total",
@@ -80,6 +81,7 @@ MUST_HAVE_SAMPLES = {
 NOT_DRIVEN = {
     "upstream_retry_budget_exhausted_total",
     "upstream_bulkhead_rejected_total",
+    "upstream_tls_failures_total",
     "rate_limit_store_errors_total",
     "concurrency_limit_rejections_total",
     "websocket_slow_consumer_disconnects_total",

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import ssl
 import threading
 from collections import Counter
 from collections.abc import Awaitable, Callable
@@ -55,9 +56,10 @@ class Upstream:
     anything else       like /echo
     """
 
-    def __init__(self) -> None:
+    def __init__(self, ssl_context: ssl.SSLContext | None = None) -> None:
         self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
+        self.ssl_context = ssl_context  # serves https:// with it when given
+        self.url = f"{'https' if ssl_context else 'http'}://127.0.0.1:{self.port}"
         self.hits: Counter[str] = Counter()
         self.requests: list[dict[str, object]] = []
         self.connections = 0
@@ -76,7 +78,9 @@ class Upstream:
             app, access_log=None, handle_signals=False, shutdown_timeout=0.2
         )
         await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", self.port, backlog=1024)
+        site = web.TCPSite(
+            self._runner, "127.0.0.1", self.port, backlog=1024, ssl_context=self.ssl_context
+        )
         await site.start()
 
     def stop(self) -> None:

@@ -306,7 +306,15 @@ def test_unknown_fields_are_rejected_by_path(doc, path):
 
 
 @pytest.mark.parametrize(
-    "url", ["http://127.0.0.1:3000", "http://[::1]:8080", "http://svc.internal", "http://a:1/"]
+    "url",
+    [
+        "http://127.0.0.1:3000",
+        "http://[::1]:8080",
+        "http://svc.internal",
+        "http://a:1/",
+        "https://svc.internal",
+        "https://10.0.0.1:8443",
+    ],
 )
 def test_good_target_urls(url):
     assert load({"services": {"svc": {"targets": [url]}}}).services["svc"].targets[0].url == url
@@ -315,9 +323,9 @@ def test_good_target_urls(url):
 @pytest.mark.parametrize(
     ("url", "fragment"),
     [
-        ("https://a:1", "only http://"),
-        ("ftp://a:1", "only http://"),
-        ("a:1", "only http://"),
+        ("ftp://a:1", "http:// or https://"),
+        ("a:1", "http:// or https://"),
+        ("https://a:1/api", "put paths in routes"),
         ("http://a:1/api", "put paths in routes"),
         ("http://a:1?x=1", "put paths in routes"),
         ("http://a:1#f", "put paths in routes"),
@@ -337,7 +345,7 @@ def test_bad_target_urls(url, fragment):
 
 def test_a_bad_only_target_is_reported_once():
     # The one real problem is the URL; "at least 1 item after validation" is noise.
-    found = problems({"services": {"svc": {"targets": ["https://a:1"]}}})
+    found = problems({"services": {"svc": {"targets": ["ftp://a:1"]}}})
     assert [path for path, _ in found] == ["services.svc.targets[0].url"]
 
 
@@ -777,7 +785,7 @@ def test_good_policies_and_route_override():
 def test_every_field_problem_is_reported_at_once():
     doc = {
         "server": {"port": 70000, "timeouts": {"keepalive": "10 parsecs"}},
-        "services": {"svc": {"targets": ["http://ok:1", "https://bad:1"]}},
+        "services": {"svc": {"targets": ["http://ok:1", "ftp://bad:1"]}},
         "routes": [route({"prefix": "a"}), route({"prefix": "/b"}, matchh=1)],
     }
     assert sorted(paths(doc)) == sorted(

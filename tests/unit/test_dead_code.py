@@ -10,6 +10,8 @@ from pathlib import Path
 SRC = Path(__file__).resolve().parents[2] / "src"
 PACKAGE = SRC / "potok"
 ENTRY_POINTS = ("potok.__main__", "potok.cli.main", "potok.demo.services.__main__")
+# Built and tested ahead of the code that will import it; remove the entry when it does.
+NOT_WIRED_YET = {"potok.upstream.h2_client": "the gRPC route's upstream side (issue 16, item 6)"}
 
 
 def module_name(path: Path) -> str:
@@ -51,7 +53,10 @@ def test_every_module_is_reachable_from_an_entry_point():
             continue
         seen.add(name)
         todo.extend(imported_by(name) - seen)
-    assert sorted(set(MODULES) - seen) == []
+    assert sorted(set(MODULES) - seen - set(NOT_WIRED_YET)) == []
+    # No stale entry: the module exists and nothing imports it yet.
+    assert sorted(set(NOT_WIRED_YET) - set(MODULES)) == []
+    assert sorted(set(NOT_WIRED_YET) & seen) == []
 
 
 def test_every_error_class_is_used():

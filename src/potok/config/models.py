@@ -11,7 +11,7 @@ import re
 from typing import Literal
 from urllib.parse import urlsplit
 
-from pydantic import Field, ValidationInfo, field_validator, model_validator
+from pydantic import Field, PrivateAttr, ValidationInfo, field_validator, model_validator
 
 from potok.config.base import ConfigModel
 from potok.config.discovery import DnsDiscoveryConfig
@@ -26,6 +26,7 @@ from potok.config.resilience import (
     RetryConfig,
 )
 from potok.config.units import ByteSize, Cidr, Duration, OptionalDuration
+from potok.config.upstream_tls import UpstreamTlsConfig, UpstreamTlsContext
 from potok.identity.config import AuthConfig, DatabaseConfig, identity_problems
 from potok.observability.tracing.config import TracingConfig
 from potok.policies.checks import policy_problems
@@ -228,11 +229,23 @@ class TargetConfig(ConfigModel):
     """One upstream instance of a service."""
 
     url: str = Field(
-        description="Base URL, e.g. http://127.0.0.1:3000 (http only; path must be empty)."
+        description=(
+            "Base URL, e.g. http://127.0.0.1:3000 or https://orders.internal (path must be "
+            "empty); https:// targets are verified as the service's `tls` says."
+        )
     )
     weight: int = Field(
         1, ge=1, le=1000, description="Share of traffic under the weighted balancer."
     )
+
+    @property
+    def https(self) -> bool:
+        return self.url[:6].lower() == "https:"
+
+    @property
+    def port(self) -> int:
+        """The URL's port, or the scheme's default (80, 443)."""
+        return urlsplit(self.url).port or (443 if self.https else 80)
 
     @property
     def by_name(self) -> bool:
@@ -248,8 +261,8 @@ class TargetConfig(ConfigModel):
     @classmethod
     def _url(cls, value: str) -> str:
         parts = urlsplit(value)
-        if parts.scheme != "http":
-            raise ValueError(f"{value!r}: only http:// targets are supported")
+        if parts.scheme not in ("http", "https"):
+            raise ValueError(f"{value!r}: a target is http:// or https://")
         if not parts.hostname:
             raise ValueError(f"{value!r}: no host")
         if parts.path not in ("", "/") or parts.query or parts.fragment:
@@ -273,7 +286,13 @@ class ApiKeyConfig(ConfigModel):
 class UpstreamTimeouts(ConfigModel):
     """Timeouts towards a service."""
 
-    connect: Duration = Field(5.0, description="Opening a TCP connection to a target.")
+    connect: Duration = Field(
+        5.0,
+        description=(
+            "Opening a connection to a target: the TCP connect and, for https:// targets, "
+            "the TLS handshake together."
+        ),
+    )
     response: Duration = Field(
         10.0, description="From the request being sent until the response head arrives (per try)."
     )
@@ -330,6 +349,15 @@ class ServiceConfig(ConfigModel):
             "Off unless given: a host name is then resolved at each new connection."
         ),
     )
+    tls: UpstreamTlsConfig | None = Field(
+        None,
+        description=(
+            "TLS to the https:// targets: trusted CAs, the name checked, a client "
+            "certificate. Without it they are verified against the system's CAs."
+        ),
+    )
+    # The https:// targets' TLS context: `tls`'s, or the system-CA default (built once).
+    _tls_context: UpstreamTlsContext | None = PrivateAttr(None)
 
     @field_validator("targets", mode="before")
     @classmethod
@@ -347,6 +375,20 @@ class ServiceConfig(ConfigModel):
                 "dns: no target is given by a host name, so there is nothing to resolve"
             )
         return self
+
+    @model_validator(mode="after")
+    def _tls_for_https(self) -> ServiceConfig:
+        if not any(t.https for t in self.targets):
+            if self.tls is not None:
+                raise ValueError("tls: no target is https://, so it would never be used")
+            return self
+        self._tls_context = (self.tls if self.tls is not None else UpstreamTlsConfig()).context
+        return self
+
+    @property
+    def tls_context(self) -> UpstreamTlsContext | None:
+        """The TLS context of the https:// targets; None when every target is http://."""
+        return self._tls_context
 
 
 class MatchConfig(ConfigModel):

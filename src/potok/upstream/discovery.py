@@ -99,7 +99,7 @@ class DnsDiscovery:
         self._family = _FAMILIES[dns.family]
         self._schedule = RefreshSchedule(dns.min_refresh, dns.max_refresh)
         self._names = [
-            NameState(t, urlsplit(t.url).hostname or "", urlsplit(t.url).port or 80)
+            NameState(t, urlsplit(t.url).hostname or "", t.port)
             for t in config.targets
             if t.by_name
         ]
@@ -194,8 +194,7 @@ class DnsDiscovery:
         names = iter(self._names)
         for target_config in self._config.targets:
             if not target_config.by_name:
-                url = urlsplit(target_config.url)
-                key = (url.hostname or "", url.port or 80)
+                key = (urlsplit(target_config.url).hostname or "", target_config.port)
                 wanted.setdefault(key, self._target(key, target_config, None))
                 continue
             name = next(names)
@@ -218,14 +217,20 @@ class DnsDiscovery:
         address, port = key
         literal = f"[{address}]" if ":" in address else address
         pool = self._config.pool
+        scheme = "https" if config.https else "http"
         target = Target(
-            f"http://{literal}:{port}",
+            f"{scheme}://{literal}:{port}",
             config.weight,
             ConnectionPool(pool.max_idle, pool.idle_timeout),
+            self._config.tls_context,
+            # Connect to the address, but check the certificate for the name (and send it
+            # in SNI): the address alone is not what the service is certified as.
+            name.host if name is not None else None,
         )
         if name is not None:
             # Connect to the address, but tell the service the name it is known by.
-            target.host_header = (name.host if port == 80 else name.label).encode()
+            default_port = 443 if config.https else 80
+            target.host_header = (name.host if port == default_port else name.label).encode()
         return target
 
     def describe(self) -> dict[str, object]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import ssl
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
@@ -132,7 +133,17 @@ async def probe(target: Target, path: str, limit: float) -> str | None:
     writer = None
     try:
         async with asyncio.timeout(limit):
-            reader, writer = await asyncio.open_connection(target.host, target.port)
+            tls = target.tls
+            if tls is None:
+                reader, writer = await asyncio.open_connection(target.host, target.port)
+            else:  # verified as requests are: a target whose certificate fails is not healthy
+                reader, writer = await asyncio.open_connection(
+                    target.host,
+                    target.port,
+                    ssl=tls.context,
+                    server_hostname=target.server_hostname,
+                    ssl_handshake_timeout=limit,
+                )
             writer.write(
                 b"GET %s HTTP/1.1\r\nHost: %s\r\nUser-Agent: potok-health-check\r\n"
                 b"Connection: close\r\n\r\n" % (path.encode(), target.host_header)
@@ -140,6 +151,8 @@ async def probe(target: Target, path: str, limit: float) -> str | None:
             status_line = await reader.readline()
     except TimeoutError:
         return f"no answer within {limit:g}s"
+    except ssl.SSLCertVerificationError as exc:
+        return f"TLS: {exc.verify_message}"
     except OSError as exc:
         return exc.strerror or str(exc)
     finally:

@@ -74,6 +74,18 @@ class UpstreamMetrics:
             "Requests answered at once because the breaker was open.",
             ("service",),
         )
+        self.connect_duration = registry.histogram(
+            "upstream_connect_duration_seconds",
+            "Opening a new upstream connection, by phase: tcp (connect) and tls (handshake, "
+            "https:// targets). Reused keep-alive connections are not counted.",
+            ("service", "phase"),
+        )
+        self.tls_failures = registry.counter(
+            "upstream_tls_failures_total",
+            "TLS handshakes with a target that failed, by reason (expired, "
+            "hostname_mismatch, unknown_ca, timeout, handshake, ...).",
+            ("service", "target", "reason"),
+        )
         self.dns_addresses = registry.gauge(
             "upstream_dns_addresses",
             "Addresses a target's host name has (DNS discovery; the last good ones while it "

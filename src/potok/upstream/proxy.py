@@ -16,10 +16,11 @@ from typing import TYPE_CHECKING
 import structlog
 
 from potok.upstream.bulkhead import BulkheadFull
-from potok.upstream.connection import UpstreamConnection
+from potok.upstream.dial import TlsFailure, dial
 
 if TYPE_CHECKING:
     from potok.exchange import Exchange, ResponseSink
+    from potok.upstream.connection import UpstreamConnection
     from potok.upstream.retry import RetryPolicy
     from potok.upstream.service import Service
     from potok.upstream.target import Target
@@ -187,12 +188,21 @@ class ProxyCall:
             self._loop.create_task(self._connect(target))
 
     async def _connect(self, target: Target) -> None:
-        loop = self._loop
+        service = self._service
         try:
-            async with asyncio.timeout(self._service.connect_timeout):
-                _, connection = await loop.create_connection(
-                    lambda: UpstreamConnection(target), target.host, target.port
-                )
+            connection = await dial(target, service.connect_timeout, service.connect_timer)
+        except TlsFailure as failure:
+            # Counted like a refused connect (breaker, ejection): the target cannot be
+            # used as configured, whichever end is wrong. A 502, the handshake timeout
+            # included: the port answered, but not with the TLS it should speak.
+            service.note_tls_failure(target, failure)
+            self._attempt_failed(
+                "connect",
+                502,
+                f"TLS handshake with {target.name} failed: {failure.detail}",
+                sent=False,
+            )
+            return
         except TimeoutError:
             self._attempt_failed(
                 "timeout", 504, f"connecting to {target.name} timed out", sent=False

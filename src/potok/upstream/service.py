@@ -12,6 +12,7 @@ from potok.config.models import ServiceConfig
 from potok.upstream.balancer import Balancer, make_balancer
 from potok.upstream.bulkhead import Bulkhead
 from potok.upstream.circuit_breaker import CLOSED, STATE_NAMES, CircuitBreaker
+from potok.upstream.dial import ConnectTimer, TlsFailure
 from potok.upstream.discovery import DnsDiscovery
 from potok.upstream.health import TargetHealth, run_checks
 from potok.upstream.metrics import UpstreamMetrics
@@ -32,6 +33,7 @@ class Service:
         "bulkhead",
         "config",
         "connect_timeout",
+        "connect_timer",
         "discovery",
         "failure_on",
         "name",
@@ -49,7 +51,12 @@ class Service:
         self.config = config
         self._metrics = metrics
         self.targets = tuple(
-            Target(t.url, t.weight, ConnectionPool(config.pool.max_idle, config.pool.idle_timeout))
+            Target(
+                t.url,
+                t.weight,
+                ConnectionPool(config.pool.max_idle, config.pool.idle_timeout),
+                config.tls_context,
+            )
             for t in config.targets
         )
         self.balancer: Balancer = make_balancer(config.balancer, self.targets)
@@ -87,6 +94,17 @@ class Service:
             if config.bulkhead is not None
             else None
         )
+        # Told the time of each phase of a new connection (none for a reused one).
+        self.connect_timer: ConnectTimer | None = (
+            self._observe_connect if metrics is not None else None
+        )
+        tls = config.tls_context
+        if tls is not None and not tls.verifies:
+            log.warning(
+                "upstream TLS verification is OFF (insecure_skip_verify): any certificate is "
+                "accepted, so the connection to the service is not authenticated",
+                service=name,
+            )
         self._health_task: asyncio.Task[None] | None = None
         self.discovery = DnsDiscovery(self, config, config.dns) if config.dns else None
         if metrics is not None:
@@ -158,6 +176,22 @@ class Service:
     def note_breaker_rejection(self) -> None:
         if self._metrics is not None:
             self._metrics.breaker_rejected.inc((self.name,))
+
+    def _observe_connect(self, phase: str, seconds: float) -> None:
+        assert self._metrics is not None
+        self._metrics.connect_duration.observe((self.name, phase), seconds)
+
+    def note_tls_failure(self, target: Target, failure: TlsFailure) -> None:
+        log.warning(
+            "upstream TLS handshake failed",
+            service=self.name,
+            target=target.name,
+            server_name=target.server_hostname,
+            reason=failure.reason,
+            error=failure.detail,
+        )
+        if self._metrics is not None:
+            self._metrics.tls_failures.inc((self.name, target.name, failure.reason))
 
     # Background and bookkeeping -----------------------------------------------------
 

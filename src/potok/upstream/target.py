@@ -8,11 +8,16 @@ from urllib.parse import urlsplit
 from potok.upstream.pool import ConnectionPool
 
 if TYPE_CHECKING:
+    from potok.config.upstream_tls import UpstreamTlsContext
     from potok.upstream.health import TargetHealth
 
 
 class Target:
-    """Where requests go: host, port, the Host header to send, and the keep-alive pool."""
+    """Where requests go: host, port, the Host header to send, and the keep-alive pool.
+
+    An https:// target has the service's TLS context and the name its certificate must
+    carry (`server_hostname`, also sent in SNI unless it is an IP address).
+    """
 
     __slots__ = (
         "failing",
@@ -23,15 +28,31 @@ class Target:
         "name",
         "pool",
         "port",
+        "server_hostname",
+        "tls",
         "weight",
     )
 
-    def __init__(self, url: str, weight: int, pool: ConnectionPool) -> None:
+    def __init__(
+        self,
+        url: str,
+        weight: int,
+        pool: ConnectionPool,
+        tls: UpstreamTlsContext | None = None,
+        server_hostname: str | None = None,
+    ) -> None:
         parts = urlsplit(url)
+        https = parts.scheme == "https"
+        default_port = 443 if https else 80
         self.host = parts.hostname or "127.0.0.1"
-        self.port = parts.port or 80
+        self.port = parts.port or default_port
         self.name = f"{self.host}:{self.port}"
-        self.host_header = (self.host if self.port == 80 else self.name).encode()
+        self.host_header = (self.host if self.port == default_port else self.name).encode()
+        # http:// targets of a service that also has https:// ones get no TLS.
+        self.tls = tls if https else None
+        self.server_hostname: str | None = None
+        if self.tls is not None:
+            self.server_hostname = self.tls.server_name or server_hostname or self.host
         if ":" in self.host:  # IPv6 literal
             self.name = f"[{self.host}]:{self.port}"
             self.host_header = self.name.encode()
