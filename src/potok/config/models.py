@@ -26,6 +26,7 @@ from potok.config.resilience import (
     RetryConfig,
 )
 from potok.config.units import ByteSize, Cidr, Duration, OptionalDuration
+from potok.http2.config import Http2Config
 from potok.identity.config import AuthConfig, DatabaseConfig, identity_problems
 from potok.policies.checks import policy_problems
 from potok.policies.config import ApiPoliciesConfig, PoliciesConfig
@@ -219,6 +220,9 @@ class ServerConfig(ConfigModel):
     )
     overload: ServerOverload = Field(
         default_factory=ServerOverload, description="Load shedding under overload."
+    )
+    http2: Http2Config = Field(
+        default_factory=Http2Config, description="HTTP/2 to clients (h2c, and h2 on TLS)."
     )
 
 
