@@ -123,7 +123,9 @@ class Http2Connection(asyncio.Protocol):
                 SettingCodes.MAX_CONCURRENT_STREAMS: settings.max_concurrent_streams,
                 SettingCodes.MAX_HEADER_LIST_SIZE: settings.max_header_list_size,
                 SettingCodes.MAX_FRAME_SIZE: settings.max_frame_size,
-                SettingCodes.INITIAL_WINDOW_SIZE: settings.initial_window_size,
+                # A smaller window than the default holds only once the client has it
+                # (it may send 65,535 bytes before): lowered by `start`, on its ACK.
+                SettingCodes.INITIAL_WINDOW_SIZE: max(_DEFAULT_WINDOW, settings.initial_window_size),
                 SettingCodes.HEADER_TABLE_SIZE: settings.header_table_size,
                 SettingCodes.ENABLE_PUSH: 0,
             },
@@ -144,6 +146,8 @@ class Http2Connection(asyncio.Protocol):
         h2 = self.h2
         h2.initiate_connection()
         settings = self.settings
+        if settings.initial_window_size < _DEFAULT_WINDOW:
+            h2.update_settings({SettingCodes.INITIAL_WINDOW_SIZE: settings.initial_window_size})
         # Request-side connection window: room for every stream's window at once.
         window = min(_MAX_WINDOW, settings.max_concurrent_streams * settings.initial_window_size)
         if window > _DEFAULT_WINDOW:
