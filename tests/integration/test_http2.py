@@ -165,12 +165,6 @@ def test_gateway_answers_are_per_stream(gateway, client):
     limited = next(client.wait(i) for i in ids if client.wait(i).status == 429)
     assert limited.header(b"content-type") == b"application/problem+json"
     assert json.loads(bytes(limited.body))["status"] == 429
-    # 404 with problem+json, on the same connection.
-    missing = H2Client(gateway.port)
-    try:
-        config = GatewayProcess  # noqa: F841  (the fixture's gateway routes every path)
-    finally:
-        missing.close()
 
 
 def test_large_bodies_both_ways_with_small_windows(gateway):
@@ -204,6 +198,8 @@ def test_request_body_is_acknowledged_only_as_the_upstream_takes_it(gateway):
         chunk = b"u" * 16384
         quiet_since = time.monotonic()
         while time.monotonic() - quiet_since < 2.0 and sent < size:
+            if client.streams[stream_id].done:
+                break  # the gateway gave up on the stalled body (408): nothing more to send
             if client.conn.local_flow_control_window(stream_id) >= len(chunk):
                 client.conn.send_data(stream_id, chunk)
                 client.flush()
