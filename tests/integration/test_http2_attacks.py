@@ -7,6 +7,7 @@ after the attack."""
 
 from __future__ import annotations
 
+import contextlib
 import re
 import socket
 import time
@@ -155,10 +156,8 @@ def test_continuation_flood_of_tiny_frames_is_bounded(gateway):
     try:
         sock.sendall(headers(1, b"", end_headers=False).serialize())
         frames = b"".join(ContinuationFrame(1, data=b"\x00").serialize() for _ in range(500))
-        try:
+        with contextlib.suppress(BrokenPipeError, ConnectionResetError):
             sock.sendall(frames)
-        except (BrokenPipeError, ConnectionResetError):
-            pass
         assert goaway(read_frames(sock)).error_code != ErrorCodes.NO_ERROR
     finally:
         sock.close()
@@ -215,10 +214,8 @@ def test_control_frame_floods_are_cut_off(gateway, name, frame):
     sock = attacker(gateway.port)
     try:
         flood = frame.serialize() * 2000
-        try:
+        with contextlib.suppress(BrokenPipeError, ConnectionResetError):
             sock.sendall(flood)
-        except (BrokenPipeError, ConnectionResetError):
-            pass
         assert served(gateway.port)  # while the flood is being dealt with
         assert goaway(read_frames(sock)).error_code == ErrorCodes.ENHANCE_YOUR_CALM, name
     finally:
@@ -231,13 +228,16 @@ def test_empty_data_frame_flood_is_cut_off(gateway):
     sock = attacker(gateway.port)
     try:
         block = encoder.encode(
-            [(":method", "POST"), (":scheme", "http"), (":authority", "localhost"), (":path", "/sink")]
+            [
+                (":method", "POST"),
+                (":scheme", "http"),
+                (":authority", "localhost"),
+                (":path", "/sink"),
+            ]
         )
         sock.sendall(HeadersFrame(1, data=block, flags={"END_HEADERS"}).serialize())
-        try:
+        with contextlib.suppress(BrokenPipeError, ConnectionResetError):
             sock.sendall(DataFrame(1, data=b"").serialize() * 2000)
-        except (BrokenPipeError, ConnectionResetError):
-            pass
         assert goaway(read_frames(sock)).error_code == ErrorCodes.ENHANCE_YOUR_CALM
     finally:
         sock.close()

@@ -3,6 +3,7 @@ requests, multiplexing, flow control held back on purpose, and raw frames for at
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import ssl
 import time
@@ -190,13 +191,13 @@ class H2Client:
         return self.wait(self.request(path, **kwargs), timeout)  # type: ignore[arg-type]
 
     def close(self) -> None:
-        try:
+        with contextlib.suppress(OSError):
             self.sock.close()
-        except OSError:
-            pass
 
 
-def read_frames(sock: socket.socket, until_close: bool = True, timeout: float = 10.0) -> list[Frame]:
+def read_frames(
+    sock: socket.socket, until_close: bool = True, timeout: float = 10.0
+) -> list[Frame]:
     """Every frame the server sends until it closes (for raw attack clients)."""
     sock.settimeout(timeout)
     data = bytearray()

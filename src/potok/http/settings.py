@@ -45,4 +45,3 @@ class ServerSettings:
         # Raw bytes allowed while a head is incomplete: a single huge header value
         # is otherwise held whole by the parser before any callback sees it.
         return self.max_url_bytes + self.max_header_bytes + 4096
-

@@ -26,7 +26,9 @@ class Http2FloodLimits(ConfigModel):
             "(CVE-2023-44487) opens and cancels streams to make the server start work for nothing."
         ),
     )
-    settings: int = Field(100, ge=1, description="SETTINGS frames per window (each must be acknowledged).")
+    settings: int = Field(
+        100, ge=1, description="SETTINGS frames per window (each must be acknowledged)."
+    )
     pings: int = Field(100, ge=1, description="PING frames per window (each must be answered).")
     empty_data: int = Field(
         100, ge=1, description="Empty DATA frames that do not end their stream, per window."
@@ -54,7 +56,10 @@ class Http2Config(ConfigModel):
         ),
     )
     max_frame_size: ByteSize = Field(
-        16_384, ge=_MIN_FRAME, le=_MAX_FRAME, description="Largest frame payload the client may send."
+        16_384,
+        ge=_MIN_FRAME,
+        le=_MAX_FRAME,
+        description="Largest frame payload the client may send.",
     )
     initial_window_size: ByteSize = Field(
         65_535,

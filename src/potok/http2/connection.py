@@ -23,6 +23,7 @@ pipeline) and holds the connection to its limits:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import math
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
@@ -41,7 +42,7 @@ from h2.events import (
     StreamReset,
     WindowUpdated,
 )
-from h2.exceptions import ProtocolError, StreamClosedError
+from h2.exceptions import ProtocolError
 from h2.settings import SettingCodes, Settings
 from hyperframe.frame import GoAwayFrame
 
@@ -125,7 +126,9 @@ class Http2Connection(asyncio.Protocol):
                 SettingCodes.MAX_FRAME_SIZE: settings.max_frame_size,
                 # A smaller window than the default holds only once the client has it
                 # (it may send 65,535 bytes before): lowered by `start`, on its ACK.
-                SettingCodes.INITIAL_WINDOW_SIZE: max(_DEFAULT_WINDOW, settings.initial_window_size),
+                SettingCodes.INITIAL_WINDOW_SIZE: max(
+                    _DEFAULT_WINDOW, settings.initial_window_size
+                ),
                 SettingCodes.HEADER_TABLE_SIZE: settings.header_table_size,
                 SettingCodes.ENABLE_PUSH: 0,
             },
@@ -231,7 +234,9 @@ class Http2Connection(asyncio.Protocol):
             return
         except Refused as exc:
             raw = exchange.request_id
-            exchange.request_id = accept_request_id(raw.encode("latin-1")) if raw else new_request_id()
+            exchange.request_id = (
+                accept_request_id(raw.encode("latin-1")) if raw else new_request_id()
+            )
             self._add(stream)
             self.state.log_refusal(self.peer_ip, exc.status, exc.detail)
             exchange.problem(exc.status, exc.detail)
@@ -311,16 +316,12 @@ class Http2Connection(asyncio.Protocol):
     def acknowledge(self, stream_id: int, size: int) -> None:
         """Give `size` request bytes of window back (to the connection; to the stream if open)."""
         if size and not self._closed:
-            try:
+            with contextlib.suppress(ProtocolError):  # the connection is closing
                 self.h2.acknowledge_received_data(size, stream_id)
-            except (ProtocolError, StreamClosedError):
-                pass  # the connection is closing
 
     def reset_stream(self, stream_id: int, code: ErrorCodes) -> None:
-        try:
+        with contextlib.suppress(ProtocolError):  # already closed on both sides
             self.h2.reset_stream(stream_id, code)
-        except (ProtocolError, StreamClosedError):
-            pass  # already closed on both sides
 
     def stream_done(self, stream: Http2Stream) -> None:
         """A stream will send and receive nothing more: forget it."""
@@ -340,8 +341,7 @@ class Http2Connection(asyncio.Protocol):
         return now
 
     def _note_deadline(self, when: float) -> None:
-        if when < self.deadline:
-            self.deadline = when
+        self.deadline = min(self.deadline, when)
 
     def flush(self) -> None:
         data = self.h2.data_to_send()
@@ -411,10 +411,8 @@ class Http2Connection(asyncio.Protocol):
 
     def _calm(self, reason: str) -> None:
         """A flood: GOAWAY ENHANCE_YOUR_CALM and close; open streams are cancelled."""
-        try:
+        with contextlib.suppress(ProtocolError):
             self.h2.close_connection(ErrorCodes.ENHANCE_YOUR_CALM)
-        except ProtocolError:
-            pass
         self._fail(reason)
 
     def _fail(self, reason: str) -> None:

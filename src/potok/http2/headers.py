@@ -14,8 +14,8 @@ from __future__ import annotations
 import functools
 
 from potok.exchange import Exchange, Headers
-from potok.observability.request_id import accept_request_id, new_request_id
 from potok.http.host import valid_host
+from potok.observability.request_id import accept_request_id, new_request_id
 
 
 class Malformed(Exception):

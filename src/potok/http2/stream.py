@@ -65,7 +65,7 @@ class Http2Stream:
         self._read_pauses = 0
         self._unacked = 0  # request DATA bytes received but not acknowledged
         self._drain_waiters: list[asyncio.Future[None]] = []
-        exchange = Exchange(self, time.perf_counter())  # type: ignore[arg-type]
+        exchange = Exchange(self, time.perf_counter())
         exchange.version = "2"
         self.exchange = exchange
 

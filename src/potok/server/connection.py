@@ -20,7 +20,6 @@ import httptools
 from potok.errors import problem_body
 from potok.exchange import Exchange, ResponseHook, Tunnel
 from potok.http.host import valid_host
-from potok.http2.sniff import PrefaceSniffer, alpn_chose_h2
 from potok.http.http11 import (
     CONTINUE_100,
     CRLF,
@@ -31,6 +30,7 @@ from potok.http.http11 import (
     header_block,
     status_line,
 )
+from potok.http2.sniff import PrefaceSniffer, alpn_chose_h2
 from potok.observability.request_id import accept_request_id, new_request_id
 from potok.server.body import IncomingBody
 from potok.server.state import BUSY, IDLE, READING_HEAD, TUNNEL
@@ -109,6 +109,7 @@ def _header_kinds(dropped: frozenset[bytes]) -> dict[bytes, int]:
 _DETACHED_PARSER = httptools.HttpRequestParser(None)
 
 _REQUEST_ID = b"X-Request-ID: "
+
 
 def _transfer_codings_problem(value: bytes) -> _Reject | None:
     """RFC 9112 6.1: `chunked` alone is what a request may use here. A chunked body with
