@@ -44,6 +44,7 @@ from h2.events import (
 )
 from h2.exceptions import ProtocolError
 from h2.settings import SettingCodes, Settings
+from hpack import Encoder
 from hyperframe.frame import GoAwayFrame
 
 from potok.http2.headers import Malformed, Refused, apply_request_headers, header_kinds
@@ -68,6 +69,15 @@ _MAX_WINDOW = 2**31 - 1
 _DEFAULT_WINDOW = 65_535
 
 
+class _PlainEncoder(Encoder):
+    """HPACK without Huffman coding for the responses: hpack's Huffman coder is pure
+    Python, the largest single cost of a response head after the table search; the
+    literals it would shorten (dates, request ids) are a few dozen bytes each."""
+
+    def encode(self, headers: Any, huffman: bool = True) -> bytes:
+        return super().encode(headers, huffman=False)
+
+
 class Http2Connection(asyncio.Protocol):
     """The server side of one HTTP/2 connection; its streams are the exchanges' responders."""
 
@@ -86,6 +96,7 @@ class Http2Connection(asyncio.Protocol):
         self._reading_paused = False
         self._write_paused_since = 0.0
         self._starting: list[Http2Stream] = []
+        self._flush_scheduled = False
         self._kinds = header_kinds(state.settings.dropped_headers)
         clock = state.loop_time
         window = settings.flood_window
@@ -137,6 +148,7 @@ class Http2Connection(asyncio.Protocol):
         h2.decoder.max_header_list_size = settings.max_header_list_size
         h2.decoder.max_allowed_table_size = settings.header_table_size
         h2.incoming_buffer = BoundedFrameBuffer(settings.max_header_list_size)
+        h2.encoder = _PlainEncoder()
         return h2
 
     # Start ---------------------------------------------------------------------------
@@ -329,7 +341,7 @@ class Http2Connection(asyncio.Protocol):
             del self.streams[stream.stream_id]
             if not self.streams:
                 if self._draining:
-                    self.flush()
+                    self._flush_now()
                     self._close()
                     return
                 self.deadline = self.state.loop_time() + self.state.settings.keepalive_timeout
@@ -344,6 +356,14 @@ class Http2Connection(asyncio.Protocol):
         self.deadline = min(self.deadline, when)
 
     def flush(self) -> None:
+        """Write what h2 has queued, once per loop iteration: every stream whose upstream
+        answered in this iteration shares one write (one syscall, not one per stream)."""
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            self.loop.call_soon(self._flush_now)
+
+    def _flush_now(self) -> None:
+        self._flush_scheduled = False
         data = self.h2.data_to_send()
         if data and not self._closed:
             self.transport.write(data)
@@ -403,7 +423,7 @@ class Http2Connection(asyncio.Protocol):
         if self._draining or self._closed:
             return
         self._draining = True
-        self.flush()
+        self._flush_now()
         frame = GoAwayFrame(0)
         frame.last_stream_id = self.h2.highest_inbound_stream_id
         frame.error_code = ErrorCodes.NO_ERROR
@@ -417,7 +437,7 @@ class Http2Connection(asyncio.Protocol):
 
     def _fail(self, reason: str) -> None:
         _closed_log.info(self.peer_ip, reason=reason)
-        self.flush()
+        self._flush_now()
         self._close()
 
     def _close(self) -> None:

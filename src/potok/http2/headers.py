@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import functools
 
+from hpack import NeverIndexedHeaderTuple
+
 from potok.exchange import Exchange, Headers
 from potok.http.host import valid_host
 from potok.observability.request_id import accept_request_id, new_request_id
@@ -221,6 +223,10 @@ _RESPONSE_DROPPED = frozenset(
         b"content-length",
     }
 )
+# Fields whose value changes with every response: encoded as literals, never entered into
+# HPACK's dynamic table (each entry would evict a useful one, and the encoder searches the
+# table on every insertion: the most expensive part of sending a response).
+_UNIQUE = frozenset({b"date", b"x-request-id", b"etag", b"last-modified", b"set-cookie"})
 _STATUS: dict[int, bytes] = {}
 
 
@@ -240,7 +246,11 @@ def response_headers(
     append = fields.append
     for name, value in headers:
         lower = name.lower()
-        if lower not in _RESPONSE_DROPPED:
+        if lower in _RESPONSE_DROPPED:
+            continue
+        if lower in _UNIQUE:
+            append(NeverIndexedHeaderTuple(lower, value))
+        else:
             append((lower, value))
     if length is not None:
         append((b"content-length", b"%d" % length))
@@ -249,5 +259,5 @@ def response_headers(
             name, sep, value = line.partition(b":")
             if sep:
                 append((name.strip().lower(), value.strip()))
-    append((b"x-request-id", exchange.request_id.encode()))
+    append(NeverIndexedHeaderTuple(b"x-request-id", exchange.request_id.encode()))
     return fields
