@@ -205,6 +205,7 @@ class Http2Connection(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self._closed = True
         self.state.connections.discard(self)
+        self._handlers = {}  # its bound methods would keep this connection in a cycle
         streams = list(self.streams.values())
         self.streams.clear()
         for stream in streams:

@@ -221,6 +221,9 @@ class Http2Stream:
             self.conn.h2.end_stream(self.stream_id)
             if self.exchange.body.complete:
                 self.conn.stream_done(self)
+            else:
+                self.exchange.body.detach()
+                self.reset(ErrorCodes.NO_ERROR)  # as in end_response: stop the upload
             return
         self._unblocked()
 
