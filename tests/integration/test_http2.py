@@ -324,3 +324,23 @@ def test_with_http2_off_the_preface_is_not_understood(upstream):
         assert re.match(rb"HTTP/1\.1 (400|505) ", answer), answer[:80]
     finally:
         process.stop()
+
+
+def test_a_window_opened_a_byte_at_a_time_does_not_keep_a_stream_alive(gateway):
+    trickle = H2Client(gateway.port, window=0, auto_ack=False)
+    try:
+        stream_id = trickle.request(f"/bytes?size={8 * MB}")
+        started = time.monotonic()
+        result = trickle.streams[stream_id]
+        while not result.done and time.monotonic() - started < 15:
+            trickle.conn.increment_flow_control_window(1, stream_id=stream_id)
+            trickle.conn.increment_flow_control_window(1)
+            trickle.flush()
+            try:
+                trickle.read_once(timeout=0.3)
+            except TimeoutError:
+                pass
+        assert result.reset == ErrorCodes.CANCEL
+        assert time.monotonic() - started < 12
+    finally:
+        trickle.close()

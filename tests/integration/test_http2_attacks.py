@@ -256,3 +256,45 @@ def test_streams_past_the_announced_limit_are_refused(gateway, upstream):
     finally:
         sock.close()
     assert served(gateway.port)
+
+
+def test_provoked_resets_count_like_the_clients_own(gateway):
+    """Malformed requests make the server reset the stream (CVE-2025-8671, "MadeYouReset"):
+    they are bounded by the same budget as the client's resets."""
+    encoder = Encoder()
+    sock = attacker(gateway.port)
+    try:
+        frames = []
+        for i in range(400):
+            block = encoder.encode(
+                [
+                    (":method", "GET"),
+                    (":scheme", "http"),
+                    (":authority", "localhost"),
+                    (":path", "/echo/provoked"),
+                    ("connection", "keep-alive"),  # malformed on HTTP/2: a stream error
+                ]
+            )
+            frames.append(headers(1 + 2 * i, block))
+        try:
+            # In bursts under the stream limit (within one read, h2 counts them all open).
+            for start in range(0, len(frames), 50):
+                sock.sendall(b"".join(f.serialize() for f in frames[start : start + 50]))
+                time.sleep(0.02)
+        except (BrokenPipeError, ConnectionResetError):
+            pass
+        assert goaway(read_frames(sock)).error_code == ErrorCodes.ENHANCE_YOUR_CALM
+    finally:
+        sock.close()
+    assert served(gateway.port)
+
+
+def test_health_and_metrics_over_http2(gateway):
+    """The own API (the ASGI bridge) answers on streams too, and counts them."""
+    client = H2Client(gateway.port)
+    try:
+        assert client.get("/api/v1/health").status == 200
+        metrics = client.get("/api/v1/metrics")
+        assert metrics.status == 200 and b"http_requests_total" in metrics.body
+    finally:
+        client.close()

@@ -244,6 +244,9 @@ class Http2Connection(asyncio.Protocol):
         except Malformed as exc:
             self.reset_stream(stream_id, ErrorCodes.PROTOCOL_ERROR)
             _stream_log.info(self.peer_ip, stream=stream_id, detail=f"malformed request: {exc}")
+            # Resets the client provokes count like its own ("MadeYouReset", CVE-2025-8671).
+            if not self._resets.spend():
+                self._calm("too many malformed requests")
             return
         except Refused as exc:
             raw = exchange.request_id

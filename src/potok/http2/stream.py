@@ -228,7 +228,10 @@ class Http2Stream:
         self._unblocked()
 
     def _blocked(self) -> None:
-        self.blocked_since = self.conn.note_blocked()
+        # From the first time the response could not move until it has all gone out: a
+        # client opening its window a byte at a time does not restart the clock.
+        if not self.blocked_since:
+            self.blocked_since = self.conn.note_blocked()
         producer = self.exchange.producer
         if producer is not None:
             producer.pause_reading()
