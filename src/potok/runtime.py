@@ -18,6 +18,7 @@ from potok.config.models import GatewayConfig, RouteConfig
 from potok.config.resilience import FallbackConfig
 from potok.exchange import ResponseHook
 from potok.http.settings import ServerSettings
+from potok.http2.config import http2_settings
 from potok.identity.services import shared_identity
 from potok.observability.metrics import MetricsRegistry
 from potok.observability.tracing.build import build_tracer
@@ -85,6 +86,7 @@ def settings_from(config: GatewayConfig, dropped_headers: frozenset[bytes]) -> S
         max_headers=server.limits.max_headers,
         max_body_bytes=server.limits.max_body_bytes,
         dropped_headers=dropped_headers,
+        http2=http2_settings(server.http2),
     )
 
 

@@ -139,7 +139,7 @@ async def test_access_lines_are_what_a_json_serialiser_writes_whatever_the_value
     assert lines[-1] == b""
     for line, (path, agent, client_ip, subject) in zip(lines[:-1], ODD_VALUES, strict=True):
         entry = json.loads(line)
-        assert list(entry) == [*SHAPE, "method", "path", "route", "service", "target", "status",
+        assert list(entry) == [*SHAPE, "method", "path", "protocol", "route", "service", "target", "status",
                                "duration_ms", "upstream_ms", "bytes_in", "bytes_out", "client_ip",
                                "user_id", "user_agent"]  # fmt: skip
         assert entry == {
@@ -150,6 +150,7 @@ async def test_access_lines_are_what_a_json_serialiser_writes_whatever_the_value
             "request_id": "req-1",
             "method": "POST",
             "path": path.decode("latin-1"),
+            "protocol": "HTTP/1.1",
             "route": "r",
             "service": "s",
             "target": "10.0.0.1:80",

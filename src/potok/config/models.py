@@ -27,6 +27,7 @@ from potok.config.resilience import (
 )
 from potok.config.units import ByteSize, Cidr, Duration, OptionalDuration
 from potok.config.upstream_tls import UpstreamTlsConfig, UpstreamTlsContext
+from potok.http2.config import Http2Config
 from potok.identity.config import AuthConfig, DatabaseConfig, identity_problems
 from potok.observability.tracing.config import TracingConfig
 from potok.policies.checks import policy_problems
@@ -222,6 +223,9 @@ class ServerConfig(ConfigModel):
     )
     overload: ServerOverload = Field(
         default_factory=ServerOverload, description="Load shedding under overload."
+    )
+    http2: Http2Config = Field(
+        default_factory=Http2Config, description="HTTP/2 to clients (h2c, and h2 on TLS)."
     )
 
 

@@ -46,6 +46,8 @@ _USER_AGENT = b"user-agent"
 # Values remembered (user agents; method, route, service and target names) before
 # starting over: a client sending a new user agent every time keeps memory flat.
 REMEMBERED = 1024
+# exchange.version -> the line's "protocol" (a dict lookup, not a format per request)
+_PROTOCOLS = {"1.1": "HTTP/1.1", "1.0": "HTTP/1.0", "2": "HTTP/2"}
 _DIGITS = tuple(f"{n:03d}" for n in range(1000))  # a tuple lookup, not a format spec
 _MILLISECONDS = tuple(f".{n:03d}Z" for n in range(1000))
 
@@ -116,7 +118,8 @@ class AccessLog:
         buffer += (
             f'{{"timestamp":"{self._seconds}{_MILLISECONDS[int((now - second) * 1000)]}'
             f'{self._fixed}{exchange.request_id}",'
-            f'{names[0]}"path":"{path}",{names[1]}"status":{exchange.status},'
+            f'{names[0]}"path":"{path}","protocol":"{_PROTOCOLS.get(exchange.version, "HTTP")}",'
+            f'{names[1]}"status":{exchange.status},'
             f'"duration_ms":{micros // 1000}.{_DIGITS[micros % 1000]},"upstream_ms":{upstream_ms},'
             f'"bytes_in":{exchange.bytes_in},"bytes_out":{exchange.bytes_out},'
             f'"client_ip":"{client_ip}","user_id":{user_id},"user_agent":{user_agent}{trace_id}}}\n'

@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import ipaddress
-import re
 import sys
 import time
 from collections import deque
@@ -21,6 +19,7 @@ import httptools
 
 from potok.errors import problem_body
 from potok.exchange import Exchange, ResponseHook, Tunnel
+from potok.http.host import valid_host
 from potok.http.http11 import (
     CONTINUE_100,
     CRLF,
@@ -31,6 +30,7 @@ from potok.http.http11 import (
     header_block,
     status_line,
 )
+from potok.http2.sniff import PrefaceSniffer, alpn_chose_h2
 from potok.observability.request_id import accept_request_id, new_request_id
 from potok.server.body import IncomingBody
 from potok.server.state import BUSY, IDLE, READING_HEAD, TUNNEL
@@ -107,35 +107,8 @@ def _header_kinds(dropped: frozenset[bytes]) -> dict[bytes, int]:
 
 # What a closed connection keeps instead of its parser (see connection_lost).
 _DETACHED_PARSER = httptools.HttpRequestParser(None)
-# RFC 3986 host[:port]: an IP literal ([v6] or [vX.future]), or a reg-name (which takes
-# IPv4 addresses too); the port, digits. Checked once per distinct Host value.
-_HOST = re.compile(
-    rb"(?:\[(?P<ipv6>[0-9A-Fa-f:.]+)\]|\[v[0-9A-Fa-f]+\.[A-Za-z0-9._~!$&'()*+,;=:-]+\]"
-    rb"|(?:[A-Za-z0-9._~!$&'()*+,;=-]|%[0-9A-Fa-f]{2})*)(?::[0-9]*)?"
-)
-# Host values seen valid, so a new connection with a known Host costs a set lookup.
-_GOOD_HOSTS: set[bytes] = set()
-_GOOD_HOSTS_LIMIT = 1024
 
 _REQUEST_ID = b"X-Request-ID: "
-
-
-def valid_host(value: bytes) -> bool:
-    """Whether a Host value is an RFC 3986 host[:port]; valid ones are remembered."""
-    if value in _GOOD_HOSTS:
-        return True
-    match = _HOST.fullmatch(value)
-    if match is None:
-        return False
-    if match["ipv6"] is not None:
-        try:
-            ipaddress.IPv6Address(match["ipv6"].decode("ascii"))
-        except ValueError:
-            return False
-    if len(_GOOD_HOSTS) >= _GOOD_HOSTS_LIMIT:
-        _GOOD_HOSTS.clear()
-    _GOOD_HOSTS.add(value)
-    return True
 
 
 def _transfer_codings_problem(value: bytes) -> _Reject | None:
@@ -224,7 +197,10 @@ class ClientConnection(asyncio.Protocol):
         self._pipeline_paused = False
         self._dispatching = False
         self._closed = False
-        self._tunnel: Tunnel | None = None
+        # With HTTP/2 on, the first bytes go to the preface sniffer (http2/sniff.py): the
+        # tunnel branch of data_received, so HTTP/1.1 pays for it on the first read only.
+        http2 = state.settings.http2
+        self._tunnel: Tunnel | None = PrefaceSniffer(self, http2) if http2 is not None else None
         self._tunnel_idle: float | None = None
         self._drain_waiters: list[asyncio.Future[None]] = []
         self.write_paused = False
@@ -247,6 +223,22 @@ class ClientConnection(asyncio.Protocol):
         self.state.connections.add(self)
         self.phase = IDLE
         self.deadline = self.state.loop_time() + self.state.settings.header_read_timeout
+        sniffer = self._tunnel
+        if isinstance(sniffer, PrefaceSniffer) and alpn_chose_h2(transport):
+            sniffer.switch(b"")
+
+    def not_http2(self, data: bytes) -> None:
+        """The first bytes are not the HTTP/2 preface: HTTP/1.1 from here on."""
+        self._tunnel = None
+        self.data_received(data)
+
+    def hand_over(self, protocol: asyncio.Protocol) -> None:
+        """HTTP/2 takes the connection over from its first bytes: this object is done."""
+        self._tunnel = None
+        self._closed = True
+        self._parser = _DETACHED_PARSER  # the parser's callbacks would keep this alive
+        self.state.connections.discard(self)
+        self.transport.set_protocol(protocol)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._closed = True
