@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, NamedTuple
 import structlog
 import uvloop
 
+from potok.acme.service import AcmeService
 from potok.api.app import ApiContext, create_api
 from potok.app import Gateway
 from potok.config.models import GatewayConfig
@@ -64,6 +65,7 @@ class _Wired:
     gateway: Gateway
     admission: Admission
     state: ServerState
+    acme: AcmeService | None
 
 
 async def _wire(config: GatewayConfig, worker_id: str, metrics_dir: Path | None) -> _Wired:
@@ -89,7 +91,11 @@ async def _wire(config: GatewayConfig, worker_id: str, metrics_dir: Path | None)
     )
     resources = Resources()
     bridge = AsgiBridge(api, (config.server.host, config.server.port))
-    runtime = Runtime(config, bridge, resources, registry)
+    acme = AcmeService(config) if config.acme is not None else None
+    if acme is not None:
+        await acme.store.open()  # tables or folders exist before a challenge is looked up
+    responder = acme.responder if acme is not None else None
+    runtime = Runtime(config, bridge, resources, registry, acme_terminal=responder)
     await runtime.identity.start()  # migrations run before the listener accepts anything
     realtime = runtime.realtime
     if realtime is not None:
@@ -101,7 +107,17 @@ async def _wire(config: GatewayConfig, worker_id: str, metrics_dir: Path | None)
     holder["state"] = state
     state.on_refusal = lambda status: metrics.refused.inc((str(status),))
     return _Wired(
-        registry, metrics, store, access_log, resources, bridge, realtime, gateway, admission, state
+        registry,
+        metrics,
+        store,
+        access_log,
+        resources,
+        bridge,
+        realtime,
+        gateway,
+        admission,
+        state,
+        acme,
     )
 
 
@@ -143,6 +159,8 @@ async def serve(
     )
     gateways = [app.gateway] if admin is None else [app.gateway, admin.gateway]
     runtime.start()
+    if app.acme is not None:
+        app.acme.manager.start()  # HTTP-01 needs the listener above: it is accepting now
     background = [loop.create_task(_prune_pools(app.gateway))]
     if app.store is not None:
         background.append(loop.create_task(write_snapshots(app.registry, app.store)))
@@ -176,6 +194,8 @@ async def _shut_down(
     app.bridge.websockets.going_away()
     if app.realtime is not None:
         await app.realtime.shutdown()
+    if app.acme is not None:
+        await app.acme.stop()  # an order in flight is abandoned; the next start retries it
     await _drain(app.state, server, app.gateway.runtime.config)  # the newest, after reloads
     if admin is not None:  # probes answered "draining" until the public side was done
         admin.close()
@@ -259,10 +279,19 @@ def _reloader(
         app.admission.configure(runtime.config.server.overload)
 
     bridge, resources, registry = app.bridge, app.resources, app.registry
+    # The acme: section itself is read at start (a change needs a restart); a reload keeps
+    # answering challenges and looks at the stored certificates again (`potok certs`).
+    responder = app.acme.responder if app.acme is not None else None
+
+    def build(config: GatewayConfig, old: Runtime) -> Runtime:
+        if app.acme is not None:
+            app.acme.manager.wake()
+        return Runtime(config, bridge, resources, registry, previous=old, acme_terminal=responder)
+
     return Reloader(
         source,
         current=lambda: gateways[0].runtime,
-        build=lambda config, old: Runtime(config, bridge, resources, registry, previous=old),
+        build=build,
         install=install,
         counter=registry.counter("config_reloads_total", "Config reloads, by result.", ("result",)),
     )
