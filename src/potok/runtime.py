@@ -97,6 +97,7 @@ class Runtime:
         resources: Resources | None = None,
         metrics: MetricsRegistry | None = None,
         previous: Runtime | None = None,
+        *,
         acme_terminal: Terminal | None = None,
     ) -> None:
         self.config = config

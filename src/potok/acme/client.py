@@ -58,7 +58,10 @@ class AcmeClient:
         # requests takes a CA bundle path where `verify_ssl` goes; the library types it bool.
         verify = cast(bool, ca_bundle) if ca_bundle else True
         self.net = ClientNetwork(
-            account_key, alg=ES256, verify_ssl=verify, user_agent=USER_AGENT,
+            account_key,
+            alg=ES256,
+            verify_ssl=verify,
+            user_agent=USER_AGENT,
             timeout=int(timeout),
         )
         self.client = ClientV2(ClientV2.get_directory(directory_url, self.net), self.net)
@@ -74,9 +77,7 @@ class AcmeClient:
         if uri is not None:
             self.net.account = messages.RegistrationResource(uri=uri, body=messages.Registration())
             return uri
-        registration = messages.NewRegistration.from_data(
-            email=email, terms_of_service_agreed=True
-        )
+        registration = messages.NewRegistration.from_data(email=email, terms_of_service_agreed=True)
         try:
             resource = self.client.new_account(registration)
         except ConflictError as exc:  # the key already has an account: use it
@@ -96,7 +97,11 @@ class AcmeClient:
             if authorization.body.status == messages.STATUS_VALID:
                 continue
             body = next(
-                (c for c in authorization.body.challenges if isinstance(c.chall, challenges.HTTP01)),
+                (
+                    c
+                    for c in authorization.body.challenges
+                    if isinstance(c.chall, challenges.HTTP01)
+                ),
                 None,
             )
             if body is None:

@@ -110,7 +110,9 @@ class DatabaseStore:
 
     async def save(self, certificate: StoredCertificate) -> None:
         async with self.engine.begin() as connection:
-            await connection.execute(delete(certificates).where(certificates.c.id == certificate.id))
+            await connection.execute(
+                delete(certificates).where(certificates.c.id == certificate.id)
+            )
             await connection.execute(
                 certificates.insert().values(
                     id=certificate.id,
@@ -132,7 +134,9 @@ class DatabaseStore:
     async def publish_challenge(self, token: str, key_authorization: str, expires: float) -> None:
         async with self.engine.begin() as connection:
             # Expired answers of orders that never withdrew theirs (a crash) go here.
-            await connection.execute(delete(challenges).where(challenges.c.expires_at < time.time()))
+            await connection.execute(
+                delete(challenges).where(challenges.c.expires_at < time.time())
+            )
             await connection.execute(delete(challenges).where(challenges.c.token == token))
             await connection.execute(
                 challenges.insert().values(
