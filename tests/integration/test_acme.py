@@ -196,3 +196,246 @@ def test_issued_through_the_gateway_served_and_picked_up_by_a_second_instance(
 
 def _stdout(gateway: GatewayProcess) -> str:
     return gateway.stdout_path.read_text(errors="replace") + gateway.stderr()
+
+
+class RecordingSink:
+    """A CertificateSink that remembers what it was given."""
+
+    def __init__(self) -> None:
+        self.installed: list[tuple[tuple[str, ...], bytes, bytes]] = []
+
+    def install(self, names: Sequence[str], chain_pem: bytes, key_pem: bytes) -> None:
+        self.installed.append((tuple(names), chain_pem, key_pem))
+
+    @property
+    def serials(self) -> list[str]:
+        return [_serial(chain) for _, chain, _ in self.installed]
+
+
+class SharedStorage:
+    """One storage several managers (instances) open separately, and the gateway's
+    config for it."""
+
+    def __init__(self, kind: str, folder: Path, url: str | None) -> None:
+        self.kind = kind
+        self.folder = folder
+        self.url = url
+
+    def store(self) -> CertificateStore:
+        if self.kind == "directory":
+            return DirectoryStore(self.folder / "certs")
+        assert self.url is not None
+        return DatabaseStore(Database(DatabaseConfig(url=self.url)))
+
+    def acme_options(self) -> dict[str, Any]:
+        if self.kind == "directory":
+            return {"storage": "directory", "path": str(self.folder / "certs")}
+        return {"storage": "database"}
+
+    def gateway_config(self, pebble: Pebble, domains: Sequence[Any] = ()) -> dict[str, Any]:
+        config: dict[str, Any] = {"acme": _acme(pebble, domains, **self.acme_options())}
+        if self.url is not None:
+            config["database"] = {"url": self.url}
+        return config
+
+
+@pytest.fixture(params=["postgres", "sqlite", "directory"])
+def shared(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[SharedStorage]:
+    if request.param == "postgres":
+        with postgres_database() as url:  # a database of its own: tables and locks apart
+            yield SharedStorage("postgres", tmp_path, url)
+    elif request.param == "sqlite":
+        yield SharedStorage("sqlite", tmp_path, f"sqlite:///{tmp_path / 'potok.db'}")
+    else:
+        yield SharedStorage("directory", tmp_path, None)
+
+
+def _manager(
+    pebble: Pebble, shared: SharedStorage, names: Sequence[Any], sink: RecordingSink, **extra: Any
+) -> CertificateManager:
+    config = AcmeConfig(**_acme(pebble, names, **shared.acme_options(), **extra))
+    return CertificateManager(config, shared.store(), sinks=[sink])
+
+
+async def test_racing_instances_order_once_and_a_newcomer_picks_it_up(
+    pebble: Pebble, gateways: Callable[..., GatewayProcess], shared: SharedStorage
+) -> None:
+    # The gateway orders nothing itself (no domains): it answers challenges from storage,
+    # as an instance behind the same load balancer as the ones that order.
+    gateway = gateways(shared.gateway_config(pebble), port=pebble.http_port)
+    name = _name()
+    sinks = [RecordingSink(), RecordingSink()]
+    managers = [_manager(pebble, shared, [name], sink) for sink in sinks]
+    for manager in managers:
+        await manager.store.open()
+    try:
+        await asyncio.gather(*(manager.check() for manager in managers))
+        assert sum(manager.orders for manager in managers) == 1  # the lock: one order
+        assert sinks[0].serials == sinks[1].serials  # both serve the one certificate
+        assert len(sinks[0].serials) == 1
+        answered = [e for e in gateway.access_log() if e.get("route") == "potok-acme"]
+        assert [e["status"] for e in answered] and {e["status"] for e in answered} == {200}
+
+        newcomer_sink = RecordingSink()
+        newcomer = _manager(pebble, shared, [name], newcomer_sink)
+        await newcomer.store.open()
+        await newcomer.check()
+        assert newcomer.orders == 0
+        assert newcomer_sink.serials == sinks[0].serials
+        await newcomer.stop()
+        await newcomer.store.close()
+    finally:
+        for manager in managers:
+            await manager.stop()
+            await manager.store.close()
+
+
+@pytest.fixture
+def short_lived(tmp_path: Path) -> Iterator[tuple[Pebble, int]]:
+    """A Pebble issuing certificates valid for 12 seconds, and the port it validates on."""
+    port = free_port()
+    server = Pebble(http_port=port, validity=12)
+    yield server, port
+    server.stop()
+
+
+async def test_renewed_at_two_thirds_of_its_life(
+    short_lived: tuple[Pebble, int], gateways: Callable[..., GatewayProcess], tmp_path: Path
+) -> None:
+    pebble, port = short_lived
+    shared = SharedStorage("directory", tmp_path, None)
+    gateways(shared.gateway_config(pebble), port=port)
+    name = _name()
+    sink = RecordingSink()
+    manager = _manager(pebble, shared, [name], sink)
+    await manager.store.open()
+    started = time.time()
+    manager.start()
+    try:
+        while manager.orders < 2 and time.time() - started < 60:
+            await asyncio.sleep(0.1)
+        assert manager.orders >= 2
+        first = x509.load_pem_x509_certificate(sink.installed[0][1])
+        lifetime = (first.not_valid_after_utc - first.not_valid_before_utc).total_seconds()
+        renew_point = first.not_valid_before_utc.timestamp() + lifetime * 2 / 3
+        second_at = time.time()
+        # Renewed after two thirds of the first one's life, well before it ended.
+        assert renew_point - 0.5 <= second_at
+        assert second_at < first.not_valid_after_utc.timestamp()
+        assert len(set(sink.serials)) >= 2
+        stored = await manager.store.load(certificate_id((name,)))
+        assert stored is not None and stored.serial == sink.serials[-1]
+    finally:
+        await manager.stop()
+
+
+def _potok(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "potok", *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=os.environ,
+        check=False,
+    )
+
+
+def test_certs_cli_list_renew_revoke_and_the_gateway_replaces_a_revoked_one(
+    pebble: Pebble, gateways: Callable[..., GatewayProcess], tmp_path: Path
+) -> None:
+    name = _name()
+    storage = tmp_path / "certs"
+    config = {"acme": _acme(pebble, [name], storage="directory", path=str(storage))}
+    gateway = gateways(config, port=pebble.http_port)
+    chain, _ = _wait(lambda: _stored_files(storage, (name,)), what="certificate stored")
+    first = _serial(chain)
+    config_file = str(gateway.config_path)
+
+    listed = _potok("certs", "list", "--config", config_file)
+    assert listed.returncode == 0, listed.stderr
+    assert name in listed.stdout and first in listed.stdout and "valid" in listed.stdout
+
+    # renew from the command line: the running gateway answers the challenge from storage.
+    renewed = _potok("certs", "renew", name, "--config", config_file)
+    assert renewed.returncode == 0, renewed.stderr
+    second = _serial(_stored_files(storage, (name,))[0])  # type: ignore[index]
+    assert second != first and second in renewed.stdout
+    shared_answers = [
+        line for line in _stdout(gateway).splitlines() if "acme challenge answered" in line
+    ]
+    assert any('"shared": true' in line for line in shared_answers)
+
+    revoked = _potok("certs", "revoke", name, "--reason", "key-compromise", "--config", config_file)
+    assert revoked.returncode == 0, revoked.stderr
+    assert pebble.status(second)["Status"] == "Revoked"
+    listed = _potok("certs", "list", "--config", config_file)
+    assert "revoked" in listed.stdout
+
+    # SIGHUP makes the gateway look at storage now: it orders the replacement itself.
+    gateway.signal(__import__("signal").SIGHUP)
+    third = _wait(
+        lambda: (s := _serial(_stored_files(storage, (name,))[0])) != second and s,  # type: ignore[index]
+        what="revoked certificate replaced",
+    )
+    assert pebble.status(third)["Status"] == "Valid"
+    meta = json.loads((storage / "certificates" / certificate_id((name,)) / "current" / "meta.json").read_text())
+    assert meta["revoked_at"] is None
+
+    unknown = _potok("certs", "revoke", "nothing.potok.test", "--config", config_file)
+    assert unknown.returncode == 1 and "no stored certificate" in unknown.stderr
+
+
+def test_ca_down_retried_with_backoff_while_the_gateway_keeps_serving(
+    gateways: Callable[..., GatewayProcess], upstream: Upstream, tmp_path: Path
+) -> None:
+    import trustme  # noqa: PLC0415
+
+    acme_port = free_port()  # nothing listens here yet: the CA is down
+    bundle = tmp_path / "acme-ca.pem"
+    trustme.CA().cert_pem.write_to_path(str(bundle))
+    name = _name()
+    storage = tmp_path / "certs"
+    config = {
+        "services": {"up": {"targets": [upstream.url]}},
+        "routes": [{"match": {"prefix": "/"}, "service": "up"}],
+        "acme": {
+            "directory_url": f"https://127.0.0.1:{acme_port}/dir",
+            "ca_bundle": str(bundle),
+            "agree_to_terms": True,
+            "domains": [name],
+            "storage": "directory",
+            "path": str(storage),
+            "retry": {"initial": "400ms", "max": "2s"},
+        },
+    }
+    gateway = gateways(config)
+    _wait(lambda: _stdout(gateway).count("certificate order failed") >= 3, what="three failures")
+    failures = [
+        json.loads(line)
+        for line in _stdout(gateway).splitlines()
+        if "certificate order failed" in line
+    ]
+    waits = [entry["retry_in_s"] for entry in failures[:3]]
+    assert waits[0] < waits[1] < waits[2]  # doubling (with +-10 % jitter)
+    assert 0.3 <= waits[0] <= 0.5 and waits[2] <= 2.2
+    assert "ConnectionError" in failures[0]["error"]
+
+    # Meanwhile the gateway serves as usual.
+    for _ in range(5):
+        status = _get(gateway.port, "/hello")
+        assert status == 200
+
+    # The CA comes up (on the port the config names): the next attempt succeeds.
+    pebble = Pebble(http_port=gateway.port, listen_port=acme_port)
+    try:
+        bundle.write_bytes(Path(pebble.ca_bundle).read_bytes())
+        _wait(lambda: _stored_files(storage, (name,)), timeout=30, what="certificate after outage")
+    finally:
+        pebble.stop()
+
+
+def _get(port: int, path: str) -> int:
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(f"GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode())
+        head = sock.recv(65536)
+    return int(head.split(b" ", 2)[1])

@@ -165,10 +165,10 @@ async def serve(
     if app.store is not None:
         background.append(loop.create_task(write_snapshots(app.registry, app.store)))
     reloader = _reloader(source, gateways=gateways, app=app)
-    loop.add_signal_handler(signal.SIGHUP, _on_sighup, reloader)
+    loop.add_signal_handler(signal.SIGHUP, _on_sighup, reloader, app.acme)
     if _early_sighups:  # sent while this worker was starting: the file may be newer
         _early_sighups.clear()
-        _on_sighup(reloader)
+        _on_sighup(reloader, app.acme)
     if reloader is not None and watching:
         background.append(loop.create_task(reloader.watch(config.reload.interval, seen)))
 
@@ -280,12 +280,10 @@ def _reloader(
 
     bridge, resources, registry = app.bridge, app.resources, app.registry
     # The acme: section itself is read at start (a change needs a restart); a reload keeps
-    # answering challenges and looks at the stored certificates again (`potok certs`).
+    # answering challenges.
     responder = app.acme.responder if app.acme is not None else None
 
     def build(config: GatewayConfig, old: Runtime) -> Runtime:
-        if app.acme is not None:
-            app.acme.manager.wake()
         return Runtime(config, bridge, resources, registry, previous=old, acme_terminal=responder)
 
     return Reloader(
@@ -297,7 +295,9 @@ def _reloader(
     )
 
 
-def _on_sighup(reloader: Reloader | None) -> None:
+def _on_sighup(reloader: Reloader | None, acme: AcmeService | None = None) -> None:
+    if acme is not None:  # `potok certs` changed the storage: look at it now
+        acme.manager.wake()
     if reloader is None:
         log.warning("SIGHUP ignored: this gateway was not started from a config file")
         return
