@@ -13,14 +13,15 @@ import asyncio
 import datetime
 import sys
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from potok.acme.certificate import StoredCertificate
-from potok.acme.manager import CertificateManager
-from potok.acme.service import certificate_store, order_lock
-from potok.acme.store import CertificateStore
 from potok.cli.common import add_config_argument, load_or_report
 from potok.config.models import GatewayConfig
+
+if TYPE_CHECKING:  # the ACME client (requests, josepy) loads only when a command runs
+    from potok.acme.certificate import StoredCertificate
+    from potok.acme.manager import CertificateManager
+    from potok.acme.store import CertificateStore
 
 REASONS = {"unspecified": 0, "key-compromise": 1, "superseded": 4, "cessation": 5}
 
@@ -49,7 +50,7 @@ def register(commands: Any) -> None:
     revoke.set_defaults(handler=lambda args: _run(args, _revoke))
 
 
-Action = Callable[[argparse.Namespace, GatewayConfig, CertificateStore], Awaitable[int]]
+Action = Callable[[argparse.Namespace, GatewayConfig, "CertificateStore"], Awaitable[int]]
 
 
 def _run(args: argparse.Namespace, action: Action) -> int:
@@ -59,6 +60,8 @@ def _run(args: argparse.Namespace, action: Action) -> int:
     if config.acme is None:
         print(f"potok: {args.config} has no acme: section", file=sys.stderr)
         return 1
+
+    from potok.acme.service import certificate_store  # noqa: PLC0415
 
     async def main() -> int:
         store = certificate_store(config)
@@ -101,6 +104,9 @@ async def _find(store: CertificateStore, name: str) -> StoredCertificate | None:
 
 
 def _manager(config: GatewayConfig, store: CertificateStore) -> CertificateManager:
+    from potok.acme.manager import CertificateManager  # noqa: PLC0415
+    from potok.acme.service import order_lock  # noqa: PLC0415
+
     assert config.acme is not None
     manager = CertificateManager(config.acme, store)
     manager.use_lock(order_lock(config, store))

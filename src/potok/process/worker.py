@@ -15,7 +15,6 @@ from typing import TYPE_CHECKING, NamedTuple
 import structlog
 import uvloop
 
-from potok.acme.service import AcmeService
 from potok.api.app import ApiContext, create_api
 from potok.app import Gateway
 from potok.config.models import GatewayConfig
@@ -41,6 +40,7 @@ from potok.server.listener import PortInUse, effective_backlog, listening_socket
 from potok.server.state import ServerState
 
 if TYPE_CHECKING:
+    from potok.acme.service import AcmeService
     from potok.realtime.service import Realtime
 
 log = structlog.get_logger("potok.worker")
@@ -91,7 +91,7 @@ async def _wire(config: GatewayConfig, worker_id: str, metrics_dir: Path | None)
     )
     resources = Resources()
     bridge = AsgiBridge(api, (config.server.host, config.server.port))
-    acme = AcmeService(config) if config.acme is not None else None
+    acme = _acme_service(config)
     if acme is not None:
         await acme.store.open()  # tables or folders exist before a challenge is looked up
     responder = acme.responder if acme is not None else None
@@ -119,6 +119,15 @@ async def _wire(config: GatewayConfig, worker_id: str, metrics_dir: Path | None)
         state,
         acme,
     )
+
+
+def _acme_service(config: GatewayConfig) -> AcmeService | None:
+    if config.acme is None:
+        return None
+    # Imported only when configured: the ACME client brings requests and josepy along.
+    from potok.acme.service import AcmeService  # noqa: PLC0415
+
+    return AcmeService(config)
 
 
 async def serve(
