@@ -209,11 +209,10 @@ class RecordingSink:
         self.installed.append((tuple(names), chain_pem, key_pem))
         self._grew.set()
 
-    async def wait_for(self, count: int, timeout: float) -> None:
-        async with asyncio.timeout(timeout):
-            while len(self.installed) < count:
-                self._grew.clear()
-                await self._grew.wait()
+    async def wait_for(self, count: int) -> None:
+        while len(self.installed) < count:
+            self._grew.clear()
+            await self._grew.wait()
 
     @property
     def serials(self) -> list[str]:
@@ -319,7 +318,8 @@ async def test_renewed_at_two_thirds_of_its_life(
     await manager.store.open()
     manager.start()
     try:
-        await sink.wait_for(2, timeout=60)
+        async with asyncio.timeout(60):
+            await sink.wait_for(2)
         assert manager.orders >= 2
         first = x509.load_pem_x509_certificate(sink.installed[0][1])
         lifetime = (first.not_valid_after_utc - first.not_valid_before_utc).total_seconds()
