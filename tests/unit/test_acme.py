@@ -21,6 +21,7 @@ from potok.acme.certificate import StoredCertificate, new_private_key
 from potok.acme.config import AcmeConfig
 from potok.acme.directory_store import DirectoryStore
 from potok.acme.lock import FileLock, LockBusy, PostgresAdvisoryLock, RedisLock, holding
+from potok.acme.manager import CertificateManager
 from potok.acme.responder import token_of
 from potok.config.models import GatewayConfig
 from potok.identity.config import DatabaseConfig
@@ -28,6 +29,7 @@ from potok.identity.database import Database
 from potok.routing.table import RouteMatch
 from potok.runtime import Runtime
 from tests.support.identity_db import postgres_database
+from tests.support.net import free_port
 
 # Config -------------------------------------------------------------------------------------
 
@@ -254,3 +256,61 @@ async def test_redis_lock_is_released_only_by_its_holder_and_kept_alive() -> Non
     finally:
         await client.delete(key)
         await client.aclose()
+
+
+# The manager without a CA -------------------------------------------------------------------
+
+
+class FlakySink:
+    def __init__(self, failures: int) -> None:
+        self.failures = failures
+        self.calls = 0
+        self.installed: list[tuple[str, ...]] = []
+
+    def install(self, names: Any, chain_pem: bytes, key_pem: bytes) -> None:
+        self.calls += 1
+        if self.calls <= self.failures:
+            raise ValueError("not now")
+        self.installed.append(tuple(names))
+
+
+async def test_stored_certificate_installed_once_and_again_after_a_sink_refused(
+    tmp_path: Path,
+) -> None:
+    store = DirectoryStore(tmp_path)
+    await store.open()
+    cert = _certificate(days=90)
+    await store.save(cert)
+    sink = FlakySink(failures=1)
+    manager = CertificateManager(_acme(domains=["a.example.com"]), store, sinks=[sink])
+    await manager.check()
+    assert sink.installed == []
+    delay = await manager.check()
+    assert sink.installed == [("a.example.com",)]
+    await manager.check()
+    assert sink.calls == 2  # not again for the same serial
+    assert manager.orders == 0
+    assert 0 < delay <= manager.config.check_interval
+
+
+async def test_failed_orders_back_off_doubling_up_to_the_maximum(tmp_path: Path) -> None:
+    now = [1000.0]
+    store = DirectoryStore(tmp_path)
+    await store.open()
+    dead = free_port()  # nothing listens: every order fails at once (connection refused)
+    config = _acme(
+        domains=["a.example.com"],
+        directory_url=f"https://127.0.0.1:{dead}/dir",
+        retry={"initial": 10, "max": 40},
+    )
+    manager = CertificateManager(config, store, clock=lambda: now[0])
+    waits = []
+    for _ in range(5):
+        waits.append(await manager.check())
+        now[0] += waits[-1]
+    assert [round(w / 10) for w in waits] == [1, 2, 4, 4, 4]  # +-10 % jitter
+    # Before the retry time nothing is attempted.
+    now[0] -= 1
+    failures = manager.slots[0].failures
+    assert await manager.check() > 0 and manager.slots[0].failures == failures
+    await manager.stop()

@@ -121,7 +121,7 @@ class CertificateManager:
             log.warning("certificate storage unavailable", certificate=slot.id, error=str(exc))
             return now + self.config.retry.initial
         if stored is not None:
-            self._install(slot, stored)
+            await self._install(slot, stored)
         if stored is not None and not stored.due(self.config.renew_at, now):
             return stored.renew_after(self.config.renew_at)
         if now < slot.retry_at:
@@ -143,7 +143,7 @@ class CertificateManager:
             return slot.retry_at
         slot.failures = 0
         slot.retry_at = 0.0
-        self._install(slot, stored)
+        await self._install(slot, stored)
         return stored.renew_after(self.config.renew_at)
 
     def _backoff(self, failures: int) -> float:
@@ -151,11 +151,18 @@ class CertificateManager:
         wait: float = min(retry.initial * 2.0 ** (failures - 1), retry.max)
         return wait * random.uniform(0.9, 1.1)  # a fleet that failed together spreads out
 
-    def _install(self, slot: _Slot, stored: StoredCertificate) -> None:
+    async def _install(self, slot: _Slot, stored: StoredCertificate) -> None:
+        """Hand `stored` to every sink, once per serial. A sink parses the key (blocking), so
+        it runs in a worker thread; one that refuses is tried again at the next pass."""
         if stored.serial == slot.installed or stored.not_after <= self.clock():
             return
+        names, chain, key = stored.names, stored.chain_pem, stored.key_pem
         for sink in self.sinks:
-            sink.install(stored.names, stored.chain_pem, stored.key_pem)
+            try:
+                await asyncio.to_thread(sink.install, names, chain, key)
+            except Exception as exc:
+                log.error("certificate not installed", certificate=stored.id, error=str(exc))
+                return
         slot.installed = stored.serial
         log.info(
             "certificate installed",
