@@ -26,11 +26,12 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from potok.acme.certificate import certificate_id
-from potok.acme.config import AcmeConfig
 from potok.acme.database_store import DatabaseStore
 from potok.acme.directory_store import DirectoryStore
 from potok.acme.manager import CertificateManager
+from potok.acme.service import order_lock
 from potok.acme.store import CertificateStore
+from potok.config.models import GatewayConfig
 from potok.identity.config import DatabaseConfig
 from potok.identity.database import Database
 from tests.support.gateway import GatewayProcess
@@ -229,12 +230,14 @@ class SharedStorage:
         self.url = url
 
     def store(self) -> CertificateStore:
-        if self.kind == "directory":
+        if self.kind in ("directory", "redis"):
             return DirectoryStore(self.folder / "certs")
         assert self.url is not None
         return DatabaseStore(Database(DatabaseConfig(url=self.url)))
 
     def acme_options(self) -> dict[str, Any]:
+        if self.kind == "redis":
+            return {"storage": "directory", "path": str(self.folder / "certs"), "lock": "redis"}
         if self.kind == "directory":
             return {"storage": "directory", "path": str(self.folder / "certs")}
         return {"storage": "database"}
@@ -246,22 +249,29 @@ class SharedStorage:
         return config
 
 
-@pytest.fixture(params=["postgres", "sqlite", "directory"])
+@pytest.fixture(params=["postgres", "sqlite", "directory", "redis"])
 def shared(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[SharedStorage]:
     if request.param == "postgres":
         with postgres_database() as url:  # a database of its own: tables and locks apart
             yield SharedStorage("postgres", tmp_path, url)
     elif request.param == "sqlite":
         yield SharedStorage("sqlite", tmp_path, f"sqlite:///{tmp_path / 'potok.db'}")
-    else:
-        yield SharedStorage("directory", tmp_path, None)
+    else:  # a directory, locked by flock or (redis) by a lease in the shared Redis
+        yield SharedStorage(request.param, tmp_path, None)
 
 
 def _manager(
     pebble: Pebble, shared: SharedStorage, names: Sequence[Any], sink: RecordingSink, **extra: Any
 ) -> CertificateManager:
-    config = AcmeConfig(**_acme(pebble, names, **shared.acme_options(), **extra))
-    return CertificateManager(config, shared.store(), sinks=[sink])
+    acme = _acme(pebble, names, **shared.acme_options(), **extra)
+    config = GatewayConfig.model_validate(
+        {"acme": acme, "database": {"url": shared.url}} if shared.url else {"acme": acme}
+    )
+    assert config.acme is not None
+    store = shared.store()
+    manager = CertificateManager(config.acme, store, sinks=[sink])
+    manager.use_lock(order_lock(config, store))  # as the worker does: the configured lock
+    return manager
 
 
 async def test_racing_instances_order_once_and_a_newcomer_picks_it_up(

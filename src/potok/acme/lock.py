@@ -47,6 +47,10 @@ class OrderLock(Protocol):
 
     async def release(self) -> None: ...
 
+    async def close(self) -> None:
+        """Release if held and let go of connections (the manager stops)."""
+        ...
+
 
 @contextlib.asynccontextmanager
 async def holding(lock: OrderLock, wait: float) -> AsyncIterator[None]:
@@ -86,6 +90,9 @@ class FileLock:
             os.close(self._fd)
             self._fd = None
 
+    async def close(self) -> None:
+        await self.release()
+
 
 class PostgresAdvisoryLock:
     """A session-level advisory lock on a connection kept for as long as it is held."""
@@ -124,6 +131,9 @@ class PostgresAdvisoryLock:
             raise
         finally:
             await connection.close()
+
+    async def close(self) -> None:
+        await self.release()
 
 
 _RELEASE = (
@@ -167,3 +177,7 @@ class RedisLock:
             self._keeper = None
         if token is not None:
             await self.client.eval(_RELEASE, 1, self.key, token)
+
+    async def close(self) -> None:
+        await self.release()
+        await self.client.aclose()

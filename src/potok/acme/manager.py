@@ -92,6 +92,9 @@ class CertificateManager:
         if self._acme is not None:
             await asyncio.to_thread(self._acme.close)
             self._acme = None
+        if self._lock is not None:
+            await self._lock.close()
+            self._lock = None
 
     def wake(self) -> None:
         """Look at storage now rather than at the next check (SIGHUP, `potok certs`)."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
@@ -18,7 +19,7 @@ from potok.identity.database import Database
 if TYPE_CHECKING:
     from potok.config.models import GatewayConfig
 
-REDIS_LOCK_KEY = "potok:acme:order-lock"
+REDIS_LOCK_PREFIX = "potok:acme:order-lock:"
 
 
 def certificate_store(config: GatewayConfig) -> CertificateStore:
@@ -33,8 +34,15 @@ def order_lock(config: GatewayConfig, store: CertificateStore) -> OrderLock:
     if _section(config).lock == "redis":
         from potok.redis_clients import redis_client  # noqa: PLC0415 - only with a redis lock
 
-        return RedisLock(redis_client(config.redis), REDIS_LOCK_KEY)
+        return RedisLock(redis_client(config.redis), redis_lock_key(config))
     return store.order_lock()
+
+
+def redis_lock_key(config: GatewayConfig) -> str:
+    """One lock per storage: fleets with storages of their own never wait for each other."""
+    acme = _section(config)
+    where = acme.path if acme.storage == "directory" else config.database.url
+    return REDIS_LOCK_PREFIX + hashlib.sha256(f"{acme.storage}:{where}".encode()).hexdigest()[:16]
 
 
 def _section(config: GatewayConfig) -> AcmeConfig:
