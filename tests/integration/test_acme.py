@@ -451,3 +451,30 @@ def _get(port: int, path: str) -> int:
         sock.sendall(f"GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode())
         head = sock.recv(65536)
     return int(head.split(b" ", 2)[1])
+
+
+async def test_a_ca_that_lost_the_account_gets_a_new_one(
+    short_lived: tuple[Pebble, int], gateways: Callable[..., GatewayProcess], tmp_path: Path
+) -> None:
+    """Pebble keeps nothing across a restart (as a CA that purged an account): the stored
+    account key registers again instead of failing every order from then on."""
+    pebble, port = short_lived
+    shared = SharedStorage("directory", tmp_path, None)
+    gateways(shared.gateway_config(pebble), port=port)
+    name = _name()
+    manager = _manager(pebble, shared, [name], RecordingSink())
+    await manager.store.open()
+    try:
+        await manager.obtain((name,))
+        account = await manager.store.load_account(pebble.directory_url)
+        assert account is not None and account.uri is not None
+        await manager.stop()
+        await asyncio.to_thread(pebble.stop_pebble)
+        await asyncio.to_thread(pebble.start)
+        renewed = await manager.obtain((name,), force=True)
+        assert manager.orders == 2 and renewed.names == (name,)
+        again = await manager.store.load_account(pebble.directory_url)
+        assert again is not None and again.key_json == account.key_json  # the key is kept
+        assert again.uri != account.uri  # registered anew
+    finally:
+        await manager.stop()

@@ -71,18 +71,24 @@ class AcmeClient:
         terms: str | None = getattr(meta, "terms_of_service", None)
         return terms
 
-    def account(self, uri: str | None, email: str | None) -> str:
-        """Use the account at `uri`, or make one (or find the one this key already has);
-        returns its URL."""
-        if uri is not None:
-            self.net.account = messages.RegistrationResource(uri=uri, body=messages.Registration())
-            return uri
+    def account(self, email: str | None) -> str:
+        """The account of this key at the CA (asked for, not assumed: a CA that lost it, as
+        a restarted Pebble does, gets a new one); made at first use. Returns its URL."""
+        try:
+            existing = self.client.query_registration(
+                messages.RegistrationResource(body=messages.Registration())
+            )
+            return str(existing.uri)
+        except messages.Error as exc:
+            if exc.code != "accountDoesNotExist":
+                raise
         registration = messages.NewRegistration.from_data(email=email, terms_of_service_agreed=True)
         try:
             resource = self.client.new_account(registration)
-        except ConflictError as exc:  # the key already has an account: use it
-            existing = messages.RegistrationResource(uri=exc.location, body=messages.Registration())
-            self.net.account = existing
+        except ConflictError as exc:  # made meanwhile by another instance with this key
+            self.net.account = messages.RegistrationResource(
+                uri=exc.location, body=messages.Registration()
+            )
             return str(exc.location)
         return str(resource.uri)
 

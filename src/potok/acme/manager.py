@@ -248,7 +248,7 @@ class CertificateManager:
         client = await asyncio.to_thread(
             AcmeClient, url, key, self.config.ca_bundle, self.config.order_timeout
         )
-        uri = await asyncio.to_thread(client.account, account.uri, self.config.email)
+        uri = await asyncio.to_thread(client.account, self.config.email)
         if uri != account.uri:
             await self.store.save_account(replace(account, uri=uri))
             log.info("acme account ready", directory=url, account=uri)
