@@ -170,6 +170,18 @@ def test_issued_through_the_gateway_served_and_picked_up_by_a_second_instance(
     assert len(answered) >= 2
     assert "certificate issued" in first.stderr() or "certificate issued" in _stdout(first)
 
+    # Metrics: the order, and the expiry of what the worker serves (for an alert).
+    metrics = _get_body(first.port, "/api/v1/metrics")
+    assert 'certificate_orders_total{result="issued"} 1' in metrics
+    leaf_not_after = x509.load_pem_x509_certificate(chain).not_valid_after_utc.timestamp()
+    expiry = next(
+        line
+        for line in metrics.splitlines()
+        if line.startswith("certificate_expiry_timestamp_seconds{")
+    )
+    assert certificate_id((name, alias)) in expiry
+    assert float(expiry.rsplit(" ", 1)[1]) == pytest.approx(leaf_not_after)
+
     # The key: ECDSA P-256, readable by its owner only; the folder closed to others.
     private = serialization.load_pem_private_key(key, None)
     assert isinstance(private, ec.EllipticCurvePrivateKey)
@@ -478,3 +490,12 @@ async def test_a_ca_that_lost_the_account_gets_a_new_one(
         assert again.uri != account.uri  # registered anew
     finally:
         await manager.stop()
+
+
+def _get_body(port: int, path: str) -> str:
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(f"GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode())
+        chunks = []
+        while data := sock.recv(65536):
+            chunks.append(data)
+    return b"".join(chunks).partition(b"\r\n\r\n")[2].decode(errors="replace")

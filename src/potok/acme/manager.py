@@ -16,6 +16,7 @@ import random
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING
 
 import structlog
 from acme import crypto_util
@@ -27,6 +28,9 @@ from potok.acme.lock import OrderLock, holding
 from potok.acme.responder import ChallengeResponder
 from potok.acme.sink import CertificateSink
 from potok.acme.store import CertificateStore, StoredAccount
+
+if TYPE_CHECKING:
+    from potok.observability.metrics import MetricsRegistry
 
 log = structlog.get_logger("potok.acme")
 
@@ -54,7 +58,9 @@ class CertificateManager:
         store: CertificateStore,
         responder: ChallengeResponder | None = None,
         sinks: Sequence[CertificateSink] = (),
+        *,
         clock: Callable[[], float] = time.time,
+        metrics: MetricsRegistry | None = None,
     ) -> None:
         self.config = config
         self.store = store
@@ -67,6 +73,22 @@ class CertificateManager:
         self._acme: AcmeClient | None = None
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        # Labelled by the certificate's id (its main name and a digest): bounded by config.
+        self._expiry = (
+            metrics.gauge(
+                "certificate_expiry_timestamp_seconds",
+                "notAfter of the certificate each worker serves (UNIX time), by certificate.",
+                ("certificate",),
+                per_worker=True,
+            )
+            if metrics is not None
+            else None
+        )
+        self._orders = (
+            metrics.counter("certificate_orders_total", "ACME orders, by result.", ("result",))
+            if metrics is not None
+            else None
+        )
 
     def use_lock(self, lock: OrderLock) -> None:
         """Order under `lock` instead of the storage's own (`acme.lock: redis`)."""
@@ -132,6 +154,8 @@ class CertificateManager:
         try:
             stored = await self.obtain(slot.names)
         except Exception as exc:
+            if self._orders is not None:
+                self._orders.inc(("failed",))
             slot.failures += 1
             wait = self._backoff(slot.failures)
             slot.retry_at = self.clock() + wait
@@ -167,6 +191,8 @@ class CertificateManager:
                 log.error("certificate not installed", certificate=stored.id, error=str(exc))
                 return
         slot.installed = stored.serial
+        if self._expiry is not None:
+            self._expiry.set((stored.id,), stored.not_after)
         log.info(
             "certificate installed",
             certificate=stored.id,
@@ -211,6 +237,8 @@ class CertificateManager:
         stored = StoredCertificate.from_pem(names, chain, key_pem, self.clock())
         await self.store.save(stored)
         self.orders += 1
+        if self._orders is not None:
+            self._orders.inc(("issued",))
         log.info(
             "certificate issued",
             certificate=stored.id,

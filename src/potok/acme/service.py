@@ -18,6 +18,7 @@ from potok.identity.database import Database
 
 if TYPE_CHECKING:
     from potok.config.models import GatewayConfig
+    from potok.observability.metrics import MetricsRegistry
 
 REDIS_LOCK_PREFIX = "potok:acme:order-lock:"
 
@@ -54,10 +55,17 @@ def _section(config: GatewayConfig) -> AcmeConfig:
 class AcmeService:
     """What a worker runs: answers challenges, and keeps its certificates current."""
 
-    def __init__(self, config: GatewayConfig, sinks: Sequence[CertificateSink] = ()) -> None:
+    def __init__(
+        self,
+        config: GatewayConfig,
+        sinks: Sequence[CertificateSink] = (),
+        metrics: MetricsRegistry | None = None,
+    ) -> None:
         self.store = certificate_store(config)
         self.responder = ChallengeResponder(self.store)
-        self.manager = CertificateManager(_section(config), self.store, self.responder, sinks)
+        self.manager = CertificateManager(
+            _section(config), self.store, self.responder, sinks, metrics=metrics
+        )
         self.manager.use_lock(order_lock(config, self.store))
 
     async def start(self) -> None:

@@ -91,7 +91,7 @@ async def _wire(config: GatewayConfig, worker_id: str, metrics_dir: Path | None)
     )
     resources = Resources()
     bridge = AsgiBridge(api, (config.server.host, config.server.port))
-    acme = _acme_service(config)
+    acme = _acme_service(config, registry)
     if acme is not None:
         await acme.store.open()  # tables or folders exist before a challenge is looked up
     responder = acme.responder if acme is not None else None
@@ -121,13 +121,13 @@ async def _wire(config: GatewayConfig, worker_id: str, metrics_dir: Path | None)
     )
 
 
-def _acme_service(config: GatewayConfig) -> AcmeService | None:
+def _acme_service(config: GatewayConfig, registry: MetricsRegistry) -> AcmeService | None:
     if config.acme is None:
         return None
     # Imported only when configured: the ACME client brings requests and josepy along.
     from potok.acme.service import AcmeService  # noqa: PLC0415
 
-    return AcmeService(config)
+    return AcmeService(config, metrics=registry)
 
 
 async def serve(
