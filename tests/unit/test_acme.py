@@ -22,7 +22,7 @@ from potok.acme.config import AcmeConfig
 from potok.acme.directory_store import DirectoryStore
 from potok.acme.lock import FileLock, LockBusy, PostgresAdvisoryLock, RedisLock, holding
 from potok.acme.manager import CertificateManager
-from potok.acme.responder import token_of
+from potok.acme.responder import MAX_LOOKUPS, ChallengeResponder, token_of
 from potok.config.models import GatewayConfig
 from potok.identity.config import DatabaseConfig
 from potok.identity.database import Database
@@ -314,3 +314,72 @@ async def test_failed_orders_back_off_doubling_up_to_the_maximum(tmp_path: Path)
     failures = manager.slots[0].failures
     assert await manager.check() > 0 and manager.slots[0].failures == failures
     await manager.stop()
+
+
+def test_a_user_route_under_the_challenge_path_is_refused_with_acme() -> None:
+    from potok.config.loader import ConfigError, load_config_text
+
+    text = """
+services: {up: {targets: ["http://127.0.0.1:1"]}}
+routes:
+  - {match: {prefix: /.well-known/acme-challenge/x}, service: up}
+  - {match: {prefix: /.well-known}, service: up, name: potok-acme}
+"""
+    with pytest.raises(ConfigError) as error:
+        load_config_text(text + "acme: {}\n")
+    problems = dict(error.value.problems)
+    assert "never reached" in problems["routes[0].match"]
+    assert "reserved" in problems["routes[1].name"]
+    load_config_text(text.replace("name: potok-acme", "name: wk"))  # without acme: fine
+
+
+class _FakeExchange:
+    def __init__(self, path: bytes) -> None:
+        self.path = path
+        self.client_ip = "192.0.2.1"
+        self.answers: list[tuple[int, bytes]] = []
+
+    def respond(self, status: int, body: bytes, content_type: bytes, headers: Any = ()) -> None:
+        self.answers.append((status, body))
+
+    def problem(self, status: int, detail: str | None = None, **kwargs: Any) -> None:
+        self.answers.append((status, b""))
+
+    def is_current(self) -> bool:
+        return True
+
+
+class _SlowStore:
+    """A storage whose lookups hang (a database under load)."""
+
+    def __init__(self) -> None:
+        self.release = asyncio.Event()
+        self.lookups = 0
+
+    async def challenge(self, token: str) -> str | None:
+        self.lookups += 1
+        await self.release.wait()
+        return None
+
+
+async def test_made_up_tokens_cannot_pile_up_storage_lookups() -> None:
+    store = _SlowStore()
+    responder = ChallengeResponder(store)  # type: ignore[arg-type]
+    responder.publish("known", "known.thumb", time.time() + 60)
+    flood = [_FakeExchange(f"/.well-known/acme-challenge/t{i}".encode()) for i in range(200)]
+    for exchange in flood:
+        responder(exchange)  # type: ignore[arg-type]
+    await asyncio.sleep(0)
+    assert store.lookups == MAX_LOOKUPS  # the rest refused at once, not queued
+    refused = [e for e in flood if e.answers]
+    assert len(refused) == 200 - MAX_LOOKUPS and {e.answers[0][0] for e in refused} == {503}
+    # A token this process published is answered from memory even under the flood.
+    known = _FakeExchange(b"/.well-known/acme-challenge/known")
+    responder(known)  # type: ignore[arg-type]
+    assert known.answers == [(200, b"known.thumb")]
+    bad = _FakeExchange(b"/.well-known/acme-challenge/..%2Faccounts")
+    responder(bad)  # type: ignore[arg-type]
+    assert bad.answers[0][0] == 404 and store.lookups == MAX_LOOKUPS
+    store.release.set()
+    await asyncio.sleep(0.05)
+    assert all(e.answers == [(404, b"")] for e in flood if e not in refused)
