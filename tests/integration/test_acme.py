@@ -408,6 +408,14 @@ def test_certs_cli_list_renew_revoke_and_the_gateway_replaces_a_revoked_one(
     assert pebble.status(third)["Status"] == "Valid"
     assert json.loads(meta_file.read_text())["revoked_at"] is None
 
+    # A storage path that does not exist is said so, not shown as empty.
+    elsewhere = tmp_path / "other.yaml"
+    moved = {"acme": {**config["acme"], "path": str(tmp_path / "typo")}}
+    elsewhere.write_text(json.dumps(moved))
+    missing = _potok("certs", "list", "--config", str(elsewhere))
+    assert missing.returncode == 1 and "no certificate storage at" in missing.stderr
+    assert not (tmp_path / "typo").exists()
+
 
 def test_ca_down_retried_with_backoff_while_the_gateway_keeps_serving(
     gateways: Callable[..., GatewayProcess], upstream: Upstream, tmp_path: Path

@@ -13,9 +13,11 @@ import asyncio
 import datetime
 import sys
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from potok.cli.common import add_config_argument, load_or_report
+from potok.cli.identity_store import sqlite_file
 from potok.config.models import GatewayConfig
 
 if TYPE_CHECKING:  # the ACME client (requests, josepy) loads only when a command runs
@@ -60,6 +62,10 @@ def _run(args: argparse.Namespace, action: Action) -> int:
     if config.acme is None:
         print(f"potok: {args.config} has no acme: section", file=sys.stderr)
         return 1
+    missing = _missing_storage(config)
+    if missing is not None:  # a typo in a path must not look like an empty storage
+        print(f"potok: {missing}; check --config", file=sys.stderr)
+        return 1
 
     from potok.acme.service import certificate_store  # noqa: PLC0415
 
@@ -72,6 +78,15 @@ def _run(args: argparse.Namespace, action: Action) -> int:
             await store.close()
 
     return asyncio.run(main())
+
+
+def _missing_storage(config: GatewayConfig) -> str | None:
+    assert config.acme is not None
+    if config.acme.storage == "directory":
+        path = Path(config.acme.path or "")
+        return None if path.is_dir() else f"no certificate storage at {path}"
+    file = sqlite_file(config.database.url)
+    return f"no database at {file}" if file is not None and not file.exists() else None
 
 
 def _when(timestamp: float) -> str:
