@@ -34,6 +34,7 @@ if TYPE_CHECKING:
 
 log = structlog.get_logger("potok.acme")
 
+NETWORK_TIMEOUT = 30.0  # one request to the CA
 CHALLENGE_GRACE = 60.0  # a published answer outlives the order's timeout by this much
 
 
@@ -273,9 +274,10 @@ class CertificateManager:
             account = StoredAccount(url, new_account_key(), None)
             await self.store.save_account(account)
         key = load_account_key(account.key_json)
-        client = await asyncio.to_thread(
-            AcmeClient, url, key, self.config.ca_bundle, self.config.order_timeout
-        )
+        # Each request to the CA gives up after NETWORK_TIMEOUT: a worker stopping waits
+        # for a thread in flight at most that long (threads cannot be cancelled).
+        timeout = min(NETWORK_TIMEOUT, self.config.order_timeout)
+        client = await asyncio.to_thread(AcmeClient, url, key, self.config.ca_bundle, timeout)
         uri = await asyncio.to_thread(client.account, self.config.email)
         if uri != account.uri:
             await self.store.save_account(replace(account, uri=uri))
