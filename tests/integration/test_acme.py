@@ -139,8 +139,8 @@ def pebble() -> Iterator[Pebble]:
 def gateways() -> Iterator[Callable[..., GatewayProcess]]:
     started: list[GatewayProcess] = []
 
-    def start(config: dict[str, Any], port: int | None = None) -> GatewayProcess:
-        gateway = GatewayProcess(config, port=port)
+    def start(config: dict[str, Any], port: int | None = None, workers: int = 1) -> GatewayProcess:
+        gateway = GatewayProcess(config, port=port, workers=workers)
         started.append(gateway)
         return gateway
 
@@ -205,6 +205,29 @@ def test_issued_through_the_gateway_served_and_picked_up_by_a_second_instance(
     assert "certificate ordering" not in _stdout(second)
     assert _serial(chain) in _stdout(second)
     assert _stored_files(storage, (name, alias)) == files
+
+
+def test_workers_of_one_gateway_order_once_and_all_serve_it(
+    pebble: Pebble, gateways: Callable[..., GatewayProcess], tmp_path: Path
+) -> None:
+    """Two workers on one port: both run a manager, the lock lets one order, the other
+    installs it from storage; the CA's request may reach either (SO_REUSEPORT)."""
+    name = _name()
+    storage = tmp_path / "certs"
+    config = {"acme": _acme(pebble, [name], storage="directory", path=str(storage))}
+    gateway = gateways(config, port=pebble.http_port, workers=2)
+    chain, _ = _wait(lambda: _stored_files(storage, (name,)), what="certificate stored")
+    _wait(
+        lambda: _stdout(gateway).count("certificate installed") >= 2,
+        what="both workers install it",
+    )
+    output = _stdout(gateway)
+    assert output.count("certificate issued") == 1
+    installed = [
+        json.loads(line) for line in output.splitlines() if "certificate installed" in line
+    ]
+    assert {entry["serial"] for entry in installed} == {_serial(chain)}
+    assert len({entry["worker"] for entry in installed}) == 2
 
 
 def _stdout(gateway: GatewayProcess) -> str:
