@@ -216,8 +216,7 @@ class CertificateManager:
     async def _order(self, names: tuple[str, ...]) -> StoredCertificate:
         try:
             client = await self._client()
-            key_pem = new_private_key()
-            csr = crypto_util.make_csr(key_pem, list(names))
+            key_pem, csr = await asyncio.to_thread(_key_and_csr, names)
             log.info("certificate ordering", names=list(names))
             order = await asyncio.to_thread(client.new_order, csr)
             pending = await asyncio.to_thread(client.http01, order)
@@ -271,7 +270,7 @@ class CertificateManager:
         url = self.config.directory_url
         account = await self.store.load_account(url)
         if account is None:
-            account = StoredAccount(url, new_account_key(), None)
+            account = StoredAccount(url, await asyncio.to_thread(new_account_key), None)
             await self.store.save_account(account)
         key = load_account_key(account.key_json)
         # Each request to the CA gives up after NETWORK_TIMEOUT: a worker stopping waits
@@ -296,3 +295,9 @@ class CertificateManager:
             await self.store.save(revoked)
         log.info("certificate revoked", certificate=stored.id, serial=stored.serial, reason=reason)
         return revoked
+
+
+def _key_and_csr(names: tuple[str, ...]) -> tuple[bytes, bytes]:
+    """A fresh ECDSA P-256 key and the CSR for `names` signed with it (CPU work: a thread)."""
+    key_pem = new_private_key()
+    return key_pem, crypto_util.make_csr(key_pem, list(names))
