@@ -125,8 +125,12 @@ class CertificateManager:
 
     async def run(self) -> None:
         while True:
-            delay = await self.check()
-            self._wake.clear()
+            self._wake.clear()  # before the pass: a wake during it starts another at once
+            try:
+                delay = await self.check()
+            except Exception:  # a bug must not end renewals for the process's lifetime
+                log.exception("certificate check failed")
+                delay = self.config.retry.initial
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), delay)
 
