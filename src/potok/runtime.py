@@ -28,6 +28,8 @@ from potok.policies.pipeline import Pipeline, Terminal
 from potok.realtime.service import Realtime, shared_realtime
 from potok.resources import Resources
 from potok.routing.endpoints import (
+    ACME_CHALLENGE_PATH,
+    ACME_ROUTE_NAME,
     API_ROUTE_NAME,
     METRICS_PATH,
     OWN_ENDPOINTS,
@@ -100,6 +102,8 @@ class Runtime:
         resources: Resources | None = None,
         metrics: MetricsRegistry | None = None,
         previous: Runtime | None = None,
+        *,
+        acme_terminal: Terminal | None = None,
     ) -> None:
         self.config = config
         self.digest = hashlib.sha256(config.model_dump_json().encode()).hexdigest()[:16]
@@ -151,6 +155,10 @@ class Runtime:
                 if not (apart and pattern == METRICS_PATH):
                     entries.append(entry)
                 order += 1
+        if acme_terminal is not None:
+            # Above every user route, host-bound too: a CA's validation meets no policy.
+            entries.append(self._acme_entry(acme_terminal, order))
+            order += 1
         self.admin_table: RouteTable[Route] = RouteTable(admin_entries)
         self.routes: list[Route] = []
         for index, route_config in enumerate(config.routes):
@@ -230,6 +238,20 @@ class Runtime:
             request_timeout=30.0,
             has_params=False,
         )
+
+    @staticmethod
+    def _acme_entry(terminal: Terminal, order: int) -> RouteEntry[Route]:
+        """HTTP-01 answers (acme/responder.py): GET and HEAD, no policy, any host."""
+        route = Route(
+            name=ACME_ROUTE_NAME,
+            service=None,
+            pipeline=Pipeline([], terminal),
+            rewrite=None,
+            request_timeout=10.0,
+            has_params=False,
+        )
+        methods = frozenset({b"GET", b"HEAD"})
+        return RouteEntry(route, ACME_CHALLENGE_PATH, False, methods, None, order, reserved=True)
 
     def _build_route(self, index: int, config: RouteConfig) -> Route:
         name = route_name(index, config)

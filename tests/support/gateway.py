@@ -24,8 +24,9 @@ class GatewayProcess:
         env: dict[str, str] | None = None,
         wait: bool = True,
         command_prefix: list[str] | None = None,
+        port: int | None = None,
     ) -> None:
-        self.port = free_port()
+        self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.dir = Path(tempfile.mkdtemp(prefix="potok-test-"))
         self.workers = workers

@@ -19,7 +19,13 @@ from potok.config.models import GatewayConfig, RouteConfig
 from potok.config.paths import path_context
 from potok.identity.secrets import PREFIX as SECRET_PREFIX
 from potok.identity.secrets import open_config_value
-from potok.routing.endpoints import API_ROUTE_NAME, OWN_ENDPOINTS, route_name
+from potok.routing.endpoints import (
+    ACME_CHALLENGE_PATH,
+    ACME_ROUTE_NAME,
+    API_ROUTE_NAME,
+    OWN_ENDPOINTS,
+    route_name,
+)
 from potok.routing.table import RouteEntry
 
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-(.*?))?\}")
@@ -143,9 +149,16 @@ def cross_check(config: GatewayConfig) -> list[tuple[str, str]]:
         )
         if own is not None:
             problems.append((f"{where}.match", f"takes over the gateway's own endpoint {own}"))
+        pattern = route.match.path or route.match.prefix or "/"
+        if config.acme is not None and (pattern.rstrip("/") + "/").startswith(
+            ACME_CHALLENGE_PATH + "/"
+        ):
+            problems.append(
+                (f"{where}.match", f"never reached: with acme: the gateway answers {pattern}")
+            )
         name = route_name(index, route)
-        if name == API_ROUTE_NAME:
-            problems.append((f"{where}.name", f"{API_ROUTE_NAME!r} is reserved"))
+        if name in (API_ROUTE_NAME, ACME_ROUTE_NAME):
+            problems.append((f"{where}.name", f"{name!r} is reserved"))
         if name in names:
             problems.append((f"{where}.name", f"duplicates the name of routes[{names[name]}]"))
         names.setdefault(name, index)

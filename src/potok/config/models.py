@@ -13,6 +13,7 @@ from urllib.parse import urlsplit
 
 from pydantic import Field, PrivateAttr, ValidationInfo, field_validator, model_validator
 
+from potok.acme.config import AcmeConfig
 from potok.config.base import ConfigModel
 from potok.config.discovery import DnsDiscoveryConfig
 from potok.config.paths import ConfigPath
@@ -664,6 +665,13 @@ class GatewayConfig(ConfigModel):
     reload: ReloadConfig = Field(
         default_factory=ReloadConfig,
         description="Hot reload of services, routes and policies (SIGHUP, or a watched file).",
+    )
+    acme: AcmeConfig | None = Field(
+        None,
+        description=(
+            "Automatic certificates over ACME (Let's Encrypt and others): HTTP-01 challenges "
+            "answered on the plain HTTP port, certificates stored and renewed (off unless given)."
+        ),
     )
 
     @model_validator(mode="after")

@@ -40,6 +40,7 @@ from potok.server.listener import PortInUse, effective_backlog, listening_socket
 from potok.server.state import ServerState
 
 if TYPE_CHECKING:
+    from potok.acme.service import AcmeService
     from potok.realtime.service import Realtime
 
 log = structlog.get_logger("potok.worker")
@@ -64,6 +65,7 @@ class _Wired:
     gateway: Gateway
     admission: Admission
     state: ServerState
+    acme: AcmeService | None
 
 
 async def _wire(config: GatewayConfig, worker_id: str, metrics_dir: Path | None) -> _Wired:
@@ -89,7 +91,11 @@ async def _wire(config: GatewayConfig, worker_id: str, metrics_dir: Path | None)
     )
     resources = Resources()
     bridge = AsgiBridge(api, (config.server.host, config.server.port))
-    runtime = Runtime(config, bridge, resources, registry)
+    acme = _acme_service(config, registry)
+    if acme is not None:
+        await acme.store.open()  # tables or folders exist before a challenge is looked up
+    responder = acme.responder if acme is not None else None
+    runtime = Runtime(config, bridge, resources, registry, acme_terminal=responder)
     await runtime.identity.start()  # migrations run before the listener accepts anything
     realtime = runtime.realtime
     if realtime is not None:
@@ -101,8 +107,27 @@ async def _wire(config: GatewayConfig, worker_id: str, metrics_dir: Path | None)
     holder["state"] = state
     state.on_refusal = lambda status: metrics.refused.inc((str(status),))
     return _Wired(
-        registry, metrics, store, access_log, resources, bridge, realtime, gateway, admission, state
+        registry,
+        metrics,
+        store,
+        access_log,
+        resources,
+        bridge,
+        realtime,
+        gateway,
+        admission,
+        state,
+        acme,
     )
+
+
+def _acme_service(config: GatewayConfig, registry: MetricsRegistry) -> AcmeService | None:
+    if config.acme is None:
+        return None
+    # Imported only when configured: the ACME client brings requests and josepy along.
+    from potok.acme.service import AcmeService  # noqa: PLC0415
+
+    return AcmeService(config, metrics=registry)
 
 
 async def serve(
@@ -143,14 +168,16 @@ async def serve(
     )
     gateways = [app.gateway] if admin is None else [app.gateway, admin.gateway]
     runtime.start()
+    if app.acme is not None:
+        app.acme.manager.start()  # HTTP-01 needs the listener above: it is accepting now
     background = [loop.create_task(_prune_pools(app.gateway))]
     if app.store is not None:
         background.append(loop.create_task(write_snapshots(app.registry, app.store)))
     reloader = _reloader(source, gateways=gateways, app=app)
-    loop.add_signal_handler(signal.SIGHUP, _on_sighup, reloader)
+    loop.add_signal_handler(signal.SIGHUP, _on_sighup, reloader, app.acme)
     if _early_sighups:  # sent while this worker was starting: the file may be newer
         _early_sighups.clear()
-        _on_sighup(reloader)
+        _on_sighup(reloader, app.acme)
     if reloader is not None and watching:
         background.append(loop.create_task(reloader.watch(config.reload.interval, seen)))
 
@@ -176,6 +203,8 @@ async def _shut_down(
     app.bridge.websockets.going_away()
     if app.realtime is not None:
         await app.realtime.shutdown()
+    if app.acme is not None:
+        await app.acme.stop()  # an order in flight is abandoned; the next start retries it
     await _drain(app.state, server, app.gateway.runtime.config)  # the newest, after reloads
     if admin is not None:  # probes answered "draining" until the public side was done
         admin.close()
@@ -259,16 +288,25 @@ def _reloader(
         app.admission.configure(runtime.config.server.overload)
 
     bridge, resources, registry = app.bridge, app.resources, app.registry
+    # The acme: section itself is read at start (a change needs a restart); a reload keeps
+    # answering challenges.
+    responder = app.acme.responder if app.acme is not None else None
+
+    def build(config: GatewayConfig, old: Runtime) -> Runtime:
+        return Runtime(config, bridge, resources, registry, previous=old, acme_terminal=responder)
+
     return Reloader(
         source,
         current=lambda: gateways[0].runtime,
-        build=lambda config, old: Runtime(config, bridge, resources, registry, previous=old),
+        build=build,
         install=install,
         counter=registry.counter("config_reloads_total", "Config reloads, by result.", ("result",)),
     )
 
 
-def _on_sighup(reloader: Reloader | None) -> None:
+def _on_sighup(reloader: Reloader | None, acme: AcmeService | None = None) -> None:
+    if acme is not None:  # `potok certs` changed the storage: look at it now
+        acme.manager.wake()
     if reloader is None:
         log.warning("SIGHUP ignored: this gateway was not started from a config file")
         return

@@ -12,6 +12,10 @@ HEALTH_PATH = "/api/v1/health"
 METRICS_PATH = "/api/v1/metrics"
 REALTIME_ROUTE_NAME = "potok-realtime"
 REALTIME_WS_PATH = "/api/v1/ws"
+# HTTP-01 answers (RFC 8555 8.3): routed only when `acme:` is configured, before any
+# user route of the same path (an `http` listener that redirects to HTTPS keeps it).
+ACME_CHALLENGE_PATH = "/.well-known/acme-challenge"
+ACME_ROUTE_NAME = "potok-acme"
 
 # The gateway's own endpoints: (pattern, exact). User routes may sit beside them,
 # never on top of them (config check).

@@ -39,6 +39,9 @@ class RouteEntry(Generic[R]):
     methods: frozenset[bytes]  # empty = any method
     host: str | None  # exact host, or '*.example.com' (one label for the '*')
     order: int  # position in the config, to keep ties stable
+    # A path of the gateway's own protocol (ACME challenges): above every user route on
+    # it, host-bound ones included, since a CA validates whatever host it certifies.
+    reserved: bool = False
     segments: tuple[Segment, ...] = ()
     rank: tuple[object, ...] = ()
 
@@ -46,7 +49,8 @@ class RouteEntry(Generic[R]):
         self.segments = split_pattern(self.pattern)
         kinds = tuple(_PARAM if s.is_param else _LITERAL for s in self.segments)
         # Larger rank = more specific; `order` breaks ties in favour of the earlier route.
-        self.rank = (_host_rank(self.host), kinds, self.exact, -self.order)
+        host_rank = (3, 0) if self.reserved else _host_rank(self.host)
+        self.rank = (host_rank, kinds, self.exact, -self.order)
 
     def allows(self, method: bytes) -> bool:
         return not self.methods or method in self.methods
