@@ -25,12 +25,13 @@ from typing import TYPE_CHECKING
 import structlog
 
 from potok.http.http11 import first_header
-from potok.upstream.connection import UpstreamConnection
+from potok.upstream.dial import TlsFailure, dial
 
 if TYPE_CHECKING:
     from potok.exchange import Exchange
     from potok.observability.metrics import MetricsRegistry
     from potok.traffic.config import MirrorConfig
+    from potok.upstream.connection import UpstreamConnection
     from potok.upstream.request import RequestHeadBuilder
     from potok.upstream.service import Service
     from potok.upstream.target import Target
@@ -222,12 +223,10 @@ class MirrorCall:
 
     async def _connect(self) -> None:
         target = self._target
+        service = self._mirror.service
         try:
-            async with asyncio.timeout(self._mirror.service.connect_timeout):
-                _, connection = await self._loop.create_connection(
-                    lambda: UpstreamConnection(target), target.host, target.port
-                )
-        except (OSError, TimeoutError) as exc:
+            connection = await dial(target, service.connect_timeout, service.connect_timer)
+        except (OSError, TimeoutError, TlsFailure) as exc:
             self._end("failed", f"cannot connect to the shadow {target.name}: {exc}")
             return
         if self._done:
