@@ -59,6 +59,7 @@ class ProxyStage:
             sink = pipeline.open_response(exchange)
             if sink is None:
                 return  # a response filter answered it (a cache hit): no upstream call
+            hooks = ()  # they run at the client's end of the filters (open_chain)
         ProxyCall(
             exchange,
             self._service,
