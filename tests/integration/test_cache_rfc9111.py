@@ -118,24 +118,56 @@ REUSE_CASES = [
     pytest.param([f"Expires: {now_date(100)}", f"Date: {now_date()}"], 200, True, id="expires"),
     pytest.param([f"Expires: {now_date(-100)}"], 200, False, id="expires-past"),
     pytest.param(["Expires: 0"], 200, False, id="expires-invalid"),
-    pytest.param(["Expires: garbage", "Cache-Control: max-age=100"], 200, True, id="max-age-over-expires"),
+    pytest.param(
+        ["Expires: garbage", "Cache-Control: max-age=100"], 200, True, id="max-age-over-expires"
+    ),
     pytest.param(["Cache-Control: max-age=100", "Age: 200"], 200, False, id="age-over-lifetime"),
     pytest.param(["Cache-Control: max-age=100", "Age: 50"], 200, True, id="age-within-lifetime"),
     pytest.param(["Cache-Control: max-age=100"], 404, True, id="404-explicit"),
     pytest.param(["Cache-Control: max-age=100"], 500, True, id="500-explicit"),
     pytest.param([], 200, False, id="no-freshness"),
-    pytest.param([f"Last-Modified: {now_date(-100000)}", f"Date: {now_date()}"], 200, True, id="heuristic-200"),
-    pytest.param([f"Last-Modified: {now_date(-100000)}", f"Date: {now_date()}"], 201, False, id="no-heuristic-201"),
+    pytest.param(
+        [f"Last-Modified: {now_date(-100000)}", f"Date: {now_date()}"],
+        200,
+        True,
+        id="heuristic-200",
+    ),
+    pytest.param(
+        [f"Last-Modified: {now_date(-100000)}", f"Date: {now_date()}"],
+        201,
+        False,
+        id="no-heuristic-201",
+    ),
     pytest.param(["Cache-Control: max-age=100", "Vary: *"], 200, False, id="vary-star"),
-    pytest.param(["CDN-Cache-Control: max-age=100", "Cache-Control: no-store"], 200, True, id="cdn-cc-wins"),
-    pytest.param(["CDN-Cache-Control: no-store", "Cache-Control: max-age=100"], 200, False, id="cdn-cc-no-store"),
-    pytest.param(["Potok-Cache-Control: max-age=0", "CDN-Cache-Control: max-age=100"], 200, False, id="potok-cc-first"),
-    pytest.param(["Cache-Control: max-age=100, must-understand, no-store"], 200, True, id="must-understand"),
+    pytest.param(
+        ["CDN-Cache-Control: max-age=100", "Cache-Control: no-store"], 200, True, id="cdn-cc-wins"
+    ),
+    pytest.param(
+        ["CDN-Cache-Control: no-store", "Cache-Control: max-age=100"],
+        200,
+        False,
+        id="cdn-cc-no-store",
+    ),
+    pytest.param(
+        ["Potok-Cache-Control: max-age=0", "CDN-Cache-Control: max-age=100"],
+        200,
+        False,
+        id="potok-cc-first",
+    ),
+    pytest.param(
+        ["Cache-Control: max-age=100, must-understand, no-store"], 200, True, id="must-understand"
+    ),
 ]
 
 
 @pytest.mark.parametrize(("headers", "status", "reused"), REUSE_CASES)
-def test_reuse(gateway: GatewayProcess, origin: tuple[Origin, RawUpstream], headers: list[str], status: int, reused: bool) -> None:
+def test_reuse(
+    gateway: GatewayProcess,
+    origin: tuple[Origin, RawUpstream],
+    headers: list[str],
+    status: int,
+    reused: bool,
+) -> None:
     path = setup(origin, *headers, status=status)
     first = get(gateway, path)
     second = get(gateway, path)
@@ -163,7 +195,9 @@ def test_age_generated(gateway: GatewayProcess, origin: tuple[Origin, RawUpstrea
     assert 30 <= int(second.header("Age") or "0") <= 40
 
 
-def test_revalidation_etag_304_updates_headers(gateway: GatewayProcess, origin: tuple[Origin, RawUpstream]) -> None:
+def test_revalidation_etag_304_updates_headers(
+    gateway: GatewayProcess, origin: tuple[Origin, RawUpstream]
+) -> None:
     table, _ = origin
     path = setup(origin, "Cache-Control: max-age=0", 'ETag: "v1"', "X-Version: 1")
     assert get(gateway, path).body == b"body 1"
@@ -177,7 +211,9 @@ def test_revalidation_etag_304_updates_headers(gateway: GatewayProcess, origin: 
     assert third.body == b"body 1" and table.count(path) == 2  # fresh now
 
 
-def test_revalidation_last_modified(gateway: GatewayProcess, origin: tuple[Origin, RawUpstream]) -> None:
+def test_revalidation_last_modified(
+    gateway: GatewayProcess, origin: tuple[Origin, RawUpstream]
+) -> None:
     table, _ = origin
     stamp = now_date(-1000)
     path = setup(origin, "Cache-Control: no-cache", f"Last-Modified: {stamp}")
@@ -186,7 +222,9 @@ def test_revalidation_last_modified(gateway: GatewayProcess, origin: tuple[Origi
     assert f"if-modified-since: {stamp}".lower().encode() in table.seen[path][1].lower()
 
 
-def test_client_conditional_answered_from_cache(gateway: GatewayProcess, origin: tuple[Origin, RawUpstream]) -> None:
+def test_client_conditional_answered_from_cache(
+    gateway: GatewayProcess, origin: tuple[Origin, RawUpstream]
+) -> None:
     stamp = now_date(-1000)
     path = setup(origin, "Cache-Control: max-age=100", 'ETag: "abc"', f"Last-Modified: {stamp}")
     get(gateway, path)
@@ -217,26 +255,33 @@ def test_vary(gateway: GatewayProcess, origin: tuple[Origin, RawUpstream]) -> No
 
 
 @pytest.mark.parametrize("method", ["POST", "PUT", "DELETE", "PATCH"])
-def test_unsafe_method_invalidates(gateway: GatewayProcess, origin: tuple[Origin, RawUpstream], method: str) -> None:
+def test_unsafe_method_invalidates(
+    gateway: GatewayProcess, origin: tuple[Origin, RawUpstream], method: str
+) -> None:
     path = setup(origin, "Cache-Control: max-age=100")
     get(gateway, path)
     request(gateway.port, method, path, body=b"x")
     assert get(gateway, path).body == b"body 3"
 
 
-def test_unsafe_invalidates_location_same_origin_only(gateway: GatewayProcess, origin: tuple[Origin, RawUpstream]) -> None:
-    table, _ = origin
+def test_unsafe_invalidates_location_same_origin_only(
+    gateway: GatewayProcess, origin: tuple[Origin, RawUpstream]
+) -> None:
     target = setup(origin, "Cache-Control: max-age=100")
     foreign = setup(origin, "Cache-Control: max-age=100")
     get(gateway, target)
     get(gateway, foreign)
-    poster = setup(origin, f"Location: {target}", f"Content-Location: http://elsewhere.test{foreign}")
+    poster = setup(
+        origin, f"Location: {target}", f"Content-Location: http://elsewhere.test{foreign}"
+    )
     request(gateway.port, "POST", poster, body=b"x")
     assert get(gateway, target).body == b"body 2"
     assert get(gateway, foreign).body == b"body 1"
 
 
-def test_failed_unsafe_method_does_not_invalidate(gateway: GatewayProcess, origin: tuple[Origin, RawUpstream]) -> None:
+def test_failed_unsafe_method_does_not_invalidate(
+    gateway: GatewayProcess, origin: tuple[Origin, RawUpstream]
+) -> None:
     table, _ = origin
     path = setup(origin, "Cache-Control: max-age=100")
     get(gateway, path)
@@ -246,7 +291,9 @@ def test_failed_unsafe_method_does_not_invalidate(gateway: GatewayProcess, origi
     assert get(gateway, path).body == b"body 1"
 
 
-def test_request_no_cache_and_max_age(gateway: GatewayProcess, origin: tuple[Origin, RawUpstream]) -> None:
+def test_request_no_cache_and_max_age(
+    gateway: GatewayProcess, origin: tuple[Origin, RawUpstream]
+) -> None:
     path = setup(origin, "Cache-Control: max-age=100")
     get(gateway, path)
     forced = get(gateway, path, Cache_Control="no-cache")
@@ -258,13 +305,17 @@ def test_request_no_cache_and_max_age(gateway: GatewayProcess, origin: tuple[Ori
     assert get(gateway, path, Cache_Control="min-fresh=1000").body == b"body 4"
 
 
-def test_request_no_store_is_not_stored(gateway: GatewayProcess, origin: tuple[Origin, RawUpstream]) -> None:
+def test_request_no_store_is_not_stored(
+    gateway: GatewayProcess, origin: tuple[Origin, RawUpstream]
+) -> None:
     path = setup(origin, "Cache-Control: max-age=100")
     get(gateway, path, Cache_Control="no-store")
     assert get(gateway, path).body == b"body 2"
 
 
-def test_max_stale_and_must_revalidate(gateway: GatewayProcess, origin: tuple[Origin, RawUpstream]) -> None:
+def test_max_stale_and_must_revalidate(
+    gateway: GatewayProcess, origin: tuple[Origin, RawUpstream]
+) -> None:
     stale = setup(origin, "Cache-Control: max-age=1")
     get(gateway, stale)
     strict = setup(origin, "Cache-Control: max-age=1, must-revalidate")
@@ -282,7 +333,9 @@ def test_only_if_cached(gateway: GatewayProcess, origin: tuple[Origin, RawUpstre
     assert get(gateway, path, Cache_Control="only-if-cached").body == b"body 1"
 
 
-def test_authorization_not_stored_unless_public(gateway: GatewayProcess, origin: tuple[Origin, RawUpstream]) -> None:
+def test_authorization_not_stored_unless_public(
+    gateway: GatewayProcess, origin: tuple[Origin, RawUpstream]
+) -> None:
     plain = setup(origin, "Cache-Control: max-age=100")
     get(gateway, plain, Authorization="Bearer a")
     assert get(gateway, plain).body == b"body 2"
@@ -291,7 +344,9 @@ def test_authorization_not_stored_unless_public(gateway: GatewayProcess, origin:
     assert get(gateway, public).body == b"body 1"
 
 
-def test_set_cookie_not_served_from_cache(gateway: GatewayProcess, origin: tuple[Origin, RawUpstream]) -> None:
+def test_set_cookie_not_served_from_cache(
+    gateway: GatewayProcess, origin: tuple[Origin, RawUpstream]
+) -> None:
     path = setup(origin, "Cache-Control: max-age=100", "Set-Cookie: session=alice")
     first = get(gateway, path)
     assert first.header("Set-Cookie") == "session=alice"
@@ -299,8 +354,12 @@ def test_set_cookie_not_served_from_cache(gateway: GatewayProcess, origin: tuple
     assert second.body == b"body 1" and second.header("Set-Cookie") is None
 
 
-def test_private_qualified_fields_not_stored(gateway: GatewayProcess, origin: tuple[Origin, RawUpstream]) -> None:
-    path = setup(origin, 'Cache-Control: max-age=100, private="X-Secret"', "X-Secret: s", "X-Open: o")
+def test_private_qualified_fields_not_stored(
+    gateway: GatewayProcess, origin: tuple[Origin, RawUpstream]
+) -> None:
+    path = setup(
+        origin, 'Cache-Control: max-age=100, private="X-Secret"', "X-Secret: s", "X-Open: o"
+    )
     get(gateway, path)
     second = get(gateway, path)
     assert second.body == b"body 1"

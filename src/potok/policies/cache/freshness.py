@@ -24,7 +24,7 @@ def http_date(value: bytes | None) -> float | None:
         parsed = parsedate_tz(value.decode("latin-1").strip())
     except (ValueError, IndexError, TypeError):
         return None
-    if parsed is None or parsed[0] < 1000 and parsed[0] > 99:
+    if parsed is None or (parsed[0] < 1000 and parsed[0] > 99):
         return None
     year = parsed[0]
     if year < 100:  # RFC 850's two-digit year: within 50 years of now (§5.6.7)
@@ -47,6 +47,7 @@ class Lifetime:
 def lifetime(
     status: int,
     directives: Directives,
+    *,
     expires: bytes | None,
     has_expires: bool,
     date_value: float,

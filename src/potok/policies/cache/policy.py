@@ -47,6 +47,7 @@ if TYPE_CHECKING:
 
 Headers = list[tuple[bytes, bytes]]
 
+_LOOKED_UP = frozenset({b"GET", b"HEAD"})
 _SAFE = frozenset({b"GET", b"HEAD", b"OPTIONS", b"TRACE"})
 _EMPTY: Directives = {}
 # Never stored (RFC 9111 §3.1), or set per answer by the cache when it sends one.
@@ -91,8 +92,8 @@ class Cache:
         "name",
         "route",
         "store",
-        "targets",
         "tags",
+        "targets",
     )
 
     def __init__(self, config: CacheConfig, store: MemoryStore, route: str) -> None:
@@ -124,7 +125,7 @@ class Cache:
 
     def open(self, exchange: Exchange, downstream: ResponseSink) -> ResponseSink | Answered | None:
         method = exchange.method
-        if method != b"GET" and method != b"HEAD":
+        if method not in _LOOKED_UP:
             if method in _SAFE:
                 return None
             return InvalidateFilter(downstream, self, exchange)
@@ -140,26 +141,36 @@ class Cache:
             verdict = judge(entry, request_cc, now)
             if verdict == FRESH:
                 self.counts["hit"][0] += 1
-                self._send(exchange, downstream, entry, now, b"hit", b"HIT")
+                self._send(exchange, downstream, entry, now=now, detail=b"hit", x_cache=b"HIT")
                 return ANSWERED
             if verdict == STALE_OK:
                 self.counts["stale"][0] += 1
-                self._send(exchange, downstream, entry, now, b"hit", b"STALE")
+                self._send(exchange, downstream, entry, now=now, detail=b"hit", x_cache=b"STALE")
                 return ANSWERED
             forward = b"request" if _asks_validation(request_cc) else b"stale"
             if entry.has_validator:
-                return self._revalidate(exchange, downstream, key, entry, forward, now)
+                return self._revalidate(exchange, downstream, key, entry, forward=forward, now=now)
         if b"only-if-cached" in request_cc:
             self.counts["miss"][0] += 1
             exchange.problem(504, "only-if-cached: no stored response to use")
             return ANSWERED
-        return StoreFilter(downstream, self, exchange, key, forward, None, request_cc, now)
+        return StoreFilter(
+            downstream,
+            self,
+            exchange,
+            key=key,
+            forward=forward,
+            revalidating=None,
+            request_cc=request_cc,
+            request_time=now,
+        )
 
     def _send(
         self,
         exchange: Exchange,
         downstream: ResponseSink,
         entry: StoredResponse,
+        *,
         now: float,
         detail: bytes,
         x_cache: bytes,
@@ -177,6 +188,7 @@ class Cache:
         downstream: ResponseSink,
         key: bytes,
         entry: StoredResponse,
+        *,
         forward: bytes,
         now: float,
     ) -> StoreFilter:
@@ -192,7 +204,15 @@ class Cache:
         raw_cc = exchange.header(b"cache-control")
         request_cc = cache_control.parse(raw_cc) if raw_cc is not None else _EMPTY
         return StoreFilter(
-            downstream, self, exchange, key, forward, entry, request_cc, now, client_headers
+            downstream,
+            self,
+            exchange,
+            key=key,
+            forward=forward,
+            revalidating=entry,
+            request_cc=request_cc,
+            request_time=now,
+            client_headers=client_headers,
         )
 
     # Storing ----------------------------------------------------------------------------
@@ -223,6 +243,7 @@ class Cache:
         exchange: Exchange,
         status: int,
         reason: bytes,
+        *,
         headers: Headers,
         body: bytes,
         request_time: float,
@@ -237,13 +258,13 @@ class Cache:
         span = lifetime(
             status,
             directives,
-            expires,
-            expires is not None,
-            date_value,
-            cache_control.joined(headers, b"last-modified"),
-            self.config.heuristic,
-            self.config.heuristic_max,
-            self.config.default_ttl,
+            expires=expires,
+            has_expires=expires is not None,
+            date_value=date_value,
+            last_modified=cache_control.joined(headers, b"last-modified"),
+            heuristic=self.config.heuristic,
+            heuristic_max=self.config.heuristic_max,
+            default_ttl=self.config.default_ttl,
         )
         age = initial_age(
             cache_control.joined(headers, b"age"), date_value, request_time, response_time
@@ -292,6 +313,7 @@ class Cache:
         exchange: Exchange,
         status: int,
         headers: Headers,
+        *,
         directives: Directives,
         request_cc: Directives,
         length: int | None,
@@ -311,13 +333,12 @@ class Cache:
         per_identity = self.identity(exchange) is not None
         if b"private" in directives and private_fields(directives) is None and not per_identity:
             return None
-        if exchange.authorization is not None and not per_identity:
-            if not (
-                b"public" in directives
-                or b"s-maxage" in directives
-                or b"must-revalidate" in directives
-            ):
-                return None
+        if (
+            exchange.authorization is not None
+            and not per_identity
+            and not _authorized_sharable(directives)
+        ):
+            return None
         names = vary_names(cache_control.joined(headers, b"vary"))
         if names is None:
             return None
@@ -350,9 +371,14 @@ def judge(entry: StoredResponse, request_cc: Directives, now: float) -> int:
         return REVALIDATE
     if b"max-stale" in request_cc:
         limit = seconds(request_cc, b"max-stale")
-        if limit is None or limit == -1 and request_cc[b"max-stale"] is None or -ttl <= limit:
+        if limit is None or (limit == -1 and request_cc[b"max-stale"] is None) or -ttl <= limit:
             return STALE_OK
     return REVALIDATE
+
+
+def _authorized_sharable(directives: Directives) -> bool:
+    """RFC 9111 §3.5: what lets a shared cache store an answer to an authorized request."""
+    return b"public" in directives or b"s-maxage" in directives or b"must-revalidate" in directives
 
 
 def _asks_validation(request_cc: Directives) -> bool:
@@ -407,6 +433,7 @@ class StoreFilter(ResponseFilter):
         downstream: ResponseSink,
         cache: Cache,
         exchange: Exchange,
+        *,
         key: bytes,
         forward: bytes,
         revalidating: StoredResponse | None,
@@ -448,15 +475,21 @@ class StoreFilter(ResponseFilter):
                 self._stand_in(entry, status)
                 return
         directives = cache.directives(headers)
-        vary = cache.storable(self._exchange, status, headers, directives, self._request_cc, length)
+        vary = cache.storable(
+            self._exchange,
+            status,
+            headers,
+            directives=directives,
+            request_cc=self._request_cc,
+            length=length,
+        )
         status_value = cache.name + b"; fwd=" + self._forward + b"; fwd-status=%d" % status
         if vary is not None and body:
             self._chunks = []
             self._vary = vary
             self._head = (status, reason or b"", list(headers), vary)
             status_value += b"; stored"
-        counts = cache.counts["revalidated" if entry is not None else "miss"]
-        counts[0] += 1
+        cache.counts["miss"][0] += 1
         headers.append((b"Cache-Status", status_value))
         if cache.config.x_cache:
             headers.append((b"X-Cache", b"MISS"))
@@ -490,12 +523,12 @@ class StoreFilter(ResponseFilter):
                 self._exchange,
                 status,
                 reason,
-                headers,
-                b"".join(chunks),
-                self._request_time,
-                time.time(),
-                vary,
-                self._client_headers,
+                headers=headers,
+                body=b"".join(chunks),
+                request_time=self._request_time,
+                response_time=time.time(),
+                vary=vary,
+                client_headers=self._client_headers,
             )
             if entry.lifetime > 0 or entry.has_validator:
                 cache.store.put(self._key, entry)
@@ -523,12 +556,12 @@ class StoreFilter(ResponseFilter):
             exchange,
             entry.status,
             entry.reason,
-            merged,
-            entry.body,
-            self._request_time,
-            now,
-            names,
-            self._client_headers,
+            headers=merged,
+            body=entry.body,
+            request_time=self._request_time,
+            response_time=now,
+            vary=names,
+            client_headers=self._client_headers,
         )
         if b"no-store" in fresh.directives:
             cache.store.remove(self._key)

@@ -103,7 +103,7 @@ def byte_range(
     size = len(entry.body)
     if not dash or not (first.isdigit() or last.isdigit()):
         return None
-    if first and not first.isdigit() or last and not last.isdigit():
+    if (first and not first.isdigit()) or (last and not last.isdigit()):
         return None
     if not first:  # a suffix: the last N bytes
         start, end = max(0, size - int(last)), size - 1
