@@ -66,6 +66,9 @@ class ResponseFilter:
     def abort(self, reason: str) -> None:
         self.downstream.abort(reason)
 
+    def unavailable(self, status: int, breaker_open: bool) -> bool:
+        return self.downstream.unavailable(status, breaker_open)
+
 
 class Answered:
     """The type of `ANSWERED`."""

@@ -86,6 +86,15 @@ class CacheConfig(ConfigModel):
             "Surrogate-Key. Purged by tag from the admin API."
         ),
     )
+    stale_when_open: bool = Field(
+        True,
+        description=(
+            "While the service's circuit breaker is open, answer with the last stored "
+            "response even if stale (RFC 9111 §4.2.4: the origin is unreachable) — never "
+            "one marked must-revalidate, proxy-revalidate, s-maxage or no-cache. It comes "
+            "before the route's `fallback`."
+        ),
+    )
     x_cache: bool = Field(False, description="Also send `X-Cache: HIT|MISS|STALE`.")
     status_name: str = Field(
         "potok",

@@ -80,7 +80,12 @@ _UNDERSTOOD = frozenset(
 _CONDITIONAL = frozenset({b"if-none-match", b"if-modified-since", b"range", b"if-range"})
 _RESULTS = ("hit", "miss", "stale", "bypass", "revalidated")
 # Verdicts on a stored entry for one request.
-FRESH, STALE_OK, REVALIDATE = 0, 1, 2
+FRESH, STALE_OK, REVALIDATE, STALE_REFRESH = 0, 1, 2, 3
+_STALE_SERVED = frozenset({STALE_OK, STALE_REFRESH})
+# A background refresh not finished after this long is taken for lost (its client's
+# connection went away and the filter with it): another request may start one.
+_REFRESH_FOR = 30.0
+_REFRESHING_LIMIT = 4096
 
 
 class Cache:
@@ -90,6 +95,7 @@ class Cache:
         "config",
         "counts",
         "name",
+        "refreshing",
         "route",
         "store",
         "tags",
@@ -104,6 +110,8 @@ class Cache:
         self.targets = tuple(name.lower().encode() for name in config.targets)
         self.tags = config.tags
         self.counts: dict[str, list[float]] = {result: [0.0] for result in _RESULTS}
+        # Keys with a stale-while-revalidate refresh in flight, and since when.
+        self.refreshing: dict[bytes, float] = {}
 
     # Keys -----------------------------------------------------------------------------
 
@@ -143,13 +151,20 @@ class Cache:
                 self.counts["hit"][0] += 1
                 self._send(exchange, downstream, entry, now=now, detail=b"hit", x_cache=b"HIT")
                 return ANSWERED
-            if verdict == STALE_OK:
+            if verdict in _STALE_SERVED:
                 self.counts["stale"][0] += 1
                 self._send(exchange, downstream, entry, now=now, detail=b"hit", x_cache=b"STALE")
+                if verdict == STALE_REFRESH and method == b"GET" and self._may_refresh(key, now):
+                    return self._revalidate(
+                        exchange, _DISCARD, key, entry, forward=b"stale", now=now, background=True
+                    )
                 return ANSWERED
             forward = b"request" if _asks_validation(request_cc) else b"stale"
             if entry.has_validator:
                 return self._revalidate(exchange, downstream, key, entry, forward=forward, now=now)
+            stale = entry
+        else:
+            stale = None
         if b"only-if-cached" in request_cc:
             self.counts["miss"][0] += 1
             exchange.problem(504, "only-if-cached: no stored response to use")
@@ -163,7 +178,22 @@ class Cache:
             revalidating=None,
             request_cc=request_cc,
             request_time=now,
+            stale=stale,
         )
+
+    def _may_refresh(self, key: bytes, now: float) -> bool:
+        """Whether this request starts the one background refresh of `key`."""
+        refreshing = self.refreshing
+        since = refreshing.get(key)
+        if since is not None and now - since < _REFRESH_FOR:
+            return False
+        if len(refreshing) >= _REFRESHING_LIMIT:
+            for old in [k for k, t in refreshing.items() if now - t >= _REFRESH_FOR]:
+                del refreshing[old]
+            if len(refreshing) >= _REFRESHING_LIMIT:
+                return False
+        refreshing[key] = now
+        return True
 
     def _send(
         self,
@@ -191,6 +221,7 @@ class Cache:
         *,
         forward: bytes,
         now: float,
+        background: bool = False,
     ) -> StoreFilter:
         """Ask the upstream with the entry's validators instead of the client's own
         (the client's are answered from the freshened entry)."""
@@ -213,6 +244,8 @@ class Cache:
             request_cc=request_cc,
             request_time=now,
             client_headers=client_headers,
+            stale=entry,
+            background=background,
         )
 
     # Storing ----------------------------------------------------------------------------
@@ -371,8 +404,10 @@ def judge(entry: StoredResponse, request_cc: Directives, now: float) -> int:
         return REVALIDATE
     if b"max-stale" in request_cc:
         limit = seconds(request_cc, b"max-stale")
-        if limit is None or (limit == -1 and request_cc[b"max-stale"] is None) or -ttl <= limit:
+        if (limit == -1 and request_cc[b"max-stale"] is None) or -ttl <= (limit or 0):
             return STALE_OK
+    if -ttl <= stale_window(entry.directives, b"stale-while-revalidate"):
+        return STALE_REFRESH
     return REVALIDATE
 
 
@@ -413,6 +448,7 @@ class StoreFilter(ResponseFilter):
     it once complete; for a revalidation, turns a 304 into the freshened entry."""
 
     __slots__ = (
+        "_background",
         "_cache",
         "_chunks",
         "_client_headers",
@@ -424,6 +460,7 @@ class StoreFilter(ResponseFilter):
         "_request_time",
         "_revalidating",
         "_size",
+        "_stale",
         "_swallow",
         "_vary",
     )
@@ -440,8 +477,12 @@ class StoreFilter(ResponseFilter):
         request_cc: Directives,
         request_time: float,
         client_headers: Headers | None = None,
+        stale: StoredResponse | None = None,
+        background: bool = False,
     ) -> None:
         super().__init__(downstream)
+        self._stale = stale  # what may stand in for an error or an open breaker
+        self._background = background  # the client has its (stale) answer already
         self._cache = cache
         self._exchange = exchange
         self._key = key
@@ -467,13 +508,17 @@ class StoreFilter(ResponseFilter):
     ) -> None:
         cache = self._cache
         entry = self._revalidating
-        if entry is not None:
-            if status == 304:
-                self._freshened(entry, headers)
-                return
-            if status >= 500 and stale_if_error(entry, self._request_cc, time.time()):
-                self._stand_in(entry, status)
-                return
+        if entry is not None and status == 304:
+            self._freshened(entry, headers)
+            return
+        stale = self._stale
+        if (
+            stale is not None
+            and status >= 500
+            and (self._background or stale_if_error(stale, self._request_cc, time.time()))
+        ):
+            self._stand_in(stale, status)
+            return
         directives = cache.directives(headers)
         vary = cache.storable(
             self._exchange,
@@ -489,7 +534,8 @@ class StoreFilter(ResponseFilter):
             self._vary = vary
             self._head = (status, reason or b"", list(headers), vary)
             status_value += b"; stored"
-        cache.counts["miss"][0] += 1
+        if not self._background:
+            cache.counts["miss"][0] += 1
         headers.append((b"Cache-Status", status_value))
         if cache.config.x_cache:
             headers.append((b"X-Cache", b"MISS"))
@@ -532,13 +578,36 @@ class StoreFilter(ResponseFilter):
             )
             if entry.lifetime > 0 or entry.has_validator:
                 cache.store.put(self._key, entry)
+        self._end_refresh()
         self.downstream.end()
 
     def abort(self, reason: str) -> None:
         if self._swallow:
             return
+        self._end_refresh()
         self._chunks = None
         self.downstream.abort(reason)
+
+    def unavailable(self, status: int, breaker_open: bool) -> bool:
+        stale = self._stale
+        if self._background:
+            self._end_refresh()
+            return True  # the client was answered already: nothing to send
+        if stale is None:
+            return self.downstream.unavailable(status, breaker_open)
+        now = time.time()
+        config = self._cache.config
+        usable = stale_if_error(stale, self._request_cc, now) or (
+            breaker_open and config.stale_when_open and not forbids_stale(stale.directives)
+        )
+        if not usable:
+            return self.downstream.unavailable(status, breaker_open)
+        self._stand_in(stale, status)
+        return True
+
+    def _end_refresh(self) -> None:
+        if self._background:
+            self._cache.refreshing.pop(self._key, None)
 
     def _freshened(self, entry: StoredResponse, headers: Headers) -> None:
         """A 304 to our conditional request: the entry with the 304's fields (RFC 9111
@@ -567,6 +636,9 @@ class StoreFilter(ResponseFilter):
             cache.store.remove(self._key)
         else:
             cache.store.replace(self._key, entry, fresh)
+        if self._background:
+            self._end_refresh()
+            return
         cache.counts["revalidated"][0] += 1
         extra = [
             (
@@ -584,6 +656,9 @@ class StoreFilter(ResponseFilter):
     def _stand_in(self, entry: StoredResponse, status: int) -> None:
         """stale-if-error: the stale entry instead of the upstream's error."""
         self._swallow = True
+        if self._background:
+            self._end_refresh()
+            return
         cache = self._cache
         exchange = self._exchange
         exchange.headers = self._client_headers
@@ -594,6 +669,42 @@ class StoreFilter(ResponseFilter):
         if cache.config.x_cache:
             extra.append((b"X-Cache", b"STALE"))
         send_stored(exchange, self.downstream, entry, now, extra)
+
+
+class _Discard:
+    """Where a background refresh's answer goes once stored: nowhere (its client has
+    been answered)."""
+
+    __slots__ = ()
+
+    def send_head(
+        self,
+        status: int,
+        headers: Headers,
+        *,
+        reason: bytes | None = None,
+        length: int | None = None,
+        body: bool = True,
+    ) -> None:
+        pass
+
+    def send_body(self, data: bytes) -> None:
+        pass
+
+    def flush(self) -> None:
+        pass
+
+    def end(self) -> None:
+        pass
+
+    def abort(self, reason: str) -> None:
+        pass
+
+    def unavailable(self, status: int, breaker_open: bool) -> bool:
+        return True
+
+
+_DISCARD = _Discard()
 
 
 class InvalidateFilter(ResponseFilter):
