@@ -32,6 +32,7 @@ from potok.policies.cache.freshness import (
     lifetime,
     stale_window,
 )
+from potok.policies.cache.registry import cache_registry
 from potok.policies.cache.serve import send_stored
 from potok.policies.cache.store_memory import MemoryStore
 from potok.policies.cache.stored import (
@@ -44,6 +45,7 @@ from potok.policies.response import ANSWERED, Answered, ResponseFilter, Response
 
 if TYPE_CHECKING:
     from potok.exchange import Exchange
+    from potok.observability.metrics import MetricsRegistry
 
 Headers = list[tuple[bytes, bytes]]
 
@@ -102,14 +104,38 @@ class Cache:
         "targets",
     )
 
-    def __init__(self, config: CacheConfig, store: MemoryStore, route: str) -> None:
+    def __init__(
+        self,
+        config: CacheConfig,
+        store: MemoryStore,
+        route: str,
+        metrics: MetricsRegistry | None = None,
+    ) -> None:
         self.config = config
         self.store = store
         self.route = route
         self.name = config.status_name.encode()
         self.targets = tuple(name.lower().encode() for name in config.targets)
         self.tags = config.tags
-        self.counts: dict[str, list[float]] = {result: [0.0] for result in _RESULTS}
+        # Cells of cache_requests_total (or plain cells outside a worker): the hot path
+        # adds to them without hashing labels.
+        if metrics is not None:
+            requests = metrics.counter(
+                "cache_requests_total",
+                "Requests to a cached route, by result (hit, miss, stale, bypass, revalidated).",
+                ("route", "result"),
+            )
+            self.counts = {result: requests.cell((route, result)) for result in _RESULTS}
+            evictions = metrics.counter(
+                "cache_evictions_total", "Responses evicted to stay within max_bytes.", ("route",)
+            ).cell((route,))
+
+            def evicted(count: int) -> None:
+                evictions[0] += count
+
+            store.on_evict = evicted
+        else:
+            self.counts = {result: [0.0] for result in _RESULTS}
         # Keys with a stale-while-revalidate refresh in flight, and since when.
         self.refreshing: dict[bytes, float] = {}
 
@@ -128,6 +154,21 @@ class Cache:
             return None
         principal = exchange.identity
         return f"{principal.kind}:{principal.subject}"
+
+    def purge(
+        self, *, key: str | None = None, prefix: str | None = None, tag: str | None = None
+    ) -> int:
+        """Forget entries under an exact key (`host path?query`), a key prefix, a tag,
+        or all of them."""
+        store = self.store
+        if key is not None:
+            return store.remove(key.encode("latin-1"))
+        if prefix is not None:
+            start = prefix.encode("latin-1")
+            return store.remove_where(lambda k, _: not k.startswith(start))
+        if tag is not None:
+            return store.remove_where(lambda _, entry: tag not in entry.tags)
+        return store.clear()
 
     # Per request ------------------------------------------------------------------------
 
@@ -765,5 +806,6 @@ def build(config: CacheConfig | None, context: BuildContext) -> Policy | None:
         f"cache.memory:{context.route_name}", lambda: MemoryStore(config.max_bytes)
     )
     store.max_bytes = config.max_bytes
-    cache = Cache(config, store, context.route_name)
+    cache = Cache(config, store, context.route_name, context.metrics)
+    cache_registry(context.resources).add(cache, context.metrics)
     return Policy(name="cache", stage=Stage.CACHE, response_filter=cache.open)
