@@ -9,6 +9,7 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
@@ -146,3 +147,25 @@ def test_stale_if_error_when_upstream_unreachable_then_breaker_last_good() -> No
         assert get(process, strict).status == 503
     finally:
         process.stop()
+
+
+def test_single_flight_100_concurrent_misses_one_upstream_request(
+    gateway: GatewayProcess, origin: Origin
+) -> None:
+    path = path_with(origin, "Cache-Control: max-age=60")
+    origin.delay[path] = 1.0  # every request arrives while the first is still filling
+    with ThreadPoolExecutor(100) as pool:
+        answers = list(pool.map(lambda _: get(gateway, path), range(100)))
+    assert all(a.status == 200 and a.body == b"body 1" for a in answers)
+    assert origin.counts[path] == 1
+
+
+def test_single_flight_uncacheable_answer_releases_waiters(
+    gateway: GatewayProcess, origin: Origin
+) -> None:
+    path = path_with(origin, "Cache-Control: no-store")
+    origin.delay[path] = 0.5
+    with ThreadPoolExecutor(10) as pool:
+        answers = list(pool.map(lambda _: get(gateway, path), range(10)))
+    assert all(a.status == 200 for a in answers)
+    assert len({a.body for a in answers}) == origin.counts[path] == 10

@@ -86,6 +86,13 @@ class CacheConfig(ConfigModel):
             "Surrogate-Key. Purged by tag from the admin API."
         ),
     )
+    lock_timeout: Duration = Field(
+        5.0,
+        description=(
+            "Single-flight: while one request fetches a missing key, others for it wait "
+            "at most this long for its answer, then go to the upstream themselves."
+        ),
+    )
     stale_when_open: bool = Field(
         True,
         description=(

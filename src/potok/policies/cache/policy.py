@@ -20,7 +20,7 @@ import time
 from typing import TYPE_CHECKING
 
 from potok.http.http11 import HOP_BY_HOP
-from potok.policies.base import BuildContext, Policy, Stage
+from potok.policies.base import SUSPENDED, BuildContext, Policy, RequestOutcome, Stage
 from potok.policies.cache import cache_control
 from potok.policies.cache.cache_control import Directives, seconds
 from potok.policies.cache.config import CacheConfig
@@ -34,6 +34,7 @@ from potok.policies.cache.freshness import (
 )
 from potok.policies.cache.registry import cache_registry
 from potok.policies.cache.serve import send_stored
+from potok.policies.cache.singleflight import Fill, Fills
 from potok.policies.cache.store_memory import MemoryStore
 from potok.policies.cache.stored import (
     StoredResponse,
@@ -96,6 +97,7 @@ class Cache:
     __slots__ = (
         "config",
         "counts",
+        "fills",
         "name",
         "refreshing",
         "route",
@@ -117,6 +119,7 @@ class Cache:
         self.name = config.status_name.encode()
         self.targets = tuple(name.lower().encode() for name in config.targets)
         self.tags = config.tags
+        self.fills = Fills(config.lock_timeout)
         # Cells of cache_requests_total (or plain cells outside a worker): the hot path
         # adds to them without hashing labels.
         if metrics is not None:
@@ -170,7 +173,13 @@ class Cache:
             return store.remove_where(lambda _, entry: tag not in entry.tags)
         return store.clear()
 
-    # Per request ------------------------------------------------------------------------
+    # Per request ---
+
+    def hold(self, exchange: Exchange) -> RequestOutcome:
+        """The request hook: a GET whose key another request is filling waits for it."""
+        if exchange.method == b"GET" and self.fills.wait(self.key(exchange), exchange):
+            return SUSPENDED
+        return None
 
     def open(self, exchange: Exchange, downstream: ResponseSink) -> ResponseSink | Answered | None:
         method = exchange.method
@@ -210,6 +219,7 @@ class Cache:
             self.counts["miss"][0] += 1
             exchange.problem(504, "only-if-cached: no stored response to use")
             return ANSWERED
+        fill = self.fills.start(key, exchange.connection.loop) if method == b"GET" else None
         return StoreFilter(
             downstream,
             self,
@@ -220,6 +230,7 @@ class Cache:
             request_cc=request_cc,
             request_time=now,
             stale=stale,
+            fill=fill,
         )
 
     def _may_refresh(self, key: bytes, now: float) -> bool:
@@ -494,6 +505,7 @@ class StoreFilter(ResponseFilter):
         "_chunks",
         "_client_headers",
         "_exchange",
+        "_fill",
         "_forward",
         "_head",
         "_key",
@@ -520,8 +532,10 @@ class StoreFilter(ResponseFilter):
         client_headers: Headers | None = None,
         stale: StoredResponse | None = None,
         background: bool = False,
+        fill: Fill | None = None,
     ) -> None:
         super().__init__(downstream)
+        self._fill = fill  # this request fills the key: waiters go on when it ends
         self._stale = stale  # what may stand in for an error or an open breaker
         self._background = background  # the client has its (stale) answer already
         self._cache = cache
@@ -575,6 +589,8 @@ class StoreFilter(ResponseFilter):
             self._vary = vary
             self._head = (status, reason or b"", list(headers), vary)
             status_value += b"; stored"
+        else:
+            self._release()  # nothing will be stored: the waiters ask the upstream
         if not self._background:
             cache.counts["miss"][0] += 1
         headers.append((b"Cache-Status", status_value))
@@ -621,6 +637,7 @@ class StoreFilter(ResponseFilter):
                 cache.store.put(self._key, entry)
         self._end_refresh()
         self.downstream.end()
+        self._release()
 
     def abort(self, reason: str) -> None:
         if self._swallow:
@@ -628,8 +645,16 @@ class StoreFilter(ResponseFilter):
         self._end_refresh()
         self._chunks = None
         self.downstream.abort(reason)
+        self._release()
+
+    def _release(self) -> None:
+        fill = self._fill
+        if fill is not None:
+            self._fill = None
+            self._cache.fills.finish(self._key, fill)
 
     def unavailable(self, status: int, breaker_open: bool) -> bool:
+        self._release()
         stale = self._stale
         if self._background:
             self._end_refresh()
@@ -808,4 +833,6 @@ def build(config: CacheConfig | None, context: BuildContext) -> Policy | None:
     store.max_bytes = config.max_bytes
     cache = Cache(config, store, context.route_name, context.metrics)
     cache_registry(context.resources).add(cache, context.metrics)
-    return Policy(name="cache", stage=Stage.CACHE, response_filter=cache.open)
+    return Policy(
+        name="cache", stage=Stage.CACHE, on_request=cache.hold, response_filter=cache.open
+    )
