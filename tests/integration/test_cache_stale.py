@@ -25,6 +25,7 @@ class Origin:
         self.headers: dict[str, str] = {}
         self.status: dict[str, int] = {}
         self.delay: dict[str, float] = {}
+        self.padding: dict[str, int] = {}
         self.counts: dict[str, int] = {}
         self.lock = threading.Lock()
         self.raw = RawUpstream(self.handle)
@@ -37,7 +38,7 @@ class Origin:
                 self.counts[path] = self.counts.get(path, 0) + 1
                 count = self.counts[path]
             await asyncio.sleep(self.delay.get(path, 0.0))
-            body = b"body %d" % count
+            body = b"body %d" % count + b"." * self.padding.get(path, 0)
             status = self.status.get(path, 200)
             extra = self.headers.get(path, "")
             writer.write(

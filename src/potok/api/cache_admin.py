@@ -80,7 +80,9 @@ def create_cache_admin_router(runtime: Callable[[], Runtime]) -> APIRouter:
         registry = cache_registry(runtime().resources)
         if body.route is not None and body.route not in registry.caches:
             return _problem(request, 404, f"route {body.route!r} has no cache")
-        removed = registry.purge(route=body.route, key=body.key, prefix=body.prefix, tag=body.tag)
+        removed = await registry.purge(
+            route=body.route, key=body.key, prefix=body.prefix, tag=body.tag
+        )
         return JSONResponse({"purged": removed}, headers=_NO_STORE)
 
     return router

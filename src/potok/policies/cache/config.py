@@ -22,6 +22,27 @@ class CacheConfig(ConfigModel):
     `public`, `s-maxage` or `must-revalidate`, are never stored (unless `per_identity`).
     Every answer carries `Cache-Status` (RFC 9211)."""
 
+    store: Literal["memory", "redis"] = Field(
+        "memory",
+        description=(
+            "memory: an LRU per worker (`max_bytes`). redis: shared by every worker and "
+            "instance (the top-level `redis:` section); a Redis outage is a miss, never "
+            "an error."
+        ),
+    )
+    redis_max_body: ByteSize = Field(
+        1024 * 1024, description="With store: redis, larger bodies are not stored."
+    )
+    redis_prefix: str = Field(
+        "potok:cache:", min_length=1, description="With store: redis, the prefix of its keys."
+    )
+    redis_timeout: Duration = Field(
+        0.25,
+        description=(
+            "With store: redis, how long a lookup may take before the request goes to "
+            "the upstream as a miss."
+        ),
+    )
     max_bytes: ByteSize = Field(
         64 * 1024 * 1024,
         description="Bytes of headers and bodies the route's store keeps per worker (LRU).",

@@ -34,8 +34,9 @@ from potok.policies.cache.freshness import (
 )
 from potok.policies.cache.registry import cache_registry
 from potok.policies.cache.serve import send_stored
-from potok.policies.cache.singleflight import Fill, Fills
+from potok.policies.cache.singleflight import CONTEXT_KEY, Fill, Fills
 from potok.policies.cache.store_memory import MemoryStore
+from potok.policies.cache.store_redis import RedisStore
 from potok.policies.cache.stored import (
     StoredResponse,
     private_fields,
@@ -43,8 +44,11 @@ from potok.policies.cache.stored import (
     vary_names,
 )
 from potok.policies.response import ANSWERED, Answered, ResponseFilter, ResponseSink
+from potok.redis_clients import redis_client
 
 if TYPE_CHECKING:
+    from redis.asyncio import Redis
+
     from potok.exchange import Exchange
     from potok.observability.metrics import MetricsRegistry
 
@@ -99,6 +103,7 @@ class Cache:
         "counts",
         "fills",
         "name",
+        "redis",
         "refreshing",
         "route",
         "store",
@@ -112,9 +117,11 @@ class Cache:
         store: MemoryStore,
         route: str,
         metrics: MetricsRegistry | None = None,
+        redis: RedisStore | None = None,
     ) -> None:
         self.config = config
         self.store = store
+        self.redis = redis
         self.route = route
         self.name = config.status_name.encode()
         self.targets = tuple(name.lower().encode() for name in config.targets)
@@ -158,11 +165,47 @@ class Cache:
         principal = exchange.identity
         return f"{principal.kind}:{principal.subject}"
 
-    def purge(
+    # The store: memory or Redis -----------------------------------------------------
+
+    def select(
+        self, exchange: Exchange, key: bytes, identity: str | None
+    ) -> tuple[StoredResponse | None, bool]:
+        headers = exchange.headers
+        if self.redis is None:
+            return self.store.select(key, lambda names: vary_key(names, headers), identity)
+        context = exchange.context
+        variants: list[StoredResponse] = (context or {}).get(CONTEXT_KEY) or []
+        for entry in variants:
+            names = tuple(name for name, _ in entry.vary)
+            if entry.identity == identity and entry.vary == vary_key(names, headers):
+                return entry, True
+        return None, bool(variants)
+
+    def put(self, key: bytes, entry: StoredResponse) -> None:
+        if self.redis is not None:
+            self.redis.put(key, entry)
+        else:
+            self.store.put(key, entry)
+
+    def replace(self, key: bytes, old: StoredResponse, new: StoredResponse) -> None:
+        if self.redis is not None:
+            self.redis.put(key, new)
+        else:
+            self.store.replace(key, old, new)
+
+    def remove(self, key: bytes) -> None:
+        if self.redis is not None:
+            self.redis.remove(key)
+        else:
+            self.store.remove(key)
+
+    async def purge(
         self, *, key: str | None = None, prefix: str | None = None, tag: str | None = None
     ) -> int:
         """Forget entries under an exact key (`host path?query`), a key prefix, a tag,
         or all of them."""
+        if self.redis is not None:
+            return await self.redis.purge(key=key, prefix=prefix, tag=tag)
         store = self.store
         if key is not None:
             return store.remove(key.encode("latin-1"))
@@ -176,10 +219,26 @@ class Cache:
     # Per request ---
 
     def hold(self, exchange: Exchange) -> RequestOutcome:
-        """The request hook: a GET whose key another request is filling waits for it."""
-        if exchange.method == b"GET" and self.fills.wait(self.key(exchange), exchange):
+        """The request hook: a GET whose key another request is filling waits for it;
+        with Redis, the key's variants are fetched here (the factory cannot wait)."""
+        method = exchange.method
+        if method not in _LOOKED_UP:
+            return None
+        key = self.key(exchange)
+        if method == b"GET" and self.fills.wait(key, exchange):
             return SUSPENDED
+        redis = self.redis
+        if redis is not None and redis.available:
+            return exchange.connection.loop.create_task(self._fetch(exchange, key))
         return None
+
+    async def _fetch(self, exchange: Exchange, key: bytes) -> None:
+        assert self.redis is not None
+        variants = await self.redis.variants(key)
+        if variants:
+            if exchange.context is None:
+                exchange.context = {}
+            exchange.context[CONTEXT_KEY] = variants
 
     def open(self, exchange: Exchange, downstream: ResponseSink) -> ResponseSink | Answered | None:
         method = exchange.method
@@ -192,8 +251,7 @@ class Cache:
         now = time.time()
         identity = self.identity(exchange)
         key = self.key(exchange)
-        headers = exchange.headers
-        entry, known = self.store.select(key, lambda names: vary_key(names, headers), identity)
+        entry, known = self.select(exchange, key, identity)
         forward = b"vary-miss" if known else b"uri-miss"
         if entry is not None:
             verdict = judge(entry, request_cc, now)
@@ -634,7 +692,9 @@ class StoreFilter(ResponseFilter):
                 client_headers=self._client_headers,
             )
             if entry.lifetime > 0 or entry.has_validator:
-                cache.store.put(self._key, entry)
+                cache.put(self._key, entry)
+                if self._fill is not None:
+                    self._fill.entry = entry
         self._end_refresh()
         self.downstream.end()
         self._release()
@@ -699,9 +759,9 @@ class StoreFilter(ResponseFilter):
             client_headers=self._client_headers,
         )
         if b"no-store" in fresh.directives:
-            cache.store.remove(self._key)
+            cache.remove(self._key)
         else:
-            cache.store.replace(self._key, entry, fresh)
+            cache.replace(self._key, entry, fresh)
         if self._background:
             self._end_refresh()
             return
@@ -796,13 +856,12 @@ class InvalidateFilter(ResponseFilter):
         if 200 <= status < 400:
             cache = self._cache
             exchange = self._exchange
-            store = cache.store
-            store.remove(cache.key(exchange))
+            cache.remove(cache.key(exchange))
             host = exchange.host.lower()
             for name in (b"location", b"content-location"):
                 target = _same_origin_target(cache_control.joined(headers, name), host)
                 if target is not None:
-                    store.remove(host + b" " + target)
+                    cache.remove(host + b" " + target)
         self._cache.counts["bypass"][0] += 1
         self.downstream.send_head(status, headers, reason=reason, length=length, body=body)
 
@@ -823,6 +882,22 @@ def _same_origin_target(value: bytes | None, host: bytes) -> bytes | None:
     return b"/" + path if slash else b"/"
 
 
+def _shared_redis(context: BuildContext) -> Redis:
+    """The worker's one Redis client of the caches, closed with the worker."""
+
+    def create() -> Redis:
+        client = redis_client(context.redis)
+
+        async def close() -> None:
+            await client.aclose()
+
+        context.resources.on_close(close)
+        return client
+
+    found: Redis = context.resources.get("cache.redis", create)
+    return found
+
+
 def build(config: CacheConfig | None, context: BuildContext) -> Policy | None:
     if config is None:
         return None
@@ -832,6 +907,14 @@ def build(config: CacheConfig | None, context: BuildContext) -> Policy | None:
     )
     store.max_bytes = config.max_bytes
     cache = Cache(config, store, context.route_name, context.metrics)
+    if config.store == "redis":
+        cache.redis = RedisStore(
+            _shared_redis(context),
+            config.redis_prefix,
+            max_body=config.redis_max_body,
+            timeout=config.redis_timeout,
+            directives=cache.directives,
+        )
     cache_registry(context.resources).add(cache, context.metrics)
     return Policy(
         name="cache", stage=Stage.CACHE, on_request=cache.hold, response_filter=cache.open

@@ -59,7 +59,7 @@ class CacheRegistry:
             }
         return routes
 
-    def purge(
+    async def purge(
         self,
         *,
         route: str | None = None,
@@ -73,7 +73,7 @@ class CacheRegistry:
         for name, cache in self.caches.items():
             if route is not None and name != route:
                 continue
-            removed += cache.purge(key=key, prefix=prefix, tag=tag)
+            removed += await cache.purge(key=key, prefix=prefix, tag=tag)
         return removed
 
 

@@ -12,6 +12,9 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from potok.exchange import Exchange
+    from potok.policies.cache.stored import StoredResponse
+
+CONTEXT_KEY = "cache.variants"
 
 # Waiters per key: past this, more requests go straight to the upstream.
 MAX_WAITERS = 10_000
@@ -20,11 +23,13 @@ MAX_WAITERS = 10_000
 class Fill:
     """One key being filled, and who waits for it."""
 
-    __slots__ = ("timer", "waiters")
+    __slots__ = ("entry", "timer", "waiters")
 
     def __init__(self) -> None:
         self.waiters: list[Exchange] = []
         self.timer: asyncio.TimerHandle | None = None
+        # What the fill stored: handed to the waiters (a Redis store is not read again).
+        self.entry: StoredResponse | None = None
 
 
 class Fills:
@@ -60,5 +65,10 @@ class Fills:
             fill.timer.cancel()
             fill.timer = None
         waiters, fill.waiters = fill.waiters, []
+        entry = fill.entry
         for exchange in waiters:
+            if entry is not None:
+                if exchange.context is None:
+                    exchange.context = {}
+                exchange.context[CONTEXT_KEY] = [entry]
             exchange.resume()
