@@ -14,7 +14,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 from tests.support.gateway import GatewayProcess
-from tests.support.net import Response, request
+from tests.support.net import Response, ResponseReader, build_request, connect, request
 from tests.support.upstream import RawUpstream, read_request_head
 
 
@@ -170,3 +170,21 @@ def test_single_flight_uncacheable_answer_releases_waiters(
         answers = list(pool.map(lambda _: get(gateway, path), range(10)))
     assert all(a.status == 200 for a in answers)
     assert len({a.body for a in answers}) == origin.counts[path] == 10
+
+
+def test_single_flight_on_keep_alive_connections(gateway: GatewayProcess, origin: Origin) -> None:
+    """Waiters resumed inside the filling response's own callback once stalled
+    keep-alive clients: each connection here sends 20 requests one after another."""
+    path = path_with(origin, "Cache-Control: no-store")
+    origin.delay[path] = 0.01
+
+    def client(_: int) -> int:
+        with connect(gateway.port) as sock:
+            reader = ResponseReader(sock)
+            for _ in range(20):
+                sock.sendall(build_request("GET", path))
+                assert reader.read().status == 200
+        return 20
+
+    with ThreadPoolExecutor(5) as pool:
+        assert sum(pool.map(client, range(5))) == 100

@@ -58,12 +58,18 @@ class Fills:
         return fill
 
     def finish(self, key: bytes, fill: Fill) -> None:
-        """The fill ended (or its bound passed): every waiter goes on."""
+        """The fill ended (or its bound passed): every waiter goes on — in a later
+        callback, not inside the filling response's own (which is still sending)."""
         if self._fills.get(key) is fill:
             del self._fills[key]
         if fill.timer is not None:
             fill.timer.cancel()
             fill.timer = None
+        if fill.waiters:
+            asyncio.get_running_loop().call_soon(self._resume, fill)
+
+    @staticmethod
+    def _resume(fill: Fill) -> None:
         waiters, fill.waiters = fill.waiters, []
         entry = fill.entry
         for exchange in waiters:
