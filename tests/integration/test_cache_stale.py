@@ -188,3 +188,22 @@ def test_single_flight_on_keep_alive_connections(gateway: GatewayProcess, origin
 
     with ThreadPoolExecutor(5) as pool:
         assert sum(pool.map(client, range(5))) == 100
+
+
+def test_single_flight_filler_that_leaves_releases_its_waiters(
+    gateway: GatewayProcess, origin: Origin
+) -> None:
+    """The filling client goes away: its waiters go upstream at once, not after the
+    lock_timeout (5 s)."""
+    path = path_with(origin, "Cache-Control: max-age=60")
+    origin.delay[path] = 1.0
+    with connect(gateway.port) as leaver:
+        leaver.sendall(build_request("GET", path))
+        time.sleep(0.3)  # it is filling now
+        with ThreadPoolExecutor(1) as pool:
+            waiter = pool.submit(get, gateway, path)
+            time.sleep(0.3)
+            leaver.close()
+            started = time.monotonic()
+            assert waiter.result().status == 200
+    assert time.monotonic() - started < 3.5

@@ -16,6 +16,7 @@ representation and every answer, a hit included, is encoded per client by compre
 
 from __future__ import annotations
 
+import contextlib
 import time
 from typing import TYPE_CHECKING
 
@@ -712,6 +713,13 @@ class StoreFilter(ResponseFilter):
         if fill is not None:
             self._fill = None
             self._cache.fills.finish(self._key, fill)
+
+    def __del__(self) -> None:
+        # A filter whose client left is dropped without `end` or `abort`: its waiters
+        # must not sit out the whole lock_timeout (they ask the upstream now).
+        if self._fill is not None:
+            with contextlib.suppress(RuntimeError):  # no running loop: shutting down
+                self._release()
 
     def unavailable(self, status: int, breaker_open: bool) -> bool:
         self._release()
