@@ -142,3 +142,34 @@ def test_purge_leaves_other_entries(gateway: GatewayProcess, origin: Origin) -> 
     first = body(gateway, kept)
     purge(gateway, bearer(gateway, "root"), route="items")
     assert body(gateway, kept) == first
+
+
+def test_cli_purge_by_tag(gateway: GatewayProcess, origin: Origin) -> None:
+    import os
+    import subprocess
+    import sys
+
+    path = cached_path(origin)
+    first = body(gateway, path)
+    token = bearer(gateway, "root")["Authorization"].removeprefix("Bearer ")
+    env = {**os.environ, "POTOK_ADMIN_TOKEN": token}
+    tag = f"item:{path.rsplit('/', 1)[1]}"
+    result = subprocess.run(
+        [sys.executable, "-m", "potok", "cache", "purge", "--url", gateway.url, "--tag", tag],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "purged 1"
+    assert body(gateway, path) != first
+    refused = subprocess.run(
+        [sys.executable, "-m", "potok", "cache", "purge", "--url", gateway.url, "--token", "x"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert refused.returncode == 1 and "401" in refused.stderr
