@@ -331,6 +331,10 @@ def test_only_if_cached(gateway: GatewayProcess, origin: tuple[Origin, RawUpstre
     assert get(gateway, path, Cache_Control="only-if-cached").status == 504
     get(gateway, path)
     assert get(gateway, path, Cache_Control="only-if-cached").body == b"body 1"
+    stale = setup(origin, "Cache-Control: max-age=0", 'ETag: "o"')
+    get(gateway, stale)
+    assert get(gateway, stale, Cache_Control="only-if-cached").status == 504
+    assert origin[0].count(stale) == 1
 
 
 def test_authorization_not_stored_unless_public(

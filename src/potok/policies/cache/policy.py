@@ -269,15 +269,15 @@ class Cache:
                     )
                 return ANSWERED
             forward = b"request" if _asks_validation(request_cc) else b"stale"
+            if b"only-if-cached" in request_cc:  # never forwarded (§5.2.1.7)
+                return self._not_cached(exchange)
             if entry.has_validator:
                 return self._revalidate(exchange, downstream, key, entry, forward=forward, now=now)
             stale = entry
         else:
             stale = None
         if b"only-if-cached" in request_cc:
-            self.counts["miss"][0] += 1
-            exchange.problem(504, "only-if-cached: no stored response to use")
-            return ANSWERED
+            return self._not_cached(exchange)
         fill = self.fills.start(key, exchange.connection.loop) if method == b"GET" else None
         return StoreFilter(
             downstream,
@@ -291,6 +291,11 @@ class Cache:
             stale=stale,
             fill=fill,
         )
+
+    def _not_cached(self, exchange: Exchange) -> Answered:
+        self.counts["miss"][0] += 1
+        exchange.problem(504, "only-if-cached: no stored response to use")
+        return ANSWERED
 
     def _may_refresh(self, key: bytes, now: float) -> bool:
         """Whether this request starts the one background refresh of `key`."""
