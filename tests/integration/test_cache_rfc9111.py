@@ -211,6 +211,18 @@ def test_revalidation_etag_304_updates_headers(
     assert third.body == b"body 1" and table.count(path) == 2  # fresh now
 
 
+def test_304_without_date_freshens_for_its_lifetime(
+    gateway: GatewayProcess, origin: tuple[Origin, RawUpstream]
+) -> None:
+    table, _ = origin
+    path = setup(origin, f"Date: {now_date(-500)}", "Cache-Control: max-age=0", 'ETag: "d"')
+    get(gateway, path)
+    table.answers[path] = ["Cache-Control: max-age=100", 'ETag: "d"']
+    assert get(gateway, path).status == 200  # revalidated: a 304 without Date
+    third = get(gateway, path)
+    assert third.header("X-Cache") == "HIT" and table.count(path) == 2
+
+
 def test_revalidation_last_modified(
     gateway: GatewayProcess, origin: tuple[Origin, RawUpstream]
 ) -> None:

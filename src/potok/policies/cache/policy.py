@@ -754,7 +754,9 @@ class StoreFilter(ResponseFilter):
         self._swallow = True
         cache = self._cache
         exchange = self._exchange
-        updated_names = {name.lower() for name, _ in headers} - {b"content-length"}
+        # A 304 without Date replaces the stored one too: the answer is as new as the 304
+        # (kept, the old Date would make the freshened entry as old as the first answer).
+        updated_names = ({name.lower() for name, _ in headers} | {b"date"}) - {b"content-length"}
         merged = [pair for pair in entry.headers if pair[0].lower() not in updated_names]
         merged.extend(pair for pair in headers if pair[0].lower() != b"content-length")
         now = time.time()
