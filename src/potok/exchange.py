@@ -211,6 +211,12 @@ class ResponseSink(Protocol):
 
     def abort(self, reason: str) -> None: ...
 
+    def unavailable(self, status: int, breaker_open: bool) -> bool:
+        """The upstream cannot answer (the gateway would send `status`: 502, 503, 504),
+        before any response byte: a sink that can answer instead (a cache's stale copy,
+        RFC 9111 §4.2.4) does so and returns True. The client's end returns False."""
+        ...
+
 
 class RoutePipeline(Protocol):
     """What an exchange needs of its route's pipeline (policies/pipeline.py)."""
@@ -414,6 +420,10 @@ class Exchange:
     def abort(self, reason: str) -> None:
         """Drop the client connection: the response cannot be completed."""
         self.connection.abort(self, reason)
+
+    def unavailable(self, status: int, breaker_open: bool) -> bool:
+        """(ResponseSink) Nothing to stand in for an unavailable upstream here."""
+        return False
 
     def send_informational(self, status: int, headers: Headers) -> None:
         """A 1xx ahead of the response (103 Early Hints), if the client's version has them."""

@@ -116,7 +116,7 @@ def test_banner_lists_curl_commands(demo):
     out = demo.stdout_path.read_text()
     base = f"http://127.0.0.1:{demo.port}"
     curls = [line for line in out.splitlines() if line.strip().startswith("curl ")]
-    assert 5 <= len(curls) <= 10
+    assert 5 <= len(curls) <= 12
     assert any(f"{base}/api/v1/health" in line for line in curls)
     assert any(f"{base}/api/v1/metrics" in line for line in curls)
 
@@ -331,3 +331,16 @@ def test_every_command_the_banner_prints_works_as_printed(demo):
                 [*words[:3], "--help"], capture_output=True, timeout=30, check=False
             )
             assert check.returncode == 0, check.stderr
+
+
+def test_state_overview_and_indicators_are_cached_with_their_ttls(demo):
+    for path, ttl in (("/api/v1/state/overview", 30), ("/api/v1/state/indicators", 60)):
+        first = request(demo.port, "GET", path)
+        second = request(demo.port, "GET", path)
+        assert first.status == second.status == 200
+        assert first.header("X-Cache") in ("MISS", "HIT")
+        assert second.header("X-Cache") == "HIT"
+        assert second.body == first.body  # computed_at unchanged: not recomputed
+        status = second.header("Cache-Status") or ""
+        assert status.startswith("potok; hit; ttl=")
+        assert 0 < int(status.rsplit("=", 1)[1]) <= ttl

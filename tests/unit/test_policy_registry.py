@@ -23,7 +23,7 @@ def test_built_ins_run_by_stage_then_rank_whatever_order_they_are_declared_in():
     assert [entry.name for entry in REGISTRY.in_order] == [
         "compress", "ip_filter", "cors", "security_headers", "request_size",
         "auth_jwt", "auth_api_key", "authorize",
-        "rate_limit", "concurrency_limit", "validate", "headers",
+        "rate_limit", "concurrency_limit", "validate", "cache", "headers",
     ]  # fmt: skip
     shuffled = PolicyRegistry(reversed(BUILT_IN))
     assert shuffled.in_order == REGISTRY.in_order

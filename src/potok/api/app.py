@@ -23,6 +23,7 @@ from prometheus_client.registry import CollectorRegistry
 from potok import __version__
 from potok.api import docs, openapi, problems
 from potok.api.auth import create_auth_router
+from potok.api.cache_admin import create_cache_admin_router
 from potok.realtime.events_api import create_events_router
 from potok.realtime.socketio import PATH as SOCKETIO_PATH
 from potok.realtime.socketio import SocketIoGateway
@@ -97,6 +98,7 @@ def create_api(context: ApiContext) -> FastAPI:
 
     app.include_router(create_auth_router(context.runtime))
     app.include_router(create_events_router(context.runtime))
+    app.include_router(create_cache_admin_router(context.runtime))
     app.mount(SOCKETIO_PATH, SocketIoGateway(context.runtime))
     generate = app.openapi
 

@@ -63,6 +63,7 @@ _EVENT_SCHEMA: dict[str, Any] = {
 _WHY = {
     400: "The body is not a JSON object (not JSON, not UTF-8, or not an object).",
     401: "No valid credentials (a `WWW-Authenticate` challenge says which kind).",
+    403: "The credentials are valid but lack the role the endpoint needs (`admin`).",
     404: "The feature is not enabled on this gateway.",
     413: "The body is larger than the gateway accepts.",
     422: "The body is a JSON object whose fields do not validate (`errors` lists them).",
@@ -80,6 +81,8 @@ _OPERATIONS: dict[tuple[str, str], tuple[tuple[int, ...], list[dict[str, list[st
     ("post", "/api/v1/auth/logout"): ((400, 401, 404, 413, 422, 429), _BEARER),
     ("get", "/api/v1/auth/profile"): ((401, 404, 429), _BEARER),
     ("post", "/api/v1/events"): ((400, 401, 404, 413, 422, 429, 503), _SERVICE_KEY),
+    ("get", "/api/v1/admin/cache/stats"): ((401, 403, 404, 429), _BEARER),
+    ("post", "/api/v1/admin/cache/purge"): ((400, 401, 403, 404, 413, 422, 429), _BEARER),
 }
 # Probes answer 503 with their usual JSON body (status 'draining'), not a problem.
 _DRAINING = ("/api/v1/health/readiness", "/api/v1/health")

@@ -298,6 +298,8 @@ def banner(host: str, port: int, ports: Mapping[str, int], password: str = "<pas
         f"  curl -s {base}/api/v1/users",
         f'  curl -s -X POST {base}/api/v1/orgs/acme/tasks {json} -d \'{{"title": "Try Potok"}}\'',
         f"  curl -s {base}/legacy/tasks/acme/1        # rewritten to /api/v1/orgs/acme/tasks/1",
+        f"  curl -si {base}/api/v1/state/overview | grep -i cache  # potok; fwd=uri-miss; stored",
+        f"  curl -si {base}/api/v1/state/overview | grep -i cache  # potok; hit; ttl=29 (30 s)",
         f"  curl -s {base}/api/v1/metrics | grep http_requests_total",
         f"Identity: user {DEMO_USER!r}, password {password!r} (org acme, role admin)",
         f"  curl -s -X POST {base}/api/v1/auth/login {json} "

@@ -18,6 +18,7 @@ def build_parser() -> argparse.ArgumentParser:
     # plugin that clashes or does not load into one clear line instead of a traceback.
     from potok.cli import (  # noqa: PLC0415
         audit,
+        cache,
         certs,
         check,
         config_docs,
@@ -32,7 +33,19 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="potok", description="Potok API gateway")
     parser.add_argument("--version", action="version", version=f"potok {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for module in (run, check, routes, demo, config_docs, users, keys, secrets, audit, certs):
+    for module in (
+        run,
+        check,
+        routes,
+        demo,
+        config_docs,
+        users,
+        keys,
+        secrets,
+        audit,
+        certs,
+        cache,
+    ):
         module.register(commands)
     return parser
 

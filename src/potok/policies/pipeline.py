@@ -64,8 +64,9 @@ class Pipeline:
 
     def open_response(self, exchange: Exchange) -> ResponseSink | None:
         """The response filters opened for one proxied request (the sink the upstream
-        stage writes to), or None if one of them answered the request itself."""
-        return open_chain(self.response_filters, exchange)
+        stage writes to), or None if one of them answered the request itself. The
+        route's response hooks run at the client's end of it."""
+        return open_chain(self.response_filters, exchange, self.response_hooks)
 
     def run(self, exchange: Exchange) -> None:
         if self._async_steps:

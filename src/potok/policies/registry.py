@@ -18,6 +18,7 @@ from typing import Any
 from potok.policies.auth_api_key.entry import ENTRY as auth_api_key
 from potok.policies.auth_jwt.entry import ENTRY as auth_jwt
 from potok.policies.authorize.entry import ENTRY as authorize
+from potok.policies.cache.entry import ENTRY as cache
 from potok.policies.compress.entry import ENTRY as compress
 from potok.policies.concurrency_limit.entry import ENTRY as concurrency_limit
 from potok.policies.cors.entry import ENTRY as cors
@@ -43,6 +44,7 @@ BUILT_IN: tuple[PolicyEntry[Any], ...] = (
     concurrency_limit,
     validate,
     compress,
+    cache,
 )
 
 PLUGIN_GROUP = "potok.policies"

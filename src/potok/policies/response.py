@@ -18,7 +18,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Final
 
-from potok.exchange import ResponseSink
+from potok.exchange import ResponseHook, ResponseSink
 
 if TYPE_CHECKING:
     from potok.exchange import Exchange
@@ -66,6 +66,9 @@ class ResponseFilter:
     def abort(self, reason: str) -> None:
         self.downstream.abort(reason)
 
+    def unavailable(self, status: int, breaker_open: bool) -> bool:
+        return self.downstream.unavailable(status, breaker_open)
+
 
 class Answered:
     """The type of `ANSWERED`."""
@@ -91,12 +94,42 @@ does and leaves what it found in `exchange.context` for the factory to serve.
 """
 
 
+class HookedSink(ResponseFilter):
+    """The client's end of a chain: the route's response hooks (headers, CORS, security
+    headers) shape the head every filter sends — a cache's stored answer included, so
+    what a cache stores is the upstream's head, never one shaped for another client."""
+
+    __slots__ = ("_exchange", "_hooks")
+
+    def __init__(self, exchange: Exchange, hooks: tuple[ResponseHook, ...]) -> None:
+        super().__init__(exchange)
+        self._exchange = exchange
+        self._hooks = hooks
+
+    def send_head(
+        self,
+        status: int,
+        headers: Headers,
+        *,
+        reason: bytes | None = None,
+        length: int | None = None,
+        body: bool = True,
+    ) -> None:
+        exchange = self._exchange
+        for hook in self._hooks:
+            headers = hook(exchange, headers)
+        exchange.send_head(status, headers, reason=reason, length=length, body=body)
+
+
 def open_chain(
-    factories: tuple[ResponseFilterFactory, ...], exchange: Exchange
+    factories: tuple[ResponseFilterFactory, ...],
+    exchange: Exchange,
+    hooks: tuple[ResponseHook, ...] = (),
 ) -> ResponseSink | None:
     """The sink the upstream stage writes to for this request, or None if a filter
-    answered it. The first factory in stage order is nearest to the client."""
-    sink: ResponseSink = exchange
+    answered it. The first factory in stage order is nearest to the client; the route's
+    response `hooks` run nearer still (the upstream stage then runs none itself)."""
+    sink: ResponseSink = HookedSink(exchange, hooks) if hooks else exchange
     for factory in factories:
         opened = factory(exchange, sink)
         if isinstance(opened, Answered):

@@ -29,6 +29,7 @@ OWN_ENDPOINTS: tuple[tuple[str, bool], ...] = (
     (REALTIME_WS_PATH, True),
     ("/api/v1/socket.io", False),
     ("/api/v1/events", True),
+    ("/api/v1/admin/cache", False),
 )
 
 

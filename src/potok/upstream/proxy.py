@@ -471,6 +471,8 @@ class ProxyCall:
         fallback = self._fallback
         self._finish_upstream()
         exchange.body.detach()
+        if self._sink is not exchange and self._sink.unavailable(503, True):
+            return  # a response filter answered instead (a cache's last good response)
         if fallback is not None:
             exchange.respond(
                 fallback.status, fallback.body, fallback.content_type, fallback.headers
@@ -546,7 +548,7 @@ class ProxyCall:
         )
         if exchange.response_started:
             self._sink.abort(detail)
-        else:
+        elif self._sink is exchange or not self._sink.unavailable(status, False):
             headers = ((b"Retry-After", b"%d" % retry_after),) if retry_after else ()
             exchange.problem(status, detail, headers=headers)
 

@@ -71,6 +71,7 @@ class ProxyStage:
             sink = pipeline.open_response(exchange)
             if sink is None:
                 return  # a response filter answered it (a cache hit): no upstream call
+            hooks = ()  # they run at the client's end of the filters (open_chain)
         if self._mirror is not None:
             self._mirror.maybe_copy(exchange)
         ProxyCall(

@@ -1,6 +1,8 @@
 """The state service: a key/value store with versions.
 
 GET    /api/v1/state          keys held
+GET    /api/v1/state/overview       keys, versions, last change (fresh 30 s: Cache-Control)
+GET    /api/v1/state/indicators     derived numbers (fresh 60 s: Cache-Control)
 GET    /api/v1/state/{key}    value and version
 PUT    /api/v1/state/{key}    set {"value": <any JSON>} (201 when new, 200 when replaced)
 DELETE /api/v1/state/{key}    remove
@@ -24,6 +26,11 @@ NAME = "state"
 API_KEY_ENV = "STATE_SERVICE_API_KEY"
 MAX_KEYS = 10_000
 
+# The original design's TTLs per kind of data, said the HTTP way: the gateway's cache
+# (and any other) honours them.
+OVERVIEW_CACHE = {"Cache-Control": "public, max-age=30"}
+INDICATORS_CACHE = {"Cache-Control": "public, max-age=60"}
+
 _KEY = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 
 
@@ -45,6 +52,22 @@ def create_app(api_key: str | None = None) -> ASGIApp:
 
     async def list_keys(request: Request) -> Response:
         return service.reply(request, {"keys": sorted(store), "count": len(store)})
+
+    async def overview(request: Request) -> Response:
+        latest = max((entry["updated_at"] for entry in store.values()), default=None)
+        versions = sum(entry["version"] for entry in store.values())
+        document = {"keys": len(store), "versions": versions, "updated_at": latest}
+        return service.reply(request, {**document, "computed_at": time.time()}, 200, OVERVIEW_CACHE)
+
+    async def indicators(request: Request) -> Response:
+        sizes = [len(str(entry["value"])) for entry in store.values()]
+        document = {
+            "keys": len(sizes),
+            "mean_value_chars": sum(sizes) / len(sizes) if sizes else 0,
+            "largest_value_chars": max(sizes, default=0),
+            "computed_at": time.time(),
+        }
+        return service.reply(request, document, 200, INDICATORS_CACHE)
 
     async def get_value(request: Request) -> Response:
         key = key_of(request)
@@ -75,6 +98,8 @@ def create_app(api_key: str | None = None) -> ASGIApp:
 
     routes = [
         Route("/api/v1/state", list_keys, methods=["GET"]),
+        Route("/api/v1/state/overview", overview, methods=["GET"]),
+        Route("/api/v1/state/indicators", indicators, methods=["GET"]),
         Route("/api/v1/state/{key}", get_value, methods=["GET"]),
         Route("/api/v1/state/{key}", put_value, methods=["PUT"]),
         Route("/api/v1/state/{key}", delete_value, methods=["DELETE"]),
