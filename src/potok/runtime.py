@@ -32,6 +32,8 @@ from potok.routing.endpoints import (
     PROBE_ENDPOINTS,
     REALTIME_ROUTE_NAME,
     REALTIME_WS_PATH,
+    WEBHOOKS_PATH,
+    WEBHOOKS_ROUTE_NAME,
     route_name,
 )
 from potok.routing.rewrite import Rewriter, compile_rewrite
@@ -43,6 +45,8 @@ from potok.upstream.request import RequestHeadBuilder
 from potok.upstream.retry import RetryPolicy
 from potok.upstream.service import Service
 from potok.upstream.stage import ProxyStage
+from potok.webhooks.endpoint import WebhookEndpoint
+from potok.webhooks.service import Webhooks, shared_webhooks
 
 if TYPE_CHECKING:
     pass
@@ -105,6 +109,9 @@ class Runtime:
         self.realtime: Realtime | None = shared_realtime(
             config, self.resources, self.identity, metrics
         )
+        self.webhooks: Webhooks | None = shared_webhooks(
+            config.webhooks, self.resources, metrics, self.realtime
+        )
         self.settings = settings_from(config, self.identity.headers.strip)
         self.trusted = TrustedProxies(config.server.trusted_proxies)
         upstream_metrics = UpstreamMetrics(metrics) if metrics is not None else None
@@ -144,6 +151,9 @@ class Runtime:
                     admin_entries.append(entry)
                 if not (apart and pattern == METRICS_PATH):
                     entries.append(entry)
+                order += 1
+            for entry in self._webhook_entries(order):
+                entries.append(entry)
                 order += 1
         self.admin_table: RouteTable[Route] = RouteTable(admin_entries)
         self.routes: list[Route] = []
@@ -224,6 +234,35 @@ class Runtime:
             request_timeout=30.0,
             has_params=False,
         )
+
+    def _webhook_entries(self, order: int) -> list[RouteEntry[Route]]:
+        """POST /api/v1/webhooks/{source} and each source's `path` aliases. No policies:
+        a delivery is authenticated by its signature, and refusals are the endpoint's."""
+        webhooks = self.webhooks
+        if webhooks is None or self.config.webhooks is None:
+            return []
+        sources = webhooks.configure(self.config.webhooks, self.services)
+        audit = self.identity.audit
+
+        def route(endpoint: WebhookEndpoint, has_params: bool) -> Route:
+            return Route(
+                name=WEBHOOKS_ROUTE_NAME,
+                service=None,
+                pipeline=Pipeline([], endpoint),
+                rewrite=None,
+                request_timeout=30.0,
+                has_params=has_params,
+            )
+
+        templated = route(WebhookEndpoint(webhooks, sources, audit), True)
+        entries = [
+            RouteEntry(templated, WEBHOOKS_PATH + "/{source}", True, frozenset(), None, order)
+        ]
+        for source in sources.values():
+            alias = route(WebhookEndpoint(webhooks, sources, audit, bound=source), False)
+            for path in source.config.path:
+                entries.append(RouteEntry(alias, path, True, frozenset(), None, order))
+        return entries
 
     def _build_route(self, index: int, config: RouteConfig) -> Route:
         name = route_name(index, config)

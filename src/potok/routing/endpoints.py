@@ -12,6 +12,9 @@ HEALTH_PATH = "/api/v1/health"
 METRICS_PATH = "/api/v1/metrics"
 REALTIME_ROUTE_NAME = "potok-realtime"
 REALTIME_WS_PATH = "/api/v1/ws"
+WEBHOOKS_ROUTE_NAME = "potok-webhooks"
+WEBHOOKS_PATH = "/api/v1/webhooks"
+WEBHOOKS_ADMIN_PATH = "/api/v1/admin/webhooks"
 
 # The gateway's own endpoints: (pattern, exact). User routes may sit beside them,
 # never on top of them (config check).
@@ -25,6 +28,8 @@ OWN_ENDPOINTS: tuple[tuple[str, bool], ...] = (
     (REALTIME_WS_PATH, True),
     ("/api/v1/socket.io", False),
     ("/api/v1/events", True),
+    (WEBHOOKS_PATH, False),
+    (WEBHOOKS_ADMIN_PATH, False),
 )
 
 
