@@ -81,7 +81,9 @@ def unique_body(name: str) -> bytes:
 
 def post(gateway: GatewayProcess, name: str, body: bytes, headers: dict[str, str]) -> Any:
     path = "/api/v1/bot/webhook" if name == "max" else f"/api/v1/webhooks/{name}"
-    return request(gateway.port, "POST", path, {**headers, "Content-Type": "application/json"}, body)
+    return request(
+        gateway.port, "POST", path, {**headers, "Content-Type": "application/json"}, body
+    )
 
 
 def delivery_id() -> str:
@@ -156,9 +158,7 @@ def refusals(name: str) -> list[tuple[str, int, str, Callable[[], tuple[bytes, d
 CASES = [(name, case) for name in PRESETS for case in refusals(name)]
 
 
-@pytest.mark.parametrize(
-    ("name", "case"), CASES, ids=[f"{name}-{case[0]}" for name, case in CASES]
-)
+@pytest.mark.parametrize(("name", "case"), CASES, ids=[f"{name}-{case[0]}" for name, case in CASES])
 def test_refused_counted_and_never_forwarded(
     setup: tuple[GatewayProcess, Receiver], name: str, case: Any
 ) -> None:

@@ -92,7 +92,9 @@ GENERIC_RULES = {
 
 def verify_potok(headers: dict[str, str], body: bytes, secret: str = POTOK_SECRET) -> bool:
     """Potok's own signature on a forwarded delivery (Standard Webhooks)."""
-    expected = standard_headers(body, secret, headers["webhook-id"], int(headers["webhook-timestamp"]))
+    expected = standard_headers(
+        body, secret, headers["webhook-id"], int(headers["webhook-timestamp"])
+    )
     return hmac.compare_digest(expected["webhook-signature"], headers["webhook-signature"])
 
 

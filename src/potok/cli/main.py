@@ -26,12 +26,24 @@ def build_parser() -> argparse.ArgumentParser:
         run,
         secrets,
         users,
+        webhooks,
     )
 
     parser = argparse.ArgumentParser(prog="potok", description="Potok API gateway")
     parser.add_argument("--version", action="version", version=f"potok {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for module in (run, check, routes, demo, config_docs, users, keys, secrets, audit):
+    for module in (
+        run,
+        check,
+        routes,
+        demo,
+        config_docs,
+        users,
+        keys,
+        secrets,
+        audit,
+        webhooks,
+    ):
         module.register(commands)
     return parser
 

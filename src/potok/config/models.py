@@ -565,9 +565,7 @@ class GatewayConfig(ConfigModel):
 
     @model_validator(mode="after")
     def _webhooks_checks(self) -> GatewayConfig:
-        problems = webhooks_problems(
-            self.webhooks, set(self.services), self.realtime is not None
-        )
+        problems = webhooks_problems(self.webhooks, set(self.services), self.realtime is not None)
         if problems:
             raise ValueError("\n  ".join(f"{path}: {message}" for path, message in problems))
         return self

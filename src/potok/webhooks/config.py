@@ -150,7 +150,9 @@ class SourceConfig(ConfigModel):
     @model_validator(mode="after")
     def _secret_rules(self) -> SourceConfig:
         if not self.secrets:
-            raise ValueError("secrets: a source needs at least one secret (unsigned webhooks are refused)")
+            raise ValueError(
+                "secrets: a source needs at least one secret (unsigned webhooks are refused)"
+            )
         for index, secret in enumerate(self.secrets):
             problem = secret_problem(self.preset, secret)
             if problem is not None:
@@ -160,7 +162,9 @@ class SourceConfig(ConfigModel):
         if self.preset != "generic_hmac" and self.generic is not None:
             raise ValueError("generic: only with preset generic_hmac")
         if self.service is None and not self.publish:
-            raise ValueError("service: a source needs a service to forward to, publish: true, or both")
+            raise ValueError(
+                "service: a source needs a service to forward to, publish: true, or both"
+            )
         return self
 
 
@@ -244,9 +248,7 @@ class DeliveryConfig(ConfigModel):
         0, ge=0, description="Dead-letter after this many attempts as well (0: only max_age)."
     )
     timeout: Duration = Field(10.0, description="One delivery attempt (connect to last byte).")
-    concurrency: int = Field(
-        64, ge=1, le=4096, description="Deliveries in flight per worker."
-    )
+    concurrency: int = Field(64, ge=1, le=4096, description="Deliveries in flight per worker.")
     poll_interval: Duration = Field(
         0.5, description="How often the outbox is checked for due retries when idle."
     )

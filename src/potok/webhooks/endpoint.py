@@ -114,9 +114,7 @@ class WebhookEndpoint:
         except Exception as exc:  # not started, shutting down
             self._store_failed(exchange, source, exc)
             return
-        future.add_done_callback(
-            lambda done: self._stored(exchange, source, delivery, done)
-        )
+        future.add_done_callback(lambda done: self._stored(exchange, source, delivery, done))
 
     def _stored(
         self,

@@ -157,8 +157,14 @@ class Forwarder:
             if source is None:
                 raise CallFailed("config", f"no source {delivery.source!r} in the config")
             await self._send(source, delivery)
-        except (CallFailed, BusUnavailable) as exc:
-            self._failed(delivery, str(exc) or type(exc).__name__)
+        except CallFailed as exc:
+            if exc.kind == "breaker_open":
+                self._held_back(delivery, str(exc), exc.retry_after)
+            else:
+                self._failed(delivery, str(exc))
+            return
+        except BusUnavailable as exc:
+            self._failed(delivery, str(exc) or "the event bus is unavailable")
             return
         self._metrics.attempts.inc((delivery.source, "delivered"))
         self._metrics.delivery_seconds.observe(
@@ -181,7 +187,7 @@ class Forwarder:
             source.upstream_path,
             self._headers(source, delivery),
             delivery.body,
-            self._config.delivery.timeout,
+            within=self._config.delivery.timeout,
         )
         if not 200 <= status < 300:
             raise CallFailed("status", f"{service.name} answered {status}")
@@ -227,6 +233,19 @@ class Forwarder:
             return
         self._metrics.attempts.inc((delivery.source, "failed"))
         self._record(Outcome(delivery.id, PENDING, error[:500], next_at))
+
+    def _held_back(self, delivery: Delivery, error: str, wait: float) -> None:
+        """The service's breaker is open: nothing was sent, so no attempt is spent; tried
+        again when the breaker lets a probe through (or dead once past max_age)."""
+        schedule = self._schedule
+        assert schedule is not None
+        now = self._clock()
+        next_at = now + max(wait, schedule.delay(max(1, delivery.attempts)))
+        if next_at > delivery.received_at + schedule.max_age:
+            self._failed(delivery, error)
+            return
+        self._metrics.attempts.inc((delivery.source, "held_back"))
+        self._record(Outcome(delivery.id, PENDING, error[:500], next_at, attempted=False))
 
     # Outcomes, written in batches ----------------------------------------------------
 

@@ -45,7 +45,8 @@ class WebhookMetrics:
         )
         self.attempts: Counter = registry.counter(
             "webhooks_delivery_attempts_total",
-            "Delivery attempts, by source and result (delivered, failed, dead).",
+            "Delivery attempts, by source and result (delivered, failed, dead; held_back: not "
+            "sent because the service's circuit breaker is open).",
             ("source", "result"),
         )
         self.dead: Counter = registry.counter(

@@ -23,9 +23,10 @@ if TYPE_CHECKING:
 class CallFailed(Exception):
     """No response: `kind` is connect, timeout, reset or breaker_open."""
 
-    def __init__(self, kind: str, detail: str) -> None:
+    def __init__(self, kind: str, detail: str, retry_after: float = 0.0) -> None:
         super().__init__(detail)
         self.kind = kind
+        self.retry_after = retry_after  # breaker_open: when it lets a probe through
 
 
 class _Listener:
@@ -84,19 +85,27 @@ def request_head(
 
 
 async def post(
-    service: Service, path: bytes, headers: list[tuple[bytes, bytes]], body: bytes, timeout: float
+    service: Service,
+    path: bytes,
+    headers: list[tuple[bytes, bytes]],
+    body: bytes,
+    *,
+    within: float,
 ) -> int:
-    """The status the service answered; CallFailed when it did not answer."""
+    """The status the service answered within `within` seconds; CallFailed otherwise."""
     breaker = service.breaker
     if breaker is not None and not breaker.allow():
         service.note_breaker_rejection()
-        raise CallFailed("breaker_open", f"{service.name}'s circuit breaker is open")
+        raise CallFailed(
+            "breaker_open", f"{service.name}'s circuit breaker is open", breaker.retry_after()
+        )
     if service.api_key_header is not None:
         headers = [*headers, service.api_key_header]
     target = service.choose()
     target.inflight += 1
+    head = request_head(target, path, headers, len(body))
     try:
-        status = await _attempt(service, target, path, headers, body, timeout)
+        status = await _exchange(service, target, head, body, within)
     except CallFailed as exc:
         _judge(service, target, ok=False, kind=exc.kind)
         raise
@@ -106,40 +115,42 @@ async def post(
     return status
 
 
-async def _attempt(
-    service: Service,
-    target: Target,
-    path: bytes,
-    headers: list[tuple[bytes, bytes]],
-    body: bytes,
-    timeout: float,
+async def _exchange(
+    service: Service, target: Target, head: bytes, body: bytes, within: float
 ) -> int:
-    loop = asyncio.get_running_loop()
-    head = request_head(target, path, headers, len(body))
+    """On a pooled connection, and once more on a fresh one if the pooled one turns out
+    to have been closed by the service (a stale keep-alive)."""
     pooled = target.pool.acquire()
-    for connection in (pooled, None) if pooled is not None else (None,):
-        if connection is None:
-            connection = await _connect(service, target, loop)
-        future: asyncio.Future[int] = loop.create_future()
-        connection.send_request(_Listener(future), head, head_request=False, chunked=False)
-        connection.write_body(body)
+    if pooled is not None:
         try:
-            async with asyncio.timeout(timeout):
-                status = await future
-        except TimeoutError:
-            connection.abort()
-            raise CallFailed("timeout", f"{target.name} did not answer within {timeout:g}s") from None
-        except CallFailed:
-            connection.abort()
-            if connection is pooled and connection.requests_sent > 1:
-                continue  # a kept-alive connection the service had closed: once more, fresh
-            raise
-        if status >= 0:
-            target.pool.release(connection)
-        else:
-            connection.close()
-        return abs(status)
-    raise CallFailed("reset", f"{target.name} closed the connection")  # pragma: no cover
+            return await _send(pooled, target, head, body, within)
+        except CallFailed as exc:
+            if exc.kind != "reset" or pooled.requests_sent <= 1:
+                raise
+    connection = await _connect(service, target, asyncio.get_running_loop())
+    return await _send(connection, target, head, body, within)
+
+
+async def _send(
+    connection: UpstreamConnection, target: Target, head: bytes, body: bytes, within: float
+) -> int:
+    future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+    connection.send_request(_Listener(future), head, head_request=False, chunked=False)
+    connection.write_body(body)
+    try:
+        async with asyncio.timeout(within):
+            status = await future
+    except TimeoutError:
+        connection.abort()
+        raise CallFailed("timeout", f"{target.name} did not answer within {within:g}s") from None
+    except CallFailed:
+        connection.abort()
+        raise
+    if status >= 0:
+        target.pool.release(connection)
+    else:
+        connection.close()  # complete, but not reusable
+    return abs(status)
 
 
 async def _connect(
@@ -153,7 +164,9 @@ async def _connect(
     except TimeoutError:
         raise CallFailed("timeout", f"connecting to {target.name} timed out") from None
     except OSError as exc:
-        raise CallFailed("connect", f"cannot connect to {target.name}: {exc.strerror or exc}") from None
+        raise CallFailed(
+            "connect", f"cannot connect to {target.name}: {exc.strerror or exc}"
+        ) from None
     return connection
 
 

@@ -6,6 +6,8 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from potok.webhooks.outbox.base import Delivery, NewDelivery, Outbox
+from potok.webhooks.outbox.postgres import PostgresOutbox
+from potok.webhooks.outbox.sqlite import SqliteOutbox
 
 if TYPE_CHECKING:
     from potok.webhooks.config import OutboxConfig
@@ -16,9 +18,5 @@ __all__ = ["Delivery", "NewDelivery", "Outbox", "open_outbox"]
 def open_outbox(config: OutboxConfig) -> Outbox:
     """The configured backend (not yet started)."""
     if config.is_sqlite:
-        from potok.webhooks.outbox.sqlite import SqliteOutbox
-
         return SqliteOutbox(config)
-    from potok.webhooks.outbox.postgres import PostgresOutbox
-
     return PostgresOutbox(config)

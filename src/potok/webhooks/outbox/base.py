@@ -105,6 +105,7 @@ class Outcome:
     state: str
     error: str | None = None
     next_at: float = 0.0
+    attempted: bool = True  # False: not sent at all (breaker open): attempts stay as they were
 
 
 @dataclass(frozen=True, slots=True)

@@ -164,7 +164,11 @@ class PostgresOutbox:
     async def settle(self, owner: str, outcomes: list[Outcome], now: float) -> None:
         delivered = [o.id for o in outcomes if o.state == DELIVERED]
         dead = [(o.error, o.id) for o in outcomes if o.state == DEAD]
-        retry = [(o.error, o.next_at, o.id, owner) for o in outcomes if o.state == PENDING]
+        retry = [
+            (int(o.attempted), o.error, o.next_at, o.id, owner)
+            for o in outcomes
+            if o.state == PENDING
+        ]
         async with self.pool.acquire() as connection, connection.transaction():
             if delivered:
                 await connection.execute(
@@ -183,9 +187,9 @@ class PostgresOutbox:
                 )
             if retry:
                 await connection.executemany(
-                    f"UPDATE {TABLE} SET attempts = attempts + 1, last_error = $1, "
-                    "next_at = $2, lease_owner = NULL, lease_until = NULL "
-                    "WHERE id = $3 AND state = 'pending' AND lease_owner = $4",
+                    f"UPDATE {TABLE} SET attempts = attempts + $1, last_error = $2, "
+                    "next_at = $3, lease_owner = NULL, lease_until = NULL "
+                    "WHERE id = $4 AND state = 'pending' AND lease_owner = $5",
                     retry,
                 )
 

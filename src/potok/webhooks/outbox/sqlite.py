@@ -70,9 +70,7 @@ class _Writer(threading.Thread):
         self._path = path
         self._loop = loop
         self._batch = batch
-        self._jobs: queue.SimpleQueue[tuple[Job, asyncio.Future[Any]] | None] = (
-            queue.SimpleQueue()
-        )
+        self._jobs: queue.SimpleQueue[tuple[Job, asyncio.Future[Any]] | None] = queue.SimpleQueue()
         self.commits = 0
         self.ready: asyncio.Future[None] = loop.create_future()
 
@@ -333,10 +331,10 @@ def _settle_one(connection: sqlite3.Connection, owner: str, outcome: Outcome, no
         )
     else:
         connection.execute(
-            f"UPDATE {TABLE} SET attempts = attempts + 1, last_error = ?, next_at = ?, "
+            f"UPDATE {TABLE} SET attempts = attempts + ?, last_error = ?, next_at = ?, "
             "lease_owner = NULL, lease_until = NULL WHERE id = ? AND state = 'pending' "
             "AND lease_owner = ?",
-            (outcome.error, outcome.next_at, outcome.id, owner),
+            (int(outcome.attempted), outcome.error, outcome.next_at, outcome.id, owner),
         )
 
 

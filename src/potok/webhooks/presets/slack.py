@@ -42,7 +42,9 @@ class Slack:
         except binascii.Error:
             raise malformed("X-Slack-Signature", "expected v0=<hex>") from None
         base = b"v0:" + (stamp or b"") + b":"
-        if not matches_any((presented,), (hmac_digest(k, "sha256", base, body) for k in self._keys)):
+        if not matches_any(
+            (presented,), (hmac_digest(k, "sha256", base, body) for k in self._keys)
+        ):
             raise bad_signature()
         return Verified(signature_key(base + presented))
 

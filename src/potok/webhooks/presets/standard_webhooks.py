@@ -35,7 +35,9 @@ def sign(key: bytes, message_id: str, timestamp: int, body: bytes) -> str:
 
 
 class StandardWebhooks:
-    forwarded: tuple[bytes, ...] = ()  # its webhook-* headers would clash with Potok's own signature
+    forwarded: tuple[
+        bytes, ...
+    ] = ()  # its webhook-* headers would clash with Potok's own signature
 
     def __init__(self, keys: tuple[bytes, ...], tolerance: float) -> None:
         self._keys = keys
