@@ -9,6 +9,7 @@ does not reset what the gateway knows about its upstreams.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import time
 from dataclasses import dataclass
@@ -302,6 +303,12 @@ class Runtime:
         """Start background work (health checks); needs the running loop."""
         for service in self.services.values():
             service.start()
+        webhooks = self.webhooks
+        if webhooks is not None and not webhooks.started:
+            # A reload that added the webhooks section: the worker started the first
+            # config's before listening; until this finishes, deliveries get 503.
+            task = asyncio.get_running_loop().create_task(webhooks.start())
+            webhooks.starting = task
 
     def close(self) -> None:
         for service in self.services.values():

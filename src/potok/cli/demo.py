@@ -100,7 +100,9 @@ def main(args: argparse.Namespace) -> int:
         with ServiceProcesses(ports, _service_keys(config), events_env) as services:
             services.wait_ready(START_TIMEOUT)
             password = create_demo_user(config)
-            print(banner(args.host, args.port, ports, password, _webhook_secret(config)), flush=True)
+            print(
+                banner(args.host, args.port, ports, password, _webhook_secret(config)), flush=True
+            )
             # From here the gateway's own handlers take SIGTERM/SIGINT and drain.
             return serve(config)
     except DemoError as exc:
@@ -195,7 +197,7 @@ def _signing_command(base: str, secret: str) -> str:
     body = '{"type":"ping","hello":"webhooks"}'
     return (
         f"  ID=msg_$(date +%s%N) TS=$(date +%s) BODY='{body}'; "
-        'SIG=$(printf \'%s\' "$ID.$TS.$BODY" | openssl dgst -sha256 -mac HMAC '
+        "SIG=$(printf '%s' \"$ID.$TS.$BODY\" | openssl dgst -sha256 -mac HMAC "
         f"-macopt hexkey:{key} -binary | base64); curl -s -X POST {base}/api/v1/webhooks/demo "
         '-H "webhook-id: $ID" -H "webhook-timestamp: $TS" -H "webhook-signature: v1,$SIG" '
         "-H 'Content-Type: application/json' -d \"$BODY\""
@@ -359,7 +361,7 @@ def banner(
             "  -> 200 once stored; the task service prints its arrival (checking the gateway's",
             "  own signature), and it is published on the channel webhooks.demo:",
             '  > {"type": "subscribe", "channel": "webhooks.demo"}   (on the WebSocket above)',
-            f"  curl -s {base}/api/v1/metrics | grep '^webhooks_'   # received, accepted, delivered",
+            f"  curl -s {base}/api/v1/metrics | grep '^webhooks_'   # received, accepted, ...",
         ]
     lines += [
         f"Swagger UI of the gateway's own API: {base}/api/docs    Press Ctrl-C to stop.",

@@ -7,6 +7,7 @@ open), started by the worker after identity and realtime, closed at shutdown.
 
 from __future__ import annotations
 
+import asyncio
 from typing import TYPE_CHECKING
 
 import structlog
@@ -38,7 +39,8 @@ class Webhooks:
         self.outbox = open_outbox(config.outbox)
         self.forwarder = Forwarder(self.outbox, self.metrics, realtime)
         self._outbox_url = config.outbox.url
-        self._started = False
+        self.started = False
+        self.starting: asyncio.Task[None] | None = None  # a start begun by a reload
 
     def configure(self, config: WebhooksConfig, services: dict[str, Service]) -> dict[str, Source]:
         """Compile the sources of a (new) config and give the forwarder its services."""
@@ -52,12 +54,12 @@ class Webhooks:
         return sources
 
     async def start(self) -> None:
-        if self._started:
+        if self.started:
             return
+        self.started = True
         await self.outbox.start()
         if self.config.forward:
             self.forwarder.start()
-        self._started = True
         log.info("webhooks ready", outbox=self.outbox.name, sources=len(self.config.sources))
 
     def delivery_stored(self) -> None:

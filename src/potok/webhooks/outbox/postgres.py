@@ -63,6 +63,9 @@ INSERT = (
 )
 
 
+WRITERS = 2
+
+
 def _dsn(url: str) -> str:
     return "postgresql://" + url.split("://", 1)[1]
 
@@ -76,7 +79,7 @@ class PostgresOutbox:
         self._batch = config.batch
         self._pool: asyncpg.Pool | None = None
         self._queue: asyncio.Queue[tuple[NewDelivery, asyncio.Future[bool]]] = asyncio.Queue()
-        self._writer: asyncio.Task[None] | None = None
+        self._writers: list[asyncio.Task[None]] = []
         self.commits = 0
 
     async def start(self) -> None:
@@ -88,14 +91,17 @@ class PostgresOutbox:
             await connection.execute("SELECT pg_advisory_xact_lock(hashtext($1))", TABLE)
             for statement in SCHEMA:
                 await connection.execute(statement)
-        self._writer = asyncio.get_running_loop().create_task(self._write_forever())
+        # Two writers: while one batch waits for its commit's WAL flush, the next is
+        # already on its way (the server's own group commit merges their flushes).
+        loop = asyncio.get_running_loop()
+        self._writers = [loop.create_task(self._write_forever()) for _ in range(WRITERS)]
 
     async def close(self) -> None:
-        if self._writer is not None:
-            self._writer.cancel()
+        for writer in self._writers:
+            writer.cancel()
             with contextlib.suppress(asyncio.CancelledError):
-                await self._writer
-            self._writer = None
+                await writer
+        self._writers = []
         if self._pool is not None:
             await self._pool.close()
             self._pool = None
@@ -107,7 +113,7 @@ class PostgresOutbox:
         return self._pool
 
     def accept(self, delivery: NewDelivery) -> asyncio.Future[bool]:
-        if self._writer is None:
+        if not self._writers:
             raise RuntimeError("the outbox is not started")
         future: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
         self._queue.put_nowait((delivery, future))

@@ -62,6 +62,26 @@ Job = Callable[[sqlite3.Connection], Any]
 _STOP = None
 
 
+class Atomic:
+    """A job of several statements: run inside a savepoint, so a failure undoes all of it
+    and nothing else of the batch. (A one-statement job needs none: SQLite undoes a
+    failed statement by itself, and a savepoint is two more statements per delivery.)"""
+
+    def __init__(self, job: Job) -> None:
+        self.job = job
+
+    def __call__(self, connection: sqlite3.Connection) -> Any:
+        connection.execute("SAVEPOINT job")
+        try:
+            result = self.job(connection)
+        except sqlite3.Error:
+            connection.execute("ROLLBACK TO job")
+            connection.execute("RELEASE job")
+            raise
+        connection.execute("RELEASE job")
+        return result
+
+
 class _Writer(threading.Thread):
     """The one thread that touches the file; jobs are batched into transactions."""
 
@@ -132,20 +152,16 @@ class _Writer(threading.Thread):
 def _run_batch(
     connection: sqlite3.Connection, batch: list[tuple[Job, asyncio.Future[Any]] | None]
 ) -> list[tuple[asyncio.Future[Any], Any, BaseException | None]]:
-    """One transaction for the whole batch; a job that fails is rolled back alone."""
+    """One transaction for the whole batch; a job that fails is undone alone (`Atomic`)."""
     results: list[tuple[asyncio.Future[Any], Any, BaseException | None]] = []
     try:
         connection.execute("BEGIN IMMEDIATE")
         for item in batch:
             assert item is not None
             job, future = item
-            connection.execute("SAVEPOINT job")
             try:
                 results.append((future, job(connection), None))
-                connection.execute("RELEASE job")
             except sqlite3.Error as exc:
-                connection.execute("ROLLBACK TO job")
-                connection.execute("RELEASE job")
                 results.append((future, None, exc))
         connection.execute("COMMIT")
     except sqlite3.Error as exc:
@@ -259,7 +275,7 @@ class SqliteOutbox:
             for outcome in outcomes:
                 _settle_one(connection, owner, outcome, now)
 
-        await self._submit(write)
+        await self._submit(Atomic(write))
 
     async def recent(self, state: str | None, source: str | None, limit: int) -> list[Delivery]:
         where, params = _filters(state, source)
