@@ -361,7 +361,6 @@ def banner(
             "  -> 200 once stored; the task service prints its arrival (checking the gateway's",
             "  own signature), and it is published on the channel webhooks.demo:",
             '  > {"type": "subscribe", "channel": "webhooks.demo"}   (on the WebSocket above)',
-            f"  curl -s {base}/api/v1/metrics | grep '^webhooks_'   # received, accepted, ...",
         ]
     lines += [
         f"Swagger UI of the gateway's own API: {base}/api/docs    Press Ctrl-C to stop.",
