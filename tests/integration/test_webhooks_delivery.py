@@ -219,7 +219,7 @@ def test_admin_endpoints_list_show_replay_purge(receiver: Receiver, tmp_path: Pa
         assert replay.status == 202
         wait_until(lambda: receiver.ids() == [dead])
         assert call(gateway.port, "GET", f"{base}/outbox", **admin).status == 200
-        purged = call(gateway.port, "DELETE", f"{base}/deliveries?state=delivered", **admin)
+        purged = call(gateway.port, "POST", f"{base}/purge?state=delivered", **admin)
         assert purged.json() == {"purged": 1}
         assert call(gateway.port, "GET", f"{base}/deliveries/{dead}", **admin).status == 404
     finally:

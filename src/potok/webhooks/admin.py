@@ -24,6 +24,19 @@ if TYPE_CHECKING:
 
 ADMIN_ROLE = "admin"
 _NO_STORE = {"Cache-Control": "no-store"}
+_PROBLEM = {"application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}}
+# Every answer besides the 2xx is problem+json (documented, so clients and fuzzers can
+# trust the document).
+_ANSWERS: dict[int | str, dict[str, Any]] = {
+    401: {"description": "No valid bearer token.", "content": _PROBLEM,
+          "headers": {"WWW-Authenticate": {"schema": {"type": "string"}}}},
+    403: {"description": "The token's user lacks the admin role.", "content": _PROBLEM},
+    404: {"description": "No such delivery, or webhooks are not configured.",
+          "content": _PROBLEM},
+    422: {"description": "A query parameter does not validate.", "content": _PROBLEM},
+    503: {"description": "The token service is off: no admin can sign in.", "content": _PROBLEM},
+}  # fmt: skip
+_SECURED: dict[str, Any] = {"security": [{"bearer": []}]}
 
 
 def _problem(request: Request, status: int, detail: str) -> Response:
@@ -36,7 +49,7 @@ def _problem(request: Request, status: int, detail: str) -> Response:
 
 
 def create_webhooks_admin_router(runtime: Callable[[], Runtime]) -> APIRouter:
-    router = APIRouter(prefix=WEBHOOKS_ADMIN_PATH, tags=["webhooks"])
+    router = APIRouter(prefix=WEBHOOKS_ADMIN_PATH, tags=["webhooks"], responses=_ANSWERS)
 
     def authorized(request: Request) -> Outbox | Response:
         """The outbox, or the refusal (401 no/invalid token, 403 not admin, 404 off)."""
@@ -54,7 +67,7 @@ def create_webhooks_admin_router(runtime: Callable[[], Runtime]) -> APIRouter:
             return _problem(request, 404, "webhooks are not configured")
         return current.webhooks.outbox
 
-    @router.get("/deliveries")
+    @router.get("/deliveries", openapi_extra=_SECURED)
     async def deliveries(
         request: Request,
         state: Literal["pending", "delivered", "dead"] | None = None,
@@ -68,7 +81,7 @@ def create_webhooks_admin_router(runtime: Callable[[], Runtime]) -> APIRouter:
         found = await outbox.recent(state, source, limit)
         return JSONResponse({"deliveries": [d.summary() for d in found]}, headers=_NO_STORE)
 
-    @router.get("/deliveries/{delivery_id}")
+    @router.get("/deliveries/{delivery_id}", openapi_extra=_SECURED)
     async def delivery(request: Request, delivery_id: str) -> Response:
         """One delivery with its stored headers and body."""
         outbox = authorized(request)
@@ -84,7 +97,7 @@ def create_webhooks_admin_router(runtime: Callable[[], Runtime]) -> APIRouter:
         }
         return JSONResponse(document, headers=_NO_STORE)
 
-    @router.post("/deliveries/{delivery_id}/replay", status_code=202)
+    @router.post("/deliveries/{delivery_id}/replay", status_code=202, openapi_extra=_SECURED)
     async def replay(request: Request, delivery_id: str) -> Response:
         """Deliver again now, whatever its state (attempts start over)."""
         outbox = authorized(request)
@@ -97,7 +110,9 @@ def create_webhooks_admin_router(runtime: Callable[[], Runtime]) -> APIRouter:
             current.webhooks.delivery_stored()
         return JSONResponse({"id": delivery_id, "state": "pending"}, status_code=202)
 
-    @router.delete("/deliveries")
+    # A path of its own (not DELETE /deliveries): Starlette's 405 lists the methods of
+    # one route per path, so GET and DELETE there would announce an incomplete Allow.
+    @router.post("/purge", openapi_extra=_SECURED)
     async def purge(
         request: Request,
         state: Literal["delivered", "dead"],
@@ -110,7 +125,7 @@ def create_webhooks_admin_router(runtime: Callable[[], Runtime]) -> APIRouter:
         deleted = await outbox.purge(state, time.time() - older_than)
         return JSONResponse({"purged": deleted})
 
-    @router.get("/outbox")
+    @router.get("/outbox", openapi_extra=_SECURED)
     async def depth(request: Request) -> Response:
         """Pending deliveries and the oldest one's age, per source."""
         outbox = authorized(request)
