@@ -48,6 +48,7 @@ from potok.upstream.service import Service
 from potok.upstream.stage import ProxyStage
 from potok.webhooks.endpoint import WebhookEndpoint
 from potok.webhooks.service import Webhooks, shared_webhooks
+from potok.webhooks.sources import Source
 
 if TYPE_CHECKING:
     pass
@@ -125,6 +126,11 @@ class Runtime:
             )
             for name, svc in config.services.items()
         }
+        self.webhook_sources: dict[str, Source] = (
+            self.webhooks.configure(config.webhooks, self.services)
+            if self.webhooks is not None and config.webhooks is not None
+            else {}
+        )
         entries: list[RouteEntry[Route]] = []
         # With metrics.listen: probes and metrics on a listener of their own (its table),
         # metrics only there.
@@ -240,9 +246,9 @@ class Runtime:
         """POST /api/v1/webhooks/{source} and each source's `path` aliases. No policies:
         a delivery is authenticated by its signature, and refusals are the endpoint's."""
         webhooks = self.webhooks
-        if webhooks is None or self.config.webhooks is None:
+        if webhooks is None:
             return []
-        sources = webhooks.configure(self.config.webhooks, self.services)
+        sources = self.webhook_sources
         audit = self.identity.audit
 
         def route(endpoint: WebhookEndpoint, has_params: bool) -> Route:

@@ -73,3 +73,23 @@ def test_a_good_config_passes(tmp_path: Path) -> None:
                              "path": "/api/v1/bot/webhook"}}},
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
+
+
+def test_an_alias_may_not_take_a_route_path(tmp_path: Path) -> None:
+    path = tmp_path / "potok.yaml"
+    config = {
+        **BASE,
+        "routes": [{"match": {"path": "/api/v1/bot/webhook"}, "service": "tasks"}],
+        "webhooks": {
+            "delivery": {"signing_secret": POTOK_SECRET},
+            "sources": {"max": {"preset": "max_bot", "secrets": ["m" * 20], "service": "tasks",
+                                "path": "/api/v1/bot/webhook"}},
+        },
+    }  # fmt: skip
+    path.write_text(yaml.safe_dump(config))
+    result = subprocess.run(
+        [sys.executable, "-m", "potok", "check", "--config", str(path)],
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert result.returncode != 0
+    assert "webhooks.sources.max.path" in result.stderr + result.stdout

@@ -565,7 +565,10 @@ class GatewayConfig(ConfigModel):
 
     @model_validator(mode="after")
     def _webhooks_checks(self) -> GatewayConfig:
-        problems = webhooks_problems(self.webhooks, set(self.services), self.realtime is not None)
+        exact = frozenset(r.match.path for r in self.routes if r.match.path is not None)
+        problems = webhooks_problems(
+            self.webhooks, set(self.services), self.realtime is not None, exact
+        )
         if problems:
             raise ValueError("\n  ".join(f"{path}: {message}" for path, message in problems))
         return self

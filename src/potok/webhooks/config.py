@@ -309,9 +309,13 @@ class WebhooksConfig(ConfigModel):
 
 
 def webhooks_problems(
-    webhooks: WebhooksConfig | None, services: set[str], realtime: bool
+    webhooks: WebhooksConfig | None,
+    services: set[str],
+    realtime: bool,
+    route_paths: frozenset[str] = frozenset(),
 ) -> list[tuple[str, str]]:
-    """Cross-section checks: (field path, message)."""
+    """Cross-section checks: (field path, message). `route_paths`: the exact paths of the
+    user's routes, which a source's alias may not take."""
     if webhooks is None:
         return []
     problems: list[tuple[str, str]] = []
@@ -328,6 +332,8 @@ def webhooks_problems(
         for path in source.path:
             if path in paths:
                 problems.append((f"{where}.path", f"{path} is also {paths[path]}'s path"))
+            if path in route_paths or path.startswith("/api/v1/webhooks/"):
+                problems.append((f"{where}.path", f"{path} is already a route's path"))
             paths[path] = name
     if forwards and webhooks.delivery.signing_secret is None:
         problems.append(
