@@ -252,3 +252,30 @@ def test_published_on_the_bus_channel_of_its_source(tmp_path: Path) -> None:
         asyncio.run(scenario())
     finally:
         gateway.stop()
+
+
+def test_an_open_breaker_holds_deliveries_back_without_spending_attempts(
+    receiver: Receiver, tmp_path: Path
+) -> None:
+    """Two failures open the breaker for 2 s. Retried at 50 ms, the third and last attempt
+    would be spent against the open breaker and the delivery would die; held back instead
+    (nothing sent, no attempt spent), it waits for the breaker's probe and arrives."""
+    settings = config(receiver, tmp_path, max_attempts=3)
+    settings["services"]["svc"]["circuit_breaker"] = {
+        "consecutive_failures": 2,
+        "open_for": "2s",
+    }
+    receiver.fail_with = 503
+    gateway = GatewayProcess(settings)
+    try:
+        held = send(gateway.port, "hooks", b'{"held": 1}', "br-1")
+        wait_until(
+            lambda: (
+                metric(gateway.port, "webhooks_delivery_attempts_total", result="held_back") >= 1
+            )
+        )
+        receiver.fail_with = None
+        wait_until(lambda: receiver.ids() == [held], timeout=15)
+        assert metric(gateway.port, "webhooks_dead_letters_total") == 0
+    finally:
+        gateway.stop()
