@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import signal
 import socket
 import subprocess
 import sys
@@ -277,5 +278,27 @@ def test_an_open_breaker_holds_deliveries_back_without_spending_attempts(
         receiver.fail_with = None
         wait_until(lambda: receiver.ids() == [held], timeout=15)
         assert metric(gateway.port, "webhooks_dead_letters_total") == 0
+    finally:
+        gateway.stop()
+
+
+def test_a_reload_that_adds_webhooks_starts_them(receiver: Receiver, tmp_path: Path) -> None:
+    settings = config(receiver, tmp_path)
+    webhooks = settings.pop("webhooks")
+    gateway = GatewayProcess(settings)
+    try:
+        assert request(gateway.port, "POST", "/api/v1/webhooks/hooks", {}, b"{}").status == 404
+        gateway.write_config({**settings, "webhooks": webhooks})
+        gateway.signal(signal.SIGHUP)
+
+        def accepted() -> bool:
+            body = b'{"reloaded": true}'
+            headers = standard_headers(body, delivery="reload-1")
+            return (
+                request(gateway.port, "POST", "/api/v1/webhooks/hooks", headers, body).status == 200
+            )
+
+        wait_until(accepted, timeout=20, interval=0.3)
+        wait_until(lambda: len(receiver.ids()) == 1)
     finally:
         gateway.stop()
