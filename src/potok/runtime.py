@@ -9,6 +9,7 @@ does not reset what the gateway knows about its upstreams.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import time
 from dataclasses import dataclass
@@ -36,6 +37,8 @@ from potok.routing.endpoints import (
     PROBE_ENDPOINTS,
     REALTIME_ROUTE_NAME,
     REALTIME_WS_PATH,
+    WEBHOOKS_PATH,
+    WEBHOOKS_ROUTE_NAME,
     route_name,
 )
 from potok.routing.rewrite import Rewriter, compile_rewrite
@@ -49,6 +52,9 @@ from potok.upstream.request import RequestHeadBuilder
 from potok.upstream.retry import RetryPolicy
 from potok.upstream.service import Service
 from potok.upstream.stage import ProxyStage
+from potok.webhooks.endpoint import WebhookEndpoint
+from potok.webhooks.service import Webhooks, shared_webhooks
+from potok.webhooks.sources import Source
 
 if TYPE_CHECKING:
     pass
@@ -114,6 +120,9 @@ class Runtime:
         self.realtime: Realtime | None = shared_realtime(
             config, self.resources, self.identity, metrics
         )
+        self.webhooks: Webhooks | None = shared_webhooks(
+            config.webhooks, self.resources, metrics, self.realtime
+        )
         self.settings = settings_from(config, self.identity.headers.strip)
         self.trusted = TrustedProxies(config.server.trusted_proxies)
         self.tracer = build_tracer(config.tracing, self.resources, self.trusted)
@@ -127,6 +136,11 @@ class Runtime:
             )
             for name, svc in config.services.items()
         }
+        self.webhook_sources: dict[str, Source] = (
+            self.webhooks.configure(config.webhooks, self.services)
+            if self.webhooks is not None and config.webhooks is not None
+            else {}
+        )
         entries: list[RouteEntry[Route]] = []
         # With metrics.listen: probes and metrics on a listener of their own (its table),
         # metrics only there.
@@ -159,6 +173,9 @@ class Runtime:
             # Above every user route, host-bound too: a CA's validation meets no policy.
             entries.append(self._acme_entry(acme_terminal, order))
             order += 1
+            for entry in self._webhook_entries(order):
+                entries.append(entry)
+                order += 1
         self.admin_table: RouteTable[Route] = RouteTable(admin_entries)
         self.routes: list[Route] = []
         for index, route_config in enumerate(config.routes):
@@ -253,6 +270,35 @@ class Runtime:
         methods = frozenset({b"GET", b"HEAD"})
         return RouteEntry(route, ACME_CHALLENGE_PATH, False, methods, None, order, reserved=True)
 
+    def _webhook_entries(self, order: int) -> list[RouteEntry[Route]]:
+        """POST /api/v1/webhooks/{source} and each source's `path` aliases. No policies:
+        a delivery is authenticated by its signature, and refusals are the endpoint's."""
+        webhooks = self.webhooks
+        if webhooks is None:
+            return []
+        sources = self.webhook_sources
+        audit = self.identity.audit
+
+        def route(endpoint: WebhookEndpoint, has_params: bool) -> Route:
+            return Route(
+                name=WEBHOOKS_ROUTE_NAME,
+                service=None,
+                pipeline=Pipeline([], endpoint),
+                rewrite=None,
+                request_timeout=30.0,
+                has_params=has_params,
+            )
+
+        templated = route(WebhookEndpoint(webhooks, sources, audit), True)
+        entries = [
+            RouteEntry(templated, WEBHOOKS_PATH + "/{source}", True, frozenset(), None, order)
+        ]
+        for source in sources.values():
+            alias = route(WebhookEndpoint(webhooks, sources, audit, bound=source), False)
+            for path in source.config.path:
+                entries.append(RouteEntry(alias, path, True, frozenset(), None, order))
+        return entries
+
     def _build_route(self, index: int, config: RouteConfig) -> Route:
         name = route_name(index, config)
         service = self.services[config.primary_service]
@@ -329,6 +375,12 @@ class Runtime:
         """Start background work (health checks); needs the running loop."""
         for service in self.services.values():
             service.start()
+        webhooks = self.webhooks
+        if webhooks is not None and not webhooks.started:
+            # A reload that added the webhooks section: the worker started the first
+            # config's before listening; until this finishes, deliveries get 503.
+            task = asyncio.get_running_loop().create_task(webhooks.start())
+            webhooks.starting = task
 
     def close(self) -> None:
         for service in self.services.values():

@@ -252,6 +252,7 @@ def test_schema_is_a_json_schema_of_the_whole_file(schema):
         "auth",
         "redis",
         "realtime",
+        "webhooks",
         "reload",
     }
 

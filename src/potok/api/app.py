@@ -27,6 +27,7 @@ from potok.api.cache_admin import create_cache_admin_router
 from potok.realtime.events_api import create_events_router
 from potok.realtime.socketio import PATH as SOCKETIO_PATH
 from potok.realtime.socketio import SocketIoGateway
+from potok.webhooks.admin import create_webhooks_admin_router
 
 if TYPE_CHECKING:
     from potok.runtime import Runtime
@@ -99,6 +100,7 @@ def create_api(context: ApiContext) -> FastAPI:
     app.include_router(create_auth_router(context.runtime))
     app.include_router(create_events_router(context.runtime))
     app.include_router(create_cache_admin_router(context.runtime))
+    app.include_router(create_webhooks_admin_router(context.runtime))
     app.mount(SOCKETIO_PATH, SocketIoGateway(context.runtime))
     generate = app.openapi
 

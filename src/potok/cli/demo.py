@@ -9,6 +9,7 @@ as in production), then the services.
 from __future__ import annotations
 
 import argparse
+import base64
 import os
 import shlex
 import signal
@@ -29,6 +30,7 @@ from potok.demo import DEMO_CONFIG_NAME, demo_config_resource
 from potok.demo.identity import DEMO_USER, create_demo_user, demo_identity_env
 from potok.demo.services import SERVICES
 from potok.demo.services.events import EVENTS_KEY_ENV, EVENTS_URL_ENV
+from potok.demo.services.task import WEBHOOK_SECRET_ENV
 
 SERVICES_HOST = "127.0.0.1"
 PORT_ENV = {name: f"POTOK_DEMO_{name.upper()}_PORT" for name in SERVICES}
@@ -94,11 +96,13 @@ def main(args: argparse.Namespace) -> int:
         return 1
     previous = signal.signal(signal.SIGTERM, _raise_stopped)
     try:
-        events_env = {"task": _events_env(config)}
+        events_env = {"task": _events_env(config) | _webhook_env(config)}
         with ServiceProcesses(ports, _service_keys(config), events_env) as services:
             services.wait_ready(START_TIMEOUT)
             password = create_demo_user(config)
-            print(banner(args.host, args.port, ports, password), flush=True)
+            print(
+                banner(args.host, args.port, ports, password, _webhook_secret(config)), flush=True
+            )
             # From here the gateway's own handlers take SIGTERM/SIGINT and drain.
             return serve(config)
     except DemoError as exc:
@@ -170,6 +174,34 @@ def _events_env(config: GatewayConfig) -> dict[str, str]:
         EVENTS_URL_ENV: f"http://{netloc}:{config.server.port}/api/v1/events",
         EVENTS_KEY_ENV: realtime.events.keys[0].key,
     }
+
+
+def _webhook_env(config: GatewayConfig) -> dict[str, str]:
+    """The secret the task service checks Potok's signature on forwarded webhooks with."""
+    webhooks = config.webhooks
+    if webhooks is None or webhooks.delivery.signing_secret is None:
+        return {}
+    return {WEBHOOK_SECRET_ENV: webhooks.delivery.signing_secret}
+
+
+def _webhook_secret(config: GatewayConfig) -> str | None:
+    """The `demo` source's secret (for the signing command the banner prints)."""
+    webhooks = config.webhooks
+    source = webhooks.sources.get("demo") if webhooks is not None else None
+    return source.secrets[0] if source is not None else None
+
+
+def _signing_command(base: str, secret: str) -> str:
+    """One shell line that signs a delivery the Standard Webhooks way (openssl) and sends it."""
+    key = base64.b64decode(secret.removeprefix("whsec_")).hex()
+    body = '{"type":"ping","hello":"webhooks"}'
+    return (
+        f"  ID=msg_$(date +%s%N) TS=$(date +%s) BODY='{body}'; "
+        "SIG=$(printf '%s' \"$ID.$TS.$BODY\" | openssl dgst -sha256 -mac HMAC "
+        f"-macopt hexkey:{key} -binary | base64); curl -s -X POST {base}/api/v1/webhooks/demo "
+        '-H "webhook-id: $ID" -H "webhook-timestamp: $TS" -H "webhook-signature: v1,$SIG" '
+        "-H 'Content-Type: application/json' -d \"$BODY\""
+    )
 
 
 def _check_ports(gateway_host: str, gateway_port: int, ports: Mapping[str, int]) -> None:
@@ -284,7 +316,13 @@ def _python() -> str:
     return shlex.quote(sys.executable)
 
 
-def banner(host: str, port: int, ports: Mapping[str, int], password: str = "<password>") -> str:
+def banner(
+    host: str,
+    port: int,
+    ports: Mapping[str, int],
+    password: str = "<password>",
+    webhook_secret: str | None = None,
+) -> str:
     shown = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
     base = f"http://[{shown}]:{port}" if ":" in shown else f"http://{shown}:{port}"
     json = "-H 'Content-Type: application/json'"
@@ -316,6 +354,17 @@ def banner(host: str, port: int, ports: Mapping[str, int], password: str = "<pas
         '  > {"type": "subscribe", "channel": "org:acme:tasks"}',
         "  then create or PATCH a task (the POST above): task:created / task:updated arrive live.",
         "  Socket.IO: path /api/v1/socket.io, auth {token: ACCESS}; see docs/realtime.md",
+    ]
+    if webhook_secret is not None:
+        lines += [
+            "Webhooks: a signed delivery to the source 'demo' (Standard Webhooks, secret "
+            f"{webhook_secret}):",
+            _signing_command(base, webhook_secret),
+            "  -> 200 once stored; the task service prints its arrival (checking the gateway's",
+            "  own signature), and it is published on the channel webhooks.demo:",
+            '  > {"type": "subscribe", "channel": "webhooks.demo"}   (on the WebSocket above)',
+        ]
+    lines += [
         f"Swagger UI of the gateway's own API: {base}/api/docs    Press Ctrl-C to stop.",
         "",
     ]

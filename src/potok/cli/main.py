@@ -28,6 +28,7 @@ def build_parser() -> argparse.ArgumentParser:
         run,
         secrets,
         users,
+        webhooks,
     )
 
     parser = argparse.ArgumentParser(prog="potok", description="Potok API gateway")
@@ -45,6 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
         audit,
         certs,
         cache,
+        webhooks,
     ):
         module.register(commands)
     return parser

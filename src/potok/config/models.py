@@ -36,6 +36,7 @@ from potok.policies.config import ApiPoliciesConfig, PoliciesConfig
 from potok.realtime.config import RealtimeConfig, realtime_problems
 from potok.routing.pattern import validate_pattern, validate_rewrite
 from potok.traffic.config import CanaryRule, MirrorConfig, Sticky, WeightedService
+from potok.webhooks.config import WebhooksConfig, webhooks_problems
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 _HTTP_METHODS = frozenset(
@@ -662,6 +663,13 @@ class GatewayConfig(ConfigModel):
             "Real-time delivery: /api/v1/ws, Socket.IO, channels, event bus (off unless given)."
         ),
     )
+    webhooks: WebhooksConfig | None = Field(
+        None,
+        description=(
+            "Webhook ingress at /api/v1/webhooks/{source}: verified, de-duplicated, stored "
+            "before the 2xx, delivered at least once (off unless given)."
+        ),
+    )
     reload: ReloadConfig = Field(
         default_factory=ReloadConfig,
         description="Hot reload of services, routes and policies (SIGHUP, or a watched file).",
@@ -687,6 +695,16 @@ class GatewayConfig(ConfigModel):
     @model_validator(mode="after")
     def _realtime_checks(self) -> GatewayConfig:
         problems = realtime_problems(self)
+        if problems:
+            raise ValueError("\n  ".join(f"{path}: {message}" for path, message in problems))
+        return self
+
+    @model_validator(mode="after")
+    def _webhooks_checks(self) -> GatewayConfig:
+        exact = frozenset(r.match.path for r in self.routes if r.match.path is not None)
+        problems = webhooks_problems(
+            self.webhooks, set(self.services), self.realtime is not None, exact
+        )
         if problems:
             raise ValueError("\n  ".join(f"{path}: {message}" for path, message in problems))
         return self

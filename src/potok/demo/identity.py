@@ -31,6 +31,10 @@ def demo_identity_env(environ: Mapping[str, str] | None = None) -> dict[str, str
         directory = tempfile.mkdtemp(prefix="potok-demo-")
         atexit.register(shutil.rmtree, directory, ignore_errors=True)
         env["POTOK_DEMO_DB"] = str(Path(directory) / "potok-demo.db")
+    if not current.get("POTOK_DEMO_WEBHOOKS_DB"):
+        # Beside the identity database: the outbox of webhook deliveries, empty per run too.
+        database = env.get("POTOK_DEMO_DB") or current["POTOK_DEMO_DB"]
+        env["POTOK_DEMO_WEBHOOKS_DB"] = str(Path(database).parent / "potok-demo-webhooks.db")
     return env
 
 

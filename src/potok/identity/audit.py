@@ -42,6 +42,7 @@ KEY_ROTATED = "key.rotated"
 USER_CREATED = "user.created"
 USER_CHANGED = "user.changed"
 REQUEST_DENIED = "request.denied"
+WEBHOOK_REJECTED = "webhook.rejected"  # a delivery refused at ingress (webhooks/endpoint.py)
 
 # Names earlier docs used, still accepted by `potok audit --event`.
 EVENT_ALIASES = {"token.refresh_reuse": REFRESH_REUSED}

@@ -101,6 +101,8 @@ async def _wire(config: GatewayConfig, worker_id: str, metrics_dir: Path | None)
     if realtime is not None:
         await realtime.start()
         bridge.websockets.limits = realtime.socketio_limits()
+    if runtime.webhooks is not None:
+        await runtime.webhooks.start()  # the outbox is open before a delivery can arrive
     gateway = Gateway(runtime, metrics, access_log)
     admission = Admission(gateway, config.server.overload, registry)
     state = ServerState(admission, runtime.settings)

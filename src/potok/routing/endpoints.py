@@ -16,6 +16,9 @@ REALTIME_WS_PATH = "/api/v1/ws"
 # user route of the same path (an `http` listener that redirects to HTTPS keeps it).
 ACME_CHALLENGE_PATH = "/.well-known/acme-challenge"
 ACME_ROUTE_NAME = "potok-acme"
+WEBHOOKS_ROUTE_NAME = "potok-webhooks"
+WEBHOOKS_PATH = "/api/v1/webhooks"
+WEBHOOKS_ADMIN_PATH = "/api/v1/admin/webhooks"
 
 # The gateway's own endpoints: (pattern, exact). User routes may sit beside them,
 # never on top of them (config check).
@@ -30,6 +33,8 @@ OWN_ENDPOINTS: tuple[tuple[str, bool], ...] = (
     ("/api/v1/socket.io", False),
     ("/api/v1/events", True),
     ("/api/v1/admin/cache", False),
+    (WEBHOOKS_PATH, False),
+    (WEBHOOKS_ADMIN_PATH, False),
 )
 
 

@@ -13,7 +13,9 @@ task publishes `task:created` and changing one `task:updated` on channel
 
 from __future__ import annotations
 
+import os
 import re
+import sys
 import time
 from typing import Any, Literal
 
@@ -25,9 +27,12 @@ from starlette.types import ASGIApp
 
 from potok.demo.services.events import EventPublisher, publisher_from_env
 from potok.demo.services.jsonapi import JsonService, ServiceError, api_key_from_env, path_int
+from potok.webhooks.verification import Rejected
 
 NAME = "task"
 API_KEY_ENV = "TASK_SERVICE_API_KEY"
+# Potok's own signing secret for forwarded webhooks (`webhooks.delivery.signing_secret`).
+WEBHOOK_SECRET_ENV = "POTOK_DEMO_WEBHOOK_SIGNING_SECRET"
 MAX_TASKS = 10_000
 
 _ORG = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
@@ -62,7 +67,22 @@ class TaskChanges(BaseModel):
         return self
 
 
-def create_app(api_key: str | None = None, events: EventPublisher | None = None) -> ASGIApp:
+def _webhook_checker(secret: str | None) -> Any:
+    """What checks Potok's signature on a forwarded delivery: a Standard Webhooks verifier
+    with the gateway's signing secret (any Standard Webhooks library would do)."""
+    if not secret:
+        return None
+    from potok.webhooks.config import SourceConfig  # noqa: PLC0415  (only with webhooks on)
+    from potok.webhooks.presets import build_verifier  # noqa: PLC0415
+
+    return build_verifier(SourceConfig(preset="standard_webhooks", secrets=(secret,), publish=True))
+
+
+def create_app(
+    api_key: str | None = None,
+    events: EventPublisher | None = None,
+    webhook_secret: str | None = None,
+) -> ASGIApp:
     service = JsonService(NAME)
     orgs: dict[str, dict[int, dict[str, Any]]] = {}
     total = 0
@@ -125,7 +145,30 @@ def create_app(api_key: str | None = None, events: EventPublisher | None = None)
         announce("task:updated", task)
         return service.reply(request, {"task": task})
 
+    checker = _webhook_checker(webhook_secret)
+
+    async def webhook(request: Request) -> Response:
+        body = await request.body()
+        if checker is None:
+            raise ServiceError(404, "webhooks are not set up")
+        raw = {k.lower().encode(): v.encode() for k, v in request.headers.items()}
+        try:
+            checker.verify(raw.get, body, time.time())
+        except Rejected as exc:
+            raise ServiceError(401, f"not signed by the gateway: {exc.detail}") from None
+        delivery = request.headers.get("idempotency-key", "?")
+        text = body.decode("utf-8", "replace")
+        print(
+            f"task service: webhook {delivery} from source "
+            f"{request.headers.get('potok-webhook-source')!r} arrived (gateway signature "
+            f"verified): {text[:200]}",
+            file=sys.stderr,
+            flush=True,
+        )
+        return Response(status_code=204)
+
     routes = [
+        Route("/webhooks/demo", webhook, methods=["POST"]),
         Route("/api/v1/orgs/{org_id}/tasks", list_tasks, methods=["GET"]),
         Route("/api/v1/orgs/{org_id}/tasks", create_task, methods=["POST"]),
         Route("/api/v1/orgs/{org_id}/tasks/{task_id}", get_task, methods=["GET"]),
@@ -135,4 +178,6 @@ def create_app(api_key: str | None = None, events: EventPublisher | None = None)
 
 
 def app_from_env() -> ASGIApp:
-    return create_app(api_key_from_env(API_KEY_ENV), publisher_from_env())
+    return create_app(
+        api_key_from_env(API_KEY_ENV), publisher_from_env(), os.environ.get(WEBHOOK_SECRET_ENV)
+    )
