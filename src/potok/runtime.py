@@ -169,13 +169,13 @@ class Runtime:
                 if not (apart and pattern == METRICS_PATH):
                     entries.append(entry)
                 order += 1
+            for entry in self._webhook_entries(order):
+                entries.append(entry)
+                order += 1
         if acme_terminal is not None:
             # Above every user route, host-bound too: a CA's validation meets no policy.
             entries.append(self._acme_entry(acme_terminal, order))
             order += 1
-            for entry in self._webhook_entries(order):
-                entries.append(entry)
-                order += 1
         self.admin_table: RouteTable[Route] = RouteTable(admin_entries)
         self.routes: list[Route] = []
         for index, route_config in enumerate(config.routes):

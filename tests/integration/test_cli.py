@@ -73,7 +73,7 @@ def test_check_finds_potok_yaml_in_the_working_directory(tmp_path):
 def test_check_lists_every_field_problem(tmp_path):
     doc = {
         "server": {"port": 70000, "timeouts": {"keepalive": "10 parsecs"}},
-        "services": {"users": {"targets": ["http://ok:1", "https://bad:1"]}},
+        "services": {"users": {"targets": ["http://ok:1", "ftp://bad:1"]}},
         "routes": [
             {"match": {"prefix": "api"}, "service": "users"},
             {"match": {"prefix": "/b"}, "service": "users", "matchh": 1},
@@ -254,6 +254,8 @@ def test_schema_is_a_json_schema_of_the_whole_file(schema):
         "realtime",
         "webhooks",
         "reload",
+        "tracing",
+        "acme",
     }
 
 
