@@ -14,6 +14,7 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from potok.config.listeners import ALL_SERVES
 from potok.config.models import GatewayConfig, RouteConfig
 from potok.config.resilience import FallbackConfig
 from potok.exchange import ResponseHook
@@ -117,11 +118,12 @@ class Runtime:
             )
             for name, svc in config.services.items()
         }
-        entries: list[RouteEntry[Route]] = []
-        # With metrics.listen: probes and metrics on a listener of their own (its table),
-        # metrics only there.
-        apart = config.metrics.listen is not None
-        admin_entries: list[RouteEntry[Route]] = []
+        # The own endpoints by kind and the routes; each listener's table takes the kinds
+        # it serves (`server.listeners[].serves`); health probes are on every listener.
+        self._probe_entries: list[RouteEntry[Route]] = []
+        self._metrics_entries: list[RouteEntry[Route]] = []
+        self._api_entries: list[RouteEntry[Route]] = []
+        self._route_entries: list[RouteEntry[Route]] = []
         order = 0
         if api_terminal is not None:
             api_route = self._own_api_route(api_terminal)
@@ -140,18 +142,19 @@ class Runtime:
                     else api_route
                 )
                 entry = RouteEntry(target, pattern, exact, frozenset(), None, order)
-                if pattern in PROBE_ENDPOINTS and apart:
-                    admin_entries.append(entry)
-                if not (apart and pattern == METRICS_PATH):
-                    entries.append(entry)
+                if pattern == METRICS_PATH:
+                    self._metrics_entries.append(entry)
+                elif pattern in PROBE_ENDPOINTS:
+                    self._probe_entries.append(entry)
+                else:
+                    self._api_entries.append(entry)
                 order += 1
-        self.admin_table: RouteTable[Route] = RouteTable(admin_entries)
         self.routes: list[Route] = []
         for index, route_config in enumerate(config.routes):
             route = self._build_route(index, route_config)
             self.routes.append(route)
             match = route_config.match
-            entries.append(
+            self._route_entries.append(
                 RouteEntry(
                     route,
                     match.path or match.prefix or "/",
@@ -162,9 +165,28 @@ class Runtime:
                 )
             )
             order += 1
-        self.table: RouteTable[Route] = RouteTable(entries)
+        self.tables: dict[frozenset[str], RouteTable[Route]] = {}
+        for listener in config.listeners():
+            self.table_for(listener.serves_key)
+        # Every route and own endpoint (`potok routes`, tests).
+        self.table: RouteTable[Route] = self.table_for(frozenset(ALL_SERVES))
+        entries = self._route_entries
         self.host_routing = any(e.host is not None for e in entries)
         self.answer_hooks: tuple[ResponseHook, ...] = self._unrouted_hooks()
+
+    def table_for(self, serves: frozenset[str]) -> RouteTable[Route]:
+        """The route table of a listener serving `serves` (built once per set)."""
+        table = self.tables.get(serves)
+        if table is None:
+            entries = list(self._probe_entries)
+            if "metrics" in serves:
+                entries += self._metrics_entries
+            if "api" in serves:
+                entries += self._api_entries
+            if "proxy" in serves:
+                entries += self._route_entries
+            table = self.tables[serves] = RouteTable(entries)
+        return table
 
     def _context(self, route_name: str, own_api: bool = False) -> BuildContext:
         return BuildContext(
