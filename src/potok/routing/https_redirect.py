@@ -30,5 +30,6 @@ def redirect_to_https(exchange: Exchange, port: int) -> None:
     if not exchange.host:
         exchange.problem(400, "a Host header is needed to redirect to https")
         return
-    location = https_location(exchange.host, port, exchange.path + exchange.query)
+    target = exchange.path + exchange.query if exchange.path != b"*" else b"/"  # OPTIONS *
+    location = https_location(exchange.host, port, target)
     exchange.respond(308, b"", b"text/plain", ((b"Location", location),))
