@@ -74,11 +74,12 @@ def base_context(settings: TlsSettings) -> ssl.SSLContext:
 
 def context_from_files(settings: TlsSettings, cert: str, key: str) -> ssl.SSLContext:
     """A context serving the chain in `cert` with `key` (blocking: file reads)."""
+    for path in (cert, key):
+        if not os.path.isfile(path):
+            raise CertificateError(f"{path}: no such file")
     context = base_context(settings)
     try:
         context.load_cert_chain(cert, key)
-    except FileNotFoundError as exc:
-        raise CertificateError(f"{exc.filename}: no such file") from None
     except (OSError, ssl.SSLError) as exc:
         raise CertificateError(
             f"certificate {cert} with key {key}: {_reason(exc)} (both PEM; the key must "
