@@ -8,7 +8,7 @@ from pydantic import Field, model_validator
 
 from potok.config.base import ConfigModel
 from potok.config.paths import ConfigPath
-from potok.config.units import Duration
+from potok.config.units import OptionalDuration
 
 # Mozilla "intermediate" (server side TLS guidelines, v5.7): TLS 1.2 suites with forward
 # secrecy and AEAD only. TLS 1.3's three suites are OpenSSL's defaults, the same list.
@@ -85,7 +85,7 @@ class ListenerTlsConfig(ConfigModel):
     client_ca: ConfigPath | None = Field(
         None, description="PEM bundle of the CAs client certificates must chain to."
     )
-    reload_interval: Duration = Field(
+    reload_interval: OptionalDuration = Field(
         5.0,
         description=(
             "How often the certificate files are checked for changes (their modification "
