@@ -129,7 +129,7 @@ def test_reload_new_handshakes_get_the_new_certificate_open_ones_are_untouched(
             kept.sendall(build_request("GET", "/y"))
             assert reader.read().status == 200
             assert kept.getpeercert()["serialNumber"] == old_serial == before
-        assert "certificate reloaded" in gateway.stderr() + open(gateway.stdout_path).read()
+        assert "certificate reloaded" in gateway.stderr() + gateway.stdout_path.read_text()
     finally:
         gateway.stop()
 
@@ -149,12 +149,12 @@ def test_a_bad_file_at_reload_keeps_the_served_certificate(pki, upstream, tmp_pa
         (tmp_path / "live.pem").write_bytes(b"".join(b.bytes() for b in stranger.cert_chain_pems))
 
         def logged() -> bool:
-            text = open(gateway.stdout_path).read() + gateway.stderr()
+            text = gateway.stdout_path.read_text() + gateway.stderr()
             return "certificate reload failed" in text
 
         gateway.wait_for(logged, timeout=10)
         assert _serial(port, pki) == before  # still served, handshakes still succeed
-        text = open(gateway.stdout_path).read() + gateway.stderr()
+        text = gateway.stdout_path.read_text() + gateway.stderr()
         assert "live.pem" in text
         # Then the key arrives: the pair loads.
         (tmp_path / "live.key").write_bytes(stranger.private_key_pem.bytes())
