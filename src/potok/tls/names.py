@@ -17,7 +17,8 @@ def check_name(name: str) -> str:
     text = name.strip().lower().rstrip(".")
     labels = text.split(".")
     rest = labels[1:] if labels[0] == "*" else labels
-    if len(labels) < 2 or not rest or not all(_LABEL.match(label) for label in rest):
+    wildcard_too_short = labels[0] == "*" and len(rest) < 2  # `*.com`: not one site
+    if wildcard_too_short or not rest or not all(_LABEL.match(label) for label in rest):
         raise CertificateError(
             f"{name!r}: a host name ('api.example.com') or a one-label wildcard ('*.example.com')"
         )

@@ -71,9 +71,8 @@ class CertificateStore:
         """Serve the PEM files `cert` and `key` (a reload of the same files replaces them);
         names: given, or the certificate's own DNS names. Blocking. Returns the names."""
         context = context_from_files(self.settings, cert, key)
+        # No DNS names (an IP-only certificate): served only as the default.
         chosen = tuple(check_name(n) for n in names) or certificate_names(cert)
-        if not chosen and not default:
-            raise CertificateError(f"{cert}: the certificate has no DNS names; list `names`")
         warning = expiry_warning(cert)
         if warning is not None:
             log.warning("certificate expired", file=cert, listener=self.listener, detail=warning)
