@@ -140,7 +140,7 @@ def test_shorthand_and_metrics_listen_become_listeners() -> None:
     )
     main, metrics = split.listeners()
     assert set(main.serves) == {"proxy", "api"} and metrics.serves == ("metrics",)
-    with pytest.raises(ValidationError, match="a server.listeners port"):
+    with pytest.raises(ValidationError, match=r"a server\.listeners port"):
         GatewayConfig.model_validate(
             {"server": {"listeners": [{"port": 9100}]}, "metrics": {"listen": "127.0.0.1:9100"}}
         )
