@@ -245,3 +245,21 @@ def test_hsts_behind_a_trusted_proxy_that_terminated_tls(upstream):
         assert request(gateway.port, "GET", "/x").header("Strict-Transport-Security") is None
     finally:
         gateway.stop()
+
+
+def test_potok_check_loads_the_certificate_files(pki, tmp_path, upstream):
+    chain, _ = pki.issue("gateway.test")
+    _, other_key = pki.issue("other.test")
+    config = simple_config(upstream.url)
+    config["server"] = {"listeners": [https_listener(free_port(), chain, other_key)]}
+    path = tmp_path / "potok.yaml"
+    path.write_text(yaml.safe_dump(config))
+    run = subprocess.run(
+        [sys.executable, "-m", "potok", "check", "-c", str(path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert run.returncode == 1
+    assert "server.listeners[0]" in run.stdout and "key values mismatch" in run.stdout
