@@ -3,8 +3,12 @@
 # certificate, protocols and ciphers (Mozilla "intermediate", TLS 1.2+1.3), all proxying
 # to the same fast nginx upstream. One command:
 #
-#     bench/tls.sh                 # 10 s per measurement (~2 min)
-#     QUICK=1 bench/tls.sh         # 3 s per measurement
+#     bench/tls.sh                 # 3 rounds of 8 s per measurement (~5 min)
+#     QUICK=1 bench/tls.sh         # 1 round of 3 s
+#
+# Rounds alternate the targets (nginx, Potok plain, Potok https, ...) so a neighbour's
+# load lands on all of them alike; the medians are reported. Before each run the script
+# waits (at most QUIET_WAIT s) for other processes to calm down (bench/cpuwatch.py).
 #
 # Per target: keep-alive req/s (wrk -c50) and new connections/s with a full handshake
 # each (wrk -c50 -H 'Connection: close': every request a new TCP + TLS connection).
@@ -15,9 +19,15 @@
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
-DURATION=${DURATION:-10}
+DURATION=${DURATION:-8}
 WARMUP=${WARMUP:-2}
-[[ ${QUICK:-0} == 1 ]] && DURATION=3
+ROUNDS=${ROUNDS:-3}
+QUIET_THRESHOLD=${QUIET_THRESHOLD:-10}
+QUIET_WAIT=${QUIET_WAIT:-15}
+if [[ ${QUICK:-0} == 1 ]]; then
+    DURATION=3
+    ROUNDS=1
+fi
 ((DURATION <= 10)) || die "DURATION is capped at 10 s per run"
 CIPHERS="ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256:ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-RSA-AES256-GCM-SHA384:ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-RSA-CHACHA20-POLY1305:DHE-RSA-AES128-GCM-SHA256:DHE-RSA-AES256-GCM-SHA384:DHE-RSA-CHACHA20-POLY1305"
 
@@ -108,19 +118,25 @@ wait_https() {  # PORT PID
     return 1
 }
 
-# run NAME URL KIND: KIND keepalive | close
+# run NAME URL KIND ROUND: KIND keepalive | close
 run() {
-    local name=$1 url=$2 kind=$3 out=$RAW/$1.$3.txt
+    local name=$1 url=$2 kind=$3 round=$4 out=$RAW/$1.$3.$4.txt
     local extra=()
     [[ $kind == close ]] && extra=(-H "Connection: close")
-    log "$name $kind: ${DURATION}s on $url"
+    "$PYTHON" "$BENCH_DIR/cpuwatch.py" quiet $$ --threshold "$QUIET_THRESHOLD" --max-wait "$QUIET_WAIT" >"$out.foreign" || true
+    log "$name $kind round $round: ${DURATION}s on $url (others used $(cat "$out.foreign") % CPU before)"
     taskset -c "$LOAD_CPU" wrk -t1 -c50 -d"${WARMUP}s" "${extra[@]}" "$url" >/dev/null 2>&1 || true
     taskset -c "$LOAD_CPU" wrk -t1 -c50 -d"${DURATION}s" --latency "${extra[@]}" "$url" >"$out" 2>&1 || true
 }
 
-rps() { awk '/Requests\/sec/ {print int($2)}' "$RAW/$1.$2.txt" 2>/dev/null || echo 0; }
-p99() { awk '$1 == "99%" {print $2}' "$RAW/$1.$2.txt" 2>/dev/null || echo "?"; }
-errors() { grep -E 'Socket errors|Non-2xx' "$RAW/$1.$2.txt" | tr -s ' ' | paste -sd';' - || true; }
+# Median over the rounds of a wrk figure: rps NAME KIND, p99 NAME KIND.
+_median() { sort -n | awk '{ v[NR] = $1 } END { if (NR) print v[int((NR + 1) / 2)]; else print 0 }'; }
+rps() { cat "$RAW/$1.$2".*.txt 2>/dev/null | awk '/Requests\/sec/ {print int($2)}' | _median; }
+p99() {
+    cat "$RAW/$1.$2".*.txt 2>/dev/null | awk '$1 == "99%" { v = $2; if (v ~ /ms$/) v = v + 0; else if (v ~ /us$/) v = v / 1000; else if (v ~ /s$/) v = v * 1000; print v }' \
+        | _median | awk '{ printf "%.1f ms", $1 }'
+}
+errors() { cat "$RAW/$1.$2".*.txt 2>/dev/null | grep -E 'Socket errors|Non-2xx' | tr -s ' ' | paste -sd';' - || true; }
 
 trap cleanup EXIT
 ensure_tools
@@ -132,23 +148,24 @@ start_upstream
 
 start_nginx_tls
 wait_https "$NGINX_TLS_PORT" "$NGINX_PID" || die "nginx https did not start (see $WORK/nginx-tls/error.log)"
-run nginx-https "https://127.0.0.1:$NGINX_TLS_PORT/" keepalive
-run nginx-https "https://127.0.0.1:$NGINX_TLS_PORT/" close
-stop_pid "$NGINX_PID"
-
 start_potok_both
 wait_https "$POTOK_TLS_PORT" "$POTOK_PID" || die "potok https did not start (see $WORK/potok/stdout.log)"
-run potok-plain "http://127.0.0.1:$POTOK_PLAIN_PORT/" keepalive
-run potok-plain "http://127.0.0.1:$POTOK_PLAIN_PORT/" close
-run potok-https "https://127.0.0.1:$POTOK_TLS_PORT/" keepalive
-run potok-https "https://127.0.0.1:$POTOK_TLS_PORT/" close
-# What wrk negotiates (for the record): protocol and cipher.
+# What a client negotiates (for the record): protocol and cipher.
 negotiated=$(curl -sv --cacert "$WORK/pki/ca.pem" "https://127.0.0.1:$POTOK_TLS_PORT/" 2>&1 \
     | grep -oE 'SSL connection using [^ ]+ / [^ ]+' | head -n1 || true)
+# Both servers stay up; each is pinned to core 0 but only one is loaded at a time.
+for round in $(seq 1 "$ROUNDS"); do
+    for kind in keepalive close; do
+        run nginx-https "https://127.0.0.1:$NGINX_TLS_PORT/" "$kind" "$round"
+        run potok-plain "http://127.0.0.1:$POTOK_PLAIN_PORT/" "$kind" "$round"
+        run potok-https "https://127.0.0.1:$POTOK_TLS_PORT/" "$kind" "$round"
+    done
+done
+stop_pid "$NGINX_PID"
 stop_pid "$POTOK_PID"
 
 {
-    echo "# TLS termination ($(date -u +%Y-%m-%dT%H:%MZ), ${DURATION}s per run, wrk -t1 -c50, server on core $PROXY_CPU)"
+    echo "# TLS termination ($(date -u +%Y-%m-%dT%H:%MZ), medians of $ROUNDS rounds of ${DURATION}s, wrk -t1 -c50, server on core $PROXY_CPU, load average $(cut -d' ' -f1-3 /proc/loadavg))"
     echo
     echo "Potok: $POTOK_SOURCE. Certificate: ECDSA P-256 (trustme); $negotiated."
     echo
