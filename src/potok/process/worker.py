@@ -145,6 +145,11 @@ async def serve(
     listeners = config.listeners()
     if certificates is None:
         certificates = await asyncio.to_thread(load_certificates, listeners)
+    else:
+        # Loaded by the supervisor, maybe long ago (this worker may be a replacement):
+        # files changed since are read now, not at the first poll or SIGHUP.
+        for files in certificates.values():
+            await asyncio.to_thread(files.reload, force=False)
     app = await _wire(config, worker_id, metrics_dir)
     watching = source is not None and config.reload.watch and not supervised
     # Under the supervisor, it watches the file and sends SIGHUP (one log line, not N).
