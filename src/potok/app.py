@@ -8,8 +8,10 @@ from typing import TYPE_CHECKING
 
 import structlog
 
+from potok.listening import ACME_CHALLENGE_PREFIX
 from potok.observability.client_log import ThrottledClientLog
 from potok.observability.metrics import GatewayMetrics
+from potok.routing.https_redirect import redirect_to_https
 from potok.routing.rewrite import (
     UnsafePath,
     has_escaped_separator,
@@ -54,10 +56,8 @@ class Gateway:
         runtime: Runtime,
         metrics: GatewayMetrics,
         access_log: AccessLog | None,
-        admin: bool = False,
     ) -> None:
         self.runtime = runtime
-        self.admin = admin  # the metrics listener's handler: probes and metrics only
         self.metrics = metrics
         self.access_log = access_log
         self.record_metrics = runtime.config.metrics.enabled
@@ -73,10 +73,14 @@ class Gateway:
     def handle(self, exchange: Exchange) -> None:
         runtime = self.runtime
         self.metrics.inflight_count += 1
-        apply_forwarding(exchange, runtime.trusted)
+        listener = exchange.connection.listener
+        apply_forwarding(exchange, runtime.trusted, listener.scheme)
         if runtime.tracer is not None:
             exchange.trace = runtime.tracer.begin(exchange)
         path = exchange.path
+        if listener.redirect_port is not None and not path.startswith(ACME_CHALLENGE_PREFIX):
+            redirect_to_https(exchange, listener.redirect_port)
+            return
         escaped = False
         if may_need_normalizing(path) is not None:
             # Policies, the own API and the upstream all see the resolved path.
@@ -87,7 +91,7 @@ class Gateway:
                 return
             escaped = has_escaped_separator(path)
         host = _host_name(exchange.host) if runtime.host_routing else ""
-        table = runtime.admin_table if self.admin else runtime.table
+        table = runtime.tables.get(listener.serves) or runtime.table_for(listener.serves)
         match = table.match(exchange.method, path, host)
         if not isinstance(match, RouteMatch):
             self._unrouted(exchange, match)

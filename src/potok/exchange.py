@@ -21,7 +21,9 @@ if TYPE_CHECKING:
 
     from potok.errors import GatewayError
     from potok.identity.principal import Principal
+    from potok.listening import ListenerView
     from potok.observability.tracing.trace import RequestTrace
+    from potok.tls.session import TlsInfo
 
 Headers = list[tuple[bytes, bytes]]
 ResponseHook = Callable[["Exchange", Headers], Headers]
@@ -108,6 +110,16 @@ class Responder(Protocol):
 
     @property
     def peer_ip(self) -> str: ...
+
+    @property
+    def listener(self) -> ListenerView:
+        """The listener the connection came in on (what it serves, its scheme)."""
+        ...
+
+    @property
+    def tls(self) -> TlsInfo | None:
+        """The TLS handshake's outcome; None on a plain connection. Set once per connection."""
+        ...
 
     @property
     def loop(self) -> asyncio.AbstractEventLoop: ...
@@ -360,6 +372,17 @@ class Exchange:
         self.suspended_in: Resumable | None = None
         self.resume_at = 0
         self.resume_waiter: asyncio.Future[None] | None = None
+
+    @property
+    def scheme(self) -> bytes:
+        """b"https" on a TLS listener, else b"http" (what the client used to reach the
+        gateway; `forwarded_proto` is what a trusted proxy in front says)."""
+        return self.connection.listener.scheme
+
+    @property
+    def tls(self) -> TlsInfo | None:
+        """The connection's TLS session (version, ALPN, verified client certificate)."""
+        return self.connection.tls
 
     def header(self, lower_name: bytes) -> bytes | None:
         """First value of a header by lower-case name: a scan that lower-cases only the

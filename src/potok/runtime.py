@@ -15,6 +15,7 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from potok.config.listeners import ALL_SERVES
 from potok.config.models import GatewayConfig, RouteConfig
 from potok.config.resilience import FallbackConfig
 from potok.exchange import ResponseHook
@@ -141,11 +142,15 @@ class Runtime:
             if self.webhooks is not None and config.webhooks is not None
             else {}
         )
-        entries: list[RouteEntry[Route]] = []
-        # With metrics.listen: probes and metrics on a listener of their own (its table),
-        # metrics only there.
-        apart = config.metrics.listen is not None
-        admin_entries: list[RouteEntry[Route]] = []
+        # The own endpoints by kind and the routes; each listener's table takes the kinds
+        # it serves (`server.listeners[].serves`); health probes are on every listener.
+        self._probe_entries: list[RouteEntry[Route]] = []
+        self._metrics_entries: list[RouteEntry[Route]] = []
+        self._api_entries: list[RouteEntry[Route]] = []
+        self._route_entries: list[RouteEntry[Route]] = []
+        # Webhook ingress: wherever proxy routes or the own API are served (a provider
+        # posts to the front door).
+        self._webhook_entries: list[RouteEntry[Route]] = []
         order = 0
         if api_terminal is not None:
             api_route = self._own_api_route(api_terminal)
@@ -164,25 +169,27 @@ class Runtime:
                     else api_route
                 )
                 entry = RouteEntry(target, pattern, exact, frozenset(), None, order)
-                if pattern in PROBE_ENDPOINTS and apart:
-                    admin_entries.append(entry)
-                if not (apart and pattern == METRICS_PATH):
-                    entries.append(entry)
+                if pattern == METRICS_PATH:
+                    self._metrics_entries.append(entry)
+                elif pattern in PROBE_ENDPOINTS:
+                    self._probe_entries.append(entry)
+                else:
+                    self._api_entries.append(entry)
                 order += 1
-            for entry in self._webhook_entries(order):
-                entries.append(entry)
+            for entry in self._webhook_routes(order):
+                self._webhook_entries.append(entry)
                 order += 1
         if acme_terminal is not None:
-            # Above every user route, host-bound too: a CA's validation meets no policy.
-            entries.append(self._acme_entry(acme_terminal, order))
+            # Above every user route, host-bound too, on every listener (like the probes):
+            # a CA's validation meets no policy.
+            self._probe_entries.append(self._acme_entry(acme_terminal, order))
             order += 1
-        self.admin_table: RouteTable[Route] = RouteTable(admin_entries)
         self.routes: list[Route] = []
         for index, route_config in enumerate(config.routes):
             route = self._build_route(index, route_config)
             self.routes.append(route)
             match = route_config.match
-            entries.append(
+            self._route_entries.append(
                 RouteEntry(
                     route,
                     match.path or match.prefix or "/",
@@ -193,9 +200,30 @@ class Runtime:
                 )
             )
             order += 1
-        self.table: RouteTable[Route] = RouteTable(entries)
+        self.tables: dict[frozenset[str], RouteTable[Route]] = {}
+        for listener in config.listeners():
+            self.table_for(listener.serves_key)
+        # Every route and own endpoint (`potok routes`, tests).
+        self.table: RouteTable[Route] = self.table_for(frozenset(ALL_SERVES))
+        entries = self._route_entries
         self.host_routing = any(e.host is not None for e in entries)
         self.answer_hooks: tuple[ResponseHook, ...] = self._unrouted_hooks()
+
+    def table_for(self, serves: frozenset[str]) -> RouteTable[Route]:
+        """The route table of a listener serving `serves` (built once per set)."""
+        table = self.tables.get(serves)
+        if table is None:
+            entries = list(self._probe_entries)
+            if "metrics" in serves:
+                entries += self._metrics_entries
+            if "api" in serves:
+                entries += self._api_entries
+            if "api" in serves or "proxy" in serves:
+                entries += self._webhook_entries
+            if "proxy" in serves:
+                entries += self._route_entries
+            table = self.tables[serves] = RouteTable(entries)
+        return table
 
     def _context(self, route_name: str, own_api: bool = False) -> BuildContext:
         return BuildContext(
@@ -270,7 +298,7 @@ class Runtime:
         methods = frozenset({b"GET", b"HEAD"})
         return RouteEntry(route, ACME_CHALLENGE_PATH, False, methods, None, order, reserved=True)
 
-    def _webhook_entries(self, order: int) -> list[RouteEntry[Route]]:
+    def _webhook_routes(self, order: int) -> list[RouteEntry[Route]]:
         """POST /api/v1/webhooks/{source} and each source's `path` aliases. No policies:
         a delivery is authenticated by its signature, and refusals are the endpoint's."""
         webhooks = self.webhooks

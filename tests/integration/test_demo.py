@@ -36,7 +36,7 @@ def distinct_free_ports(count: int) -> list[int]:
 class Demo:
     """`python -m potok demo` on free ports, output captured to files."""
 
-    def __init__(self, extra_env: dict[str, str] | None = None) -> None:
+    def __init__(self, extra_env: dict[str, str] | None = None, args: tuple[str, ...] = ()) -> None:
         self.port, self.admin_port, self.state_port, self.task_port = distinct_free_ports(4)
         self.dir = Path(tempfile.mkdtemp(prefix="potok-demo-test-"))
         self.stdout_path = self.dir / "stdout.log"
@@ -52,6 +52,7 @@ class Demo:
                 "--admin-port", str(self.admin_port),
                 "--state-port", str(self.state_port),
                 "--task-port", str(self.task_port),
+                *args,
             ],
             stdout=self._stdout,
             stderr=self._stderr,

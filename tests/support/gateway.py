@@ -68,8 +68,12 @@ class GatewayProcess:
     def write_config(self, config: dict[str, Any]) -> None:
         """(Re)write the config file, with this process's port, workers and log path."""
         server = dict(config.get("server", {}))
-        server.setdefault("host", "127.0.0.1")
-        server["port"] = self.port
+        if "listeners" in server:  # the first listener's port is the one waited for
+            self.port = server["listeners"][0]["port"]
+            self.url = f"http://127.0.0.1:{self.port}"
+        else:
+            server.setdefault("host", "127.0.0.1")
+            server["port"] = self.port
         server["workers"] = self.workers
         config = {**config, "server": server}
         logging = dict(config.get("logging", {}))

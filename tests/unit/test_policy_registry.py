@@ -22,7 +22,7 @@ from tests.support.dummy_policy.entry import ENTRY as DUMMY
 def test_built_ins_run_by_stage_then_rank_whatever_order_they_are_declared_in():
     assert [entry.name for entry in REGISTRY.in_order] == [
         "compress", "ip_filter", "cors", "security_headers", "request_size",
-        "auth_jwt", "auth_api_key", "authorize",
+        "auth_mtls", "auth_jwt", "auth_api_key", "authorize",
         "rate_limit", "concurrency_limit", "validate", "cache", "headers",
     ]  # fmt: skip
     shuffled = PolicyRegistry(reversed(BUILT_IN))

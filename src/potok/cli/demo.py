@@ -31,6 +31,7 @@ from potok.demo.identity import DEMO_USER, create_demo_user, demo_identity_env
 from potok.demo.services import SERVICES
 from potok.demo.services.events import EVENTS_KEY_ENV, EVENTS_URL_ENV
 from potok.demo.services.task import WEBHOOK_SECRET_ENV
+from potok.demo.tls import DemoCertificates, make_demo_certificates, with_https
 
 SERVICES_HOST = "127.0.0.1"
 PORT_ENV = {name: f"POTOK_DEMO_{name.upper()}_PORT" for name in SERVICES}
@@ -77,6 +78,17 @@ def register(commands: Any) -> None:
         "--workers", type=int, default=1, help="gateway worker processes (default: 1)"
     )
     parser.add_argument(
+        "--https",
+        action="store_true",
+        help=(
+            "also listen with TLS (a certificate for localhost from a CA made for this run; "
+            "the banner prints the curl --cacert line)"
+        ),
+    )
+    parser.add_argument(
+        "--https-port", type=_port, default=8443, help="port of --https (default: 8443)"
+    )
+    parser.add_argument(
         "--show-config", action="store_true", help="print the demo config file and exit"
     )
     parser.set_defaults(handler=main)
@@ -91,18 +103,26 @@ def main(args: argparse.Namespace) -> int:
         config = _load_demo_config(ports)
         config = with_overrides(config, args.host, args.port, args.workers)
         _check_ports(args.host, args.port, ports)
+        if args.https:
+            if args.https_port in (args.port, *ports.values()):
+                raise DemoError(f"--https-port {args.https_port} is taken by another part")
+            _check_ports(args.host, args.https_port, {})
     except DemoError as exc:
         print(f"potok demo: {exc}", file=sys.stderr)
         return 1
+    certificates = make_demo_certificates() if args.https else None
+    if certificates is not None:
+        config = with_https(config, args.https_port, certificates)
     previous = signal.signal(signal.SIGTERM, _raise_stopped)
     try:
         events_env = {"task": _events_env(config) | _webhook_env(config)}
         with ServiceProcesses(ports, _service_keys(config), events_env) as services:
             services.wait_ready(START_TIMEOUT)
             password = create_demo_user(config)
-            print(
-                banner(args.host, args.port, ports, password, _webhook_secret(config)), flush=True
-            )
+            text = banner(args.host, args.port, ports, password, _webhook_secret(config))
+            if certificates is not None:
+                text += https_banner(args.host, args.https_port, certificates)
+            print(text, flush=True)
             # From here the gateway's own handlers take SIGTERM/SIGINT and drain.
             return serve(config)
     except DemoError as exc:
@@ -113,6 +133,8 @@ def main(args: argparse.Namespace) -> int:
         return 1
     finally:
         signal.signal(signal.SIGTERM, previous)
+        if certificates is not None:
+            certificates.remove()
 
 
 def _raise_stopped(signum: int, frame: FrameType | None) -> None:
@@ -168,10 +190,11 @@ def _events_env(config: GatewayConfig) -> dict[str, str]:
     realtime = config.realtime
     if realtime is None or not realtime.events.keys:
         return {}
-    host = "127.0.0.1" if config.server.host in ("0.0.0.0", "::", "") else config.server.host
+    plain = config.listeners()[0]  # with --https too: the plain one comes first
+    host = "127.0.0.1" if plain.host in ("0.0.0.0", "::", "") else plain.host
     netloc = f"[{host}]" if ":" in host else host
     return {
-        EVENTS_URL_ENV: f"http://{netloc}:{config.server.port}/api/v1/events",
+        EVENTS_URL_ENV: f"http://{netloc}:{plain.port}/api/v1/events",
         EVENTS_KEY_ENV: realtime.events.keys[0].key,
     }
 
@@ -366,6 +389,22 @@ def banner(
         ]
     lines += [
         f"Swagger UI of the gateway's own API: {base}/api/docs    Press Ctrl-C to stop.",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def https_banner(host: str, port: int, files: DemoCertificates) -> str:
+    """The --https lines: the same gateway over TLS, verified against the run's CA."""
+    shown = "localhost" if host in ("0.0.0.0", "::", "", "127.0.0.1", "::1") else host
+    base = f"https://{shown}:{port}"
+    cacert = shlex.quote(str(files.ca))
+    lines = [
+        f"HTTPS on {base} (certificate for localhost from a CA made for this run: {files.ca})",
+        f"  curl -s --cacert {cacert} {base}/api/v1/health",
+        f"  curl -s --cacert {cacert} {base}/api/v1/users",
+        f"  curl -sv --cacert {cacert} {base}/api/v1/health 2>&1 | grep -E 'SSL connection|ALPN'",
+        f"  WebSocket over TLS: wss://{shown}:{port}/api/v1/ws (trust {files.ca})",
         "",
     ]
     return "\n".join(lines)

@@ -16,6 +16,7 @@ from pydantic import Field, PrivateAttr, ValidationInfo, field_validator, model_
 from potok.acme.config import AcmeConfig
 from potok.config.base import ConfigModel
 from potok.config.discovery import DnsDiscoveryConfig
+from potok.config.listeners import ALL_SERVES, ListenerConfig
 from potok.config.paths import ConfigPath
 from potok.config.redis import RedisConfig
 from potok.config.resilience import (
@@ -198,8 +199,22 @@ class ReloadConfig(ConfigModel):
 class ServerConfig(ConfigModel):
     """Where and how the gateway listens."""
 
-    host: str = Field("0.0.0.0", description="Address to bind.")
-    port: int = Field(8080, ge=0, le=65535, description="Port to bind (0 picks a free one).")
+    host: str = Field(
+        "0.0.0.0", description="Address to bind (shorthand for one plain http listener)."
+    )
+    port: int = Field(
+        8080,
+        ge=0,
+        le=65535,
+        description="Port to bind (0 picks a free one); with host, the one-listener shorthand.",
+    )
+    listeners: tuple[ListenerConfig, ...] = Field(
+        (),
+        description=(
+            "Several listeners (http and https, each with what it serves); replaces host and "
+            "port, which must then be left out."
+        ),
+    )
     workers: int = Field(
         1, ge=1, le=256, description="Worker processes sharing the port via SO_REUSEPORT."
     )
@@ -682,14 +697,64 @@ class GatewayConfig(ConfigModel):
         ),
     )
 
+    def listeners(self) -> tuple[ListenerConfig, ...]:
+        """Every listener: `server.listeners`, or the `server.host`/`port` shorthand (all
+        but metrics when `metrics.listen` is set), then the `metrics.listen` one."""
+        server = self.server
+        address = self.metrics.address()
+        listeners = server.listeners or (
+            ListenerConfig(
+                host=server.host,
+                port=server.port,
+                serves=ALL_SERVES if address is None else ("proxy", "api"),
+            ),
+        )
+        if address is not None:
+            listeners += (
+                ListenerConfig(
+                    name="metrics", host=address[0], port=address[1], serves=("metrics",)
+                ),
+            )
+        return listeners
+
     @model_validator(mode="after")
     def _metrics_listener_apart(self) -> GatewayConfig:
         address = self.metrics.address()
-        if address is not None and address[1] == self.server.port:
+        ports = [listener.port for listener in self.server.listeners] or [self.server.port]
+        if address is not None and address[1] in ports:
+            where = "server.port" if not self.server.listeners else "a server.listeners port"
             raise ValueError(
-                f"metrics.listen: port {address[1]} is server.port; the metrics listener needs "
+                f"metrics.listen: port {address[1]} is {where}; the metrics listener needs "
                 "a port of its own"
             )
+        return self
+
+    @model_validator(mode="after")
+    def _listener_checks(self) -> GatewayConfig:
+        server = self.server
+        if not server.listeners:
+            return self
+        shorthand = {"host", "port"} & server.model_fields_set
+        if shorthand:
+            raise ValueError(
+                f"server.{sorted(shorthand)[0]}: give either server.listeners or the "
+                "host/port shorthand, not both"
+            )
+        seen: dict[tuple[str, int], int] = {}
+        https = [index for index, lst in enumerate(server.listeners) if lst.protocol == "https"]
+        for index, listener in enumerate(server.listeners):
+            where = f"server.listeners[{index}]"
+            if listener.port and (listener.host, listener.port) in seen:
+                other = seen[(listener.host, listener.port)]
+                raise ValueError(
+                    f"{where}.port: {listener.port} is also server.listeners[{other}]'s"
+                )
+            seen[(listener.host, listener.port)] = index
+            if listener.redirect_https and not https and listener.redirect_port is None:
+                raise ValueError(
+                    f"{where}.redirect_https: there is no https listener to redirect to "
+                    "(add one, or set redirect_port)"
+                )
         return self
 
     @model_validator(mode="after")

@@ -57,6 +57,7 @@ from potok.server.state import IDLE
 if TYPE_CHECKING:
     from potok.http.settings import Http2Settings
     from potok.server.state import ServerState
+    from potok.tls.session import TlsInfo
 
 log = structlog.get_logger("potok.http2")
 _closed_log = ThrottledClientLog(log, "http2 connection closed")
@@ -81,8 +82,15 @@ class _PlainEncoder(Encoder):
 class Http2Connection(asyncio.Protocol):
     """The server side of one HTTP/2 connection; its streams are the exchanges' responders."""
 
-    def __init__(self, state: ServerState, settings: Http2Settings, peer_ip: str) -> None:
+    def __init__(
+        self,
+        state: ServerState,
+        settings: Http2Settings,
+        peer_ip: str,
+        tls: TlsInfo | None = None,
+    ) -> None:
         self.state = state
+        self.tls = tls
         self.settings = settings
         self.loop = state.loop
         self.peer_ip = peer_ip

@@ -19,6 +19,7 @@ if TYPE_CHECKING:
 
     from potok.http.settings import Http2Settings
     from potok.server.state import ServerState
+    from potok.tls.session import TlsInfo
 
 PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 
@@ -29,6 +30,7 @@ class Switchable(Protocol):
     state: ServerState
     transport: asyncio.Transport
     peer_ip: str
+    tls: TlsInfo | None
 
     def not_http2(self, data: bytes) -> None:
         """Parse `data` as HTTP/1.1, and every later read."""
@@ -64,7 +66,7 @@ class PrefaceSniffer:
     def switch(self, data: bytes) -> None:
         """From now on the connection is HTTP/2; `data` its first bytes (preface included)."""
         client = self._client
-        connection = Http2Connection(client.state, self._settings, client.peer_ip)
+        connection = Http2Connection(client.state, self._settings, client.peer_ip, client.tls)
         transport = client.transport
         client.hand_over(connection)
         connection.start(transport, data)

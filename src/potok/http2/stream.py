@@ -47,14 +47,18 @@ class Http2Stream:
         "dispatched",
         "end_pending",
         "exchange",
+        "listener",
         "peer_ip",
         "stream_id",
+        "tls",
     )
 
     def __init__(self, conn: Http2Connection, stream_id: int) -> None:
         self.conn = conn
         self.stream_id = stream_id
         self.peer_ip = conn.peer_ip
+        self.listener = conn.state.listener  # what the connection's listener serves
+        self.tls = conn.tls  # the connection's TLS session (None on h2c)
         self.closed = False  # reset, or the connection is gone
         self._ended = False  # END_STREAM sent (or queued behind pending DATA)
         self._finished = False  # the handler heard `finished`

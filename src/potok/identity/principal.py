@@ -11,7 +11,7 @@ class Principal:
     """An authenticated caller. Immutable, so a cached one is safe to share between requests."""
 
     subject: str
-    kind: Literal["user", "api_key"]
+    kind: Literal["user", "api_key", "client_certificate"]
     roles: frozenset[str] = frozenset()
     scopes: frozenset[str] = frozenset()
     org: str | None = None

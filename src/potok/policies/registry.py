@@ -17,6 +17,7 @@ from typing import Any
 
 from potok.policies.auth_api_key.entry import ENTRY as auth_api_key
 from potok.policies.auth_jwt.entry import ENTRY as auth_jwt
+from potok.policies.auth_mtls.entry import ENTRY as auth_mtls
 from potok.policies.authorize.entry import ENTRY as authorize
 from potok.policies.cache.entry import ENTRY as cache
 from potok.policies.compress.entry import ENTRY as compress
@@ -35,6 +36,7 @@ BUILT_IN: tuple[PolicyEntry[Any], ...] = (
     headers,
     auth_jwt,
     auth_api_key,
+    auth_mtls,
     authorize,
     request_size,
     ip_filter,

@@ -5,7 +5,7 @@ runs, so a replacement serves within a fraction of a second (spawning a fresh
 interpreter re-imported the whole gateway first). Only a worker that keeps dying soon
 after it starts is restarted with a growing delay.
 
-The supervisor makes the listening sockets, one per worker (`server/listener.py`: the
+The supervisor makes the listening sockets, one per worker and listener (`server/listener.py`: the
 first claims the port, so a second gateway on it refuses to start), and keeps each
 across its worker's restarts: connections queued for a worker that dies wait for its
 replacement instead of being reset.
@@ -34,6 +34,8 @@ from potok.config.source import ConfigSource
 from potok.process.reload import Refused, load_candidate, log_refusal
 from potok.process.worker import run_worker
 from potok.server.listener import PortInUse, effective_backlog, listening_sockets
+from potok.tls.context import CertificateError
+from potok.tls.listeners import Certificates, load_certificates
 
 log = structlog.get_logger("potok.supervisor")
 
@@ -59,8 +61,9 @@ def _worker_entry(
     metrics_dir: str,
     source: ConfigSource | None,
     *,
-    sock: socket.socket,
+    sockets: list[socket.socket],
     inherited: list[socket.socket],
+    certificates: Certificates,
 ) -> None:
     # Children handle SIGTERM themselves; SIGINT from a terminal reaches the
     # whole process group, so the parent alone decides when to stop.
@@ -70,17 +73,28 @@ def _worker_entry(
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM})
     for other in inherited:
-        if other is not sock:
+        if other not in sockets:
             other.close()  # the siblings' sockets: held by the supervisor, not by this worker
-    raise SystemExit(run_worker(config, worker_id, metrics_dir, source, supervised=True, sock=sock))
+    raise SystemExit(
+        run_worker(
+            config,
+            worker_id,
+            metrics_dir,
+            source,
+            supervised=True,
+            sockets=sockets,
+            certificates=certificates,
+        )
+    )
 
 
 @dataclass
 class _Slot:
-    """One worker position: its socket outlives the processes that serve it."""
+    """One worker position: its sockets (one per listener) outlive the processes that
+    serve them."""
 
     worker_id: str
-    sock: socket.socket
+    sockets: list[socket.socket]
     process: BaseProcess | None = None
     started: float = 0.0
     quick_deaths: int = 0
@@ -102,23 +116,30 @@ class Supervisor:
         self._reload_requested = False
         self._fingerprint = source.fingerprint() if source is not None else None
         self._next_watch = 0.0
+        self._certificates: Certificates = {}
 
     def run(self) -> int:
         signal.signal(signal.SIGTERM, self._on_stop)
         signal.signal(signal.SIGINT, self._on_stop)
         signal.signal(signal.SIGHUP, self._on_hup)
         try:
-            server = self.config.server
             try:
-                sockets = listening_sockets(server.host, server.port, self.count, server.backlog)
-            except PortInUse as exc:
-                log.error("cannot listen", error=str(exc), port=exc.port)
+                # Loaded before forking: every worker has the same session ticket keys, so
+                # a client resumes its session whichever worker accepts it.
+                self._certificates = load_certificates(
+                    self.config.listeners(), self.config.server.http2.enabled
+                )
+            except CertificateError as exc:
+                log.error("cannot serve https", error=str(exc))
                 return 1
-            except OSError as exc:
-                log.error("cannot listen", error=str(exc), host=server.host, port=server.port)
+            per_listener = self._listen()
+            if per_listener is None:
                 return 1
-            effective_backlog(server.backlog)
-            self._slots = [_Slot(str(index), sock) for index, sock in enumerate(sockets)]
+            effective_backlog(self.config.server.backlog)
+            self._slots = [
+                _Slot(str(index), [sockets[index] for sockets in per_listener])
+                for index in range(self.count)
+            ]
             for slot in self._slots:
                 self._start(slot)
             while not self._stopping:
@@ -132,11 +153,31 @@ class Supervisor:
             self._close_sockets()
             shutil.rmtree(self.metrics_dir, ignore_errors=True)
 
+    def _listen(self) -> list[list[socket.socket]] | None:
+        """`count` sockets per listener (each claims its port, then the rest join it)."""
+        made: list[list[socket.socket]] = []
+        backlog = self.config.server.backlog
+        for listener in self.config.listeners():
+            try:
+                made.append(listening_sockets(listener.host, listener.port, self.count, backlog))
+            except (PortInUse, OSError) as exc:
+                port = exc.port if isinstance(exc, PortInUse) else listener.port
+                log.error("cannot listen", error=str(exc), host=listener.host, port=port)
+                for sockets in made:
+                    for sock in sockets:
+                        sock.close()
+                return None
+        return made
+
     def _start(self, slot: _Slot) -> None:
         process = self._context.Process(
             target=_worker_entry,
             args=(self.config, slot.worker_id, self.metrics_dir, self.source),
-            kwargs={"sock": slot.sock, "inherited": [s.sock for s in self._slots]},
+            kwargs={
+                "sockets": slot.sockets,
+                "inherited": [sock for s in self._slots for sock in s.sockets],
+                "certificates": self._certificates,
+            },
             name=f"potok-worker-{slot.worker_id}",
         )
         # Objects that exist now live as long as the worker: keeping them out of the
@@ -229,7 +270,8 @@ class Supervisor:
 
     def _close_sockets(self) -> None:
         for slot in self._slots:
-            slot.sock.close()
+            for sock in slot.sockets:
+                sock.close()
 
     def _stop_all(self) -> int:
         for process in self._processes():

@@ -17,8 +17,10 @@ import uvloop
 
 from potok.api.app import ApiContext, create_api
 from potok.app import Gateway
+from potok.config.listeners import ListenerConfig
 from potok.config.models import GatewayConfig
 from potok.config.source import ConfigSource
+from potok.listening import ListenerView
 from potok.observability.access_log import AccessLog
 from potok.observability.logging import configure_logging
 from potok.observability.metrics import (
@@ -38,10 +40,14 @@ from potok.server.asgi import AsgiBridge
 from potok.server.connection import ClientConnection
 from potok.server.listener import PortInUse, effective_backlog, listening_socket
 from potok.server.state import ServerState
+from potok.server.tls_connection import TlsClientConnection
+from potok.tls.context import CertificateError
+from potok.tls.listeners import Certificates, load_certificates
 
 if TYPE_CHECKING:
     from potok.acme.service import AcmeService
     from potok.realtime.service import Realtime
+    from potok.tls.store import CertificateStore
 
 log = structlog.get_logger("potok.worker")
 
@@ -66,9 +72,13 @@ class _Wired:
     admission: Admission
     state: ServerState
     acme: AcmeService | None
+    worker_id: str
+    states: list[ServerState]
 
 
-async def _wire(config: GatewayConfig, worker_id: str, metrics_dir: Path | None) -> _Wired:
+async def _wire(
+    config: GatewayConfig, worker_id: str, metrics_dir: Path | None, certificates: Certificates
+) -> _Wired:
     """Metrics, the own API behind its ASGI bridge, the Runtime, the Gateway and the state
     the server's connections share; identity's migrations and the realtime bus started."""
     registry = MetricsRegistry(worker_id)
@@ -81,17 +91,19 @@ async def _wire(config: GatewayConfig, worker_id: str, metrics_dir: Path | None)
         if config.logging.access_log.enabled
         else None
     )
-    holder: dict[str, ServerState] = {}  # the API asks the state and gateway built after it
+    holder: dict[str, list[ServerState]] = {}  # the API asks the states built after it
     api = create_api(
         ApiContext(
-            is_ready=lambda: not holder["state"].draining,
+            is_ready=lambda: not any(state.draining for state in holder["states"]),
             runtime=lambda: gateway.runtime,
             prometheus=prometheus,
         )
     )
     resources = Resources()
-    bridge = AsgiBridge(api, (config.server.host, config.server.port))
-    acme = _acme_service(config, registry)
+    first = config.listeners()[0]
+    bridge = AsgiBridge(api, (first.host, first.port))
+    # ACME certificates go to every https listener's store (SNI picks them by name).
+    acme = _acme_service(config, registry, [files.store for files in certificates.values()])
     if acme is not None:
         await acme.store.open()  # tables or folders exist before a challenge is looked up
     responder = acme.responder if acme is not None else None
@@ -106,7 +118,7 @@ async def _wire(config: GatewayConfig, worker_id: str, metrics_dir: Path | None)
     gateway = Gateway(runtime, metrics, access_log)
     admission = Admission(gateway, config.server.overload, registry)
     state = ServerState(admission, runtime.settings)
-    holder["state"] = state
+    states = holder["states"] = [state]
     state.on_refusal = lambda status: metrics.refused.inc((str(status),))
     return _Wired(
         registry,
@@ -120,16 +132,20 @@ async def _wire(config: GatewayConfig, worker_id: str, metrics_dir: Path | None)
         admission,
         state,
         acme,
+        worker_id,
+        states,
     )
 
 
-def _acme_service(config: GatewayConfig, registry: MetricsRegistry) -> AcmeService | None:
+def _acme_service(
+    config: GatewayConfig, registry: MetricsRegistry, sinks: list[CertificateStore]
+) -> AcmeService | None:
     if config.acme is None:
         return None
     # Imported only when configured: the ACME client brings requests and josepy along.
     from potok.acme.service import AcmeService  # noqa: PLC0415
 
-    return AcmeService(config, metrics=registry)
+    return AcmeService(config, sinks=sinks, metrics=registry)
 
 
 async def serve(
@@ -139,47 +155,50 @@ async def serve(
     metrics_dir: Path | None = None,
     source: ConfigSource | None = None,
     supervised: bool = False,
-    sock: socket.socket | None = None,
+    sockets: list[socket.socket] | None = None,
+    certificates: Certificates | None = None,
 ) -> None:
-    """Serve until SIGTERM/SIGINT, then drain and return; SIGHUP reloads from `source`.
+    """Serve until SIGTERM/SIGINT, then drain and return; SIGHUP reloads from `source`
+    and re-reads the certificate files.
 
-    `sock` is the listening socket the supervisor made (and keeps across restarts);
-    without one this worker claims the port itself.
+    `sockets` are the listening sockets the supervisor made (one per listener, kept across
+    restarts), `certificates` the https listeners' stores it loaded before forking (so
+    every worker has the same session ticket keys); without them this worker makes its own.
     """
     loop = asyncio.get_running_loop()
-    app = await _wire(config, worker_id, metrics_dir)
-    state = app.state
+    listeners = config.listeners()
+    if certificates is None:
+        certificates = await asyncio.to_thread(
+            load_certificates, listeners, config.server.http2.enabled
+        )
+    else:
+        # Loaded by the supervisor, maybe long ago (this worker may be a replacement):
+        # files changed since are read now, not at the first poll or SIGHUP.
+        for files in certificates.values():
+            await asyncio.to_thread(files.reload, force=False)
+    app = await _wire(config, worker_id, metrics_dir, certificates)
     watching = source is not None and config.reload.watch and not supervised
     # Under the supervisor, it watches the file and sends SIGHUP (one log line, not N).
     seen = await asyncio.to_thread(source.fingerprint) if watching and source is not None else None
     backlog = config.server.backlog
-    if sock is None:
+    if sockets is None:
         effective_backlog(backlog)  # warns when the kernel caps it
-        sock = listening_socket(config.server.host, config.server.port, backlog)
-    # The backlog again: the event loop calls listen() itself, with 100 unless told.
-    server = await loop.create_server(lambda: ClientConnection(state), sock=sock, backlog=backlog)
-    state.start_sweeper()
+        sockets = [listening_socket(lst.host, lst.port, backlog) for lst in listeners]
+    served = await _listen(config, app, listeners, sockets, certificates)
     app.admission.start()
     runtime = app.gateway.runtime
-    # Worker 0 alone serves the metrics listener: a scrape merges every worker's
-    # metrics whichever worker answers, and a port has one owner (server/listener.py).
-    admin = (
-        await _admin_listener(config, runtime, app.metrics, app.access_log)
-        if worker_id == "0"
-        else None
-    )
-    gateways = [app.gateway] if admin is None else [app.gateway, admin.gateway]
     runtime.start()
     if app.acme is not None:
         app.acme.manager.start()  # HTTP-01 needs the listener above: it is accepting now
     background = [loop.create_task(_prune_pools(app.gateway))]
+    background += [loop.create_task(files.watch()) for files in certificates.values()]
     if app.store is not None:
         background.append(loop.create_task(write_snapshots(app.registry, app.store)))
-    reloader = _reloader(source, gateways=gateways, app=app)
-    loop.add_signal_handler(signal.SIGHUP, _on_sighup, reloader, app.acme)
+    reloader = _reloader(source, app=app)
+    loop.add_signal_handler(signal.SIGHUP, _on_sighup, reloader, certificates, app.acme)
     if _early_sighups:  # sent while this worker was starting: the file may be newer
         _early_sighups.clear()
-        _on_sighup(reloader, app.acme)
+        _on_sighup(reloader, certificates, app.acme)
     if reloader is not None and watching:
         background.append(loop.create_task(reloader.watch(config.reload.interval, seen)))
 
@@ -188,18 +207,75 @@ async def serve(
     if signal.getsignal(signal.SIGINT) is not signal.SIG_IGN:
         # Under the supervisor, Ctrl-C reaches the parent, which sends SIGTERM.
         loop.add_signal_handler(signal.SIGINT, stop.set)
-    log.info("listening", host=config.server.host, port=config.server.port, worker=worker_id)
     tune_gc()
     await stop.wait()
-    await _shut_down(app, server, admin, background)
+    await _shut_down(app, served, background)
     log.info("stopped", worker=worker_id)
 
 
-async def _shut_down(
+class _Served(NamedTuple):
+    """One listener of this worker: its connections' shared state and its server."""
+
+    config: ListenerConfig
+    state: ServerState
+    server: asyncio.Server
+
+    @property
+    def metrics_only(self) -> bool:
+        return "proxy" not in self.config.serves and "api" not in self.config.serves
+
+
+async def _listen(
+    config: GatewayConfig,
     app: _Wired,
-    server: asyncio.Server,
-    admin: AdminListener | None,
-    background: list[asyncio.Task[None]],
+    listeners: tuple[ListenerConfig, ...],
+    sockets: list[socket.socket],
+    certificates: Certificates,
+) -> list[_Served]:
+    """A server per listener; the first listener's state is the one `_wire` made."""
+    loop = asyncio.get_running_loop()
+    backlog = config.server.backlog
+    https_port = next((lst.port for lst in listeners if lst.protocol == "https"), None)
+    served: list[_Served] = []
+    for index, (listener, sock) in enumerate(zip(listeners, sockets, strict=True)):
+        view = ListenerView.of(listener, https_port)
+        if index == 0:
+            state = app.state
+            state.listener = view
+        else:
+            state = ServerState(app.admission, app.gateway.runtime.settings, view)
+            state.on_refusal = app.state.on_refusal
+            app.states.append(state)
+        files = certificates.get(index)
+
+        def factory(state: ServerState = state, tls: bool = files is not None) -> ClientConnection:
+            return TlsClientConnection(state) if tls else ClientConnection(state)
+
+        # The backlog again: the event loop calls listen() itself, with 100 unless told.
+        server = await loop.create_server(
+            factory,
+            sock=sock,
+            backlog=backlog,
+            ssl=files.store.front if files is not None else None,
+            # A client that opens a connection and never finishes the handshake is the
+            # TLS form of a slow-loris: it gets the time a request head gets.
+            ssl_handshake_timeout=config.server.timeouts.header_read if files else None,
+        )
+        state.start_sweeper()
+        served.append(_Served(listener, state, server))
+        log.info(
+            "listening",
+            listener=listener.label,
+            host=listener.host,
+            port=sock.getsockname()[1],
+            serves=list(listener.serves),
+            worker=app.worker_id,
+        )
+    return served
+
+
+async def _shut_down(
+    app: _Wired, served: list[_Served], background: list[asyncio.Task[None]]
 ) -> None:
     # WebSocket clients hear 1001 (going away) before the drain closes idle connections.
     app.bridge.websockets.going_away()
@@ -207,12 +283,16 @@ async def _shut_down(
         await app.realtime.shutdown()
     if app.acme is not None:
         await app.acme.stop()  # an order in flight is abandoned; the next start retries it
-    await _drain(app.state, server, app.gateway.runtime.config)  # the newest, after reloads
-    if admin is not None:  # probes answered "draining" until the public side was done
-        admin.close()
+    # The newest config, after reloads. Listeners of only probes and metrics are closed
+    # last: they answer "draining" until the public side is done.
+    public = [s for s in served if not s.metrics_only]
+    await _drain(public or served, app.gateway.runtime.config)
+    for rest in served:
+        if rest not in public:
+            rest.state.draining = True
+            _close(rest)
     for task in background:
         task.cancel()
-    app.state.stop_sweeper()
     app.admission.stop()
     app.gateway.runtime.close()
     await app.resources.close()
@@ -222,71 +302,51 @@ async def _shut_down(
         app.store.write(app.registry.snapshot())
 
 
-async def _drain(state: ServerState, server: asyncio.Server, config: GatewayConfig) -> None:
+def _close(served: _Served) -> None:
+    served.server.close()
+    served.state.stop_sweeper()
+    for connection in list(served.state.connections):
+        connection.force_close()
+
+
+async def _drain(served: list[_Served], config: GatewayConfig) -> None:
     """Readiness 503 at once; stop accepting; let in-flight requests finish within the grace."""
     loop = asyncio.get_running_loop()
     timeouts = config.server.timeouts
-    state.draining = True
-    log.info("draining", connections=len(state.connections), grace_s=timeouts.shutdown_grace)
+    states = [s.state for s in served]
+    for state in states:
+        state.draining = True
+    open_now = sum(len(state.connections) for state in states)
+    log.info("draining", connections=open_now, grace_s=timeouts.shutdown_grace)
     if timeouts.shutdown_delay:
         await asyncio.sleep(timeouts.shutdown_delay)
-    server.close()
+    for listener in served:
+        listener.server.close()
     deadline = loop.time() + timeouts.shutdown_grace
-    while state.connections and loop.time() < deadline:
-        for connection in list(state.connections):
-            connection.close_if_idle()
+    while any(state.connections for state in states) and loop.time() < deadline:
+        for state in states:
+            for connection in list(state.connections):
+                connection.close_if_idle()
         await asyncio.sleep(0.02)
-    if state.connections:
-        log.warning("grace period over; closing connections", remaining=len(state.connections))
-        for connection in list(state.connections):
-            connection.force_close()
+    remaining = sum(len(state.connections) for state in states)
+    if remaining:
+        log.warning("grace period over; closing connections", remaining=remaining)
+        for state in states:
+            for connection in list(state.connections):
+                connection.force_close()
         await asyncio.sleep(0)
+    for state in states:
+        state.stop_sweeper()
 
 
-class AdminListener(NamedTuple):
-    gateway: Gateway
-    state: ServerState
-    server: asyncio.Server
-
-    def close(self) -> None:
-        self.server.close()
-        self.state.stop_sweeper()
-        for connection in list(self.state.connections):
-            connection.force_close()
-
-
-async def _admin_listener(
-    config: GatewayConfig,
-    runtime: Runtime,
-    metrics: GatewayMetrics,
-    access_log: AccessLog | None,
-) -> AdminListener | None:
-    """The metrics listener (`metrics.listen`): health probes and metrics on a port of
-    their own, served by a handler that routes only those."""
-    address = config.metrics.address()
-    if address is None:
-        return None
-    handler = Gateway(runtime, metrics, access_log, admin=True)
-    state = ServerState(handler, runtime.settings)
-    sock = listening_socket(*address, config.server.backlog)
-    server = await asyncio.get_running_loop().create_server(
-        lambda: ClientConnection(state), sock=sock, backlog=config.server.backlog
-    )
-    state.start_sweeper()
-    log.info("metrics listening", host=address[0], port=address[1])
-    return AdminListener(handler, state, server)
-
-
-def _reloader(
-    source: ConfigSource | None, *, gateways: list[Gateway], app: _Wired
-) -> Reloader | None:
+def _reloader(source: ConfigSource | None, *, app: _Wired) -> Reloader | None:
     if source is None:
         return None
 
     def install(runtime: Runtime) -> None:
-        for gateway in gateways:
-            gateway.runtime = runtime
-        app.state.settings = runtime.settings
+        app.gateway.runtime = runtime
+        for state in app.states:
+            state.settings = runtime.settings
         app.admission.configure(runtime.config.server.overload)
 
     bridge, resources, registry = app.bridge, app.resources, app.registry
@@ -299,20 +359,31 @@ def _reloader(
 
     return Reloader(
         source,
-        current=lambda: gateways[0].runtime,
+        current=lambda: app.gateway.runtime,
         build=build,
         install=install,
         counter=registry.counter("config_reloads_total", "Config reloads, by result.", ("result",)),
     )
 
 
-def _on_sighup(reloader: Reloader | None, acme: AcmeService | None = None) -> None:
+def _on_sighup(
+    reloader: Reloader | None, certificates: Certificates, acme: AcmeService | None = None
+) -> None:
     if acme is not None:  # `potok certs` changed the storage: look at it now
         acme.manager.wake()
+    for files in certificates.values():
+        # Every certificate file read again (off the loop); a bad one keeps the old.
+        task = asyncio.get_running_loop().create_task(asyncio.to_thread(files.reload, force=True))
+        _reloads.add(task)
+        task.add_done_callback(_reloads.discard)
     if reloader is None:
-        log.warning("SIGHUP ignored: this gateway was not started from a config file")
+        if not certificates:
+            log.warning("SIGHUP ignored: this gateway was not started from a config file")
         return
     reloader.request("SIGHUP")
+
+
+_reloads: set[asyncio.Task[int]] = set()  # certificate reloads running (kept referenced)
 
 
 async def _prune_pools(gateway: Gateway) -> None:
@@ -328,7 +399,8 @@ def run_worker(
     source: ConfigSource | None = None,
     *,
     supervised: bool = False,
-    sock: socket.socket | None = None,
+    sockets: list[socket.socket] | None = None,
+    certificates: Certificates | None = None,
 ) -> int:
     """Process entry point (also used by the supervisor's forked children)."""
     # Until the loop's handler is in place, a SIGHUP (a reload) must neither end the
@@ -347,9 +419,13 @@ def run_worker(
                 metrics_dir=Path(metrics_dir) if metrics_dir else None,
                 source=source,
                 supervised=supervised,
-                sock=sock,
+                sockets=sockets,
+                certificates=certificates,
             )
         )
+    except CertificateError as exc:
+        log.error("cannot serve https", error=str(exc))
+        return 1
     except PortInUse as exc:
         log.error("cannot listen", error=str(exc), port=exc.port)
         return 1

@@ -57,7 +57,7 @@ class AsgiBridge:
             "http_version": exchange.version,
             # HEAD works wherever GET does: the app answers a GET, the body is not sent.
             "method": "GET" if exchange.method == b"HEAD" else exchange.method.decode("latin-1"),
-            "scheme": "http",
+            "scheme": "https" if exchange.scheme == b"https" else "http",
             "path": unquote(path.decode("latin-1")),
             "raw_path": path,
             "query_string": exchange.query[1:],

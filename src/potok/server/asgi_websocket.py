@@ -84,7 +84,7 @@ def websocket_scope(http_scope: Scope, exchange: Exchange) -> Scope:
         "type": "websocket",
         "asgi": {"version": "3.0", "spec_version": "2.3"},
         "http_version": exchange.version,
-        "scheme": "ws",
+        "scheme": "wss" if exchange.scheme == b"https" else "ws",
         "path": unquote(path.decode("latin-1")),
         "raw_path": path,
         "query_string": exchange.query[1:],

@@ -37,6 +37,7 @@ from potok.server.state import BUSY, IDLE, READING_HEAD, TUNNEL
 
 if TYPE_CHECKING:
     from potok.server.state import ServerState
+    from potok.tls.session import TlsInfo
 
 
 class _Reject(Exception):
@@ -164,10 +165,12 @@ class ClientConnection(asyncio.Protocol):
         "_tunnel_idle",
         "_url",
         "deadline",
+        "listener",
         "loop",
         "peer_ip",
         "phase",
         "state",
+        "tls",
         "transport",
         "write_paused",
     )
@@ -175,6 +178,8 @@ class ClientConnection(asyncio.Protocol):
     def __init__(self, state: ServerState) -> None:
         self.state = state
         self.loop = state.loop
+        self.listener = state.listener
+        self.tls: TlsInfo | None = None  # TlsClientConnection sets it
         self.transport: asyncio.Transport = None  # type: ignore[assignment]
         self.peer_ip = ""
         self._parser = httptools.HttpRequestParser(self)

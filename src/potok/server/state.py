@@ -1,4 +1,4 @@
-"""What every connection of one worker shares: settings, the handler, the connection set."""
+"""What the connections of one listener of a worker share: settings, handler, connections."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Protocol
 import structlog
 
 from potok.http.settings import ServerSettings
+from potok.listening import PLAIN, ListenerView
 from potok.observability.client_log import ThrottledClientLog
 
 if TYPE_CHECKING:
@@ -57,9 +58,12 @@ class Connection(Protocol):
 class ServerState:
     """Shared by the connections of one worker process."""
 
-    def __init__(self, handler: RequestHandler, settings: ServerSettings) -> None:
+    def __init__(
+        self, handler: RequestHandler, settings: ServerSettings, listener: ListenerView = PLAIN
+    ) -> None:
         self.handler = handler
         self.settings = settings
+        self.listener = listener  # one state per listener: its connections share it
         self.connections: set[Connection] = set()
         self.draining = False
         self.loop = asyncio.get_running_loop()

@@ -45,19 +45,20 @@ class TrustedProxies:
         return result
 
 
-def apply_forwarding(exchange: Exchange, trusted: TrustedProxies) -> None:
+def apply_forwarding(exchange: Exchange, trusted: TrustedProxies, scheme: bytes = b"http") -> None:
     """Set the client IP and the X-Forwarded-* values to send upstream.
 
     From an untrusted peer, incoming X-Forwarded-* are replaced and Forwarded and
     X-Real-IP dropped (the connection set them aside): the peer is the client. From a
     trusted proxy, the chain is kept and the client is the right-most address not itself
     a trusted proxy; its Forwarded and X-Real-IP go upstream as it sent them.
+    `scheme`: the listener's (b"https" on TLS), the proto unless a trusted proxy said one.
     """
     peer = exchange.peer_ip
     if not trusted or not trusted.contains(peer):
         exchange.client_ip = peer
         exchange.forwarded_for = peer.encode()
-        exchange.forwarded_proto = b"http"
+        exchange.forwarded_proto = scheme
         exchange.forwarded_host = exchange.host
         return
     chain = exchange.forwarded_for
@@ -78,6 +79,6 @@ def apply_forwarding(exchange: Exchange, trusted: TrustedProxies) -> None:
         exchange.headers.extend(exchange.proxy_headers)
     exchange.client_ip = client
     if exchange.forwarded_proto is None:
-        exchange.forwarded_proto = b"http"
+        exchange.forwarded_proto = scheme
     if exchange.forwarded_host is None:
         exchange.forwarded_host = exchange.host

@@ -54,13 +54,18 @@ def security_headers(config: SecurityHeadersConfig, own_pages: bool) -> list[tup
 def build(config: SecurityHeadersConfig | None, context: BuildContext) -> Policy | None:
     if config is None:
         return None
-    added = security_headers(config, context.route_name == API_ROUTE_NAME)
-    names = frozenset(name.lower() for name, _ in added)
+    secure = security_headers(config, context.route_name == API_ROUTE_NAME)
+    # HSTS only on answers that went out over https (RFC 6797 7.2: a browser ignores it on
+    # plain http, and a plain answer announcing it is a misconfiguration): a TLS listener,
+    # or a trusted proxy in front that says it terminated TLS (X-Forwarded-Proto).
+    plain = [pair for pair in secure if pair[0] != b"Strict-Transport-Security"]
+    names = frozenset(name.lower() for name, _ in secure)
     drop = (_UPSTREAM_SOFTWARE if config.hide_upstream_server else frozenset()) | (
         names if config.override else frozenset()
     )
 
     def add(exchange: Exchange, headers: Headers) -> Headers:
+        added = secure if exchange.forwarded_proto == b"https" else plain
         if drop:
             headers = [pair for pair in headers if pair[0].lower() not in drop]
         if config.override:

@@ -1,0 +1,1 @@
+"""The `auth_mtls` policy: the verified client certificate of an https listener as the identity."""
