@@ -279,6 +279,7 @@ def test_http2_over_tls_on_an_https_listener(pki, front, upstream):
             "--resolve", f"gateway.test:{secure}:127.0.0.1",
             "-w", "\\n%{http_version}", f"https://gateway.test:{secure}/echo/h2",
         ],
+        check=False,
         capture_output=True,
         text=True,
         timeout=30,
