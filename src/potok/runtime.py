@@ -26,6 +26,8 @@ from potok.policies.pipeline import Pipeline, Terminal
 from potok.realtime.service import Realtime, shared_realtime
 from potok.resources import Resources
 from potok.routing.endpoints import (
+    ADMIN_LISTENER_ROUTE_NAME,
+    ADMIN_PATH,
     API_ROUTE_NAME,
     METRICS_PATH,
     OWN_ENDPOINTS,
@@ -131,7 +133,24 @@ class Runtime:
                 if self.realtime is not None
                 else api_route
             )
+            admin = config.admin
             for pattern, exact in OWN_ENDPOINTS:
+                if pattern == ADMIN_PATH:
+                    # The admin API: on the metrics listener (its own route name tells the
+                    # guard which port a call came in on), on the public port only if asked.
+                    if admin.enabled and apart:
+                        listener_route = self._own_api_route(
+                            api_terminal, ADMIN_LISTENER_ROUTE_NAME
+                        )
+                        admin_entries.append(
+                            RouteEntry(listener_route, pattern, exact, frozenset(), None, order)
+                        )
+                    if admin.enabled and admin.public:
+                        entries.append(
+                            RouteEntry(api_route, pattern, exact, frozenset(), None, order)
+                        )
+                    order += 1
+                    continue
                 target = (
                     ws_route
                     if pattern == REALTIME_WS_PATH

@@ -19,7 +19,12 @@ from potok.config.models import GatewayConfig
 from potok.config.paths import path_context
 from potok.identity.secrets import PREFIX as SECRET_PREFIX
 from potok.identity.secrets import open_config_value
-from potok.routing.endpoints import API_ROUTE_NAME, OWN_ENDPOINTS, route_name
+from potok.routing.endpoints import (
+    ADMIN_LISTENER_ROUTE_NAME,
+    API_ROUTE_NAME,
+    OWN_ENDPOINTS,
+    route_name,
+)
 from potok.routing.table import RouteEntry
 
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-(.*?))?\}")
@@ -143,8 +148,8 @@ def cross_check(config: GatewayConfig) -> list[tuple[str, str]]:
         if own is not None:
             problems.append((f"{where}.match", f"takes over the gateway's own endpoint {own}"))
         name = route_name(index, route)
-        if name == API_ROUTE_NAME:
-            problems.append((f"{where}.name", f"{API_ROUTE_NAME!r} is reserved"))
+        if name in (API_ROUTE_NAME, ADMIN_LISTENER_ROUTE_NAME):
+            problems.append((f"{where}.name", f"{name!r} is reserved"))
         if name in names:
             problems.append((f"{where}.name", f"duplicates the name of routes[{names[name]}]"))
         names.setdefault(name, index)

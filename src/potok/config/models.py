@@ -13,6 +13,7 @@ from urllib.parse import urlsplit
 
 from pydantic import Field, ValidationInfo, field_validator, model_validator
 
+from potok.admin.config import AdminConfig
 from potok.config.base import ConfigModel
 from potok.config.discovery import DnsDiscoveryConfig
 from potok.config.paths import ConfigPath
@@ -536,6 +537,13 @@ class GatewayConfig(ConfigModel):
     reload: ReloadConfig = Field(
         default_factory=ReloadConfig,
         description="Hot reload of services, routes and policies (SIGHUP, or a watched file).",
+    )
+    admin: AdminConfig = Field(
+        default_factory=AdminConfig,
+        description=(
+            "The admin API (/api/v1/admin): on the metrics listener, and on the public port "
+            "only with `public` (docs/operations.md)."
+        ),
     )
 
     @model_validator(mode="after")

@@ -100,6 +100,7 @@ class Supervisor:
         self._slots: list[_Slot] = []
         self._stopping = False
         self._reload_requested = False
+        self._adopt_requested = False
         self._fingerprint = source.fingerprint() if source is not None else None
         self._next_watch = 0.0
 
@@ -107,6 +108,7 @@ class Supervisor:
         signal.signal(signal.SIGTERM, self._on_stop)
         signal.signal(signal.SIGINT, self._on_stop)
         signal.signal(signal.SIGHUP, self._on_hup)
+        signal.signal(signal.SIGUSR1, self._on_adopt)
         try:
             server = self.config.server
             try:
@@ -127,6 +129,9 @@ class Supervisor:
                 if self._reload_requested or self._file_changed():
                     self._reload_requested = False
                     self._reload()
+                if self._adopt_requested:
+                    self._adopt_requested = False
+                    self._adopt()
             return self._stop_all()
         finally:
             self._close_sockets()
@@ -191,6 +196,23 @@ class Supervisor:
 
     def _on_hup(self, signum: int, frame: FrameType | None) -> None:
         self._reload_requested = True
+
+    def _on_adopt(self, signum: int, frame: FrameType | None) -> None:
+        self._adopt_requested = True
+
+    def _adopt(self) -> None:
+        """SIGUSR1, from a worker whose admin API reloaded every worker (or wrote a new
+        config and did): take the file's config for workers started from now on, without
+        reloading the running ones again. The file's fingerprint too, so a watcher does
+        not reload it once more."""
+        if self.source is None:
+            return
+        try:
+            self.config = load_candidate(self.source, self.config)
+        except Refused as refused:
+            log_refusal("supervisor (admin reload)", self.source.path, refused.problems)
+            return
+        self._fingerprint = self.source.fingerprint()
 
     def _file_changed(self) -> bool:
         if self.source is None or not self.config.reload.watch:

@@ -15,6 +15,9 @@ from typing import TYPE_CHECKING, NamedTuple
 import structlog
 import uvloop
 
+from potok.admin.agent import WorkerAgent
+from potok.admin.cluster import Cluster
+from potok.admin.router import AdminHandle
 from potok.api.app import ApiContext, create_api
 from potok.app import Gateway
 from potok.config.models import GatewayConfig
@@ -64,9 +67,12 @@ class _Wired:
     gateway: Gateway
     admission: Admission
     state: ServerState
+    admin: AdminHandle
 
 
-async def _wire(config: GatewayConfig, worker_id: str, metrics_dir: Path | None) -> _Wired:
+async def _wire(
+    config: GatewayConfig, worker_id: str, metrics_dir: Path | None, supervised: bool = False
+) -> _Wired:
     """Metrics, the own API behind its ASGI bridge, the Runtime, the Gateway and the state
     the server's connections share; identity's migrations and the realtime bus started."""
     registry = MetricsRegistry(worker_id)
@@ -80,11 +86,13 @@ async def _wire(config: GatewayConfig, worker_id: str, metrics_dir: Path | None)
         else None
     )
     holder: dict[str, ServerState] = {}  # the API asks the state and gateway built after it
+    admin_holder: dict[str, AdminHandle] = {}
     api = create_api(
         ApiContext(
             is_ready=lambda: not holder["state"].draining,
             runtime=lambda: gateway.runtime,
             prometheus=prometheus,
+            admin=lambda: admin_holder.get("admin"),
         )
     )
     resources = Resources()
@@ -100,8 +108,24 @@ async def _wire(config: GatewayConfig, worker_id: str, metrics_dir: Path | None)
     state = ServerState(admission, runtime.settings)
     holder["state"] = state
     state.on_refusal = lambda status: metrics.refused.inc((str(status),))
+    # The admin API's side of this worker; with --workers N its siblings reach it over a
+    # Unix socket in the supervisor's private run directory (admin/cluster.py).
+    agent = WorkerAgent(worker_id, lambda: gateway.runtime, metrics, supervised, state)
+    admin = admin_holder["admin"] = AdminHandle(
+        Cluster(agent, metrics_dir if supervised else None), supervised
+    )
     return _Wired(
-        registry, metrics, store, access_log, resources, bridge, realtime, gateway, admission, state
+        registry,
+        metrics,
+        store,
+        access_log,
+        resources,
+        bridge,
+        realtime,
+        gateway,
+        admission,
+        state,
+        admin,
     )
 
 
@@ -120,7 +144,7 @@ async def serve(
     without one this worker claims the port itself.
     """
     loop = asyncio.get_running_loop()
-    app = await _wire(config, worker_id, metrics_dir)
+    app = await _wire(config, worker_id, metrics_dir, supervised)
     state = app.state
     watching = source is not None and config.reload.watch and not supervised
     # Under the supervisor, it watches the file and sends SIGHUP (one log line, not N).
@@ -147,6 +171,8 @@ async def serve(
     if app.store is not None:
         background.append(loop.create_task(write_snapshots(app.registry, app.store)))
     reloader = _reloader(source, gateways=gateways, app=app)
+    app.admin.cluster.agent.reloader = reloader
+    await app.admin.cluster.start()
     loop.add_signal_handler(signal.SIGHUP, _on_sighup, reloader)
     if _early_sighups:  # sent while this worker was starting: the file may be newer
         _early_sighups.clear()
@@ -179,6 +205,7 @@ async def _shut_down(
     await _drain(app.state, server, app.gateway.runtime.config)  # the newest, after reloads
     if admin is not None:  # probes answered "draining" until the public side was done
         admin.close()
+    await app.admin.cluster.close()
     for task in background:
         task.cancel()
     app.state.stop_sweeper()
@@ -265,6 +292,7 @@ def _reloader(
         build=lambda config, old: Runtime(config, bridge, resources, registry, previous=old),
         install=install,
         counter=registry.counter("config_reloads_total", "Config reloads, by result.", ("result",)),
+        history=gateways[0].runtime.config.admin.reload_history,
     )
 
 

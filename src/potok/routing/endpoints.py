@@ -12,6 +12,9 @@ HEALTH_PATH = "/api/v1/health"
 METRICS_PATH = "/api/v1/metrics"
 REALTIME_ROUTE_NAME = "potok-realtime"
 REALTIME_WS_PATH = "/api/v1/ws"
+ADMIN_PATH = "/api/v1/admin"
+# The own API's route on the metrics listener: the admin guard tells the ports apart by it.
+ADMIN_LISTENER_ROUTE_NAME = "potok-admin"
 
 # The gateway's own endpoints: (pattern, exact). User routes may sit beside them,
 # never on top of them (config check).
@@ -25,6 +28,7 @@ OWN_ENDPOINTS: tuple[tuple[str, bool], ...] = (
     (REALTIME_WS_PATH, True),
     ("/api/v1/socket.io", False),
     ("/api/v1/events", True),
+    (ADMIN_PATH, False),
 )
 
 

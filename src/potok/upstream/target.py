@@ -15,6 +15,7 @@ class Target:
     """Where requests go: host, port, the Host header to send, and the keep-alive pool."""
 
     __slots__ = (
+        "drained",
         "failing",
         "health",
         "host",
@@ -42,6 +43,9 @@ class Target:
         # whole service for a failed call, whether some other target is serving well.
         self.failing = False
         self.health: TargetHealth | None = None  # set by the service when health is tracked
+        # Taken out of the balancer by an operator (admin API): no new requests, the ones
+        # in flight finish. Read only off the hot path (the balancer never holds it).
+        self.drained = False
 
     def in_rotation(self) -> int:
         """1 while it gets traffic (not ejected, checks passing): read when scraped, since
