@@ -25,13 +25,14 @@ def build_parser() -> argparse.ArgumentParser:
         routes,
         run,
         secrets,
+        status,
         users,
     )
 
     parser = argparse.ArgumentParser(prog="potok", description="Potok API gateway")
     parser.add_argument("--version", action="version", version=f"potok {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for module in (run, check, routes, demo, config_docs, users, keys, secrets, audit):
+    for module in (run, check, routes, status, demo, config_docs, users, keys, secrets, audit):
         module.register(commands)
     return parser
 
