@@ -478,7 +478,8 @@ def create_admin_router(handle: Callable[[], AdminHandle | None]) -> APIRouter:
 
     @router.post("/keys", status_code=201)
     async def create_key(request: Request, body: KeyCreate) -> Response:
-        """Create a key: the answer is the only time the key itself is shown."""
+        """Create a key, usable at once on every worker: the answer is the only time the
+        key itself is shown."""
         try:
             check_scopes(body.scopes)
         except UserError as exc:
@@ -496,6 +497,7 @@ def create_admin_router(handle: Callable[[], AdminHandle | None]) -> APIRouter:
                 by=caller_of(request).actor,
             )
         )
+        await ask_all(request, "sync_keys")  # usable at once on every worker
         return _json({**admin_identity.key_row(key), "key": plaintext}, 201)
 
     @router.post("/keys/{key_id}/revoke")
