@@ -6,12 +6,14 @@ from __future__ import annotations
 import json
 import socket
 import tempfile
+import uuid
 from typing import Any
 
 from tests.support.gateway import GatewayProcess
 from tests.support.identity_gateway import CHEAP_ARGON2, HS_SECRET, add_user, call
 from tests.support.net import ResponseReader, build_request, free_port, request
 
+REDIS_URL = "redis://127.0.0.1:6379/0"
 ADMIN_PASSWORD = "admin password for the admin API"
 USER_PASSWORD = "plain user password, no admin role"
 
@@ -65,6 +67,9 @@ class AdminGateway:
         add_user(self.database_url, "plain", USER_PASSWORD)
         self.listen_port = free_port()
         self.config = admin_config(targets, self.database_url, self.listen_port)
+        if workers > 1:  # a memory rate limit would count per worker: the shared Redis
+            self.config["redis"] = {"url": REDIS_URL, "key_prefix": f"admin-{uuid.uuid4().hex}:"}
+            self.config["routes"][0]["policies"]["rate_limit"]["store"] = "redis"
         self.config.update(overrides)
         self.process = GatewayProcess(self.config, workers=workers)
         self.port = self.process.port

@@ -27,7 +27,7 @@ log = structlog.get_logger("potok.admin.cluster")
 PREFIX = "admin-"
 SUFFIX = ".sock"
 LINE_LIMIT = 64 * 1024 * 1024
-TIMEOUT = 10.0
+TIMEOUT = 5.0
 
 Reply = dict[str, Any]  # {"ok": True, "result": ...} or {"ok": False, "status", "detail"}
 
