@@ -56,9 +56,11 @@ def _answered_by(gateway: AdminGateway) -> set[str]:
     for _ in range(SPREAD):
         request(gateway.port, "GET", marker)
     lines = wait_until(
-        lambda: [e for e in gateway.process.access_log() if e["path"] == marker]
-        if len([e for e in gateway.process.access_log() if e["path"] == marker]) == SPREAD
-        else None
+        lambda: (
+            [e for e in gateway.process.access_log() if e["path"] == marker]
+            if len([e for e in gateway.process.access_log() if e["path"] == marker]) == SPREAD
+            else None
+        )
     )
     return {line["worker"] for line in lines}
 
@@ -130,7 +132,10 @@ def test_an_applied_config_reaches_every_worker_and_survives_a_worker_crash(gate
     answer = put_config(gateway.listen_port, yaml.safe_dump(document))
     assert answer.status == 200, answer
     results = answer.json()["workers"]
-    assert {w: r["result"]["result"] for w, r in results.items()} == {"0": "applied", "1": "applied"}
+    assert {w: r["result"]["result"] for w, r in results.items()} == {
+        "0": "applied",
+        "1": "applied",
+    }
     digests = {w["config_digest"] for w in _reachable(gateway)}
     assert len(digests) == 1
     reloads = gateway.admin("GET", "/reloads").json()["reloads"]

@@ -102,6 +102,8 @@ def main(args: argparse.Namespace) -> int:
         if first is not None:
             time.sleep(args.interval)
         status = fetch(base + "/status", args)
+        if not {"workers", "services", "traffic"} <= set(status):
+            raise StatusError(f"{base}/status: not a Potok admin API answer")
     except StatusError as exc:
         print(f"potok status: {exc}", file=sys.stderr)
         return 1
