@@ -74,7 +74,11 @@ class AdminGuard:
 
     async def _credentials(self, request: Request) -> str:
         authorization = request.headers.get("authorization", "")
+        # An X-API-Key that is not a Potok key (another service's, a realtime publishing
+        # key) is not an admin credential: the bearer token decides then.
         presented = request.headers.get(API_KEY_HEADER)
+        if presented is not None and parse_key(presented) is None:
+            presented = None
         if presented is None and authorization[:10].lower() == "bearer pk_":
             presented = authorization[7:].strip()
         if presented is not None:

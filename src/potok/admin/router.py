@@ -13,15 +13,15 @@ import os
 import signal
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
-from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, TypeVar
+from pathlib import Path as FilePath
+from typing import TYPE_CHECKING, Annotated, Any, Literal, TypeVar
 
 import orjson
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Depends, Path, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
 from fastapi.routing import APIRoute
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, StringConstraints
 from starlette.exceptions import HTTPException
 
 from potok.admin import audit as admin_audit
@@ -38,7 +38,7 @@ from potok.admin import (
 from potok.admin import identity as admin_identity
 from potok.admin.guard import AdminGuard, Caller, Refusal
 from potok.api.problems import problem
-from potok.identity.api_keys import check_scopes
+from potok.identity.api_keys import SCOPE
 from potok.identity.passwords import MAX_PASSWORD, MIN_PASSWORD
 from potok.identity.users import ROLE, USERNAME, UserError
 from potok.routing.endpoints import ADMIN_PATH
@@ -50,6 +50,13 @@ if TYPE_CHECKING:
 PREFIX = ADMIN_PATH
 CONFIG_TYPES = ("application/yaml", "application/x-yaml", "text/yaml", "application/json")
 _CALLER = "admin_caller"
+# Path parameters as the config and the stores spell them (anything else: 422).
+SERVICE = Path(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$", description="A service's name.")
+TARGET = Path(
+    pattern=r"^[A-Za-z0-9_.:\[\]-]{1,300}$", description="A target as host:port ([v6]:port)."
+)
+USER = Path(pattern=USERNAME.pattern, description="A username.")
+KEY_ID = Path(pattern=r"^[0-9a-f]{16}$", description="An API key's id.")
 
 
 @dataclass
@@ -127,6 +134,10 @@ def _audit(request: Request, action: str, status: int) -> None:
 
 # Request bodies ----------------------------------------------------------------------
 
+# The stores' own rules, in the schema: what fits it is accepted (schemathesis checks).
+Role = Annotated[str, StringConstraints(pattern=ROLE.pattern)]
+Scope = Annotated[str, StringConstraints(pattern=SCOPE.pattern)]
+
 
 class BreakerAction(BaseModel):
     mode: Literal["open", "closed", "auto"] = Field(
@@ -139,23 +150,17 @@ class UserCreate(BaseModel):
     password: str = Field(
         min_length=MIN_PASSWORD, max_length=MAX_PASSWORD, description="The initial password."
     )
-    roles: list[str] = Field(
-        default_factory=list,
-        max_length=32,
-        description="Roles (letters, digits, '_.:-').",
-        json_schema_extra={"items": {"type": "string", "pattern": ROLE.pattern}},
+    roles: list[Role] = Field(
+        default_factory=list, max_length=32, description="Roles (letters, digits, '_.:-')."
     )
     org: str | None = Field(None, max_length=128, description="Organisation (tenant).")
 
 
 class KeyCreate(BaseModel):
     name: str = Field(min_length=1, max_length=128, description="What the key is for.")
-    scopes: list[str] = Field(default_factory=list, max_length=64, description="Scopes.")
-    roles: list[str] = Field(
-        default_factory=list,
-        max_length=32,
-        description="Roles (`admin` for the admin API).",
-        json_schema_extra={"items": {"type": "string", "pattern": ROLE.pattern}},
+    scopes: list[Scope] = Field(default_factory=list, max_length=64, description="Scopes.")
+    roles: list[Role] = Field(
+        default_factory=list, max_length=32, description="Roles (`admin` for the admin API)."
     )
     org: str | None = Field(None, max_length=128, description="Organisation (tenant).")
     expires_in: float | None = Field(
@@ -414,19 +419,25 @@ def create_admin_router(handle: Callable[[], AdminHandle | None]) -> APIRouter:
         return _json({"file": {"path": str(path), "etag": new_etag}, "workers": replies})
 
     @router.post("/services/{service}/breaker")
-    async def force_breaker(request: Request, service: str, body: BreakerAction) -> Response:
+    async def force_breaker(
+        request: Request, body: BreakerAction, service: str = SERVICE
+    ) -> Response:
         """Hold a service's breaker open or closed on every worker, or release it."""
         args = {"service": service, "mode": body.mode, "actor": caller_of(request).actor}
         return acted(await ask_all(request, "breaker", args))
 
     @router.post("/services/{service}/targets/{target}/drain")
-    async def drain_target(request: Request, service: str, target: str) -> Response:
+    async def drain_target(
+        request: Request, service: str = SERVICE, target: str = TARGET
+    ) -> Response:
         """No new requests to this target on any worker; those in flight finish."""
         args = {"service": service, "target": target, "drained": True}
         return acted(await ask_all(request, "drain", args))
 
     @router.post("/services/{service}/targets/{target}/enable")
-    async def enable_target(request: Request, service: str, target: str) -> Response:
+    async def enable_target(
+        request: Request, service: str = SERVICE, target: str = TARGET
+    ) -> Response:
         """Put a drained target back in rotation on every worker."""
         args = {"service": service, "target": target, "drained": False}
         return acted(await ask_all(request, "drain", args))
@@ -455,7 +466,7 @@ def create_admin_router(handle: Callable[[], AdminHandle | None]) -> APIRouter:
         return _json(admin_identity.user_row(user), 201)
 
     @router.post("/users/{username}/disable")
-    async def disable_user(request: Request, username: str) -> Response:
+    async def disable_user(request: Request, username: str = USER) -> Response:
         """Disable a user and end their sessions (refresh and access tokens)."""
         user = await _identity(
             admin_identity.set_disabled(_idt(request), username, True, caller_of(request).actor)
@@ -463,7 +474,7 @@ def create_admin_router(handle: Callable[[], AdminHandle | None]) -> APIRouter:
         return _json(admin_identity.user_row(user))
 
     @router.post("/users/{username}/enable")
-    async def enable_user(request: Request, username: str) -> Response:
+    async def enable_user(request: Request, username: str = USER) -> Response:
         """Let a disabled user log in again."""
         user = await _identity(
             admin_identity.set_disabled(_idt(request), username, False, caller_of(request).actor)
@@ -480,12 +491,6 @@ def create_admin_router(handle: Callable[[], AdminHandle | None]) -> APIRouter:
     async def create_key(request: Request, body: KeyCreate) -> Response:
         """Create a key, usable at once on every worker: the answer is the only time the
         key itself is shown."""
-        try:
-            check_scopes(body.scopes)
-        except UserError as exc:
-            raise _Answer(
-                422, str(exc), {"errors": [{"field": "scopes", "message": str(exc)}]}
-            ) from None
         key, plaintext = await _identity(
             admin_identity.create_key(
                 _idt(request),
@@ -501,7 +506,7 @@ def create_admin_router(handle: Callable[[], AdminHandle | None]) -> APIRouter:
         return _json({**admin_identity.key_row(key), "key": plaintext}, 201)
 
     @router.post("/keys/{key_id}/revoke")
-    async def revoke_key(request: Request, key_id: str) -> Response:
+    async def revoke_key(request: Request, key_id: str = KEY_ID) -> Response:
         """Revoke a key now, on every worker."""
         key = await _identity(
             admin_identity.revoke_key(_idt(request), key_id, caller_of(request).actor)
@@ -510,7 +515,7 @@ def create_admin_router(handle: Callable[[], AdminHandle | None]) -> APIRouter:
         return _json(admin_identity.key_row(key))
 
     @router.post("/keys/{key_id}/rotate")
-    async def rotate_key(request: Request, key_id: str, body: KeyRotate) -> Response:
+    async def rotate_key(request: Request, body: KeyRotate, key_id: str = KEY_ID) -> Response:
         """A new key with the same name, scopes, roles and org; the old one works for
         `overlap` more seconds (0: refused at once, on every worker)."""
         old, new, plaintext = await _identity(
@@ -569,14 +574,14 @@ async def _identity(action: Awaitable[_T]) -> _T:
         raise _Answer(status, str(exc)) from None
 
 
-def _file_etag(path: Path) -> str | None:
+def _file_etag(path: FilePath) -> str | None:
     try:
         return config_view.file_digest(path.read_bytes())
     except OSError:
         return None
 
 
-def _writable(path: Path) -> bool:
+def _writable(path: FilePath) -> bool:
     try:
         config_apply.check_writable(path)
     except config_apply.NotWritable:
@@ -606,15 +611,15 @@ ANSWERS: dict[tuple[str, str], tuple[int, ...]] = {
     ("post", "/reload"): (401, 403, 409),
     ("put", "/config"): (400, 401, 403, 409, 412, 413, 422),
     ("post", "/services/{service}/breaker"): (400, 401, 403, 404, 409, 413, 422),
-    ("post", "/services/{service}/targets/{target}/drain"): (401, 403, 404, 409),
-    ("post", "/services/{service}/targets/{target}/enable"): (401, 403, 404, 409),
+    ("post", "/services/{service}/targets/{target}/drain"): (400, 401, 403, 404, 409, 422),
+    ("post", "/services/{service}/targets/{target}/enable"): (400, 401, 403, 404, 409, 422),
     ("get", "/users"): (401, 403, 404),
     ("post", "/users"): (400, 401, 403, 404, 409, 413, 422),
-    ("post", "/users/{username}/disable"): (401, 403, 404),
-    ("post", "/users/{username}/enable"): (401, 403, 404),
+    ("post", "/users/{username}/disable"): (400, 401, 403, 404, 422),
+    ("post", "/users/{username}/enable"): (400, 401, 403, 404, 422),
     ("get", "/keys"): (401, 403, 404),
     ("post", "/keys"): (400, 401, 403, 404, 413, 422),
-    ("post", "/keys/{key_id}/revoke"): (401, 403, 404, 409),
+    ("post", "/keys/{key_id}/revoke"): (400, 401, 403, 404, 409, 422),
     ("post", "/keys/{key_id}/rotate"): (400, 401, 403, 404, 409, 413, 422),
     ("get", "/audit"): (401, 403, 404, 422),
 }
