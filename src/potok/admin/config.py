@@ -11,8 +11,7 @@ LOOPBACK = ("127.0.0.0/8", "::1/128")
 
 
 class AdminConfig(ConfigModel):
-    """The admin API (/api/v1/admin): served on the metrics listener (`metrics.listen`),
-    and on the public port only when `public` is on."""
+    """The admin API (/api/v1/admin): on the metrics listener, and the public port if `public`."""
 
     enabled: bool = Field(True, description="Serve the admin API at all.")
     public: bool = Field(
