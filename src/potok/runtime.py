@@ -32,6 +32,8 @@ from potok.resources import Resources
 from potok.routing.endpoints import (
     ACME_CHALLENGE_PATH,
     ACME_ROUTE_NAME,
+    ADMIN_LISTENER_ROUTE_NAME,
+    ADMIN_PATH,
     API_ROUTE_NAME,
     METRICS_PATH,
     OWN_ENDPOINTS,
@@ -151,6 +153,8 @@ class Runtime:
         # Webhook ingress: wherever proxy routes or the own API are served (a provider
         # posts to the front door).
         self._webhook_entries: list[RouteEntry[Route]] = []
+        self._admin_listener_entries: list[RouteEntry[Route]] = []
+        self._admin_public_entries: list[RouteEntry[Route]] = []
         order = 0
         if api_terminal is not None:
             api_route = self._own_api_route(api_terminal)
@@ -160,7 +164,25 @@ class Runtime:
                 if self.realtime is not None
                 else api_route
             )
+            admin = config.admin
             for pattern, exact in OWN_ENDPOINTS:
+                if pattern == ADMIN_PATH:
+                    # The admin API: on a listener of metrics (not proxy), under a route
+                    # name of its own (the guard tells the ports apart by it); on the public
+                    # listeners only with admin.public.
+                    if admin.enabled:
+                        listener_route = self._own_api_route(
+                            api_terminal, ADMIN_LISTENER_ROUTE_NAME
+                        )
+                        self._admin_listener_entries.append(
+                            RouteEntry(listener_route, pattern, exact, frozenset(), None, order)
+                        )
+                    if admin.enabled and admin.public:
+                        self._admin_public_entries.append(
+                            RouteEntry(api_route, pattern, exact, frozenset(), None, order)
+                        )
+                    order += 1
+                    continue
                 target = (
                     ws_route
                     if pattern == REALTIME_WS_PATH
@@ -220,6 +242,10 @@ class Runtime:
                 entries += self._api_entries
             if "api" in serves or "proxy" in serves:
                 entries += self._webhook_entries
+            if "metrics" in serves and "proxy" not in serves:
+                entries += self._admin_listener_entries
+            elif "api" in serves:
+                entries += self._admin_public_entries
             if "proxy" in serves:
                 entries += self._route_entries
             table = self.tables[serves] = RouteTable(entries)

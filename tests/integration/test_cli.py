@@ -256,6 +256,7 @@ def test_schema_is_a_json_schema_of_the_whole_file(schema):
         "reload",
         "tracing",
         "acme",
+        "admin",
     }
 
 

@@ -11,7 +11,7 @@ installed bundle, not a CDN (api/docs.py).
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -21,6 +21,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from prometheus_client.registry import CollectorRegistry
 
 from potok import __version__
+from potok.admin.router import AdminHandle, create_admin_router
 from potok.api import docs, openapi, problems
 from potok.api.auth import create_auth_router
 from potok.api.cache_admin import create_cache_admin_router
@@ -40,6 +41,8 @@ class ApiContext:
     is_ready: Callable[[], bool]
     runtime: Callable[[], Runtime]
     prometheus: CollectorRegistry
+    # The admin API's view of the worker (None until wired, or outside a worker).
+    admin: Callable[[], AdminHandle | None] = field(default=lambda: None)
 
 
 def create_api(context: ApiContext) -> FastAPI:
@@ -101,6 +104,7 @@ def create_api(context: ApiContext) -> FastAPI:
     app.include_router(create_events_router(context.runtime))
     app.include_router(create_cache_admin_router(context.runtime))
     app.include_router(create_webhooks_admin_router(context.runtime))
+    app.include_router(create_admin_router(context.admin))
     app.mount(SOCKETIO_PATH, SocketIoGateway(context.runtime))
     generate = app.openapi
 

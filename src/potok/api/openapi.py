@@ -12,6 +12,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from potok.admin.router import ANSWERS as ADMIN_ANSWERS
+from potok.admin.router import PREFIX as ADMIN_PREFIX
 from potok.realtime.events import CHANNEL, EVENT_ID, EVENT_TYPE, MAX_CHANNEL
 
 PROBLEM = "application/problem+json"
@@ -63,8 +65,10 @@ _EVENT_SCHEMA: dict[str, Any] = {
 _WHY = {
     400: "The body is not a JSON object (not JSON, not UTF-8, or not an object).",
     401: "No valid credentials (a `WWW-Authenticate` challenge says which kind).",
-    403: "The credentials are valid but lack the role the endpoint needs (`admin`).",
-    404: "The feature is not enabled on this gateway.",
+    403: "Not allowed: from this address, or without the role the operation needs.",
+    404: "The feature is not enabled on this gateway, or no such resource.",
+    409: "Conflicts with the gateway's state (not writable, already exists, last target).",
+    412: "`If-Match` does not match the current ETag.",
     413: "The body is larger than the gateway accepts.",
     422: "The body is a JSON object whose fields do not validate (`errors` lists them).",
     429: "Too many requests, or too many failed logins: retry after `Retry-After` seconds.",
@@ -122,6 +126,14 @@ def complete(document: dict[str, Any]) -> dict[str, Any]:
             responses[str(status)] = _problem_response(status)
         if security is not None:
             operation["security"] = security
+    for (method, path), statuses in ADMIN_ANSWERS.items():
+        operation = document.get("paths", {}).get(ADMIN_PREFIX + path, {}).get(method)
+        if operation is None:
+            continue
+        responses = operation.setdefault("responses", {})
+        for status in statuses:
+            responses[str(status)] = _problem_response(status)
+        operation["security"] = [*_BEARER, *_SERVICE_KEY]
     for path in _DRAINING:
         probe = document.get("paths", {}).get(path, {}).get("get")
         if probe is not None:

@@ -9,6 +9,7 @@ not fit is a 422 listing the fields.
 
 from __future__ import annotations
 
+from collections.abc import MutableMapping
 from typing import Any
 
 import orjson
@@ -17,6 +18,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
 from starlette.exceptions import HTTPException
+from starlette.routing import Match
 
 from potok.errors import problem_body
 
@@ -83,7 +85,29 @@ def http_problem(request: Request, exc: HTTPException) -> Response:
     status = exc.status_code
     text = exc.detail if isinstance(exc.detail, str) else orjson.dumps(exc.detail).decode()
     text = _REWORDED.get(text, text)
-    return problem(request, status, text, headers=dict(exc.headers or {}))
+    headers = dict(exc.headers or {})
+    if status == 405:
+        headers["Allow"] = _allowed(request) or headers.get("Allow", "")
+    return problem(request, status, text, headers=headers)
+
+
+def _allowed(request: Request) -> str:
+    """Every method of every route at this path: Starlette's 405 names only the first
+    route's (one route per method, as FastAPI makes them: GET and PUT /config)."""
+    return ", ".join(sorted(_methods(request.app.router.routes, request.scope)))
+
+
+def _methods(routes: list[Any], scope: MutableMapping[str, Any]) -> set[str]:
+    methods: set[str] = set()
+    for route in routes:
+        included = getattr(route, "original_router", None)  # an included router's routes
+        if included is not None:
+            methods |= _methods(included.routes, scope)
+            continue
+        match, _ = route.matches(scope)
+        if match is not Match.NONE:
+            methods |= getattr(route, "methods", None) or set()
+    return methods
 
 
 def server_problem(request: Request, exc: Exception) -> Response:

@@ -27,6 +27,7 @@ def build_parser() -> argparse.ArgumentParser:
         routes,
         run,
         secrets,
+        status,
         users,
         webhooks,
     )
@@ -38,6 +39,7 @@ def build_parser() -> argparse.ArgumentParser:
         run,
         check,
         routes,
+        status,
         demo,
         config_docs,
         users,

@@ -22,6 +22,7 @@ from potok.identity.secrets import open_config_value
 from potok.routing.endpoints import (
     ACME_CHALLENGE_PATH,
     ACME_ROUTE_NAME,
+    ADMIN_LISTENER_ROUTE_NAME,
     API_ROUTE_NAME,
     OWN_ENDPOINTS,
     route_name,
@@ -157,7 +158,7 @@ def cross_check(config: GatewayConfig) -> list[tuple[str, str]]:
                 (f"{where}.match", f"never reached: with acme: the gateway answers {pattern}")
             )
         name = route_name(index, route)
-        if name in (API_ROUTE_NAME, ACME_ROUTE_NAME):
+        if name in (API_ROUTE_NAME, ACME_ROUTE_NAME, ADMIN_LISTENER_ROUTE_NAME):
             problems.append((f"{where}.name", f"{name!r} is reserved"))
         if name in names:
             problems.append((f"{where}.name", f"duplicates the name of routes[{names[name]}]"))

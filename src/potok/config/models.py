@@ -14,6 +14,7 @@ from urllib.parse import urlsplit
 from pydantic import Field, PrivateAttr, ValidationInfo, field_validator, model_validator
 
 from potok.acme.config import AcmeConfig
+from potok.admin.config import AdminConfig
 from potok.config.base import ConfigModel
 from potok.config.discovery import DnsDiscoveryConfig
 from potok.config.listeners import ALL_SERVES, ListenerConfig
@@ -716,6 +717,14 @@ class GatewayConfig(ConfigModel):
                 ),
             )
         return listeners
+
+    admin: AdminConfig = Field(
+        default_factory=AdminConfig,
+        description=(
+            "The admin API (/api/v1/admin): on the metrics listener, and on the public port "
+            "only with `public` (docs/operations.md)."
+        ),
+    )
 
     @model_validator(mode="after")
     def _metrics_listener_apart(self) -> GatewayConfig:

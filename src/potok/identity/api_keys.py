@@ -21,7 +21,7 @@ from potok.identity.users import UserError, check_roles
 
 PREFIX = "pk_"
 _KEY = re.compile(r"^pk_([0-9a-f]{16})_([A-Za-z0-9_-]{43})$")
-_SCOPE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:/*-]{0,127}$")
+SCOPE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:/*-]{0,127}$")
 
 
 def secret_hash(secret: str) -> str:
@@ -36,7 +36,7 @@ def parse_key(key: str) -> tuple[str, str] | None:
 
 def check_scopes(scopes: tuple[str, ...] | list[str]) -> tuple[str, ...]:
     for scope in scopes:
-        if not _SCOPE.match(scope):
+        if not SCOPE.match(scope):
             raise UserError(f"scope {scope!r}: letters, digits and '_.:/*-', at most 128")
     return tuple(dict.fromkeys(scopes))
 
@@ -57,6 +57,12 @@ class ApiKey:
 
     def usable_at(self, now: float) -> bool:
         return self.revoked_at is None and (self.expires_at is None or now < self.expires_at)
+
+    def state(self, now: float) -> str:
+        """ "active", "expired" or "revoked", as `potok keys list` and the admin API say."""
+        if self.revoked_at:
+            return "revoked"
+        return "active" if self.usable_at(now) else "expired"
 
 
 def _key(row: object) -> ApiKey:

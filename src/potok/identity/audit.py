@@ -85,6 +85,7 @@ class AuditStore:
         self,
         *,
         since: float | None = None,
+        until: float | None = None,
         event: str | None = None,
         actor: str | tuple[str, ...] | None = None,
         limit: int = 100,
@@ -93,6 +94,8 @@ class AuditStore:
         query = select(audit_events).order_by(audit_events.c.id.desc()).limit(limit)
         if since is not None:
             query = query.where(audit_events.c.at >= since)
+        if until is not None:
+            query = query.where(audit_events.c.at < until)
         if event is not None:
             event = EVENT_ALIASES.get(event, event)
             query = query.where(audit_events.c.event.like(event.replace("*", "%")))

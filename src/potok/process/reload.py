@@ -13,8 +13,10 @@ and target health.
 from __future__ import annotations
 
 import asyncio
+import time
+from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import structlog
@@ -100,6 +102,19 @@ def log_refusal(trigger: str, path: str, problems: tuple[str, ...]) -> None:
 class ReloadOutcome:
     result: str  # "applied" | "unchanged" | "refused"
     problems: tuple[str, ...] = ()
+    changes: dict[str, object] = field(default_factory=dict)  # what an applied one changed
+
+
+@dataclass(frozen=True, slots=True)
+class ReloadRecord:
+    """One reload as the admin API reports it."""
+
+    at: float  # UNIX time it finished
+    trigger: str  # "SIGHUP", "file changed", "admin", "admin: config applied"
+    result: str
+    problems: tuple[str, ...]
+    digest: str  # the config serving after it
+    changes: dict[str, object]
 
 
 class Reloader:
@@ -111,8 +126,11 @@ class Reloader:
         current: Callable[[], Runtime],
         build: Callable[[GatewayConfig, Runtime], Runtime],
         install: Callable[[Runtime], None],
+        *,
         counter: Counter | None = None,
+        history: int = 20,
     ) -> None:
+        self.history: deque[ReloadRecord] = deque(maxlen=history)
         self._source = source
         self._current = current
         self._build = build
@@ -134,7 +152,20 @@ class Reloader:
             self._counter.inc((outcome.result,))
         if outcome.result == "refused":
             log_refusal(trigger, self._source.path, outcome.problems)
+        record = ReloadRecord(
+            time.time(),
+            trigger,
+            outcome.result,
+            outcome.problems,
+            self._current().digest,
+            outcome.changes,
+        )
+        self.history.append(record)
         return outcome
+
+    @property
+    def source(self) -> ConfigSource:
+        return self._source
 
     async def _reload(self) -> ReloadOutcome:
         old = self._current()
@@ -153,8 +184,9 @@ class Reloader:
         self._install(runtime)
         runtime.start()
         old.retire(runtime)
-        log.info("config reloaded", path=self._source.path, **_summary(old, runtime))
-        return ReloadOutcome("applied")
+        summary = _summary(old, runtime)
+        log.info("config reloaded", path=self._source.path, **summary)
+        return ReloadOutcome("applied", changes=summary)
 
     async def watch(self, interval: float, seen: Fingerprint | None) -> None:
         """Reload whenever the file's fingerprint differs from `seen` (polled off the loop).

@@ -114,6 +114,7 @@ class Supervisor:
         self._slots: list[_Slot] = []
         self._stopping = False
         self._reload_requested = False
+        self._adopt_requested = False
         self._fingerprint = source.fingerprint() if source is not None else None
         self._next_watch = 0.0
         self._certificates: Certificates = {}
@@ -122,6 +123,7 @@ class Supervisor:
         signal.signal(signal.SIGTERM, self._on_stop)
         signal.signal(signal.SIGINT, self._on_stop)
         signal.signal(signal.SIGHUP, self._on_hup)
+        signal.signal(signal.SIGUSR1, self._on_adopt)
         try:
             try:
                 # Loaded before forking: every worker has the same session ticket keys, so
@@ -144,6 +146,9 @@ class Supervisor:
                 self._start(slot)
             while not self._stopping:
                 self._wait(POLL_INTERVAL)
+                if self._adopt_requested:  # before restarting: a worker killed right after
+                    self._adopt_requested = False  # an admin apply starts from the new config
+                    self._adopt()
                 self._restart_dead()
                 if self._reload_requested or self._file_changed():
                     self._reload_requested = False
@@ -232,6 +237,23 @@ class Supervisor:
 
     def _on_hup(self, signum: int, frame: FrameType | None) -> None:
         self._reload_requested = True
+
+    def _on_adopt(self, signum: int, frame: FrameType | None) -> None:
+        self._adopt_requested = True
+
+    def _adopt(self) -> None:
+        """SIGUSR1, from a worker whose admin API reloaded every worker (or wrote a new
+        config and did): take the file's config for workers started from now on, without
+        reloading the running ones again. The file's fingerprint too, so a watcher does
+        not reload it once more."""
+        if self.source is None:
+            return
+        try:
+            self.config = load_candidate(self.source, self.config)
+        except Refused as refused:
+            log_refusal("supervisor (admin reload)", self.source.path, refused.problems)
+            return
+        self._fingerprint = self.source.fingerprint()
 
     def _file_changed(self) -> bool:
         if self.source is None or not self.config.reload.watch:

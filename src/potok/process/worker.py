@@ -15,6 +15,9 @@ from typing import TYPE_CHECKING, NamedTuple
 import structlog
 import uvloop
 
+from potok.admin.agent import WorkerAgent
+from potok.admin.cluster import Cluster
+from potok.admin.router import AdminHandle
 from potok.api.app import ApiContext, create_api
 from potok.app import Gateway
 from potok.config.listeners import ListenerConfig
@@ -74,10 +77,15 @@ class _Wired:
     acme: AcmeService | None
     worker_id: str
     states: list[ServerState]
+    admin: AdminHandle
 
 
 async def _wire(
-    config: GatewayConfig, worker_id: str, metrics_dir: Path | None, certificates: Certificates
+    config: GatewayConfig,
+    worker_id: str,
+    metrics_dir: Path | None,
+    certificates: Certificates,
+    supervised: bool = False,
 ) -> _Wired:
     """Metrics, the own API behind its ASGI bridge, the Runtime, the Gateway and the state
     the server's connections share; identity's migrations and the realtime bus started."""
@@ -92,11 +100,13 @@ async def _wire(
         else None
     )
     holder: dict[str, list[ServerState]] = {}  # the API asks the states built after it
+    admin_holder: dict[str, AdminHandle] = {}
     api = create_api(
         ApiContext(
             is_ready=lambda: not any(state.draining for state in holder["states"]),
             runtime=lambda: gateway.runtime,
             prometheus=prometheus,
+            admin=lambda: admin_holder.get("admin"),
         )
     )
     resources = Resources()
@@ -120,6 +130,12 @@ async def _wire(
     state = ServerState(admission, runtime.settings)
     states = holder["states"] = [state]
     state.on_refusal = lambda status: metrics.refused.inc((str(status),))
+    # The admin API's side of this worker; with --workers N its siblings reach it over a
+    # Unix socket in the supervisor's private run directory (admin/cluster.py).
+    agent = WorkerAgent(worker_id, lambda: gateway.runtime, metrics, supervised, state)
+    admin = admin_holder["admin"] = AdminHandle(
+        Cluster(agent, metrics_dir if supervised else None), supervised
+    )
     return _Wired(
         registry,
         metrics,
@@ -134,6 +150,7 @@ async def _wire(
         acme,
         worker_id,
         states,
+        admin,
     )
 
 
@@ -176,7 +193,7 @@ async def serve(
         # files changed since are read now, not at the first poll or SIGHUP.
         for files in certificates.values():
             await asyncio.to_thread(files.reload, force=False)
-    app = await _wire(config, worker_id, metrics_dir, certificates)
+    app = await _wire(config, worker_id, metrics_dir, certificates, supervised)
     watching = source is not None and config.reload.watch and not supervised
     # Under the supervisor, it watches the file and sends SIGHUP (one log line, not N).
     seen = await asyncio.to_thread(source.fingerprint) if watching and source is not None else None
@@ -195,6 +212,8 @@ async def serve(
     if app.store is not None:
         background.append(loop.create_task(write_snapshots(app.registry, app.store)))
     reloader = _reloader(source, app=app)
+    app.admin.cluster.agent.reloader = reloader
+    await app.admin.cluster.start()
     loop.add_signal_handler(signal.SIGHUP, _on_sighup, reloader, certificates, app.acme)
     if _early_sighups:  # sent while this worker was starting: the file may be newer
         _early_sighups.clear()
@@ -291,6 +310,7 @@ async def _shut_down(
         if rest not in public:
             rest.state.draining = True
             _close(rest)
+    await app.admin.cluster.close()
     for task in background:
         task.cancel()
     app.admission.stop()
@@ -363,6 +383,7 @@ def _reloader(source: ConfigSource | None, *, app: _Wired) -> Reloader | None:
         build=build,
         install=install,
         counter=registry.counter("config_reloads_total", "Config reloads, by result.", ("result",)),
+        history=app.gateway.runtime.config.admin.reload_history,
     )
 
 

@@ -19,6 +19,9 @@ ACME_ROUTE_NAME = "potok-acme"
 WEBHOOKS_ROUTE_NAME = "potok-webhooks"
 WEBHOOKS_PATH = "/api/v1/webhooks"
 WEBHOOKS_ADMIN_PATH = "/api/v1/admin/webhooks"
+ADMIN_PATH = "/api/v1/admin"
+# The own API's route on the metrics listener: the admin guard tells the ports apart by it.
+ADMIN_LISTENER_ROUTE_NAME = "potok-admin"
 
 # The gateway's own endpoints: (pattern, exact). User routes may sit beside them,
 # never on top of them (config check).
@@ -35,6 +38,7 @@ OWN_ENDPOINTS: tuple[tuple[str, bool], ...] = (
     ("/api/v1/admin/cache", False),
     (WEBHOOKS_PATH, False),
     (WEBHOOKS_ADMIN_PATH, False),
+    (ADMIN_PATH, False),
 )
 
 

@@ -8,6 +8,7 @@ half-open --(a failed probe)--> open again (for twice as long when `grow` is on)
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable
 
@@ -71,10 +72,13 @@ class CircuitBreaker:
         "_consecutive",
         "_on_transition",
         "_open_for",
+        "_opened_at",
         "_opened_until",
         "_probe_successes",
         "_probes",
         "_window",
+        "forced",
+        "reason",
         "state",
     )
 
@@ -94,6 +98,12 @@ class CircuitBreaker:
         self._open_for = config.open_for
         self._probes = 0
         self._probe_successes = 0
+        self._opened_at = 0.0
+        self.reason = ""  # why it last moved (for the admin API)
+        # An operator's pin (admin API): None, or the state it is held in ("open", "closed").
+        # Forced open is an open breaker that never times out (allow() needs no extra test);
+        # forced closed is checked where the breaker would trip, not per request.
+        self.forced: str | None = None
 
     def allow(self) -> bool:
         """May a request go out now? A True in half-open takes a probe slot."""
@@ -120,10 +130,37 @@ class CircuitBreaker:
         return self.state
 
     def retry_after(self) -> float:
-        """Seconds until the breaker will let a probe through (0 when it would now)."""
+        """Seconds until the breaker will let a probe through (0 when it would now); held
+        open by an operator, the configured open time (a hint: nobody knows the end)."""
         if self.state != OPEN:
             return 0.0
+        if self.forced == "open":
+            return self._config.open_for
         return max(0.0, self._opened_until - self._clock())
+
+    def opened_for(self) -> float:
+        """Seconds since it last opened (0 when not open)."""
+        return self._clock() - self._opened_at if self.state == OPEN else 0.0
+
+    def force(self, mode: str, reason: str) -> None:
+        """An operator's override: "open" (refuse everything until released), "closed"
+        (never trip) or "auto" (release: a breaker held open goes half-open, so probes
+        decide; one held closed stays closed)."""
+        if mode == "open":
+            self.forced = "open"
+            self._opened_at = self._clock()
+            self._opened_until = math.inf
+            self._move(OPEN, reason)
+        elif mode == "closed":
+            self.forced = "closed"
+            self._open_for = self._config.open_for
+            self._move(CLOSED, reason)
+        else:
+            was_open = self.forced == "open"
+            self.forced = None
+            if was_open:
+                self._opened_until = self._clock()
+                self._move(HALF_OPEN, reason)
 
     def record_success(self) -> None:
         if self.state == HALF_OPEN:
@@ -161,12 +198,17 @@ class CircuitBreaker:
             self._probes = max(0, self._probes - 1)
 
     def _open(self, reason: str) -> None:
-        self._opened_until = self._clock() + self._open_for
+        if self.forced == "closed":  # held closed by an operator: count, never trip
+            self._consecutive = 0
+            return
+        self._opened_at = self._clock()
+        self._opened_until = self._opened_at + self._open_for
         self._move(OPEN, reason)
 
     def _move(self, state: int, reason: str) -> None:
         old = self.state
         self.state = state
+        self.reason = reason
         self._consecutive = 0
         self._probes = 0
         self._probe_successes = 0

@@ -40,6 +40,7 @@ class Service:
         "response_timeout",
         "retry",
         "retry_budget",
+        "serving",
         "targets",
         "tracks_health",
     )
@@ -60,6 +61,7 @@ class Service:
             for t in config.targets
         )
         self.balancer: Balancer = make_balancer(config.balancer, self.targets)
+        self.serving = self.targets  # the targets not drained: what the balancer chooses from
         self.connect_timeout = config.timeouts.connect
         self.response_timeout = config.timeouts.response
         self.api_key_header: tuple[bytes, bytes] | None = (
@@ -128,7 +130,7 @@ class Service:
             candidate = self.balancer.choose()
         # Everything is down or tried: take a healthy one even if tried, else the first pick
         # (the breaker decides whether anything goes out at all).
-        for target in self.targets:
+        for target in self.serving:
             if target.health is None or target.health.available():
                 return target
         return first
@@ -139,7 +141,7 @@ class Service:
         A call that failed while such a target exists failed on its targets, not on
         the service: one dead or hung target of several must not open the breaker.
         """
-        for target in self.targets:
+        for target in self.serving:
             if (
                 not target.failing
                 and target not in tried
@@ -208,7 +210,7 @@ class Service:
         """A new target set from DNS discovery (upstream/discovery.py). Targets still present
         are the same objects; those that left close their pools as their requests end."""
         old, self.targets = self.targets, targets
-        self.balancer = make_balancer(self.config.balancer, targets)
+        self._rebalance()
         for target in targets:
             if self.tracks_health and target.health is None:
                 target.health = TargetHealth(
@@ -227,6 +229,26 @@ class Service:
             self._health_task.cancel()
             self._health_task = None
             self.start()
+
+    def drain(self, name: str, drained: bool) -> Target:
+        """Take a target out of the balancer (in-flight requests finish) or put it back.
+
+        KeyError for an unknown target; ValueError when it would leave nothing to serve
+        (hold the breaker open for that: the answer is then the breaker's, not a 502)."""
+        target = next((t for t in self.targets if t.name == name), None)
+        if target is None:
+            raise KeyError(name)
+        if drained and not target.drained and len(self.serving) <= 1:
+            raise ValueError(f"{name} is the last target serving {self.name}")
+        target.drained = drained
+        self._rebalance()
+        return target
+
+    def _rebalance(self) -> None:
+        """A new balancer over the targets not drained: choosing stays as cheap as before."""
+        serving = tuple(t for t in self.targets if not t.drained) or self.targets
+        self.serving = serving
+        self.balancer = make_balancer(self.config.balancer, serving)
 
     def close(self) -> None:
         if self.discovery is not None:
@@ -280,16 +302,7 @@ class Service:
                 if self.bulkhead is not None
                 else None
             ),
-            "targets": [
-                {
-                    "target": t.name,
-                    "healthy": bool(t.in_rotation()),
-                    "ejections": t.health.ejections if t.health is not None else 0,
-                    "in_flight": t.inflight,
-                    "idle_connections": len(t.pool),
-                }
-                for t in self.targets
-            ],
+            "targets": [target.describe() for target in self.targets],
             "dns": self.discovery.describe() if self.discovery is not None else None,
         }
 

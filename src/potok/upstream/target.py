@@ -20,6 +20,7 @@ class Target:
     """
 
     __slots__ = (
+        "drained",
         "failing",
         "health",
         "host",
@@ -63,12 +64,27 @@ class Target:
         # whole service for a failed call, whether some other target is serving well.
         self.failing = False
         self.health: TargetHealth | None = None  # set by the service when health is tracked
+        # Taken out of the balancer by an operator (admin API): no new requests, the ones
+        # in flight finish. Read only off the hot path (the balancer never holds it).
+        self.drained = False
 
     def in_rotation(self) -> int:
         """1 while it gets traffic (not ejected, checks passing): read when scraped, since
         an ejection ends with the clock alone."""
         health = self.health
         return 1 if health is None or health.available() else 0
+
+    def describe(self) -> dict[str, object]:
+        """Its state for /api/v1/health and the admin API (JSON-ready)."""
+        health = self.health
+        return {
+            "target": self.name,
+            "healthy": bool(self.in_rotation()),
+            "drained": self.drained,
+            "ejections": health.ejections if health is not None else 0,
+            "in_flight": self.inflight,
+            "idle_connections": len(self.pool),
+        }
 
     def __repr__(self) -> str:
         return f"Target({self.name})"

@@ -26,6 +26,7 @@ from potok.observability.metrics import Counter, MetricsRegistry
 from potok.policies.rate_limit.algorithms import Algorithm, Decision, SlidingWindow, TokenBucket
 from potok.policies.rate_limit.config import LimitConfig, RateLimitConfig
 from potok.policies.rate_limit.keys import KeyFunction, key_function
+from potok.policies.rate_limit.refused import RefusedKeys
 
 if TYPE_CHECKING:
     from potok.exchange import Exchange
@@ -89,8 +90,11 @@ class RateLimiter:
         config: RateLimitConfig,
         limits: tuple[LimitConfig, ...],
         metrics: LimitMetrics,
+        refused: list[RefusedKeys] | None = None,
     ) -> None:
         self.limits = limits
+        # Per limit, the keys it refuses most (admin API); fed on refusal only.
+        self.refused = refused
         self.keys: list[KeyFunction] = [key_function(limit.key) for limit in limits]
         self.labels = [limit.label.encode() for limit in limits]
         self.policy_value = policy_header(limits)
@@ -113,7 +117,7 @@ class RateLimiter:
     def apply(self, exchange: Exchange, decision: Decision) -> None:
         """Count the decision; raise 429 or add the response headers."""
         if not decision.admitted:
-            self.refuse(decision)
+            self.refuse(decision, exchange)
         self.admitted(exchange, decision.index, decision.remaining, decision.reset)
 
     def admitted(self, exchange: Exchange, index: int, remaining: int, reset: float) -> None:
@@ -124,8 +128,11 @@ class RateLimiter:
                 whole_seconds(reset),
             )
 
-    def refuse(self, decision: Decision) -> NoReturn:
-        self.metrics.decisions.inc(self.metrics.limited[decision.index])
+    def refuse(self, decision: Decision, exchange: Exchange) -> NoReturn:
+        index = decision.index
+        self.metrics.decisions.inc(self.metrics.limited[index])
+        if self.refused is not None:
+            self.refused[index].add(self.keys[index](exchange), exchange.started)
         retry = whole_seconds(decision.retry_after)
         limit = self.limits[decision.index]
         raise TooManyRequests(

@@ -116,7 +116,7 @@ def _sliding_window_check(
             state.popleft()
         count = len(state)
         if count >= limit:
-            limiter.refuse(window.check(state, now))
+            limiter.refuse(window.check(state, now), exchange)
         oldest = state[0] if state else now
         state.append(now)
         admissions[0] += 1.0
@@ -161,7 +161,7 @@ def _token_bucket_check(
         state[1] = now
         if tokens < 1.0:
             state[0] = tokens
-            limiter.refuse(bucket.check(state, now))
+            limiter.refuse(bucket.check(state, now), exchange)
         left = tokens - 1.0
         state[0] = left
         admissions[0] += 1.0

@@ -30,6 +30,8 @@ from potok.policies.rate_limit.redis_store import (
     StoreUnavailable,
     decision,
 )
+from potok.policies.rate_limit.refused import RESOURCE_KEY as REFUSED_KEY
+from potok.policies.rate_limit.refused import LimitInfo, RefusedKeys, RefusedRegistry
 from potok.redis_clients import redis_endpoint
 
 if TYPE_CHECKING:
@@ -43,18 +45,41 @@ def build(config: RateLimitConfig | None, context: BuildContext) -> Policy | Non
     limits = config.effective_limits()
     registry = context.metrics if context.metrics is not None else MetricsRegistry()
     metrics = LimitMetrics(registry, context.route_name, [limit.label for limit in limits])
-    limiter = RateLimiter(config, limits, metrics)
     scope = context.route_name
     if config.scope == "gateway":
         # The own API's block never shares a budget with the global one (':' is in no
         # route name, so no route's own scope can collide with it either).
         scope = "potok-api:gateway" if context.own_api else "gateway"
+    limiter = RateLimiter(config, limits, metrics, _refused(config, limits, scope, context))
     check: Callable[[Exchange], RequestOutcome]
     if config.store == "memory":
         check = memory_check(limiter, limits, scope, context)
     else:
         check = _redis_check(limiter, limits, scope, context)
     return Policy(name="rate_limit", stage=Stage.LIMIT, on_request=check)
+
+
+def _refused(
+    config: RateLimitConfig, limits: tuple[LimitConfig, ...], scope: str, context: BuildContext
+) -> list[RefusedKeys]:
+    """Each limit's sketch of refused keys, kept across reloads like its counters."""
+    registry: RefusedRegistry = context.resources.get(REFUSED_KEY, RefusedRegistry)
+    return [
+        registry.sketch(
+            f"{state_name(scope, limit)}:{limit.key}",
+            LimitInfo(
+                scope,
+                limit.label,
+                limit.limit,
+                limit.window,
+                limit.algorithm,
+                limit.key,
+                config.store,
+            ),
+            context.route_name,
+        )
+        for limit in limits
+    ]
 
 
 def _redis_check(
@@ -113,7 +138,7 @@ def _redis_check(
             if isinstance(outcome, StoreUnavailable):
                 limiter.store_failed()
             else:
-                limiter.refuse(decision(outcome))
+                limiter.refuse(decision(outcome), exchange)
         except GatewayError as refusal:
             exchange.resume(refusal)
             return
