@@ -1,4 +1,5 @@
-"""Single-flight within a worker: while one request fills a key from the upstream, the
+"""Single-flight within a worker (across workers and instances, the Redis store adds a
+lock: `store_redis`): while one request fills a key from the upstream, the
 others asking for it wait (SUSPENDED in the cache's request hook) and go on when the
 fill ends — to the stored answer, or to the upstream themselves if nothing was stored
 (an uncacheable answer, an error, the filling client gone). Never longer than `bound`
@@ -15,6 +16,10 @@ if TYPE_CHECKING:
     from potok.policies.cache.stored import StoredResponse
 
 CONTEXT_KEY = "cache.variants"
+# With the Redis store: the Fill this request leads (started in the request hook) and
+# the Redis lock token it holds.
+FILL_KEY = "cache.fill"
+LOCK_KEY = "cache.lock"
 
 # Waiters per key: past this, more requests go straight to the upstream.
 MAX_WAITERS = 10_000
@@ -23,13 +28,14 @@ MAX_WAITERS = 10_000
 class Fill:
     """One key being filled, and who waits for it."""
 
-    __slots__ = ("entry", "timer", "waiters")
+    __slots__ = ("timer", "variants", "waiters")
 
     def __init__(self) -> None:
         self.waiters: list[Exchange] = []
         self.timer: asyncio.TimerHandle | None = None
-        # What the fill stored: handed to the waiters (a Redis store is not read again).
-        self.entry: StoredResponse | None = None
+        # What the fill stored or found: handed to the waiters (a Redis store is not
+        # read again).
+        self.variants: list[StoredResponse] = []
 
 
 class Fills:
@@ -71,10 +77,10 @@ class Fills:
     @staticmethod
     def _resume(fill: Fill) -> None:
         waiters, fill.waiters = fill.waiters, []
-        entry = fill.entry
+        variants = fill.variants
         for exchange in waiters:
-            if entry is not None:
+            if variants:
                 if exchange.context is None:
                     exchange.context = {}
-                exchange.context[CONTEXT_KEY] = [entry]
+                exchange.context[CONTEXT_KEY] = variants
             exchange.resume()
