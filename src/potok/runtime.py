@@ -24,6 +24,8 @@ from potok.identity.services import shared_identity
 from potok.observability.metrics import MetricsRegistry
 from potok.observability.tracing.build import build_tracer
 from potok.policies.base import BuildContext, Policy
+from potok.policies.cache.bus_purge import bus_purger
+from potok.policies.cache.registry import cache_registry
 from potok.policies.config import PoliciesBlock
 from potok.policies.pipeline import Pipeline, Terminal
 from potok.realtime.service import Realtime, shared_realtime
@@ -194,6 +196,9 @@ class Runtime:
             )
             order += 1
         self.table: RouteTable[Route] = RouteTable(entries)
+        if self.realtime is not None and cache_registry(self.resources).caches:
+            # Purges on bus events, and admin purges that reach every worker and instance.
+            bus_purger(self.resources, metrics).attach(self.realtime, config.cache.invalidate)
         self.host_routing = any(e.host is not None for e in entries)
         self.answer_hooks: tuple[ResponseHook, ...] = self._unrouted_hooks()
 

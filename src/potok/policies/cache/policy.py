@@ -319,7 +319,9 @@ class Cache:
             for entry in variants
         )
 
-    def _settle(self, key: bytes, fill: Fill | None, lock: bytes | None, exchange: Exchange) -> None:
+    def _settle(
+        self, key: bytes, fill: Fill | None, lock: bytes | None, exchange: Exchange
+    ) -> None:
         """A request that led a fill (Redis store) but did not go upstream to store:
         its worker's waiters go on with what it found, and its lock is given up."""
         if fill is not None:
