@@ -62,13 +62,14 @@ def main(args: argparse.Namespace) -> int:
     except (urllib.error.URLError, OSError) as error:
         print(f"potok cache purge: cannot reach {args.url}: {error}", file=sys.stderr)
         return 1
-    purged = document.get("purged", 0)
+    print(f"purged {document.get('purged', 0)}")
     if document.get("scope") == "all":
-        print(f"purged {purged} here; every other worker and instance purges on the event bus")
-        return 0
-    print(
-        f"purged {purged} on the worker that answered (and Redis) only: the gateway has no "
-        "event bus (a `realtime:` section) or it is down, so other workers keep their entries",
-        file=sys.stderr,
-    )
+        print("every other worker and instance purges as the event bus delivers the command")
+    else:
+        print(
+            "note: only the worker that answered (and Redis stores) purged: the gateway has "
+            "no event bus (a `realtime:` section) or it is down; other workers keep their "
+            "memory entries",
+            file=sys.stderr,
+        )
     return 0
