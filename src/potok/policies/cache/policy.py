@@ -36,7 +36,7 @@ from potok.policies.cache.freshness import (
 )
 from potok.policies.cache.registry import cache_registry
 from potok.policies.cache.serve import send_stored
-from potok.policies.cache.singleflight import CONTEXT_KEY, FILL_KEY, LOCK_KEY, Fill, Fills
+from potok.policies.cache.singleflight import CONTEXT_KEY, LEAD_KEY, Fill, Fills, Lead
 from potok.policies.cache.store_memory import MemoryStore
 from potok.policies.cache.store_redis import LockWait, RedisStore
 from potok.policies.cache.stored import (
@@ -266,32 +266,27 @@ class Cache:
         if exchange.context is None:
             exchange.context = {}
         context = exchange.context
-        lock: bytes | None = None
+        lead = Lead(self.fills, key, fill, redis) if fill is not None else None
         try:
             variants = await redis.variants(key)
             if variants:
                 context[CONTEXT_KEY] = variants
-            if fill is None:
+            if lead is None:
                 return
-            context[FILL_KEY] = fill
+            context[LEAD_KEY] = lead
             if (variants and self._selects(exchange, variants)) or not redis.available:
                 return
             try:
-                lock = await redis.lock(key, self.config.lock_timeout)
+                lead.lock = await redis.lock(key, self.config.lock_timeout)
             except Exception:  # Redis failed (logged, backed off): the upstream answers
                 return
-            if lock is not None:
-                context[LOCK_KEY] = lock
-                return
-            await self._wait_fill(exchange, key, context)
+            if lead.lock is None:
+                await self._wait_fill(exchange, key, context)
         except asyncio.CancelledError:
             # The request went away while it waited: its fill and lock go with it.
-            context.pop(FILL_KEY, None)
-            context.pop(LOCK_KEY, None)
-            if fill is not None:
-                self.fills.finish(key, fill)
-            if lock is not None:
-                redis.release(key, lock)
+            context.pop(LEAD_KEY, None)
+            if lead is not None:
+                lead.settle([])
             raise
 
     async def _wait_fill(self, exchange: Exchange, key: bytes, context: dict[str, object]) -> None:
@@ -319,17 +314,6 @@ class Cache:
             for entry in variants
         )
 
-    def _settle(
-        self, key: bytes, fill: Fill | None, lock: bytes | None, exchange: Exchange
-    ) -> None:
-        """A request that led a fill (Redis store) but did not go upstream to store:
-        its worker's waiters go on with what it found, and its lock is given up."""
-        if fill is not None:
-            fill.variants = (exchange.context or {}).get(CONTEXT_KEY) or []
-            self.fills.finish(key, fill)
-        if lock is not None and self.redis is not None:
-            self.redis.release(key, lock)
-
     def open(self, exchange: Exchange, downstream: ResponseSink) -> ResponseSink | Answered | None:
         method = exchange.method
         if method not in _LOOKED_UP:
@@ -343,16 +327,15 @@ class Cache:
         key = self.key(exchange)
         entry, known = self.select(exchange, key, identity)
         forward = b"vary-miss" if known else b"uri-miss"
-        lead: Fill | None = None
-        lock: bytes | None = None
         context = exchange.context
+        lead: Lead | None = None
         if self.redis is not None and context is not None:
-            lead = context.pop(FILL_KEY, None)
-            lock = context.pop(LOCK_KEY, None)
+            lead = context.pop(LEAD_KEY, None)
         if entry is not None:
-            if lead is not None or lock is not None:
-                self._settle(key, lead, lock, exchange)
-                lead = lock = None
+            if lead is not None:
+                # Not going upstream to store: this worker's waiters take what was found.
+                lead.settle(context.get(CONTEXT_KEY) or [] if context is not None else [])
+                lead = None
             verdict = judge(entry, request_cc, now)
             if verdict == FRESH:
                 self.counts["hit"][0] += 1
@@ -375,10 +358,12 @@ class Cache:
         else:
             stale = None
         if b"only-if-cached" in request_cc:
-            self._settle(key, lead, lock, exchange)
+            if lead is not None:
+                lead.settle([])
             return self._not_cached(exchange)
+        lock: bytes | None = None
         if lead is not None:
-            fill: Fill | None = lead
+            fill, lock = lead.take()
         else:
             fill = self.fills.start(key, exchange.connection.loop) if method == b"GET" else None
         return StoreFilter(
