@@ -227,3 +227,35 @@ def test_an_admin_purge_on_one_instance_empties_another_instances_memory_store(
     finally:
         first.stop()
         second.stop()
+
+
+def test_an_event_purges_the_redis_store_once_for_every_instance(origin: Origin) -> None:
+    import redis
+
+    prefix = f"test:{uuid.uuid4().hex}:"
+    bus_config = bus("redis")
+    configs = []
+    for _ in range(2):
+        config = gateway_config(origin, bus_config, redis={"url": "redis://127.0.0.1:6379/0"})
+        config["routes"][0]["policies"]["cache"].update({"store": "redis", "redis_prefix": prefix})
+        configs.append(config)
+    first = GatewayProcess(configs[0])
+    second = GatewayProcess(configs[1], workers=2)
+    client = redis.Redis(host="127.0.0.1", port=6379)
+    try:
+        org, path = tasks_path(origin)
+        request(first.port, "GET", path)
+        cached_on(second, path)
+        answer = publish(first.port, event(org, "task:updated"))
+        assert answer.status == 202
+        assert purged_on(second, path)
+        time.sleep(0.5)
+        # Three workers saw the event; one claimed it and purged Redis.
+        claims = list(client.scan_iter(match=f"{prefix}b:*"))
+        assert len(claims) == 1, claims
+    finally:
+        for key in client.scan_iter(match=f"{prefix}*"):
+            client.delete(key)
+        client.close()
+        first.stop()
+        second.stop()
