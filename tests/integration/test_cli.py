@@ -254,6 +254,9 @@ def test_schema_is_a_json_schema_of_the_whole_file(schema):
         "realtime",
         "webhooks",
         "reload",
+        "tracing",
+        "acme",
+        "cache",
     }
 
 
