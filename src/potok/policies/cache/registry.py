@@ -57,6 +57,9 @@ class CacheRegistry:
                 "max_bytes": cache.store.max_bytes,
                 "evictions": cache.store.evictions,
             }
+            if cache.redis is not None:
+                routes[route]["lock_waits"] = int(cache.lock_waits[0])
+                routes[route]["lock_timeouts"] = int(cache.lock_timeouts[0])
         return routes
 
     async def purge(
