@@ -41,6 +41,8 @@ def cached(upstream: Upstream, prefix: str, lock_timeout: str = "5s") -> dict[st
             {"name": "c", "match": {"prefix": "/"}, "service": "up", "policies": {"cache": cache}}
         ],
         "redis": {"url": "redis://127.0.0.1:6379/0"},
+        # Requests to /hang never end: do not wait for them at shutdown.
+        "server": {"timeouts": {"shutdown_grace": "1s"}},
     }
 
 
