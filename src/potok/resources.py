@@ -26,6 +26,10 @@ class Resources:
             self._shared[key] = factory()
         return self._shared[key]
 
+    def find(self, key: str) -> Any:
+        """The shared object under `key`, or None if nobody created it."""
+        return self._shared.get(key)
+
     def on_close(self, closer: Callable[[], Awaitable[None]]) -> None:
         self._closers.append(closer)
 

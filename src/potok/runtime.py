@@ -25,6 +25,8 @@ from potok.identity.services import shared_identity
 from potok.observability.metrics import MetricsRegistry
 from potok.observability.tracing.build import build_tracer
 from potok.policies.base import BuildContext, Policy
+from potok.policies.cache.bus_purge import bus_purger
+from potok.policies.cache.registry import cache_registry
 from potok.policies.config import PoliciesBlock
 from potok.policies.pipeline import Pipeline, Terminal
 from potok.realtime.service import Realtime, shared_realtime
@@ -228,6 +230,9 @@ class Runtime:
         # Every route and own endpoint (`potok routes`, tests).
         self.table: RouteTable[Route] = self.table_for(frozenset(ALL_SERVES))
         entries = self._route_entries
+        if self.realtime is not None and cache_registry(self.resources).caches:
+            # Purges on bus events, and admin purges that reach every worker and instance.
+            bus_purger(self.resources, metrics).attach(self.realtime, config.cache.invalidate)
         self.host_routing = any(e.host is not None for e in entries)
         self.answer_hooks: tuple[ResponseHook, ...] = self._unrouted_hooks()
 

@@ -257,6 +257,7 @@ def test_schema_is_a_json_schema_of_the_whole_file(schema):
         "tracing",
         "acme",
         "admin",
+        "cache",
     }
 
 

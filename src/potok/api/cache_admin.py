@@ -2,12 +2,19 @@
 
 `GET /api/v1/admin/cache/stats` and `POST /api/v1/admin/cache/purge`. The caller
 presents a gateway access token (`Authorization: Bearer`, from the token service)
-whose roles include `admin`. Both act on the worker that answers: with the memory
-store and several workers, numbers and purges are that worker's.
+whose roles include `admin`.
+
+A purge acts at once on the worker that answers (its memory stores, and Redis stores)
+and goes on the realtime event bus to every other worker of every instance, which purge
+their memory stores (`scope: "all"`); without a `realtime:` section, or with the bus
+down, only the answering worker and Redis are purged (`scope: "worker"`). Stats are the
+answering worker's (`scope: "worker"`, with its pid): `/api/v1/metrics` sums over
+workers.
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
@@ -17,6 +24,8 @@ from pydantic import BaseModel, Field
 
 from potok.errors import problem_body
 from potok.identity.token_service import AuthFailure
+from potok.policies.cache.bus_purge import RESOURCE_KEY as PURGER_KEY
+from potok.policies.cache.bus_purge import BusPurger
 from potok.policies.cache.registry import cache_registry
 
 if TYPE_CHECKING:
@@ -66,7 +75,11 @@ def create_cache_admin_router(runtime: Callable[[], Runtime]) -> APIRouter:
         if problem is not None:
             return problem
         routes = cache_registry(runtime().resources).stats()
-        return JSONResponse({"routes": routes}, headers=_NO_STORE)
+        # One worker's counts (the Redis store's entries are everyone's): the metrics
+        # endpoint is where workers are summed.
+        return JSONResponse(
+            {"scope": "worker", "pid": os.getpid(), "routes": routes}, headers=_NO_STORE
+        )
 
     @router.post("/purge")
     async def purge(body: PurgeRequest, request: Request) -> Response:
@@ -83,6 +96,13 @@ def create_cache_admin_router(runtime: Callable[[], Runtime]) -> APIRouter:
         removed = await registry.purge(
             route=body.route, key=body.key, prefix=body.prefix, tag=body.tag
         )
-        return JSONResponse({"purged": removed}, headers=_NO_STORE)
+        purger: BusPurger | None = runtime().resources.find(PURGER_KEY)
+        everywhere = purger is not None and await purger.broadcast(
+            route=body.route, key=body.key, prefix=body.prefix, tag=body.tag
+        )
+        # `purged` counts this worker's memory entries and Redis keys; the other workers'
+        # are purged as the bus delivers the command.
+        answer = {"purged": removed, "scope": "all" if everywhere else "worker"}
+        return JSONResponse(answer, headers=_NO_STORE)
 
     return router

@@ -63,4 +63,13 @@ def main(args: argparse.Namespace) -> int:
         print(f"potok cache purge: cannot reach {args.url}: {error}", file=sys.stderr)
         return 1
     print(f"purged {document.get('purged', 0)}")
+    if document.get("scope") == "all":
+        print("every other worker and instance purges as the event bus delivers the command")
+    else:
+        print(
+            "note: only the worker that answered (and Redis stores) purged: the gateway has "
+            "no event bus (a `realtime:` section) or it is down; other workers keep their "
+            "memory entries",
+            file=sys.stderr,
+        )
     return 0

@@ -33,6 +33,7 @@ from potok.config.upstream_tls import UpstreamTlsConfig, UpstreamTlsContext
 from potok.http2.config import Http2Config
 from potok.identity.config import AuthConfig, DatabaseConfig, identity_problems
 from potok.observability.tracing.config import TracingConfig
+from potok.policies.cache.bus_config import CacheSectionConfig, cache_problems
 from potok.policies.checks import policy_problems
 from potok.policies.config import ApiPoliciesConfig, PoliciesConfig
 from potok.realtime.config import RealtimeConfig, realtime_problems
@@ -686,6 +687,10 @@ class GatewayConfig(ConfigModel):
             "before the 2xx, delivered at least once (off unless given)."
         ),
     )
+    cache: CacheSectionConfig = Field(
+        default_factory=CacheSectionConfig,
+        description="Response caches together: purges on events of the realtime bus.",
+    )
     reload: ReloadConfig = Field(
         default_factory=ReloadConfig,
         description="Hot reload of services, routes and policies (SIGHUP, or a watched file).",
@@ -769,6 +774,13 @@ class GatewayConfig(ConfigModel):
     @model_validator(mode="after")
     def _realtime_checks(self) -> GatewayConfig:
         problems = realtime_problems(self)
+        if problems:
+            raise ValueError("\n  ".join(f"{path}: {message}" for path, message in problems))
+        return self
+
+    @model_validator(mode="after")
+    def _cache_checks(self) -> GatewayConfig:
+        problems = cache_problems(self)
         if problems:
             raise ValueError("\n  ".join(f"{path}: {message}" for path, message in problems))
         return self

@@ -19,6 +19,9 @@ CHANNEL = re.compile(r"^[A-Za-z0-9_:@=+-]+(\.[A-Za-z0-9_:@=+-]+)*$")
 EVENT_ID = re.compile(r"^[A-Za-z0-9_.:-]{1,128}$")
 EVENT_TYPE = re.compile(r"^[A-Za-z0-9_.:/-]{1,64}$")
 MAX_CHANNEL = 200
+# Channels of the gateway's own commands on the bus (cache purges): no publisher may use
+# them, and the hub never delivers them to clients.
+RESERVED_PREFIX = "_potok."
 
 
 class BadEvent(ValueError):
@@ -63,10 +66,20 @@ class Event:
         }
 
 
-def make_event(channel: object, event_type: object, data: Any, event_id: object = None) -> Event:
-    """A new event from a publisher's fields, checked; BadEvent says which field is wrong."""
+def make_event(
+    channel: object,
+    event_type: object,
+    data: Any,
+    event_id: object = None,
+    *,
+    reserved: bool = False,
+) -> Event:
+    """A new event from a publisher's fields, checked; BadEvent says which field is wrong.
+    Only the gateway itself (`reserved`) publishes on `RESERVED_PREFIX` channels."""
     if not valid_channel(channel):
         raise BadEvent("channel: letters, digits and _ : @ = + - in '.'-separated parts")
+    if not reserved and str(channel).startswith(RESERVED_PREFIX):
+        raise BadEvent(f"channel: names starting with {RESERVED_PREFIX!r} are the gateway's own")
     if not isinstance(event_type, str) or not EVENT_TYPE.match(event_type):
         raise BadEvent("type: 1-64 of letters, digits and _ . : / -")
     if event_id is None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import hmac
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import structlog
@@ -58,6 +59,9 @@ class Realtime:
             pending_limit=max(1000, config.history.size),
         )
         self.endpoint = RealtimeEndpoint(self)
+        # Called with every bus event before the hub; one that answers True consumed it
+        # (a gateway command, never delivered to clients). The cache's bus purges.
+        self.listeners: list[Callable[[Event], bool]] = []
         self.tasks: set[asyncio.Task[None]] = set()
         self._static_keys = tuple((k.name, k.key.encode()) for k in config.events.keys)
         self._started = False
@@ -65,10 +69,16 @@ class Realtime:
     async def start(self) -> None:
         # (The worker tunes the garbage collector for the many long-lived connections:
         # process/gc_tuning.py.)
-        await self.bus.start(self.hub.deliver, self.bus_error, self._bus_reconnected)
+        await self.bus.start(self._deliver, self.bus_error, self._bus_reconnected)
         self.hub.start()
         self._started = True
         log.info("realtime ready", bus=self.bus.name, connected=self.bus.connected)
+
+    def _deliver(self, event: Event) -> None:
+        for listener in self.listeners:
+            if listener(event):
+                return
+        self.hub.deliver(event)
 
     def _bus_reconnected(self, restarted: bool) -> None:
         task = asyncio.get_running_loop().create_task(self.hub.catch_up(self.bus, restarted))

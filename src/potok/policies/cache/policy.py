@@ -16,6 +16,7 @@ representation and every answer, a hit included, is encoded per client by compre
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import time
 from typing import TYPE_CHECKING
@@ -35,9 +36,9 @@ from potok.policies.cache.freshness import (
 )
 from potok.policies.cache.registry import cache_registry
 from potok.policies.cache.serve import send_stored
-from potok.policies.cache.singleflight import CONTEXT_KEY, Fill, Fills
+from potok.policies.cache.singleflight import CONTEXT_KEY, LEAD_KEY, Fill, Fills, Lead
 from potok.policies.cache.store_memory import MemoryStore
-from potok.policies.cache.store_redis import RedisStore
+from potok.policies.cache.store_redis import LockWait, RedisStore
 from potok.policies.cache.stored import (
     StoredResponse,
     private_fields,
@@ -103,6 +104,8 @@ class Cache:
         "config",
         "counts",
         "fills",
+        "lock_timeouts",
+        "lock_waits",
         "name",
         "redis",
         "refreshing",
@@ -147,6 +150,21 @@ class Cache:
             store.on_evict = evicted
         else:
             self.counts = {result: [0.0] for result in _RESULTS}
+        # Single-flight across instances (Redis store): waits for another's fill lock,
+        # and those that reached lock_timeout and went upstream.
+        self.lock_waits: list[float] = [0.0]
+        self.lock_timeouts: list[float] = [0.0]
+        if metrics is not None and config.store == "redis":
+            self.lock_waits = metrics.counter(
+                "cache_lock_waits_total",
+                "Misses that waited for another worker's or instance's fill (Redis lock).",
+                ("route",),
+            ).cell((route,))
+            self.lock_timeouts = metrics.counter(
+                "cache_lock_timeouts_total",
+                "Lock waits that reached lock_timeout and went to the upstream themselves.",
+                ("route",),
+            ).cell((route,))
         # Keys with a stale-while-revalidate refresh in flight, and since when.
         self.refreshing: dict[bytes, float] = {}
 
@@ -182,9 +200,13 @@ class Cache:
                 return entry, True
         return None, bool(variants)
 
-    def put(self, key: bytes, entry: StoredResponse) -> None:
-        if self.redis is not None:
-            self.redis.put(key, entry)
+    def put(self, key: bytes, entry: StoredResponse, unlock: bytes | None = None) -> None:
+        """Store `entry`; with the Redis store, `unlock` (a fill lock's token) is
+        released once it is written, or now if it is not stored."""
+        redis = self.redis
+        if redis is not None:
+            if not redis.put(key, entry, unlock) and unlock is not None:
+                redis.release(key, unlock)
         else:
             self.store.put(key, entry)
 
@@ -221,7 +243,9 @@ class Cache:
 
     def hold(self, exchange: Exchange) -> RequestOutcome:
         """The request hook: a GET whose key another request is filling waits for it;
-        with Redis, the key's variants are fetched here (the factory cannot wait)."""
+        with Redis, the key's variants are fetched here (the factory cannot wait), and
+        a GET that finds none it can use takes the key's fill lock or waits for its
+        holder (single-flight across workers and instances)."""
         method = exchange.method
         if method not in _LOOKED_UP:
             return None
@@ -230,16 +254,65 @@ class Cache:
             return SUSPENDED
         redis = self.redis
         if redis is not None and redis.available:
-            return exchange.connection.loop.create_task(self._fetch(exchange, key))
+            loop = exchange.connection.loop
+            # This worker's other requests for the key wait behind this one from now on.
+            fill = self.fills.start(key, loop) if method == b"GET" else None
+            return loop.create_task(self._fetch(exchange, key, fill))
         return None
 
-    async def _fetch(self, exchange: Exchange, key: bytes) -> None:
-        assert self.redis is not None
-        variants = await self.redis.variants(key)
+    async def _fetch(self, exchange: Exchange, key: bytes, fill: Fill | None) -> None:
+        redis = self.redis
+        assert redis is not None
+        if exchange.context is None:
+            exchange.context = {}
+        context = exchange.context
+        lead = Lead(self.fills, key, fill, redis) if fill is not None else None
+        try:
+            variants = await redis.variants(key)
+            if variants:
+                context[CONTEXT_KEY] = variants
+            if lead is None:
+                return
+            context[LEAD_KEY] = lead
+            if (variants and self._selects(exchange, variants)) or not redis.available:
+                return
+            try:
+                lead.lock = await redis.lock(key, self.config.lock_timeout)
+            except Exception:  # Redis failed (logged, backed off): the upstream answers
+                return
+            if lead.lock is None:
+                await self._wait_fill(exchange, key, context)
+        except asyncio.CancelledError:
+            # The request went away while it waited: its fill and lock go with it.
+            context.pop(LEAD_KEY, None)
+            if lead is not None:
+                lead.settle([])
+            raise
+
+    async def _wait_fill(self, exchange: Exchange, key: bytes, context: dict[str, object]) -> None:
+        """Another worker or instance holds the fill lock: wait for its entry, at most
+        `lock_timeout`; then (or when it gave up without one) the upstream answers."""
+        redis = self.redis
+        assert redis is not None
+        self.lock_waits[0] += 1
+        deadline = time.monotonic() + self.config.lock_timeout
+        outcome, variants = await redis.wait_fill(
+            key, deadline, lambda found: self._selects(exchange, found)
+        )
+        if outcome == LockWait.TIMEOUT:
+            self.lock_timeouts[0] += 1
         if variants:
-            if exchange.context is None:
-                exchange.context = {}
-            exchange.context[CONTEXT_KEY] = variants
+            context[CONTEXT_KEY] = variants
+
+    def _selects(self, exchange: Exchange, variants: list[StoredResponse]) -> bool:
+        """Whether one of `variants` is for this request (its caller, its Vary values)."""
+        identity = self.identity(exchange)
+        headers = exchange.headers
+        return any(
+            entry.identity == identity
+            and entry.vary == vary_key(tuple(name for name, _ in entry.vary), headers)
+            for entry in variants
+        )
 
     def open(self, exchange: Exchange, downstream: ResponseSink) -> ResponseSink | Answered | None:
         method = exchange.method
@@ -254,7 +327,15 @@ class Cache:
         key = self.key(exchange)
         entry, known = self.select(exchange, key, identity)
         forward = b"vary-miss" if known else b"uri-miss"
+        context = exchange.context
+        lead: Lead | None = None
+        if self.redis is not None and context is not None:
+            lead = context.pop(LEAD_KEY, None)
         if entry is not None:
+            if lead is not None:
+                # Not going upstream to store: this worker's waiters take what was found.
+                lead.settle(context.get(CONTEXT_KEY) or [] if context is not None else [])
+                lead = None
             verdict = judge(entry, request_cc, now)
             if verdict == FRESH:
                 self.counts["hit"][0] += 1
@@ -277,8 +358,14 @@ class Cache:
         else:
             stale = None
         if b"only-if-cached" in request_cc:
+            if lead is not None:
+                lead.settle([])
             return self._not_cached(exchange)
-        fill = self.fills.start(key, exchange.connection.loop) if method == b"GET" else None
+        lock: bytes | None = None
+        if lead is not None:
+            fill, lock = lead.take()
+        else:
+            fill = self.fills.start(key, exchange.connection.loop) if method == b"GET" else None
         return StoreFilter(
             downstream,
             self,
@@ -290,6 +377,7 @@ class Cache:
             request_time=now,
             stale=stale,
             fill=fill,
+            lock=lock,
         )
 
     def _not_cached(self, exchange: Exchange) -> Answered:
@@ -573,6 +661,7 @@ class StoreFilter(ResponseFilter):
         "_forward",
         "_head",
         "_key",
+        "_lock",
         "_request_cc",
         "_request_time",
         "_revalidating",
@@ -597,9 +686,11 @@ class StoreFilter(ResponseFilter):
         stale: StoredResponse | None = None,
         background: bool = False,
         fill: Fill | None = None,
+        lock: bytes | None = None,
     ) -> None:
         super().__init__(downstream)
         self._fill = fill  # this request fills the key: waiters go on when it ends
+        self._lock = lock  # the Redis fill lock's token: released once stored (or not)
         self._stale = stale  # what may stand in for an error or an open breaker
         self._background = background  # the client has its (stale) answer already
         self._cache = cache
@@ -698,9 +789,10 @@ class StoreFilter(ResponseFilter):
                 client_headers=self._client_headers,
             )
             if entry.lifetime > 0 or entry.has_validator:
-                cache.put(self._key, entry)
+                cache.put(self._key, entry, self._lock)
+                self._lock = None
                 if self._fill is not None:
-                    self._fill.entry = entry
+                    self._fill.variants = [entry]
         self._end_refresh()
         self.downstream.end()
         self._release()
@@ -718,11 +810,17 @@ class StoreFilter(ResponseFilter):
         if fill is not None:
             self._fill = None
             self._cache.fills.finish(self._key, fill)
+        lock = self._lock
+        if lock is not None:
+            self._lock = None
+            redis = self._cache.redis
+            if redis is not None:
+                redis.release(self._key, lock)
 
     def __del__(self) -> None:
         # A filter whose client left is dropped without `end` or `abort`: its waiters
         # must not sit out the whole lock_timeout (they ask the upstream now).
-        if self._fill is not None:
+        if self._fill is not None or self._lock is not None:
             with contextlib.suppress(RuntimeError):  # no running loop: shutting down
                 self._release()
 

@@ -57,6 +57,9 @@ class CacheRegistry:
                 "max_bytes": cache.store.max_bytes,
                 "evictions": cache.store.evictions,
             }
+            if cache.redis is not None:
+                routes[route]["lock_waits"] = int(cache.lock_waits[0])
+                routes[route]["lock_timeouts"] = int(cache.lock_timeouts[0])
         return routes
 
     async def purge(
@@ -66,13 +69,26 @@ class CacheRegistry:
         key: str | None = None,
         prefix: str | None = None,
         tag: str | None = None,
+        shared: bool = True,
+        claim: str | None = None,
     ) -> int:
         """Forget entries: all of a route's (or every route's) — or, within that, those
-        under an exact key, a key prefix or a tag. How many were forgotten."""
+        under an exact key, a key prefix or a tag. How many were forgotten (in this
+        worker's memory stores, and in Redis).
+
+        `shared=False` leaves the Redis stores alone (another worker purged them); with
+        `claim` (an event id), a Redis store is purged only by the first worker of any
+        instance to claim that id for the route."""
         removed = 0
-        for name, cache in self.caches.items():
+        for name, cache in list(self.caches.items()):
             if route is not None and name != route:
                 continue
+            redis = cache.redis
+            if redis is not None:
+                if not shared:
+                    continue
+                if claim is not None and not await redis.claim(f"{claim}:{name}"):
+                    continue
             removed += await cache.purge(key=key, prefix=prefix, tag=tag)
         return removed
 

@@ -6,12 +6,19 @@ are sets of keys (`<prefix>t:<tag>`). Lookups wait in the cache's request hook (
 future), never in the response path. Redis being down is never an error: a failed or
 slow lookup is a miss (the upstream answers), a failed write is dropped, and after a
 failure Redis is left alone for `_BACKOFF` seconds so requests do not each pay a timeout.
+
+Single-flight across workers and instances: a missing key's filler holds a short lock
+(`<prefix>l:<key>`, SET NX PX with a random token; released by a script that deletes it
+only while it still holds that token, after the entry is written). Others poll the entry
+and the lock together until the entry appears, the lock goes without one, or their
+bound passes; a holder that dies leaves a lock that expires by itself.
 """
 
 from __future__ import annotations
 
 import asyncio
 import hashlib
+import os
 import struct
 import time
 from collections.abc import Callable
@@ -34,6 +41,26 @@ _BACKOFF = 1.0
 # How long past its freshness (and stale windows) an entry stays for revalidation.
 _KEEP_STALE = 600
 _LENGTH = struct.Struct(">I")
+# Deletes the lock only if it still holds our token: a holder whose lock expired and was
+# taken by another must not release the other's.
+_RELEASE = """
+if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end
+return 0
+"""
+# Polls of a waiter: first soon (a fast upstream fills in milliseconds), then less often.
+_POLL_FIRST = 0.005
+_POLL_MAX = 0.1
+# Event ids claimed for a Redis purge, so one event purges Redis once, not once per worker.
+_CLAIM_FOR = 300
+
+
+class LockWait:
+    """How a wait for another filler's lock ended."""
+
+    FILLED = "filled"  # the entry appeared
+    RELEASED = "released"  # the lock went without an entry: go upstream
+    TIMEOUT = "timeout"  # lock_timeout passed
+    ERROR = "error"  # Redis failed: go upstream
 
 
 class RedisStore:
@@ -85,6 +112,10 @@ class RedisStore:
         except Exception as exc:  # any Redis or network failure is a miss
             self._failed("lookup", exc)
             return []
+        return self.decode_all(found)
+
+    def decode_all(self, found: dict[Any, Any]) -> list[StoredResponse]:
+        """A hash's variants, newest first (damaged ones left out)."""
         entries = []
         for blob in found.values():
             entry = self._decode(blob if isinstance(blob, bytes) else blob.encode("latin-1"))
@@ -93,7 +124,77 @@ class RedisStore:
         entries.sort(key=lambda e: e.response_time, reverse=True)
         return entries
 
-    def put(self, key: bytes, entry: StoredResponse) -> bool:
+    # Single-flight lock -------------------------------------------------------------
+
+    async def lock(self, key: bytes, hold_for: float) -> bytes | None:
+        """A token if this caller now holds the fill lock of `key`, else None (another
+        holds it). Raises on a Redis failure (counted as down)."""
+        token = os.urandom(12).hex().encode()
+        try:
+            async with asyncio.timeout(self._timeout):
+                taken = await self._client.set(
+                    self._prefix + b"l:" + key, token, nx=True, px=max(1, int(hold_for * 1000))
+                )
+        except Exception as exc:
+            self._failed("lock", exc)
+            raise
+        return token if taken else None
+
+    async def wait_fill(
+        self, key: bytes, deadline: float, found: Callable[[list[StoredResponse]], bool]
+    ) -> tuple[str, list[StoredResponse]]:
+        """Poll until the entry `found` accepts is stored, the lock is gone without it,
+        or `deadline` (monotonic) passes. Never raises."""
+        name = self._prefix + b"e:" + key
+        lock_name = self._prefix + b"l:" + key
+        pause = _POLL_FIRST
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return LockWait.TIMEOUT, []
+            await asyncio.sleep(min(pause, left))
+            pause = min(pause * 2, _POLL_MAX)
+            try:
+                async with asyncio.timeout(self._timeout):
+                    pipe = self._client.pipeline(transaction=False)
+                    pipe.hgetall(name)
+                    pipe.exists(lock_name)
+                    stored, locked = await pipe.execute()
+            except Exception as exc:
+                self._failed("lock wait", exc)
+                return LockWait.ERROR, []
+            variants = self.decode_all(stored) if stored else []
+            if variants and found(variants):
+                return LockWait.FILLED, variants
+            if not locked:
+                return LockWait.RELEASED, variants
+
+    def release(self, key: bytes, token: bytes) -> None:
+        """Give the lock up (in the background; an expired one is left alone)."""
+        self._spawn("unlock", self._release(key, token))
+
+    async def _release(self, key: bytes, token: bytes) -> None:
+        await self._client.eval(_RELEASE, 1, self._prefix + b"l:" + key, token)
+
+    async def claim(self, event_id: str) -> bool:
+        """Whether this worker is the first to act on `event_id` for this prefix (one
+        Redis purge per event, whichever worker of whichever instance gets there)."""
+        try:
+            async with asyncio.timeout(self._timeout):
+                return bool(
+                    await self._client.set(
+                        self._prefix + b"b:" + event_id.encode(), b"1", nx=True, ex=_CLAIM_FOR
+                    )
+                )
+        except Exception as exc:
+            self._failed("claim", exc)
+            return False
+
+    # Entries -----------------------------------------------------------------------
+
+    def put(self, key: bytes, entry: StoredResponse, unlock: bytes | None = None) -> bool:
+        """Store `entry` in the background; with `unlock`, release the fill lock after
+        it is written (waiters then find it)."""
         if len(entry.body) > self.max_body or not self.available:
             return False
         keep = int(
@@ -104,10 +205,15 @@ class RedisStore:
             )
             + _KEEP_STALE
         )
-        self._spawn(
-            "store", self._put(key, _variant_id(entry), self._encode(entry), keep, entry.tags)
-        )
+        work = self._put(key, _variant_id(entry), self._encode(entry), keep, entry.tags)
+        self._spawn("store", work if unlock is None else self._then_release(work, key, unlock))
         return True
+
+    async def _then_release(self, work: Any, key: bytes, token: bytes) -> None:
+        try:
+            await work
+        finally:
+            await self._release(key, token)
 
     async def _put(
         self, key: bytes, field: bytes, blob: bytes, keep: int, tags: frozenset[str]
