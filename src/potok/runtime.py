@@ -27,7 +27,7 @@ from potok.realtime.service import Realtime, shared_realtime
 from potok.resources import Resources
 from potok.routing.endpoints import (
     ADMIN_LISTENER_ROUTE_NAME,
-    ADMIN_PATH,
+    ADMIN_PATHS,
     API_ROUTE_NAME,
     METRICS_PATH,
     OWN_ENDPOINTS,
@@ -135,9 +135,10 @@ class Runtime:
             )
             admin = config.admin
             for pattern, exact in OWN_ENDPOINTS:
-                if pattern == ADMIN_PATH:
-                    # The admin API: on the metrics listener (its own route name tells the
-                    # guard which port a call came in on), on the public port only if asked.
+                if pattern in ADMIN_PATHS:
+                    # The admin API and the dashboard: on the metrics listener (its own
+                    # route name tells the guard which port a call came in on), on the
+                    # public port only if asked.
                     if admin.enabled and apart:
                         listener_route = self._own_api_route(
                             api_terminal, ADMIN_LISTENER_ROUTE_NAME

@@ -13,6 +13,9 @@ METRICS_PATH = "/api/v1/metrics"
 REALTIME_ROUTE_NAME = "potok-realtime"
 REALTIME_WS_PATH = "/api/v1/ws"
 ADMIN_PATH = "/api/v1/admin"
+# The operator's page (potok.dashboard): served wherever the admin API is.
+DASHBOARD_PATH = "/dashboard"
+ADMIN_PATHS = frozenset({ADMIN_PATH, DASHBOARD_PATH})
 # The own API's route on the metrics listener: the admin guard tells the ports apart by it.
 ADMIN_LISTENER_ROUTE_NAME = "potok-admin"
 
@@ -29,8 +32,13 @@ OWN_ENDPOINTS: tuple[tuple[str, bool], ...] = (
     ("/api/v1/socket.io", False),
     ("/api/v1/events", True),
     (ADMIN_PATH, False),
+    (DASHBOARD_PATH, False),
 )
 
+
+# Own endpoints that take a path on the public port only when `admin.public` puts them
+# there (a user route may have /dashboard otherwise).
+PUBLIC_ONLY_WITH_ADMIN = frozenset({DASHBOARD_PATH})
 
 # Health probes and metrics: never refused by a policy (see `api.policies`).
 PROBE_ENDPOINTS = frozenset({HEALTH_PATH, METRICS_PATH})
