@@ -10,7 +10,7 @@ from collections.abc import Iterator
 import pytest
 import yaml
 
-from tests.support.admin import USER_PASSWORD, AdminGateway, from_address, put_config
+from tests.support.admin import USER_PASSWORD, AdminGateway, from_address, put_config, wait_until
 from tests.support.gateway import GatewayProcess
 from tests.support.identity_gateway import call
 from tests.support.net import free_port, request
@@ -30,16 +30,6 @@ def gateway(targets: tuple[Upstream, Upstream]) -> Iterator[AdminGateway]:
     gateway = AdminGateway([targets[0].url, targets[1].url])
     yield gateway
     gateway.stop()
-
-
-def wait_until(predicate, timeout: float = 10.0):  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError("condition not met in time")
 
 
 # Reads ---------------------------------------------------------------------------------

@@ -1,7 +1,9 @@
-"""`potok status`: a running gateway summed up in a terminal, from its admin API."""
+"""`potok status`: a running gateway summed up in a terminal, from its admin API; and the
+admin API's view of WebSocket connections and channels."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import io
 import json
@@ -14,6 +16,7 @@ from potok.cli.main import main
 from tests.support.gateway import GatewayProcess
 from tests.support.identity_gateway import call
 from tests.support.net import free_port, request
+from tests.support.realtime import Client, realtime_config, token
 
 
 @pytest.fixture(scope="module")
@@ -97,3 +100,38 @@ def test_status_says_why_it_cannot_answer(gateway, tmp_path):
     public = status("--url", gateway.url, "--interval", "0")  # a user route answers there
     assert public.returncode == 1
     assert "not a Potok admin API answer" in public.stderr
+
+
+def test_websocket_connections_and_channel_subscriptions_are_counted(upstream):
+    listen = free_port()
+    config = {
+        "metrics": {"listen": f"127.0.0.1:{listen}"},
+        "services": {"up": {"targets": [upstream.url]}},
+        "routes": [{"name": "all", "match": {"prefix": "/"}, "service": "up"}],
+        **realtime_config(),
+    }
+    gateway = GatewayProcess(config)
+
+    async def scenario() -> dict:
+        clients = [await Client.open(gateway.port) for _ in range(3)]
+        for client in clients:
+            await client.authenticate(token())
+        for client in clients[:2]:
+            assert (await client.subscribe("public:news"))["type"] == "subscribed"
+        assert (await clients[2].subscribe("org:acme:tasks"))["type"] == "subscribed"
+        document = call(listen, "GET", "/api/v1/admin/realtime").json()
+        for client in clients:
+            await client.close()
+        return document
+
+    try:
+        document = asyncio.run(scenario())
+    finally:
+        gateway.stop()
+    assert document["enabled"] is True
+    assert document["connections"] == 3
+    assert document["channel_count"] == 2
+    assert document["channels"] == [
+        {"channel": "public:news", "subscribers": 2},
+        {"channel": "org:acme:tasks", "subscribers": 1},
+    ]

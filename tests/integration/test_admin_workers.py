@@ -11,7 +11,7 @@ from collections.abc import Iterator
 import pytest
 import yaml
 
-from tests.support.admin import AdminGateway, put_config
+from tests.support.admin import AdminGateway, put_config, wait_until
 from tests.support.net import request
 from tests.support.upstream import Upstream
 
@@ -33,16 +33,6 @@ def gateway(targets: tuple[Upstream, Upstream]) -> Iterator[AdminGateway]:
     wait_until(lambda: len(_reachable(gateway)) == 2)
     yield gateway
     gateway.stop()
-
-
-def wait_until(predicate, timeout: float = 15.0):  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError("condition not met in time")
 
 
 def _reachable(gateway: AdminGateway) -> list[dict]:

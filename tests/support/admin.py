@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import socket
 import tempfile
+import time
 import uuid
 from typing import Any
 
@@ -96,6 +97,17 @@ class AdminGateway:
 
     def stop(self) -> None:
         self.process.stop()
+
+
+def wait_until(predicate: Any, timeout: float = 15.0) -> Any:
+    """The predicate's first truthy value; AssertionError once `timeout` has passed."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.05)
+    raise AssertionError("condition not met in time")
 
 
 def raw(

@@ -3,6 +3,8 @@ target, the refused-keys sketch, secret masking, and merging the workers' report
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 
 from potok.admin import rate_limits, services
@@ -213,3 +215,35 @@ def test_rate_limits_merge_adds_refusals_of_the_same_key():
     merged = rate_limits.merge({"0": limit({"a": 3, "b": 1}), "1": limit({"b": 5})})
     assert merged[0]["refused_total"] == 9
     assert [(k["key"], k["refused"]) for k in merged[0]["top_keys"]] == [("b", 6), ("a", 3)]
+
+
+# The channel between workers ------------------------------------------------------------------
+
+
+def test_workers_answer_each_other_over_private_sockets(tmp_path):
+    from potok.admin.agent import WorkerAgent
+    from potok.admin.cluster import Cluster
+    from potok.observability.metrics import GatewayMetrics, MetricsRegistry
+
+    def cluster(worker: str) -> Cluster:
+        metrics = GatewayMetrics(MetricsRegistry(worker))
+        agent = WorkerAgent(worker, lambda: None, metrics)  # type: ignore[arg-type,return-value]
+        return Cluster(agent, tmp_path, timeout=2.0)
+
+    async def scenario() -> None:
+        first, second = cluster("0"), cluster("1")
+        await first.start()
+        await second.start()
+        assert (tmp_path / "admin-1.sock").stat().st_mode & 0o777 == 0o600
+        replies = await first.ask("no-such-op")
+        assert sorted(replies) == ["0", "1"]
+        assert all(
+            r == {"ok": False, "status": 400, "detail": r["detail"]} for r in replies.values()
+        )
+        await second.close()
+        (tmp_path / "admin-1.sock").touch()  # a dead worker's leftover: nobody listens
+        gone = await first.ask("no-such-op")
+        assert gone["1"]["status"] == 503 and "unreachable" in gone["1"]["detail"]
+        await first.close()
+
+    asyncio.run(scenario())

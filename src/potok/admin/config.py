@@ -42,5 +42,8 @@ class AdminConfig(ConfigModel):
         description="The role a user or API key needs to call the admin API.",
     )
     reload_history: int = Field(
-        20, ge=1, le=1000, description="Reloads each worker remembers for /admin/reloads."
+        20,
+        ge=1,
+        le=1000,
+        description="Reloads each worker remembers for /admin/reloads (read at start).",
     )

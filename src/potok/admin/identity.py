@@ -43,12 +43,10 @@ def user_row(user: User) -> dict[str, Any]:
 
 
 def key_row(key: ApiKey) -> dict[str, Any]:
-    now = time.time()
-    state = "revoked" if key.revoked_at else "active" if key.usable_at(now) else "expired"
     return {
         "id": key.id,
         "name": key.name,
-        "state": state,
+        "state": key.state(time.time()),
         "scopes": list(key.scopes),
         "roles": list(key.roles),
         "org": key.org,

@@ -41,17 +41,7 @@ def _service(service: Service) -> dict[str, Any]:
             if service.bulkhead is not None
             else None
         ),
-        "targets": [
-            {
-                "target": target.name,
-                "healthy": bool(target.in_rotation()),
-                "drained": target.drained,
-                "ejections": target.health.ejections if target.health is not None else 0,
-                "in_flight": target.inflight,
-                "idle_connections": len(target.pool),
-            }
-            for target in service.targets
-        ],
+        "targets": [target.describe() for target in service.targets],
     }
 
 

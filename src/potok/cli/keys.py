@@ -69,12 +69,10 @@ def _when(value: float | None) -> str | None:
 
 
 def _row(key: ApiKey) -> dict[str, Any]:
-    now = time.time()
-    state = "revoked" if key.revoked_at else "expired" if not key.usable_at(now) else "active"
     return {
         "id": key.id,
         "name": key.name,
-        "state": state,
+        "state": key.state(time.time()),
         "scopes": list(key.scopes),
         "roles": list(key.roles),
         "org": key.org,

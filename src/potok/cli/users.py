@@ -14,6 +14,7 @@ import sys
 import time
 from typing import Any
 
+from potok.admin.identity import user_row
 from potok.cli.identity_store import add_store_arguments, audit_admin, fail, run_with_database
 from potok.config.models import GatewayConfig
 from potok.identity import audit as events
@@ -73,17 +74,6 @@ def read_password(from_stdin: bool) -> str:
     return first
 
 
-def _row(user: User) -> dict[str, Any]:
-    return {
-        "id": user.id,
-        "username": user.username,
-        "roles": list(user.roles),
-        "org": user.org,
-        "disabled": user.disabled,
-        "created_at": user.created_at,
-    }
-
-
 async def _end_sessions(database: Database, config: GatewayConfig, user: User) -> None:
     await RefreshTokenStore(database).revoke_user(user.id)
     horizon = time.time() + config.auth.token_service.access_ttl + 60
@@ -107,7 +97,7 @@ def main(args: argparse.Namespace) -> int:
         if action == "list":
             users = await store.all()
             if args.json:
-                print(json.dumps([_row(u) for u in users], indent=2))
+                print(json.dumps([user_row(u) for u in users], indent=2))
             else:
                 for u in users:
                     state = "disabled" if u.disabled else "active"

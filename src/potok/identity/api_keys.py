@@ -58,6 +58,12 @@ class ApiKey:
     def usable_at(self, now: float) -> bool:
         return self.revoked_at is None and (self.expires_at is None or now < self.expires_at)
 
+    def state(self, now: float) -> str:
+        """ "active", "expired" or "revoked", as `potok keys list` and the admin API say."""
+        if self.revoked_at:
+            return "revoked"
+        return "active" if self.usable_at(now) else "expired"
+
 
 def _key(row: object) -> ApiKey:
     m = row._mapping  # type: ignore[attr-defined]

@@ -268,17 +268,7 @@ class Service:
                 if self.bulkhead is not None
                 else None
             ),
-            "targets": [
-                {
-                    "target": t.name,
-                    "healthy": bool(t.in_rotation()),
-                    "drained": t.drained,
-                    "ejections": t.health.ejections if t.health is not None else 0,
-                    "in_flight": t.inflight,
-                    "idle_connections": len(t.pool),
-                }
-                for t in self.targets
-            ],
+            "targets": [target.describe() for target in self.targets],
             "dns": self.discovery.describe() if self.discovery is not None else None,
         }
 

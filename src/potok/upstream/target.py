@@ -53,5 +53,17 @@ class Target:
         health = self.health
         return 1 if health is None or health.available() else 0
 
+    def describe(self) -> dict[str, object]:
+        """Its state for /api/v1/health and the admin API (JSON-ready)."""
+        health = self.health
+        return {
+            "target": self.name,
+            "healthy": bool(self.in_rotation()),
+            "drained": self.drained,
+            "ejections": health.ejections if health is not None else 0,
+            "in_flight": self.inflight,
+            "idle_connections": len(self.pool),
+        }
+
     def __repr__(self) -> str:
         return f"Target({self.name})"
