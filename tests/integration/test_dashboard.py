@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.admin import AdminGateway
 from tests.support.browser import Browser
 from tests.support.gateway import GatewayProcess
 from tests.support.identity_gateway import call
@@ -221,3 +222,41 @@ def test_draining_and_re_enabling_a_target(browser, gateway, upstreams):
     assert services["spare"]["targets"][0]["drained"] is False
     browser.pump()
     assert browser.errors == []
+
+
+def test_signing_in_with_an_admin_api_key_on_the_public_port():
+    upstream = Upstream()
+    gateway = AdminGateway([upstream.url])  # admin.public: the public port needs credentials
+    chromium = Browser()
+    try:
+        key = gateway.admin("POST", "/keys", {"name": "browser", "roles": ["admin"]}).json()
+        chromium.navigate(f"http://127.0.0.1:{gateway.port}/dashboard")
+        chromium.wait_for("!document.getElementById('signin').hidden")
+        assert chromium.evaluate("document.activeElement.id") == "credential"
+        assert chromium.evaluate("document.querySelectorAll('[data-service]').length") == 0
+
+        chromium.type_text("pk_0123456789abcdef_not-a-real-key")
+        chromium.press("Enter")
+        chromium.wait_for("document.getElementById('signin-error').textContent !== ''")
+        assert chromium.evaluate("document.body.dataset.mode") == "signin"
+
+        chromium.focus("#credential")
+        chromium.evaluate("document.getElementById('credential').value = ''")
+        chromium.type_text(key["key"])
+        chromium.press("Enter")
+        chromium.wait_for("Number(document.body.dataset.updates || 0) >= 1")
+        assert chromium.evaluate("document.body.dataset.mode") == "dashboard"
+        assert chromium.evaluate("[...document.querySelectorAll('[data-service]')].length") == 1
+        # Kept for the tab, never as a cookie.
+        assert (
+            chromium.evaluate("sessionStorage.getItem('potok.dashboard.credential')") == key["key"]
+        )
+        assert chromium.evaluate("document.cookie") == ""
+        chromium.pump()
+        # The only errors: Chromium's log lines for the 401s it was answered (the page's
+        # navigation and the wrong key's check) — no script error.
+        assert [e for e in chromium.errors if "status of 401" not in e] == []
+    finally:
+        chromium.close()
+        gateway.stop()
+        upstream.stop()

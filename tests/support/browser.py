@@ -174,6 +174,10 @@ class Browser:
             self.send("Input.dispatchKeyEvent", type="char", text=text, **down)
         self.send("Input.dispatchKeyEvent", type="keyUp", **down)
 
+    def type_text(self, text: str) -> None:
+        """Text typed into the focused element (as an input method would)."""
+        self.send("Input.insertText", text=text)
+
     def screenshot(self, path: Path) -> None:
         data = self.send("Page.captureScreenshot", format="png", captureBeyondViewport=True)
         path.parent.mkdir(parents=True, exist_ok=True)

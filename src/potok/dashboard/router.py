@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import math
 import time
 from collections.abc import AsyncIterator, Callable
 from importlib import resources
@@ -129,7 +130,6 @@ def create_dashboard_router(
         request: Request, interval: float = Query(2.0, ge=0.5, le=60.0)
     ) -> Response:
         admin = admin_of()
-        caller: Caller = request.state.admin_caller
         exchange = _exchange(request)
         if exchange is not None and exchange.timer is not None:
             # A stream outlives the own API's request deadline; it ends by itself instead.
@@ -140,7 +140,6 @@ def create_dashboard_router(
             admin,
             registry=registry,
             is_ready=is_ready,
-            caller=caller,
             interval=interval,
         )
         headers = {"Cache-Control": "no-store", "X-Accel-Buffering": "no"}
@@ -163,26 +162,36 @@ async def _events(
     *,
     registry: CollectorRegistry,
     is_ready: Callable[[], bool],
-    caller: Caller,
     interval: float,
 ) -> AsyncIterator[bytes]:
     exchange = _exchange(request)
     snapshots = Snapshots(admin, registry)
     ends = time.monotonic() + STREAM_LIFETIME
+
+    def going_on() -> bool:
+        """The page is still there, the gateway is not draining, the lifetime not over."""
+        current = exchange is None or exchange.is_current()
+        return current and is_ready() and time.monotonic() < ends
+
     yield b"retry: 3000\n\n"
-    while time.monotonic() < ends and is_ready():
-        if exchange is not None and not exchange.is_current():
-            return  # the page was closed
-        if not caller.via_listener or caller.actor != "listener":
-            try:
-                await AdminGuard(admin.runtime()).authorize(request)
-            except Refusal as refusal:
-                detail = orjson.dumps({"status": refusal.status, "detail": refusal.detail})
-                yield b"event: refused\ndata: " + detail + b"\n\n"
-                return
+    while going_on():
+        # Authorized again at every update, under the running config: a revoked key, a
+        # disabled user or a narrowed `allow_from` ends the stream now, not at its end.
+        try:
+            await AdminGuard(admin.runtime()).authorize(request)
+        except Refusal as refusal:
+            detail = orjson.dumps({"status": refusal.status, "detail": refusal.detail})
+            yield b"event: refused\ndata: " + detail + b"\n\n"
+            return
         document = await snapshots.next()
         yield b"event: snapshot\ndata: " + orjson.dumps(document, default=str) + b"\n\n"
-        await asyncio.sleep(interval)
+        # Slept in short steps: a closed page or a draining gateway ends the stream
+        # within a second, whatever the interval.
+        steps = math.ceil(interval)
+        for _ in range(steps):
+            if not going_on():
+                return
+            await asyncio.sleep(interval / steps)
 
 
 def _exchange(request: Request) -> Exchange | None:
