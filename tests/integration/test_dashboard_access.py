@@ -4,6 +4,7 @@ ports, the sign-in page, framing refused, the stream's credentials checked at ev
 
 from __future__ import annotations
 
+import json
 import socket
 import time
 from collections.abc import Iterator
@@ -26,23 +27,54 @@ def gateway() -> Iterator[AdminGateway]:
 
 
 class Stream:
-    """A GET /dashboard/stream read as it arrives."""
+    """A GET /dashboard/stream read as it arrives: the head, then the chunked body's
+    bytes (`data`) and its events one by one."""
 
     def __init__(self, port: int, headers: dict[str, str] | None = None) -> None:
         self.sock = socket.create_connection(("127.0.0.1", port), timeout=15)
         self.sock.sendall(build_request("GET", "/dashboard/stream?interval=0.5", headers))
-        self.data = b""
+        self.raw = b""
+        self.head = b""
+        self.data = b""  # the body, de-chunked
+        self.taken = 0  # how much of `data` next_event has consumed
+
+    def _read(self, deadline: float) -> None:
+        if time.monotonic() > deadline:
+            raise AssertionError(f"nothing more in time: {self.head + self.data[:2000]!r}")
+        chunk = self.sock.recv(65536)
+        if not chunk:
+            raise AssertionError(f"closed: {self.head + self.data[:2000]!r}")
+        self.raw += chunk
+        if not self.head:
+            if b"\r\n\r\n" not in self.raw:
+                return
+            self.head, self.raw = self.raw.split(b"\r\n\r\n", 1)
+        while b"\r\n" in self.raw:
+            size_line, rest = self.raw.split(b"\r\n", 1)
+            size = int(size_line, 16)
+            if len(rest) < size + 2:
+                return
+            self.data += rest[:size]
+            self.raw = rest[size + 2 :]
 
     def until(self, marker: bytes, timeout: float = 15.0) -> bytes:
         deadline = time.monotonic() + timeout
-        while marker not in self.data:
-            if time.monotonic() > deadline:
-                raise AssertionError(f"no {marker!r} in {self.data[:2000]!r}")
-            chunk = self.sock.recv(65536)
-            if not chunk:
-                raise AssertionError(f"closed before {marker!r}: {self.data[:2000]!r}")
-            self.data += chunk
-        return self.data
+        while marker not in self.head + self.data:
+            self._read(deadline)
+        return self.head + self.data
+
+    def next_event(self, name: str, timeout: float = 15.0) -> bytes:
+        """The data of the next event called `name`."""
+        deadline = time.monotonic() + timeout
+        while True:
+            end = self.data.find(b"\n\n", self.taken)
+            if end < 0:
+                self._read(deadline)
+                continue
+            block, self.taken = self.data[self.taken : end], end + 2
+            lines = block.split(b"\n")
+            if f"event: {name}".encode() in lines:
+                return b"\n".join(line[6:] for line in lines if line.startswith(b"data: "))
 
     def close(self) -> None:
         self.sock.close()
@@ -133,4 +165,47 @@ def test_without_admin_public_the_dashboard_is_not_on_the_public_port():
         assert answer.json()["path"] == "/dashboard"  # the upstream's echo
     finally:
         process.stop()
+        upstream.stop()
+
+
+def in_flight(gateway: AdminGateway) -> int:
+    workers = gateway.admin("GET", "/workers").json()["workers"]
+    return sum(worker["in_flight"] for worker in workers)
+
+
+def test_closing_the_page_ends_its_stream_within_a_second(gateway):
+    idle = in_flight(gateway)  # this call itself
+    stream = Stream(gateway.listen_port)
+    stream.until(b"event: snapshot")
+    assert in_flight(gateway) == idle + 1
+    stream.close()
+    deadline = time.monotonic() + 5
+    while in_flight(gateway) != idle:
+        assert time.monotonic() < deadline, "the stream outlived its page"
+        time.sleep(0.1)
+
+
+def test_with_two_workers_the_stream_shows_both():
+    upstream = Upstream()
+    gateway = AdminGateway([upstream.url], workers=2)
+    stream = None
+    try:
+        for _ in range(6):
+            assert request(gateway.port, "GET", "/counted").status == 200
+        stream = Stream(gateway.listen_port)
+        snapshot = json.loads(stream.next_event("snapshot", timeout=20))
+        assert sorted(w["id"] for w in snapshot["workers"]) == ["0", "1"]
+        assert sorted(snapshot["services"]["up"]["breakers"]) == ["0", "1"]
+        # Counted on whichever worker answered, summed over both (metric snapshots,
+        # written once a second).
+        deadline = time.monotonic() + 10
+        while {r["route"]: r for r in snapshot["routes"]}.get("all", {}).get(
+            "requests_total", 0
+        ) < 6:
+            assert time.monotonic() < deadline, snapshot["routes"]
+            snapshot = json.loads(stream.next_event("snapshot"))
+    finally:
+        if stream is not None:
+            stream.close()
+        gateway.stop()
         upstream.stop()

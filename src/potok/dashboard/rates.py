@@ -35,8 +35,7 @@ class Sample:
 
 
 def sample(registry: CollectorRegistry, at: float) -> Sample:
-    """Read the registry once (blocking: it reads the other workers' snapshot files, so
-    callers run it in a thread)."""
+    """Read the registry once (merged over the workers, like a scrape)."""
     taken = Sample(at)
     for family in registry.collect():
         if family.name == REQUESTS:
