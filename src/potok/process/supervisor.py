@@ -125,13 +125,13 @@ class Supervisor:
                 self._start(slot)
             while not self._stopping:
                 self._wait(POLL_INTERVAL)
+                if self._adopt_requested:  # before restarting: a worker killed right after
+                    self._adopt_requested = False  # an admin apply starts from the new config
+                    self._adopt()
                 self._restart_dead()
                 if self._reload_requested or self._file_changed():
                     self._reload_requested = False
                     self._reload()
-                if self._adopt_requested:
-                    self._adopt_requested = False
-                    self._adopt()
             return self._stop_all()
         finally:
             self._close_sockets()
