@@ -364,7 +364,7 @@
 
   function renderLimits(limits) {
     fillTable("limits", limits.map((l) => [
-      l.name,
+      l.label + " by " + l.key + (l.store ? " (" + l.store + ")" : ""),
       l.routes.join(", "),
       [String(l.refused_total), "num"],
       l.top_keys.slice(0, 5).map((k) => k.key + " (" + k.refused + ")").join(", ") || "—",
