@@ -68,14 +68,16 @@ def gateway(upstreams: dict[str, Upstream]) -> Iterator[GatewayProcess]:
 
 @pytest.fixture(scope="module")
 def browser(gateway: GatewayProcess) -> Iterator[Browser]:
-    chromium = Browser()
     for _ in range(5):  # traffic for the route table: answers, and rate-limit refusals
         assert request(gateway.port, "GET", "/hello").status == 200
         request(gateway.port, "GET", "/limited/x")
-    chromium.navigate(f"http://127.0.0.1:{gateway.listen_port}/dashboard?interval=0.5")  # type: ignore[attr-defined]
-    chromium.wait_for("Number(document.body.dataset.updates || 0) >= 2")
-    yield chromium
-    chromium.close()
+    chromium = Browser()
+    try:
+        chromium.navigate(f"http://127.0.0.1:{gateway.listen_port}/dashboard?interval=0.5")  # type: ignore[attr-defined]
+        chromium.wait_for("Number(document.body.dataset.updates || 0) >= 2")
+        yield chromium
+    finally:
+        chromium.close()
 
 
 def admin(gateway: GatewayProcess, method: str, path: str, body: object = None) -> object:
@@ -239,8 +241,9 @@ def test_draining_and_re_enabling_a_target(browser, gateway, upstreams):
 def test_signing_in_with_an_admin_api_key_on_the_public_port():
     upstream = Upstream()
     gateway = AdminGateway([upstream.url])  # admin.public: the public port needs credentials
-    chromium = Browser()
+    chromium: Browser | None = None
     try:
+        chromium = Browser()
         key = gateway.admin("POST", "/keys", {"name": "browser", "roles": ["admin"]}).json()
         chromium.navigate(f"http://127.0.0.1:{gateway.port}/dashboard")
         chromium.wait_for("!document.getElementById('signin').hidden")
@@ -269,6 +272,7 @@ def test_signing_in_with_an_admin_api_key_on_the_public_port():
         # navigation and the wrong key's check) — no script error.
         assert [e for e in chromium.errors if "status of 401" not in e] == []
     finally:
-        chromium.close()
+        if chromium is not None:
+            chromium.close()
         gateway.stop()
         upstream.stop()

@@ -63,11 +63,15 @@ class Browser:
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
-        self.port = self._debugging_port()
         self.errors: list[str] = []
         self._ids = itertools.count(1)
         self._closing = contextlib.ExitStack()
-        self.ws = self._open_page()
+        try:
+            self.port = self._debugging_port()
+            self.ws = self._open_page()
+        except BaseException:
+            self.close()  # never leave a browser behind
+            raise
         for domain in ("Page", "Runtime", "Log"):
             self.send(f"{domain}.enable")
         self.send(
