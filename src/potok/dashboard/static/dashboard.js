@@ -75,6 +75,7 @@
     streaming = true;
     while (document.body.dataset.mode === "dashboard") {
       setConnection("connecting", "Connecting…");
+      let pause = retryMs;
       try {
         const answer = await fetch("/dashboard/stream?interval=" + INTERVAL, {
           headers: { ...authHeaders(), Accept: "text/event-stream" },
@@ -88,12 +89,13 @@
         if (!answer.ok || !answer.body) throw new Error("stream answered " + answer.status);
         setConnection("live", "Live");
         await readEvents(answer.body);
+        pause = 500; // the server ended it (its lifetime): again at once, authorized afresh
       } catch (error) {
         // The gateway restarting or the network: try again after `retry`.
       }
       if (document.body.dataset.mode !== "dashboard") break;
       setConnection("down", "Reconnecting…");
-      await new Promise((resolve) => setTimeout(resolve, retryMs));
+      await new Promise((resolve) => setTimeout(resolve, pause));
     }
     streaming = false;
   }
