@@ -35,7 +35,7 @@ from potok.routing.endpoints import (
     ACME_CHALLENGE_PATH,
     ACME_ROUTE_NAME,
     ADMIN_LISTENER_ROUTE_NAME,
-    ADMIN_PATH,
+    ADMIN_PATHS,
     API_ROUTE_NAME,
     METRICS_PATH,
     OWN_ENDPOINTS,
@@ -168,10 +168,10 @@ class Runtime:
             )
             admin = config.admin
             for pattern, exact in OWN_ENDPOINTS:
-                if pattern == ADMIN_PATH:
-                    # The admin API: on a listener of metrics (not proxy), under a route
-                    # name of its own (the guard tells the ports apart by it); on the public
-                    # listeners only with admin.public.
+                if pattern in ADMIN_PATHS:
+                    # The admin API and the dashboard: on a listener of metrics (not proxy),
+                    # under a route name of its own (the guard tells the ports apart by it);
+                    # on the public listeners only with admin.public.
                     if admin.enabled:
                         listener_route = self._own_api_route(
                             api_terminal, ADMIN_LISTENER_ROUTE_NAME

@@ -25,6 +25,7 @@ from potok.admin.router import AdminHandle, create_admin_router
 from potok.api import docs, openapi, problems
 from potok.api.auth import create_auth_router
 from potok.api.cache_admin import create_cache_admin_router
+from potok.dashboard.router import create_dashboard_router
 from potok.realtime.events_api import create_events_router
 from potok.realtime.socketio import PATH as SOCKETIO_PATH
 from potok.realtime.socketio import SocketIoGateway
@@ -105,6 +106,7 @@ def create_api(context: ApiContext) -> FastAPI:
     app.include_router(create_cache_admin_router(context.runtime))
     app.include_router(create_webhooks_admin_router(context.runtime))
     app.include_router(create_admin_router(context.admin))
+    app.include_router(create_dashboard_router(context.admin, context.prometheus, context.is_ready))
     app.mount(SOCKETIO_PATH, SocketIoGateway(context.runtime))
     generate = app.openapi
 

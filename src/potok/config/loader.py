@@ -25,6 +25,7 @@ from potok.routing.endpoints import (
     ADMIN_LISTENER_ROUTE_NAME,
     API_ROUTE_NAME,
     OWN_ENDPOINTS,
+    PUBLIC_ONLY_WITH_ADMIN,
     route_name,
 )
 from potok.routing.table import RouteEntry
@@ -146,7 +147,9 @@ def cross_check(config: GatewayConfig) -> list[tuple[str, str]]:
                     (f"{where}.{field}", f"unknown service {service!r} (services: {known})")
                 )
         own = _own_endpoint_under(
-            route.match.path or route.match.prefix or "/", route.match.path is not None
+            route.match.path or route.match.prefix or "/",
+            route.match.path is not None,
+            config.admin.enabled and config.admin.public,
         )
         if own is not None:
             problems.append((f"{where}.match", f"takes over the gateway's own endpoint {own}"))
@@ -182,10 +185,12 @@ def cross_check(config: GatewayConfig) -> list[tuple[str, str]]:
     return problems
 
 
-def _own_endpoint_under(pattern: str, exact: bool) -> str | None:
+def _own_endpoint_under(pattern: str, exact: bool, admin_public: bool) -> str | None:
     """The own endpoint a user pattern would win over (the same or under it), if any."""
     path = pattern.rstrip("/") or "/"
     for own, own_exact in OWN_ENDPOINTS:
+        if own in PUBLIC_ONLY_WITH_ADMIN and not admin_public:
+            continue
         if own_exact:
             if exact and path == own:
                 return own

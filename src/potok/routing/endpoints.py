@@ -20,6 +20,9 @@ WEBHOOKS_ROUTE_NAME = "potok-webhooks"
 WEBHOOKS_PATH = "/api/v1/webhooks"
 WEBHOOKS_ADMIN_PATH = "/api/v1/admin/webhooks"
 ADMIN_PATH = "/api/v1/admin"
+# The operator's page (potok.dashboard): served wherever the admin API is.
+DASHBOARD_PATH = "/dashboard"
+ADMIN_PATHS = frozenset({ADMIN_PATH, DASHBOARD_PATH})
 # The own API's route on the metrics listener: the admin guard tells the ports apart by it.
 ADMIN_LISTENER_ROUTE_NAME = "potok-admin"
 
@@ -39,8 +42,13 @@ OWN_ENDPOINTS: tuple[tuple[str, bool], ...] = (
     (WEBHOOKS_PATH, False),
     (WEBHOOKS_ADMIN_PATH, False),
     (ADMIN_PATH, False),
+    (DASHBOARD_PATH, False),
 )
 
+
+# Own endpoints that take a path on the public port only when `admin.public` puts them
+# there (a user route may have /dashboard otherwise).
+PUBLIC_ONLY_WITH_ADMIN = frozenset({DASHBOARD_PATH})
 
 # Health probes and metrics: never refused by a policy (see `api.policies`).
 PROBE_ENDPOINTS = frozenset({HEALTH_PATH, METRICS_PATH})
