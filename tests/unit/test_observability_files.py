@@ -88,9 +88,15 @@ def test_alerts_have_a_severity_a_duration_and_text():
         "PotokUpstreamServiceDown",
         "PotokWorkerRestarted",
         "PotokFileDescriptorsNearLimit",
+        "PotokWebhookOutboxStale",
+        "PotokWebhookDeadLetters",
     }
     assert by_name["PotokCircuitBreakerOpen"]["for"] == "1m"
     for rule in by_name.values():
         assert rule["labels"]["severity"] in {"warning", "critical"}
-        assert rule.get("for") or rule["alert"] == "PotokWorkerRestarted"  # one is enough
+        # An event that happened (a restart, a dead letter) fires at once: one is enough.
+        assert rule.get("for") or rule["alert"] in {
+            "PotokWorkerRestarted",
+            "PotokWebhookDeadLetters",
+        }
         assert rule["annotations"]["summary"] and rule["annotations"]["description"]
