@@ -8,7 +8,7 @@ _HEX = frozenset(b"0123456789abcdef")
 _ZERO_TRACE = "0" * 32
 _ZERO_SPAN = "0" * 16
 # Ids must be unique, not secret (the OpenTelemetry SDK draws them the same way).
-_random = random.getrandbits
+random_bits = _random = random.getrandbits
 
 
 def new_trace_id() -> str:

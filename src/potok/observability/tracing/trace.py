@@ -11,7 +11,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from potok.observability.tracing.context import new_span_id, traceparent
+from potok.observability.tracing.context import new_span_id
 
 INTERNAL = 0  # opentelemetry.trace.SpanKind's values, without importing the API here
 SERVER = 1
@@ -45,13 +45,14 @@ class RequestTrace:
         parent_id: str | None,
         sampled: bool,
         tracestate: bytes | None,
+        span_id: str = "",
     ) -> None:
         self.trace_id = trace_id
-        self.span_id = new_span_id()
+        self.span_id = span_id or new_span_id()
         self.parent_id = parent_id
         self.sampled = sampled
         self.tracestate = tracestate
-        self.start_ns = _now()
+        self.start_ns = _now() if sampled else 0
         self.children: list[SpanRecord] = []
         self.waiting_since = 0  # ns: when a policy began waiting for its I/O (one at a time)
         # [span id, start ns, attributes, status, error, method] of the attempt under way
@@ -60,7 +61,8 @@ class RequestTrace:
         self.upstream_lines = self._lines(self.span_id)
 
     def _lines(self, span_id: str) -> bytes:
-        line = b"traceparent: " + traceparent(self.trace_id, span_id, self.sampled) + b"\r\n"
+        flags = "-01\r\n" if self.sampled else "-00\r\n"
+        line = ("traceparent: 00-" + self.trace_id + "-" + span_id + flags).encode()
         if self.tracestate is not None:
             line += b"tracestate: " + self.tracestate + b"\r\n"
         return line

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from potok.observability.tracing.context import new_trace_id, parse_traceparent
+from potok.observability.tracing.context import new_trace_id, parse_traceparent, random_bits
 from potok.observability.tracing.trace import SERVER, RequestTrace
 
 if TYPE_CHECKING:
@@ -18,6 +18,7 @@ _TRACEPARENT = b"traceparent"
 _TRACESTATE = b"tracestate"
 _USER_AGENT = b"user-agent"
 _LOW64 = (1 << 64) - 1
+_random = random_bits
 
 
 class Tracer:
@@ -52,9 +53,12 @@ class Tracer:
         if context is not None:
             trace_id, parent_id, sampled = context
             return RequestTrace(trace_id, parent_id, sampled, state)
-        trace_id = new_trace_id()
-        sampled = (int(trace_id[16:], 16) & _LOW64) < self._bound
-        return RequestTrace(trace_id, None, sampled, None)
+        # One draw for both ids (a trace id of all zeros is invalid: 1 in 2**128).
+        bits = _random(192)
+        ids = f"{bits:048x}"
+        trace_id = ids[:32] if bits >> 64 else new_trace_id()
+        sampled = (bits >> 64) & _LOW64 < self._bound  # the trace id's low 64 bits
+        return RequestTrace(trace_id, None, sampled, None, ids[32:] if bits & _LOW64 else "")
 
     def _believes(self, exchange: Exchange) -> bool:
         if self._accept == "always":
