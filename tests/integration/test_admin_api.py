@@ -317,3 +317,32 @@ def test_applying_a_config_the_gateway_cannot_write_back_is_refused(upstream):
     finally:
         subprocess.run(["chattr", "-i", str(gateway.config_path)], check=True)
         gateway.stop()
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {"Sec-Fetch-Site": "cross-site"},
+        {"Sec-Fetch-Site": "same-site"},
+        {"Origin": "https://evil.example"},
+        {"Origin": "null"},
+    ],
+)
+def test_a_state_change_sent_by_another_sites_page_is_refused(gateway, targets, headers):
+    """CSRF: a page elsewhere makes the operator's browser POST a form to the loopback
+    admin port, which needs no credentials: refused by what the browser says it is."""
+    first = targets[0]
+    name = f"127.0.0.1:{first.port}"
+    refused = gateway.admin("POST", f"/services/up/targets/{name}/drain", **headers)
+    assert refused.status == 403
+    assert "refused" in refused.json()["detail"]
+    before = first.total
+    for _ in range(10):  # still in rotation: round robin over both targets reaches it
+        assert request(gateway.port, "GET", "/still-served").status == 200
+    assert first.total > before
+    # The same call from a script (no browser headers) or the dashboard (same-origin).
+    same = gateway.admin(
+        "POST", f"/services/up/targets/{name}/drain", **{"Sec-Fetch-Site": "same-origin"}
+    )
+    assert same.status == 200
+    assert gateway.admin("POST", f"/services/up/targets/{name}/enable").status == 200

@@ -18,6 +18,7 @@ import hmac
 import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
+from urllib.parse import urlsplit
 
 from potok.identity.api_keys import ApiKeyStore, parse_key, secret_hash
 from potok.identity.token_service import AuthFailure
@@ -49,6 +50,30 @@ class Refusal(Exception):
         self.detail = detail
 
 
+_SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+
+
+def _cross_site(request: Request) -> str | None:
+    """Why a state-changing call looks sent by another site's page, or None.
+
+    A page on any site can make the operator's browser POST a form to the loopback admin
+    port (a drain needs no body), and the listener needs no credentials. Browsers say
+    where a request comes from (`Sec-Fetch-Site`, and `Origin` on a POST); scripts and
+    `potok status` send neither, and the dashboard is same-origin.
+    """
+    if request.method in _SAFE_METHODS:
+        return None
+    site = request.headers.get("sec-fetch-site")
+    if site is not None and site not in ("same-origin", "none"):
+        return f"a {site} {request.method} is refused (sent by another site's page)"
+    origin = request.headers.get("origin")
+    if origin is not None:
+        host = request.headers.get("host", "").lower()
+        if origin == "null" or urlsplit(origin).netloc.lower() != host:
+            return f"a {request.method} from origin {origin} is refused (not this host's)"
+    return None
+
+
 class AdminGuard:
     """Built per Runtime (the `admin:` block reloads with the rest)."""
 
@@ -67,6 +92,9 @@ class AdminGuard:
             raise Refusal(
                 403, f"the admin API is not open to {ip or 'this client'} (admin.allow_from)"
             )
+        forged = _cross_site(request)
+        if forged is not None:
+            raise Refusal(403, forged)
         if via_listener and self.config.open_on_listener:
             return Caller("listener", ip, True)
         actor = await self._credentials(request)
