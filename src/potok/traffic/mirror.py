@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING
 import structlog
 
 from potok.http.http11 import first_header
+from potok.upstream.connection import DiscardingListener
 from potok.upstream.dial import TlsFailure, dial
 
 if TYPE_CHECKING:
@@ -175,7 +176,7 @@ class _BodyCopy:
         self._mirror._send(self._exchange, b"".join(chunks), held=True)
 
 
-class MirrorCall:
+class MirrorCall(DiscardingListener):
     """One copy on the wire; its answer is read and discarded (a `ResponseListener`)."""
 
     __slots__ = (
@@ -187,7 +188,6 @@ class MirrorCall:
         "_loop",
         "_mirror",
         "_sent_at",
-        "_status",
         "_target",
         "_timer",
     )
@@ -202,6 +202,7 @@ class MirrorCall:
         head_request: bool,
         loop: asyncio.AbstractEventLoop,
     ) -> None:
+        super().__init__()
         self._mirror = mirror
         self._target = target
         self._head = head
@@ -210,7 +211,6 @@ class MirrorCall:
         self._loop = loop
         self._connection: UpstreamConnection | None = None
         self._done = False
-        self._status = 0
         self._sent_at = time.perf_counter()
         self._timer: asyncio.TimerHandle | None = loop.call_later(mirror.timeout, self._timed_out)
 
@@ -262,23 +262,7 @@ class MirrorCall:
         if detail:
             log.debug("mirrored request", result=result, detail=detail)
 
-    # ResponseListener ---------------------------------------------------------------
-
-    def response_head(
-        self,
-        status: int,
-        reason: bytes,
-        headers: list[tuple[bytes, bytes]],
-        length: int | None,
-        has_body: bool,
-    ) -> None:
-        self._status = status
-
-    def response_informational(self, status: int, headers: list[tuple[bytes, bytes]]) -> None:
-        pass
-
-    def response_body(self, data: bytes) -> None:
-        pass
+    # ResponseListener (the rest: DiscardingListener) --------------------------------
 
     def response_complete(self, reusable: bool) -> None:
         connection = self._connection
@@ -288,7 +272,7 @@ class MirrorCall:
                 self._target.pool.release(connection)
             else:
                 connection.close()
-        self._end("failed" if self._status >= 500 else "answered")
+        self._end("failed" if self.status >= 500 else "answered")
 
     def response_switching(self, headers: list[tuple[bytes, bytes]], early: bytes) -> None:
         if self._connection is not None:
@@ -299,12 +283,3 @@ class MirrorCall:
     def upstream_failed(self, reason: str, before_response: bool) -> None:
         self._connection = None
         self._end("failed", reason)
-
-    def flush_client(self) -> None:
-        pass
-
-    def pause_client_reading(self) -> None:
-        pass
-
-    def resume_client_reading(self) -> None:
-        pass

@@ -69,6 +69,42 @@ class ResponseListener(Protocol):
     def resume_client_reading(self) -> None: ...
 
 
+class DiscardingListener:
+    """A `ResponseListener` for a request nobody downstream waits on (a webhook forward, a
+    mirrored copy): keeps the status, drops the body, has no client to flush or pause.
+    Subclasses say what completion, a protocol switch and a failure mean."""
+
+    __slots__ = ("status",)
+
+    def __init__(self) -> None:
+        self.status = 0
+
+    def response_head(
+        self,
+        status: int,
+        reason: bytes,
+        headers: list[tuple[bytes, bytes]],
+        length: int | None,
+        has_body: bool,
+    ) -> None:
+        self.status = status
+
+    def response_informational(self, status: int, headers: list[tuple[bytes, bytes]]) -> None:
+        return
+
+    def response_body(self, data: bytes) -> None:
+        return
+
+    def flush_client(self) -> None:
+        return
+
+    def pause_client_reading(self) -> None:
+        return
+
+    def resume_client_reading(self) -> None:
+        return
+
+
 class UpstreamConnection(asyncio.Protocol):
     """A client connection to one target, lent to one `ResponseListener` at a time."""
 

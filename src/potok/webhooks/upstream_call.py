@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 from typing import TYPE_CHECKING
 
-from potok.upstream.connection import UpstreamConnection
+from potok.upstream.connection import DiscardingListener, UpstreamConnection
 
 if TYPE_CHECKING:
     from potok.upstream.service import Service
@@ -29,28 +29,14 @@ class CallFailed(Exception):
         self.retry_after = retry_after  # breaker_open: when it lets a probe through
 
 
-class _Listener:
+class _Listener(DiscardingListener):
     """Waits for one response on an `UpstreamConnection`; drops the response body."""
 
+    __slots__ = ("future",)
+
     def __init__(self, future: asyncio.Future[int]) -> None:
+        super().__init__()
         self.future = future
-        self.status = 0
-
-    def response_head(
-        self,
-        status: int,
-        reason: bytes,
-        headers: list[tuple[bytes, bytes]],
-        length: int | None,
-        has_body: bool,
-    ) -> None:
-        self.status = status
-
-    def response_informational(self, status: int, headers: list[tuple[bytes, bytes]]) -> None:
-        return
-
-    def response_body(self, data: bytes) -> None:
-        return
 
     def response_complete(self, reusable: bool) -> None:
         if not self.future.done():
@@ -63,15 +49,6 @@ class _Listener:
     def upstream_failed(self, reason: str, before_response: bool) -> None:
         if not self.future.done():
             self.future.set_exception(CallFailed("reset", reason))
-
-    def flush_client(self) -> None:
-        return
-
-    def pause_client_reading(self) -> None:
-        return
-
-    def resume_client_reading(self) -> None:
-        return
 
 
 def request_head(
