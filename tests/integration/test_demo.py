@@ -37,7 +37,8 @@ class Demo:
     """`python -m potok demo` on free ports, output captured to files."""
 
     def __init__(self, extra_env: dict[str, str] | None = None, args: tuple[str, ...] = ()) -> None:
-        self.port, self.admin_port, self.state_port, self.task_port = distinct_free_ports(4)
+        ports = distinct_free_ports(5)
+        self.port, self.admin_port, self.state_port, self.task_port, self.metrics_port = ports
         self.dir = Path(tempfile.mkdtemp(prefix="potok-demo-test-"))
         self.stdout_path = self.dir / "stdout.log"
         self.stderr_path = self.dir / "stderr.log"
@@ -52,6 +53,7 @@ class Demo:
                 "--admin-port", str(self.admin_port),
                 "--state-port", str(self.state_port),
                 "--task-port", str(self.task_port),
+                "--metrics-port", str(self.metrics_port),
                 *args,
             ],
             stdout=self._stdout,
@@ -117,9 +119,30 @@ def test_banner_lists_curl_commands(demo):
     out = demo.stdout_path.read_text()
     base = f"http://127.0.0.1:{demo.port}"
     curls = [line for line in out.splitlines() if line.strip().startswith("curl ")]
-    assert 5 <= len(curls) <= 12
+    assert 5 <= len(curls) <= 14
     assert any(f"{base}/api/v1/health" in line for line in curls)
-    assert any(f"{base}/api/v1/metrics" in line for line in curls)
+    operations = f"http://127.0.0.1:{demo.metrics_port}"
+    assert any(f"{operations}/api/v1/metrics" in line for line in curls)
+    assert f"{operations}/dashboard" in out
+
+
+def test_operations_listener_serves_dashboard_admin_api_and_status(demo):
+    """The banner's operations lines work as printed: the dashboard page, the admin API
+    and `potok status` on the loopback metrics listener, with no credentials."""
+    page = request(demo.metrics_port, "GET", "/dashboard")
+    assert page.status == 200, page
+    assert b"<html" in page.body.lower()
+    services = request(demo.metrics_port, "GET", "/api/v1/admin/services")
+    assert services.status == 200, services
+    assert set(body(services)["services"]) >= {"admin", "state", "task"}
+    status = subprocess.run(
+        [sys.executable, "-m", "potok", "status", "--url", f"http://127.0.0.1:{demo.metrics_port}"],
+        capture_output=True, text=True, timeout=30, check=False,
+    )  # fmt: skip
+    assert status.returncode == 0, status.stderr
+    assert "SERVICES" in status.stdout and "task" in status.stdout
+    # The admin API is not on the public port.
+    assert request(demo.port, "GET", "/api/v1/admin/services").status == 404
 
 
 def test_identity_walk_login_call_refresh_logout(demo):
@@ -269,7 +292,7 @@ def test_unknown_route_is_a_gateway_404(demo):
 
 def test_metrics_count_demo_routes(demo):
     request(demo.port, "GET", "/api/v1/users")
-    text = request(demo.port, "GET", "/api/v1/metrics").body.decode()
+    text = request(demo.metrics_port, "GET", "/api/v1/metrics").body.decode()
     assert 'http_requests_total{method="GET",route="users",status="200"}' in text
 
 
@@ -285,7 +308,8 @@ def test_sigterm_stops_gateway_and_services():
         assert code == 0, running.output()
         _, alive = psutil.wait_procs(children, timeout=10)
         assert not alive, f"left running: {alive}"
-        for port in (running.port, running.admin_port, running.state_port, running.task_port):
+        ports = (running.port, running.admin_port, running.state_port, running.task_port)
+        for port in (*ports, running.metrics_port):
             with pytest.raises(OSError):
                 socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
     finally:
@@ -327,13 +351,18 @@ def test_every_command_the_banner_prints_works_as_printed(demo):
         and "openssl dgst" not in line
     ]  # fmt: skip
     programs = {words[0] for words in commands}
-    assert programs == {"curl", sys.executable}, programs
+    potok = str(Path(sys.executable).with_name("potok"))
+    assert programs == {"curl", sys.executable, potok}, programs
     for words in commands:
         if words[0] == sys.executable:
             assert words[1:3] == ["-m", "websockets"]
             check = subprocess.run(
                 [*words[:3], "--help"], capture_output=True, timeout=30, check=False
             )
+            assert check.returncode == 0, check.stderr
+        elif words[0] == potok:
+            assert words[1] == "status"
+            check = subprocess.run(words, capture_output=True, timeout=30, check=False)
             assert check.returncode == 0, check.stderr
 
 

@@ -19,6 +19,7 @@ import sys
 import time
 from collections.abc import Mapping
 from importlib import resources
+from pathlib import Path
 from types import FrameType, TracebackType
 from typing import Any
 
@@ -35,6 +36,7 @@ from potok.demo.tls import DemoCertificates, make_demo_certificates, with_https
 
 SERVICES_HOST = "127.0.0.1"
 PORT_ENV = {name: f"POTOK_DEMO_{name.upper()}_PORT" for name in SERVICES}
+METRICS_PORT_ENV = "POTOK_DEMO_METRICS_PORT"  # the metrics listener: metrics, admin API, dashboard
 START_TIMEOUT = 15.0
 STOP_TIMEOUT = 5.0
 
@@ -75,6 +77,15 @@ def register(commands: Any) -> None:
             help=f"port of the {name} service (default: ${PORT_ENV[name]} or {spec.default_port})",
         )
     parser.add_argument(
+        "--metrics-port",
+        type=_port,
+        default=9100,
+        help=(
+            "port of the loopback listener for metrics, the admin API and the dashboard "
+            "(default: 9100)"
+        ),
+    )
+    parser.add_argument(
         "--workers", type=int, default=1, help="gateway worker processes (default: 1)"
     )
     parser.add_argument(
@@ -100,11 +111,13 @@ def main(args: argparse.Namespace) -> int:
         return 0
     try:
         ports = _service_ports(args)
-        config = _load_demo_config(ports)
+        if args.metrics_port in (args.port, *ports.values()):
+            raise DemoError(f"--metrics-port {args.metrics_port} is taken by another part")
+        config = _load_demo_config(ports, args.metrics_port)
         config = with_overrides(config, args.host, args.port, args.workers)
-        _check_ports(args.host, args.port, ports)
+        _check_ports(args.host, args.port, ports, args.metrics_port)
         if args.https:
-            if args.https_port in (args.port, *ports.values()):
+            if args.https_port in (args.port, args.metrics_port, *ports.values()):
                 raise DemoError(f"--https-port {args.https_port} is taken by another part")
             _check_ports(args.host, args.https_port, {})
     except DemoError as exc:
@@ -119,7 +132,14 @@ def main(args: argparse.Namespace) -> int:
         with ServiceProcesses(ports, _service_keys(config), events_env) as services:
             services.wait_ready(START_TIMEOUT)
             password = create_demo_user(config)
-            text = banner(args.host, args.port, ports, password, _webhook_secret(config))
+            text = banner(
+                args.host,
+                args.port,
+                ports,
+                password,
+                _webhook_secret(config),
+                metrics_port=args.metrics_port,
+            )
             if certificates is not None:
                 text += https_banner(args.host, args.https_port, certificates)
             print(text, flush=True)
@@ -159,9 +179,10 @@ def _service_ports(args: argparse.Namespace) -> dict[str, int]:
     return ports
 
 
-def _load_demo_config(ports: Mapping[str, int]) -> GatewayConfig:
+def _load_demo_config(ports: Mapping[str, int], metrics_port: int) -> GatewayConfig:
     env = dict(os.environ)
     env.update({PORT_ENV[name]: str(port) for name, port in ports.items()})
+    env[METRICS_PORT_ENV] = str(metrics_port)
     env.update(demo_identity_env(env))
     with resources.as_file(demo_config_resource()) as path:
         try:
@@ -227,10 +248,17 @@ def _signing_command(base: str, secret: str) -> str:
     )
 
 
-def _check_ports(gateway_host: str, gateway_port: int, ports: Mapping[str, int]) -> None:
+def _check_ports(
+    gateway_host: str,
+    gateway_port: int,
+    ports: Mapping[str, int],
+    metrics_port: int | None = None,
+) -> None:
     """Fail early and clearly if a port is in use (a bind without SO_REUSEPORT is refused then)."""
     wanted = [("gateway", gateway_host, gateway_port)]
     wanted += [(f"{name} service", SERVICES_HOST, port) for name, port in ports.items()]
+    if metrics_port is not None:
+        wanted.append(("metrics listener", SERVICES_HOST, metrics_port))
     for what, host, port in wanted:
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
         with socket.socket(family, socket.SOCK_STREAM) as probe:
@@ -339,15 +367,24 @@ def _python() -> str:
     return shlex.quote(sys.executable)
 
 
+def _potok() -> str:
+    """The `potok` command beside this interpreter (the venv's bin), as a shell word."""
+    beside = Path(sys.executable).with_name("potok")
+    return shlex.quote(str(beside)) if beside.exists() else "potok"
+
+
 def banner(
     host: str,
     port: int,
     ports: Mapping[str, int],
     password: str = "<password>",
     webhook_secret: str | None = None,
+    *,
+    metrics_port: int = 9100,
 ) -> str:
     shown = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
     base = f"http://[{shown}]:{port}" if ":" in shown else f"http://{shown}:{port}"
+    operations = f"http://{SERVICES_HOST}:{metrics_port}"
     json = "-H 'Content-Type: application/json'"
     services = "  ".join(f"{name} :{p}" for name, p in ports.items())
     ws_base = "ws" + base.removeprefix("http")
@@ -361,7 +398,10 @@ def banner(
         f"  curl -s {base}/legacy/tasks/acme/1        # rewritten to /api/v1/orgs/acme/tasks/1",
         f"  curl -si {base}/api/v1/state/overview | grep -i cache  # potok; fwd=uri-miss; stored",
         f"  curl -si {base}/api/v1/state/overview | grep -i cache  # potok; hit; ttl=29 (30 s)",
-        f"  curl -s {base}/api/v1/metrics | grep http_requests_total",
+        f"Operations (a loopback listener of its own, no credentials): {operations}/dashboard",
+        f"  curl -s {operations}/api/v1/metrics | grep http_requests_total",
+        f"  curl -s {operations}/api/v1/admin/services      # the admin API: docs/operations.md",
+        f"  {_potok()} status --url {operations}",
         f"Identity: user {DEMO_USER!r}, password {password!r} (org acme, role admin)",
         f"  curl -s -X POST {base}/api/v1/auth/login {json} "
         f'-d \'{{"username": "{DEMO_USER}", "password": "{password}"}}\'',
