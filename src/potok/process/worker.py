@@ -210,6 +210,13 @@ async def serve(
     watching = source is not None and config.reload.watch and not supervised
     # Under the supervisor, it watches the file and sends SIGHUP (one log line, not N).
     seen = await asyncio.to_thread(source.fingerprint) if watching and source is not None else None
+    reloader = _reloader(source, app=app)
+    app.admin.cluster.agent.reloader = reloader
+    await app.admin.cluster.start()
+    # The operator's overrides (a drained target, a breaker held) before the first
+    # request, and after the socket is up: one taken from now on reaches this worker, one
+    # taken before is in the file (the worker taking it writes it before asking anyone).
+    await app.admin.cluster.agent.restore()
     backlog = config.server.backlog
     if sockets is None:
         effective_backlog(backlog)  # warns when the kernel caps it
@@ -224,12 +231,6 @@ async def serve(
     background += [loop.create_task(files.watch()) for files in certificates.values()]
     if app.store is not None:
         background.append(loop.create_task(write_snapshots(app.registry, app.store)))
-    reloader = _reloader(source, app=app)
-    app.admin.cluster.agent.reloader = reloader
-    await app.admin.cluster.start()
-    # After the socket is up: an override taken from now on reaches this worker, and one
-    # taken before is in the file (the worker taking it writes it before asking anyone).
-    await app.admin.cluster.agent.restore()
     loop.add_signal_handler(signal.SIGHUP, _on_sighup, reloader, certificates, app.acme)
     if _early_sighups:  # sent while this worker was starting: the file may be newer
         _early_sighups.clear()
