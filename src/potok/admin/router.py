@@ -1,9 +1,11 @@
 """The admin API's endpoints under /api/v1/admin (FastAPI), every one guarded and audited.
 
 Reads ask every worker (cluster.py) and merge; actions reach every worker and answer
-with each worker's result. Errors are problem+json like the rest of the own API; an
-action refused by every worker alike answers that worker's status (404 unknown
-service, 409 no breaker), one refused by some only answers 200 with each result.
+with each worker's result. Breaker and drain overrides are kept by the instance
+(overrides.py) and, with `scope=cluster`, sent to every other instance (broadcast.py).
+Errors are problem+json like the rest of the own API; an action refused by every worker
+alike answers that worker's status (404 unknown service, 409 no breaker), one refused
+by some only answers 200 with each result.
 """
 
 from __future__ import annotations
