@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import multiprocessing
 import os
 import stat
 import time
@@ -119,3 +120,27 @@ def test_what_is_not_a_change_is_refused(data):
 def test_a_change_travels_as_json_unchanged():
     change = Change("drain", "up", "drained", "ops", 1.5, "a:1", "host/run", "cluster")
     assert Change.from_json(json.loads(json.dumps(change.to_json()))) == change
+
+
+def _persist_many(directory: str, worker: int, count: int) -> None:
+    store = OverrideStore(Path(directory))
+    for index in range(count):
+        change = drain("drained", 1.0 + index, target=f"w{worker}-{index}:80")
+        asyncio.run(store.persist(change))
+
+
+def test_workers_writing_at_once_lose_nothing(tmp_path: Path):
+    """Read-modify-write under the lock: every process's changes end up in the file."""
+    context = multiprocessing.get_context("fork")
+    writers = [
+        context.Process(target=_persist_many, args=(str(tmp_path), worker, 25))
+        for worker in range(4)
+    ]
+    for writer in writers:
+        writer.start()
+    for writer in writers:
+        writer.join(30)
+        assert writer.exitcode == 0
+    fresh = OverrideStore(tmp_path)
+    asyncio.run(fresh.load())
+    assert len(fresh.active()) == 100
