@@ -67,6 +67,21 @@ def test_every_answer_of_the_own_api_is_declared(gateway):
     assert events_body["required"] and "application/json" in events_body["content"]
 
 
+def test_the_override_actions_document_how_far_they_reach(gateway):
+    paths = document(gateway)["paths"]
+    for path in (
+        "/api/v1/admin/services/{service}/breaker",
+        "/api/v1/admin/services/{service}/targets/{target}/drain",
+        "/api/v1/admin/services/{service}/targets/{target}/enable",
+    ):
+        operation = paths[path]["post"]
+        params = {p["name"]: p for p in operation["parameters"] if p["in"] == "query"}
+        assert params["scope"]["schema"]["enum"] == ["instance", "cluster"], path
+        assert params["scope"]["schema"]["default"] == "instance"
+        assert params["ack_wait"]["schema"]["maximum"] == 5
+        assert "503" in operation["responses"]  # applied here, the bus refused it
+
+
 def test_schemathesis_finds_nothing(gateway):
     login = call(
         gateway.port, "POST", "/api/v1/auth/login", {"username": "alice", "password": PASSWORD}

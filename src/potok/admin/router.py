@@ -1,9 +1,11 @@
 """The admin API's endpoints under /api/v1/admin (FastAPI), every one guarded and audited.
 
 Reads ask every worker (cluster.py) and merge; actions reach every worker and answer
-with each worker's result. Errors are problem+json like the rest of the own API; an
-action refused by every worker alike answers that worker's status (404 unknown
-service, 409 no breaker), one refused by some only answers 200 with each result.
+with each worker's result. Breaker and drain overrides are kept by the instance
+(overrides.py) and, with `scope=cluster`, sent to every other instance (broadcast.py).
+Errors are problem+json like the rest of the own API; an action refused by every worker
+alike answers that worker's status (404 unknown service, 409 no breaker), one refused
+by some only answers 200 with each result.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import time
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
 from pathlib import Path as FilePath
@@ -36,7 +39,10 @@ from potok.admin import (
     traffic,
 )
 from potok.admin import identity as admin_identity
+from potok.admin.agent import ActionError
+from potok.admin.broadcast import Unpublished
 from potok.admin.guard import AdminGuard, Caller, Refusal
+from potok.admin.overrides import Change
 from potok.api.problems import problem
 from potok.identity.api_keys import SCOPE
 from potok.identity.passwords import MAX_PASSWORD, MIN_PASSWORD
@@ -44,6 +50,7 @@ from potok.identity.users import ROLE, USERNAME, UserError
 from potok.routing.endpoints import ADMIN_PATH
 
 if TYPE_CHECKING:
+    from potok.admin.broadcast import ClusterBroadcast
     from potok.admin.cluster import Cluster, Reply
     from potok.runtime import Runtime
 
@@ -55,6 +62,18 @@ SERVICE = Path(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$", description="A serv
 TARGET = Path(
     pattern=r"^[A-Za-z0-9_.:\[\]-]{1,300}$", description="A target as host:port ([v6]:port)."
 )
+REACH = Query(
+    "instance",
+    description="instance: every worker of this gateway instance; cluster: also every "
+    "other instance sharing the realtime event bus (Redis or NATS).",
+)
+ACK_WAIT = Query(
+    1.0,
+    ge=0,
+    le=5,
+    description="With scope=cluster: seconds to collect the other instances' "
+    "acknowledgements (0: answer once published).",
+)
 USER = Path(pattern=USERNAME.pattern, description="A username.")
 KEY_ID = Path(pattern=r"^[0-9a-f]{16}$", description="An API key's id.")
 
@@ -65,6 +84,7 @@ class AdminHandle:
 
     cluster: Cluster
     supervised: bool = False
+    broadcast: ClusterBroadcast | None = None  # with a realtime event bus
 
     def runtime(self) -> Runtime:
         return self.cluster.agent.runtime()
@@ -137,6 +157,7 @@ def _audit(request: Request, action: str, status: int) -> None:
 # The stores' own rules, in the schema: what fits it is accepted (schemathesis checks).
 Role = Annotated[str, StringConstraints(pattern=ROLE.pattern)]
 Scope = Annotated[str, StringConstraints(pattern=SCOPE.pattern)]
+Reach = Literal["instance", "cluster"]  # how far an override goes
 
 
 class BreakerAction(BaseModel):
@@ -418,29 +439,89 @@ def create_admin_router(handle: Callable[[], AdminHandle | None]) -> APIRouter:
         new_etag = await asyncio.to_thread(_file_etag, path)
         return _json({"file": {"path": str(path), "etag": new_etag}, "workers": replies})
 
+    async def override(request: Request, change: Change, scope: str, ack_wait: float) -> Response:
+        """Check, keep (the instance's file, before any worker is asked: one starting
+        meanwhile reads it), apply on every worker, then with scope=cluster publish."""
+        admin = admin_of(request)
+        agent = admin.cluster.agent
+        broadcast = admin.broadcast
+        if scope == "cluster" and (broadcast is None or not broadcast.shared):
+            raise _Answer(
+                409, "scope=cluster needs a realtime event bus other instances share "
+                "(realtime.bus: redis or nats)"
+            )  # fmt: skip
+        try:
+            agent.check(change)
+        except ActionError as refusal:
+            raise _Answer(refusal.status, refusal.detail) from None
+        await agent.overrides.persist(change)
+        replies = await ask_all(request, "override", {"change": change.to_json()})
+        answer: dict[str, Any] = {"scope": scope, "override": change.to_json(), "workers": replies}
+        if broadcast is not None and scope == "cluster":
+            try:
+                answer["cluster"] = await broadcast.publish(change, ack_wait)
+            except Unpublished as exc:
+                detail = f"applied on this instance only: the event bus refused it ({exc})"
+                raise _Answer(503, detail, answer) from None
+        return _json(answer)
+
+    def change_of(
+        request: Request,
+        kind: Literal["breaker", "drain"],
+        service: str,
+        state: str,
+        *,
+        scope: str,
+        target: str = "",
+    ) -> Change:
+        return Change(
+            kind=kind,
+            service=service,
+            state=state,
+            actor=caller_of(request).actor,
+            at=time.time(),
+            target=target,
+            origin=admin_of(request).cluster.agent.instance,
+            scope=scope,
+        )
+
     @router.post("/services/{service}/breaker")
     async def force_breaker(
-        request: Request, body: BreakerAction, service: str = SERVICE
+        request: Request,
+        body: BreakerAction,
+        service: str = SERVICE,
+        scope: Reach = REACH,
+        ack_wait: float = ACK_WAIT,
     ) -> Response:
-        """Hold a service's breaker open or closed on every worker, or release it."""
-        args = {"service": service, "mode": body.mode, "actor": caller_of(request).actor}
-        return acted(await ask_all(request, "breaker", args))
+        """Hold a service's breaker open or closed on every worker, or release it; kept
+        by the instance (a restarted worker and a reloaded service keep it)."""
+        change = change_of(request, "breaker", service, body.mode, scope=scope)
+        return await override(request, change, scope, ack_wait)
 
     @router.post("/services/{service}/targets/{target}/drain")
     async def drain_target(
-        request: Request, service: str = SERVICE, target: str = TARGET
+        request: Request,
+        service: str = SERVICE,
+        target: str = TARGET,
+        scope: Reach = REACH,
+        ack_wait: float = ACK_WAIT,
     ) -> Response:
-        """No new requests to this target on any worker; those in flight finish."""
-        args = {"service": service, "target": target, "drained": True}
-        return acted(await ask_all(request, "drain", args))
+        """No new requests to this target on any worker; those in flight finish. Kept by
+        the instance (a restarted worker and a reloaded service keep it)."""
+        change = change_of(request, "drain", service, "drained", scope=scope, target=target)
+        return await override(request, change, scope, ack_wait)
 
     @router.post("/services/{service}/targets/{target}/enable")
     async def enable_target(
-        request: Request, service: str = SERVICE, target: str = TARGET
+        request: Request,
+        service: str = SERVICE,
+        target: str = TARGET,
+        scope: Reach = REACH,
+        ack_wait: float = ACK_WAIT,
     ) -> Response:
         """Put a drained target back in rotation on every worker."""
-        args = {"service": service, "target": target, "drained": False}
-        return acted(await ask_all(request, "drain", args))
+        change = change_of(request, "drain", service, "enabled", scope=scope, target=target)
+        return await override(request, change, scope, ack_wait)
 
     # Users, keys, audit ---------------------------------------------------------------
 
@@ -610,9 +691,9 @@ ANSWERS: dict[tuple[str, str], tuple[int, ...]] = {
     ("get", "/status"): (401, 403),
     ("post", "/reload"): (401, 403, 409),
     ("put", "/config"): (400, 401, 403, 409, 412, 413, 422),
-    ("post", "/services/{service}/breaker"): (400, 401, 403, 404, 409, 413, 422),
-    ("post", "/services/{service}/targets/{target}/drain"): (400, 401, 403, 404, 409, 422),
-    ("post", "/services/{service}/targets/{target}/enable"): (400, 401, 403, 404, 409, 422),
+    ("post", "/services/{service}/breaker"): (400, 401, 403, 404, 409, 413, 422, 503),
+    ("post", "/services/{service}/targets/{target}/drain"): (400, 401, 403, 404, 409, 422, 503),
+    ("post", "/services/{service}/targets/{target}/enable"): (400, 401, 403, 404, 409, 422, 503),
     ("get", "/users"): (401, 403, 404),
     ("post", "/users"): (400, 401, 403, 404, 409, 413, 422),
     ("post", "/users/{username}/disable"): (400, 401, 403, 404, 422),

@@ -13,16 +13,19 @@ from typing import TYPE_CHECKING, Any
 from potok.upstream.circuit_breaker import STATE_NAMES
 
 if TYPE_CHECKING:
+    from potok.admin.overrides import Change, OverrideStore
     from potok.upstream.service import Service
 
 
-def report(services: dict[str, Service]) -> dict[str, Any]:
-    """This worker's services (JSON-ready)."""
-    return {name: _service(service) for name, service in services.items()}
+def report(services: dict[str, Service], overrides: OverrideStore | None = None) -> dict[str, Any]:
+    """This worker's services (JSON-ready); with `overrides`, who holds a breaker or
+    drained a target, since when, and how far the action reached."""
+    return {name: _service(service, overrides) for name, service in services.items()}
 
 
-def _service(service: Service) -> dict[str, Any]:
+def _service(service: Service, overrides: OverrideStore | None) -> dict[str, Any]:
     breaker = service.breaker
+    held = overrides.breaker(service.name) if overrides is not None else None
     return {
         "balancer": service.config.balancer,
         "breaker": (
@@ -30,6 +33,7 @@ def _service(service: Service) -> dict[str, Any]:
                 "state": STATE_NAMES[breaker.reported_state()],
                 "reason": breaker.reason,
                 "forced": breaker.forced,
+                **_by(held if breaker.forced else None, "forced"),
                 "open_for_s": round(breaker.opened_for(), 3),
                 "half_open_in_s": round(breaker.retry_after(), 3),
             }
@@ -41,7 +45,25 @@ def _service(service: Service) -> dict[str, Any]:
             if service.bulkhead is not None
             else None
         ),
-        "targets": [target.describe() for target in service.targets],
+        "targets": [_target(service, target.describe(), overrides) for target in service.targets],
+    }
+
+
+def _target(
+    service: Service, described: dict[str, Any], overrides: OverrideStore | None
+) -> dict[str, Any]:
+    name = str(described["target"])
+    held = overrides.drained(service.name, name) if overrides is not None else None
+    return {**described, **_by(held if described["drained"] else None, "drained")}
+
+
+def _by(change: Change | None, verb: str) -> dict[str, Any]:
+    """`forced_by`, `forced_at` (UNIX time), `forced_scope` (or drained_*): null when no
+    operator holds it."""
+    return {
+        f"{verb}_by": change.actor if change is not None else None,
+        f"{verb}_at": change.at if change is not None else None,
+        f"{verb}_scope": change.scope if change is not None else None,
     }
 
 
@@ -80,12 +102,18 @@ def _merge_target(targets: dict[str, Any], worker: str, target: dict[str, Any]) 
             "in_flight": 0,
             "idle_connections": 0,
             "unhealthy_in": [],
+            "drained_by": None,
+            "drained_at": None,
+            "drained_scope": None,
         },
     )
     into["ejections"] += target["ejections"]
     into["in_flight"] += target["in_flight"]
     into["idle_connections"] += target["idle_connections"]
     into["drained"] = into["drained"] or target["drained"]
+    if target.get("drained_at") is not None and (into["drained_at"] or 0) < target["drained_at"]:
+        for field in ("drained_by", "drained_at", "drained_scope"):
+            into[field] = target[field]
     if not target["healthy"]:
         into["healthy"] = False
         into["unhealthy_in"].append(worker)

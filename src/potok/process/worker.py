@@ -4,6 +4,7 @@ HTTP server (server/), reload on SIGHUP, and drain on SIGTERM."""
 from __future__ import annotations
 
 import asyncio
+import os
 import resource
 import signal
 import socket
@@ -16,7 +17,9 @@ import structlog
 import uvloop
 
 from potok.admin.agent import WorkerAgent
+from potok.admin.broadcast import ClusterBroadcast
 from potok.admin.cluster import Cluster
+from potok.admin.overrides import OverrideStore
 from potok.admin.router import AdminHandle
 from potok.api.app import ApiContext, create_api
 from potok.app import Gateway
@@ -132,10 +135,13 @@ async def _wire(
     state.on_refusal = lambda status: metrics.refused.inc((str(status),))
     # The admin API's side of this worker; with --workers N its siblings reach it over a
     # Unix socket in the supervisor's private run directory (admin/cluster.py).
+    run_dir = metrics_dir if supervised else None
     agent = WorkerAgent(worker_id, lambda: gateway.runtime, metrics, supervised, state)
-    admin = admin_holder["admin"] = AdminHandle(
-        Cluster(agent, metrics_dir if supervised else None), supervised
-    )
+    agent.overrides = OverrideStore(run_dir)
+    agent.instance = _instance_name(run_dir)
+    admin = admin_holder["admin"] = AdminHandle(Cluster(agent, run_dir), supervised)
+    if realtime is not None:
+        admin.broadcast = ClusterBroadcast(agent, realtime)
     return _Wired(
         registry,
         metrics,
@@ -152,6 +158,13 @@ async def _wire(
         states,
         admin,
     )
+
+
+def _instance_name(run_dir: Path | None) -> str:
+    """The same for every worker of this instance, different on every other: the host
+    and the supervisor's run directory (made with mkdtemp), or this process alone."""
+    alone = f"{os.getpid()}-{os.urandom(4).hex()}"
+    return f"{socket.gethostname()}/{run_dir.name if run_dir is not None else alone}"
 
 
 def _acme_service(
@@ -197,6 +210,13 @@ async def serve(
     watching = source is not None and config.reload.watch and not supervised
     # Under the supervisor, it watches the file and sends SIGHUP (one log line, not N).
     seen = await asyncio.to_thread(source.fingerprint) if watching and source is not None else None
+    reloader = _reloader(source, app=app)
+    app.admin.cluster.agent.reloader = reloader
+    await app.admin.cluster.start()
+    # The operator's overrides (a drained target, a breaker held) before the first
+    # request, and after the socket is up: one taken from now on reaches this worker, one
+    # taken before is in the file (the worker taking it writes it before asking anyone).
+    await app.admin.cluster.agent.restore()
     backlog = config.server.backlog
     if sockets is None:
         effective_backlog(backlog)  # warns when the kernel caps it
@@ -211,9 +231,6 @@ async def serve(
     background += [loop.create_task(files.watch()) for files in certificates.values()]
     if app.store is not None:
         background.append(loop.create_task(write_snapshots(app.registry, app.store)))
-    reloader = _reloader(source, app=app)
-    app.admin.cluster.agent.reloader = reloader
-    await app.admin.cluster.start()
     loop.add_signal_handler(signal.SIGHUP, _on_sighup, reloader, certificates, app.acme)
     if _early_sighups:  # sent while this worker was starting: the file may be newer
         _early_sighups.clear()
@@ -368,6 +385,9 @@ def _reloader(source: ConfigSource | None, *, app: _Wired) -> Reloader | None:
         for state in app.states:
             state.settings = runtime.settings
         app.admission.configure(runtime.config.server.overload)
+        # A service the reload rebuilt starts closed with every target in rotation: the
+        # operator's overrides go back on (those of services and targets gone, dropped).
+        app.admin.cluster.agent.reapply_soon()
 
     bridge, resources, registry = app.bridge, app.resources, app.registry
     # The acme: section itself is read at start (a change needs a restart); a reload keeps
