@@ -1,7 +1,7 @@
 """An HTTP/2 client for upstreams (gRPC and h2 services), on asyncio protocols and `h2`.
 
-Not wired into the proxy yet: the gRPC route (h2 towards the upstream) will use it. What
-it gives, on one TCP (or TLS, ALPN h2) connection:
+Used by the gRPC routes (potok/grpc/call.py) towards their upstreams. What it gives,
+on one TCP (or TLS, ALPN h2) connection:
 
 - multiplexed streams, as many at once as the server's SETTINGS_MAX_CONCURRENT_STREAMS
   allows (`request` waits for a free slot), so one connection carries many calls;
@@ -128,6 +128,11 @@ class H2Stream:
                 return int(value)
         return None
 
+    @property
+    def ended(self) -> bool:
+        """The server ended the stream and every byte of it has been read."""
+        return self._remote_ended and not self._buffer
+
     async def response(self) -> Headers:
         """The response head (waits for it)."""
         while self.headers is None:
@@ -249,6 +254,7 @@ class H2ClientConnection(asyncio.Protocol):
         self._pings: dict[bytes, asyncio.Future[float]] = {}
         self._goaway_last_id: int | None = None
         self.closed = False
+        self.draining = False  # retired: no new streams, closed once the last one ends
         self.error: H2Error | None = None
         self.idle_since = time.monotonic()
 
@@ -313,7 +319,12 @@ class H2ClientConnection(asyncio.Protocol):
     @property
     def available(self) -> bool:
         """Whether a new stream may start here (open, no GOAWAY)."""
-        return not self.closed and self._goaway_last_id is None and self.error is None
+        return (
+            not self.closed
+            and self._goaway_last_id is None
+            and self.error is None
+            and not self.draining
+        )
 
     @property
     def active_streams(self) -> int:
@@ -548,7 +559,7 @@ class H2ClientConnection(asyncio.Protocol):
     def _idle_check(self) -> None:
         if not self._streams:
             self.idle_since = time.monotonic()
-            if self._goaway_last_id is not None and self._transport is not None:
+            if (self._goaway_last_id is not None or self.draining) and self._transport is not None:
                 self._transport.close()
 
     def _wake_all(self) -> None:
@@ -622,13 +633,16 @@ class H2Pool:
         headers: Iterable[tuple[bytes, bytes]] = (),
         *,
         end_stream: bool = False,
+        authority: bytes | None = None,
     ) -> H2Stream:
         """Start a stream on a pooled connection; once more on another connection if the
         chosen one turned out to be going away."""
         for attempt in range(2):
             connection = await self.connection()
             try:
-                return await connection.request(method, path, headers, end_stream=end_stream)
+                return await connection.request(
+                    method, path, headers, end_stream=end_stream, authority=authority
+                )
             except ConnectionClosed as exc:
                 if not exc.retryable or attempt:
                     raise
@@ -666,6 +680,16 @@ class H2Pool:
     def close(self) -> None:
         for connection in self.connections:
             connection.close()
+        self.connections = []
+
+    def retire(self) -> None:
+        """No new streams here: idle connections close now, busy ones when their last
+        stream ends (a config reload replaced the service; calls in flight finish)."""
+        for connection in self.connections:
+            if connection.active_streams:
+                connection.draining = True
+            else:
+                connection.close()
         self.connections = []
 
 
