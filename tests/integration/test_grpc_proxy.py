@@ -236,7 +236,7 @@ def test_gateway_answers_are_trailers_only(gateway):
         assert result.ended and not result.body
         assert result.header(b"content-type") == b"application/grpc"
         assert result.header(b"grpc-status") == b"12"
-        bad = grpc_headers + [("grpc-timeout", "12x")]
+        bad = [*grpc_headers, ("grpc-timeout", "12x")]
         result = client.wait(client.request(method("Echo"), "POST", bad, b"\0\0\0\0\0"))
         assert result.header(b"grpc-status") == b"13"  # INTERNAL, as grpc servers answer
         assert b"grpc-timeout" in (result.header(b"grpc-message") or b"")

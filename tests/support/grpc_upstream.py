@@ -52,9 +52,7 @@ class RawService:
         return request
 
     def fail(self, request: bytes, context: grpc.ServicerContext) -> bytes:
-        context.set_trailing_metadata(
-            (("x-why", "because"), ("grpc-status-details-bin", DETAIL))
-        )
+        context.set_trailing_metadata((("x-why", "because"), ("grpc-status-details-bin", DETAIL)))
         context.abort(grpc.StatusCode.NOT_FOUND, "no such thing: " + request.decode())
         raise AssertionError("abort raises")
 
