@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING
 
 import structlog
 from h2.errors import ErrorCodes
+from h2.exceptions import ProtocolError
 
 from potok.grpc import status
 from potok.grpc.timeout import format_timeout
@@ -152,6 +153,9 @@ class GrpcCall:
             await self._call()
         except asyncio.CancelledError:
             pass  # the client left, or the deadline answered: `cancel` did the rest
+        except ProtocolError:
+            # The client's connection ended (its GOAWAY) before its streams were told.
+            self.cancel()
         except Exception as exc:  # a bug must not leave the client's stream hanging
             if not self._done:
                 self._finish()

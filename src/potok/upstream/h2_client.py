@@ -26,6 +26,7 @@ import ssl as ssl_module
 import time
 from collections import deque
 from collections.abc import Iterable
+from typing import Any
 
 import h2.config
 import h2.connection
@@ -33,6 +34,7 @@ import h2.errors
 import h2.events
 import h2.exceptions
 import h2.settings
+import hpack
 import hyperframe.frame
 
 Headers = list[tuple[bytes, bytes]]
@@ -88,6 +90,14 @@ class _GracefulH2Connection(h2.connection.H2Connection):
         if frame.error_code == h2.errors.ErrorCodes.NO_ERROR:
             self.state_machine.state = h2.connection.ConnectionState.CLIENT_OPEN
         return frames, events
+
+
+class _PlainEncoder(hpack.Encoder):
+    """HPACK without Huffman coding: hpack's Huffman coder is pure Python, and what it
+    would save on a call's head is a few dozen bytes."""
+
+    def encode(self, headers: Any, huffman: bool = True) -> bytes:
+        return super().encode(headers, huffman=False)
 
 
 class H2Stream:
@@ -243,13 +253,23 @@ class H2ClientConnection(asyncio.Protocol):
     ) -> None:
         self.authority = authority
         self.scheme = scheme
-        config = h2.config.H2Configuration(client_side=True, header_encoding=None)
+        config = h2.config.H2Configuration(
+            client_side=True,
+            header_encoding=None,
+            # The request heads are built by the gateway from fields the server side has
+            # validated already (lower-case names, no connection-specific fields): h2's
+            # checks would be a Python loop over every character of every call.
+            validate_outbound_headers=False,
+            normalize_outbound_headers=False,
+        )
         self._h2 = _GracefulH2Connection(config=config)
+        self._h2.encoder = _PlainEncoder()
         self._stream_window = stream_window
         self._connection_window = connection_window
         self._transport: asyncio.Transport | None = None
         self._streams: dict[int, H2Stream] = {}
         self._write_paused = False
+        self._flush_scheduled = False
         self._changed = asyncio.Event()  # windows, slots, writability, settings moved
         self._pings: dict[bytes, asyncio.Future[float]] = {}
         self._goaway_last_id: int | None = None
@@ -386,7 +406,7 @@ class H2ClientConnection(asyncio.Protocol):
             return
         try:
             self._h2.close_connection(error_code=code)
-            self._flush()
+            self._flush_now()
         except h2.exceptions.ProtocolError:
             pass
         self._terminate(ConnectionClosed("connection closed by the client"))
@@ -443,7 +463,7 @@ class H2ClientConnection(asyncio.Protocol):
         try:
             events = self._h2.receive_data(data)
         except h2.exceptions.ProtocolError as exc:
-            self._flush()  # h2 queued a GOAWAY for the server
+            self._flush_now()  # h2 queued a GOAWAY for the server
             self._terminate(ConnectionClosed(f"HTTP/2 protocol error from the server: {exc}"))
             if self._transport is not None:
                 self._transport.close()
@@ -491,16 +511,17 @@ class H2ClientConnection(asyncio.Protocol):
             if stream is not None:
                 stream._remote_ended = True
                 stream._wake()
-            self._wake_all()  # a slot is free
+            self._changed.set()  # a slot is free (for `request` and `wait_for_window`)
             self._idle_check()
         elif isinstance(event, h2.events.StreamReset):
             stream = self._streams.pop(event.stream_id, None)
             if stream is not None:
                 stream._fail(StreamReset(event.error_code))
-            self._wake_all()
+            self._changed.set()
             self._idle_check()
         elif isinstance(event, h2.events.WindowUpdated | h2.events.RemoteSettingsChanged):
-            self._wake_all()
+            # Senders wait on the connection (`wait_for_window`), readers on their stream.
+            self._changed.set()
         elif isinstance(event, h2.events.PingAckReceived):
             waiter = self._pings.pop(event.ping_data, None)
             if waiter is not None and not waiter.done():
@@ -531,6 +552,15 @@ class H2ClientConnection(asyncio.Protocol):
     # Plumbing -------------------------------------------------------------------------
 
     def _flush(self) -> None:
+        """Write what h2 has queued, once per loop iteration: the HEADERS, DATA and
+        WINDOW_UPDATEs of every stream that moved in this iteration share one write
+        (one syscall, not one per frame)."""
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            asyncio.get_running_loop().call_soon(self._flush_now)
+
+    def _flush_now(self) -> None:
+        self._flush_scheduled = False
         data = self._h2.data_to_send()
         if data and self._transport is not None and not self._transport.is_closing():
             self._transport.write(data)
