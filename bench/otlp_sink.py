@@ -22,7 +22,9 @@ class Handler(BaseHTTPRequestHandler):
         global spans
         body = self.rfile.read(int(self.headers["Content-Length"]))
         message = ExportTraceServiceRequest.FromString(body)
-        spans += sum(len(scope.spans) for rs in message.resource_spans for scope in rs.scope_spans)
+        spans += sum(
+            len(scope.spans) for rs in message.resource_spans for scope in rs.scope_spans
+        )
         COUNT_FILE.write_text(f"{spans}\n")
         self.send_response(200)
         self.send_header("Content-Length", "0")
