@@ -32,13 +32,25 @@ POTOK_PORT=${POTOK_PORT:-19102}
 RAW=$RESULTS/raw-grpc-latest
 CALL=/potok.bench.Raw/Echo
 
+# CPU time (clock ticks) process PID has used: calls/s on a shared machine move with the
+# neighbours' load, CPU per call much less.
+cpu_ticks() {
+    awk '{print $14 + $15}' "/proc/$1/stat" 2>/dev/null || echo 0
+}
+
 # run NAME PORT ROUND: h2load with the gRPC body; its log has each call's duration.
+# CPU of Potok and of the grpc server counted from the end of h2load's warm-up.
 run() {
-    local name=$1 port=$2 round=$3
+    local name=$1 port=$2 round=$3 sampler
+    (sleep "$WARMUP" && echo "$(cpu_ticks "$POTOK_PID") $(cpu_ticks "$SERVER_PID")" \
+        >"$RAW/$name.$round.t0") &
+    sampler=$!
     taskset -c "$LOAD_CPU" h2load -c 10 -m 10 -D "$DURATION" --warm-up-time "$WARMUP" \
         -d "$WORK/message.bin" -H "content-type: application/grpc" -H "te: trailers" \
         --log-file="$RAW/$name.$round.log" "http://127.0.0.1:$port$CALL" \
         >"$RAW/$name.$round.txt" 2>&1 || true
+    wait "$sampler" || true
+    echo "$(cpu_ticks "$POTOK_PID") $(cpu_ticks "$SERVER_PID")" >"$RAW/$name.$round.t1"
 }
 
 trap cleanup EXIT
@@ -88,7 +100,7 @@ done
 LOAD_AFTER=$(cut -d' ' -f1-3 /proc/loadavg)
 curl -s "http://127.0.0.1:$POTOK_PORT/api/v1/metrics" | grep '^grpc_calls_total' >"$RAW/potok.grpc_calls" || true
 
-"$PYTHON" - "$RAW" "$ROUNDS" "$DURATION" "$POTOK_SOURCE" "$LOAD_BEFORE" "$LOAD_AFTER" <<'PY' | tee "$RESULTS/grpc-latest.md"
+"$PYTHON" - "$RAW" "$ROUNDS" "$DURATION" "$POTOK_SOURCE" "$LOAD_BEFORE" "$LOAD_AFTER" "$(getconf CLK_TCK)" <<'PY' | tee "$RESULTS/grpc-latest.md"
 import re
 import statistics
 import sys
@@ -96,30 +108,39 @@ from pathlib import Path
 
 raw, rounds, duration, source = Path(sys.argv[1]), int(sys.argv[2]), sys.argv[3], sys.argv[4]
 load_before, load_after = sys.argv[5], sys.argv[6]
+tick_us = 1_000_000 / int(sys.argv[7])
 
 
-def measure(name: str, r: int) -> tuple[float, float, str]:
+def cpu(name: str, r: int, calls: int) -> tuple[float, float]:
+    """Microseconds of CPU per call: Potok's, the grpc server's."""
+    t0 = [int(x) for x in (raw / f"{name}.{r}.t0").read_text().split()]
+    t1 = [int(x) for x in (raw / f"{name}.{r}.t1").read_text().split()]
+    return tuple((b - a) * tick_us / max(calls, 1) for a, b in zip(t0, t1, strict=True))
+
+
+def measure(name: str, r: int) -> tuple[float, float, str, float, float]:
     text = (raw / f"{name}.{r}.txt").read_text()
     rps = float(re.search(r"finished in [\d.]+\w+, ([\d.]+) req/s", text).group(1))
     done = re.search(r"requests: .*", text).group(0)
     lines = (raw / f"{name}.{r}.log").read_text().splitlines()
     durations = sorted(int(line.split()[2]) for line in lines if line.strip())
     p99 = durations[int(len(durations) * 0.99) - 1] / 1000 if durations else float("nan")
-    return rps, p99, done
+    return rps, p99, done, *cpu(name, r, len(durations))
 
 
 rows = {}
 for name, label in (("direct", "direct to grpc.aio"), ("potok", "through Potok (1 worker)")):
     runs = [measure(name, r) for r in range(1, rounds + 1)]
-    rows[label] = (statistics.median(x[0] for x in runs), statistics.median(x[1] for x in runs))
+    rows[label] = tuple(statistics.median(x[i] for x in runs) for i in (0, 1, 3, 4))
     print(f"<!-- {name}: {'; '.join(x[2] for x in runs)} -->")
 calls = (raw / "potok.grpc_calls").read_text().strip().replace("\n", "; ")
 print(f"## gRPC unary (bench/grpc.sh): {rounds} round(s) of {duration} s alternated, medians; "
       f"Potok: {source}\n")
-print("| path | calls/s | p99 ms |")
-print("|:---|---:|---:|")
-for label, (rps, p99) in rows.items():
-    print(f"| {label} | {rps:,.0f} | {p99:.2f} |")
+print("| path | calls/s | p99 ms | Potok CPU us/call | server CPU us/call |")
+print("|:---|---:|---:|---:|---:|")
+for label, (rps, p99, potok_cpu, server_cpu) in rows.items():
+    potok_cell = "-" if label.startswith("direct") else f"{potok_cpu:.0f}"
+    print(f"| {label} | {rps:,.0f} | {p99:.2f} | {potok_cell} | {server_cpu:.0f} |")
 direct = rows["direct to grpc.aio"][0]
 potok = rows["through Potok (1 worker)"][0]
 print()

@@ -184,6 +184,17 @@ class GrpcCall:
                 return
             break
         self._stream = stream
+        replay = self._replay
+        if replay is not None:
+            # The whole body is here (a unary call): sent before reading the answer, with
+            # no task of its own; it waits only if it is larger than the upstream's window.
+            if replay:
+                try:
+                    await stream.send(replay, end_stream=True)
+                except H2Error:
+                    pass  # the stream failed: reading the response says how
+            await self._relay(stream)
+            return
         sender = self._loop.create_task(self._send_body(stream))
         try:
             await self._relay(stream)
@@ -263,11 +274,6 @@ class GrpcCall:
         """Request DATA up as it arrives; the client's window waits while the upstream's
         is shut (the body pauses the client's stream once enough piles up)."""
         try:
-            replay = self._replay
-            if replay is not None:
-                if replay:
-                    await stream.send(replay, end_stream=True)
-                return
             body = self.exchange.body
             while chunk := await body.read():
                 await stream.send(chunk)
