@@ -544,7 +544,7 @@ class RouteConfig(ConfigModel):
         description=(
             "A gRPC route: calls go to the service over HTTP/2 (h2c to http:// targets, TLS "
             "with ALPN h2 to https:// ones), trailers are relayed, the gateway's own errors "
-            "are answered as gRPC statuses and `grpc-timeout` bounds the call (docs/tls.md). "
+            "are answered as gRPC statuses and `grpc-timeout` bounds the call (docs/grpc.md). "
             "Clients must speak HTTP/2; the service serves gRPC routes only."
         ),
     )
