@@ -261,9 +261,6 @@ class ChosenRoute(Protocol):
     @property
     def tunnel_idle(self) -> float | None: ...
 
-    @property
-    def grpc(self) -> bool: ...
-
 
 class Exchange:
     """One request and its response on a client connection.

@@ -83,7 +83,6 @@ class Route:
     escaped_slashes: str = "reject"  # what a path with %2F or %5C gets (RouteConfig)
     refuses_trace: bool = True  # TRACE passes only where match.methods lists it
     allow: bytes = DEFAULT_ALLOW  # the Allow header of the 405 for a refused TRACE
-    grpc: bool = False  # a gRPC route: the gateway's own answers are gRPC statuses
 
 
 def _allow(methods: tuple[str, ...]) -> bytes:
@@ -392,7 +391,6 @@ class Runtime:
             escaped_slashes=config.escaped_slashes,
             refuses_trace="TRACE" not in config.match.methods,
             allow=_allow(config.match.methods),
-            grpc=config.grpc,
         )
 
     @staticmethod

@@ -25,6 +25,7 @@ from tests.support.identity_gateway import (
     sign,
 )
 from tests.support.net import free_port, request
+from tests.support.otlp import OtlpReceiver
 
 KEY = rsa_private()
 OPTIONS = [("grpc.enable_http_proxy", 0), ("grpc.enable_retries", 0)]
@@ -324,3 +325,61 @@ def test_metrics_and_access_log_carry_the_grpc_status(gateway, channel):
     assert line["route"] == "raw"
     assert line["service"] == "raw"
     assert line["target"].startswith("127.0.0.1:")
+
+
+def test_an_h2_request_of_another_type_on_a_grpc_route_is_415(gateway):
+    client = H2Client(gateway.port)
+    try:
+        result = client.wait(client.request(method("Echo"), "POST", [], b"{}"))
+        assert result.status == 415
+        assert result.header(b"content-type") == b"application/problem+json"
+    finally:
+        client.close()
+
+
+# Tracing and weighted routes (a gateway of their own) -------------------------------
+
+
+def test_a_call_is_traced_like_an_http_request_and_weighted_routes_work(upstream, start_gateway):
+    receiver = OtlpReceiver()
+    try:
+        gateway = start_gateway(
+            {
+                "services": {
+                    "one": {"targets": [upstream.url]},
+                    "two": {"targets": [upstream.url]},
+                },
+                "routes": [
+                    {
+                        "name": "split",
+                        "match": {"prefix": "/potok.test.Raw/"},
+                        "services": [{"name": "one", "weight": 1}, {"name": "two", "weight": 1}],
+                        "grpc": True,
+                    }
+                ],
+                "tracing": {
+                    "enabled": True,
+                    "endpoint": receiver.endpoint,
+                    "batch": {"interval": "50ms"},
+                },
+            }
+        )
+        with grpc.insecure_channel(f"127.0.0.1:{gateway.port}", options=OPTIONS) as channel:
+            seen = json.loads(unary(channel, "Metadata")(b"", timeout=10))
+            for _ in range(6):
+                assert unary(channel, "Echo")(b"w", timeout=10) == b"w"
+        _, trace_id, parent_id, _ = seen["traceparent"].split("-")
+        spans = receiver.wait_for_spans(trace_id, 2)
+        [server] = [s for s in spans if s.kind == 2]
+        [client] = [s for s in spans if s.kind == 3]
+        assert client.parent_id == server.span_id
+        assert client.span_id == parent_id  # the upstream continues the attempt's span
+        assert client.attributes["server.port"] == upstream.port
+        assert client.attributes["http.response.status_code"] == 200
+        assert server.attributes["potok.route"] == "split"
+        gateway.wait_for(lambda: len(gateway.access_log()) >= 7)
+        services = {line["service"] for line in gateway.access_log()}
+        assert services == {"one", "two"}
+        assert all(line["grpc_status"] == 0 for line in gateway.access_log())
+    finally:
+        receiver.stop()

@@ -35,6 +35,7 @@ from typing import TYPE_CHECKING
 import structlog
 from h2.errors import ErrorCodes
 from h2.exceptions import ProtocolError
+from hpack import NeverIndexedHeaderTuple
 
 from potok.grpc import status
 from potok.grpc.timeout import format_timeout
@@ -254,8 +255,11 @@ class GrpcCall:
             (name, value) for name, value in exchange.headers if name not in _NOT_FORWARDED
         ]
         fields.append((b"te", b"trailers"))
+        # Values new on every call are never indexed: entering them into HPACK's dynamic
+        # table would evict useful entries and cost a table search on every call.
         if self._grpc_timeout:
-            fields.append((b"grpc-timeout", format_timeout(self._deadline - time.perf_counter())))
+            remaining = format_timeout(self._deadline - time.perf_counter())
+            fields.append(NeverIndexedHeaderTuple(b"grpc-timeout", remaining))
         identity = exchange.identity
         if identity is not None and identity.upstream_lines:
             fields += _lines(identity.upstream_lines)
@@ -263,10 +267,10 @@ class GrpcCall:
         fields.append((b"x-forwarded-proto", exchange.forwarded_proto or b"http"))
         if exchange.forwarded_host:
             fields.append((b"x-forwarded-host", exchange.forwarded_host))
-        fields.append((b"x-request-id", exchange.request_id.encode()))
+        fields.append(NeverIndexedHeaderTuple(b"x-request-id", exchange.request_id.encode()))
         trace = exchange.trace
         if trace is not None:
-            fields += _lines(trace.upstream_lines)
+            fields += [NeverIndexedHeaderTuple(*pair) for pair in _lines(trace.upstream_lines)]
         fields += self._extra
         return fields
 

@@ -128,13 +128,9 @@ def is_grpc_content_type(value: bytes | None) -> bool:
 
 def wants_grpc(exchange: Exchange) -> bool:
     """Whether the gateway's own answers to `exchange` must be gRPC-shaped: an HTTP/2
-    request on a route marked `grpc`, or one that says it is gRPC (no route yet)."""
-    if exchange.version != "2":
-        return False
-    route = exchange.route
-    if route is not None and route.grpc:
-        return True
-    return is_grpc_content_type(exchange.header(b"content-type"))
+    request that says it is gRPC, on a gRPC route or not (no route: UNIMPLEMENTED). A
+    client of another kind on a gRPC route gets problem+json (its 415 says why)."""
+    return exchange.version == "2" and is_grpc_content_type(exchange.header(b"content-type"))
 
 
 def note_status(exchange: Exchange, code: int) -> None:
