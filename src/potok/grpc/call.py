@@ -190,10 +190,8 @@ class GrpcCall:
             # The whole body is here (a unary call): sent before reading the answer, with
             # no task of its own; it waits only if it is larger than the upstream's window.
             if replay:
-                try:
+                with contextlib.suppress(H2Error):  # failed: reading the response says how
                     await stream.send(replay, end_stream=True)
-                except H2Error:
-                    pass  # the stream failed: reading the response says how
             await self._relay(stream)
             return
         sender = self._loop.create_task(self._send_body(stream))
