@@ -7,6 +7,7 @@ ways, metrics and the access log."""
 from __future__ import annotations
 
 import json
+import re
 import time
 from collections.abc import Iterator
 
@@ -383,3 +384,54 @@ def test_a_call_is_traced_like_an_http_request_and_weighted_routes_work(upstream
         assert all(line["grpc_status"] == 0 for line in gateway.access_log())
     finally:
         receiver.stop()
+
+
+def test_unprocessed_calls_go_to_another_target_and_an_open_breaker_is_unavailable(
+    upstream, start_gateway
+):
+    dead = f"http://127.0.0.1:{free_port()}"
+    gateway = start_gateway(
+        {
+            "services": {
+                # Nothing listens on the first target: its calls were never processed.
+                "pair": {
+                    "targets": [dead, upstream.url],
+                    "retry": {"attempts": 2, "backoff": {"initial": "1ms", "max": "2ms"}},
+                    "passive_ejection": None,
+                },
+                "gone": {
+                    "targets": [dead],
+                    "circuit_breaker": {"consecutive_failures": 2, "open_for": "60s"},
+                },
+            },
+            "routes": [
+                {
+                    "name": "pair",
+                    "match": {"prefix": "/potok.test.Raw/"},
+                    "service": "pair",
+                    "grpc": True,
+                },
+                {
+                    "name": "gone",
+                    "match": {"prefix": "/potok.test.Gone/"},
+                    "service": "gone",
+                    "grpc": True,
+                },
+            ],
+        }
+    )
+    with grpc.insecure_channel(f"127.0.0.1:{gateway.port}", options=OPTIONS) as channel:
+        assert [unary(channel, "Echo")(b"%d" % n, timeout=10) for n in range(6)] == [
+            b"%d" % n for n in range(6)
+        ]
+        details = []
+        for _ in range(3):
+            with pytest.raises(grpc.RpcError) as caught:
+                channel.unary_unary("/potok.test.Gone/Any")(b"", timeout=10)
+            assert caught.value.code() == grpc.StatusCode.UNAVAILABLE
+            details.append(caught.value.details())
+    assert "circuit breaker is open" in details[-1]
+    scrape = request(gateway.port, "GET", "/api/v1/metrics").body.decode()
+    retried = re.search(r'upstream_retries_total\{reason="connect",service="pair"\} (\d+)', scrape)
+    assert retried is not None and int(retried.group(1)) >= 3  # at least every other call
+    assert 'upstream_breaker_rejected_total{service="gone"} 1.0' in scrape
