@@ -6,6 +6,7 @@ ways, metrics and the access log."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import time
@@ -15,7 +16,7 @@ import grpc
 import pytest
 
 from tests.support.gateway import GatewayProcess
-from tests.support.grpc_upstream import DETAIL, GrpcServer, method
+from tests.support.grpc_upstream import BIG, BIG_COUNT, DETAIL, GrpcServer, method
 from tests.support.h2client import H2Client
 from tests.support.identity_gateway import (
     EXTERNAL_AUDIENCE,
@@ -170,6 +171,37 @@ def test_a_request_stream_past_the_body_limit_is_resource_exhausted(channel):
     with pytest.raises(grpc.RpcError) as caught:
         unary(channel, "Slow")(b"x" * (6 * 1024 * 1024), timeout=10)  # the 5 MiB default
     assert caught.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+
+
+def test_a_client_that_stops_reading_stops_the_upstream(gateway, upstream):
+    window = 64 * 1024
+    client = H2Client(gateway.port, window=window, auto_ack=False)
+    try:
+        headers = [("content-type", "application/grpc"), ("te", "trailers")]
+        stream = client.request(method("Big"), "POST", headers, b"\0\0\0\0\0")
+        deadline = time.monotonic() + 1.5
+        while time.monotonic() < deadline:  # reading frames, acknowledging nothing
+            _read_a_little(client)
+        held = upstream.service.big_sent
+        # The client's 64 KiB, the gateway's 1 MiB upstream window, grpc's own buffers.
+        assert held < BIG_COUNT // 2, held
+        time.sleep(0.3)
+        _read_a_little(client)
+        assert upstream.service.big_sent == held  # and it stays stopped
+        result = client.streams[stream]
+        client.conn.acknowledge_received_data(len(result.body), stream)
+        client.auto_ack = True
+        client.flush()
+        client.wait(stream, timeout=20)
+        assert len(result.body) == BIG_COUNT * (BIG + 5)
+        assert upstream.service.big_sent == BIG_COUNT
+    finally:
+        client.close()
+
+
+def _read_a_little(client: H2Client) -> None:
+    with contextlib.suppress(TimeoutError, OSError):
+        client.read_once(timeout=0.1)
 
 
 def test_many_concurrent_calls(channel):

@@ -14,6 +14,8 @@ from concurrent import futures
 import grpc
 
 SERVICE = "potok.test.Raw"
+BIG = 64 * 1024  # bytes per message of /Big
+BIG_COUNT = 64  # 4 MiB in all
 DETAIL = b"\x08\x05\x12\x04gone"  # what a google.rpc.Status would be: opaque bytes here
 
 
@@ -27,6 +29,7 @@ class RawService:
     def __init__(self) -> None:
         self.cancelled = threading.Event()
         self.calls = 0
+        self.big_sent = 0
         self.lock = threading.Lock()
 
     def handlers(self) -> grpc.GenericRpcHandler:
@@ -40,6 +43,7 @@ class RawService:
                 "Slow": grpc.unary_unary_rpc_method_handler(self.slow),
                 "Count": grpc.unary_stream_rpc_method_handler(self.count),
                 "Forever": grpc.unary_stream_rpc_method_handler(self.forever),
+                "Big": grpc.unary_stream_rpc_method_handler(self.big),
                 "Sum": grpc.stream_unary_rpc_method_handler(self.sum),
                 "Chat": grpc.stream_stream_rpc_method_handler(self.chat),
             },
@@ -72,6 +76,13 @@ class RawService:
         for index in range(int(request)):
             yield b"%d" % index
         context.set_trailing_metadata((("x-counted", request.decode()),))
+
+    def big(self, request: bytes, context: grpc.ServicerContext) -> Iterator[bytes]:
+        block = b"b" * BIG
+        for _ in range(BIG_COUNT):
+            yield block
+            with self.lock:
+                self.big_sent += 1
 
     def forever(self, request: bytes, context: grpc.ServicerContext) -> Iterator[bytes]:
         context.add_callback(self.cancelled.set)
