@@ -13,7 +13,7 @@ import pytest
 from tests.support.gateway import GatewayProcess
 from tests.support.grpc_upstream import GrpcServer, method
 from tests.support.net import free_port
-from tests.support.tls_listeners import Pki, https_listener
+from tests.support.tls_listeners import Pki, https_listener, https_request
 
 OPTIONS = [
     ("grpc.enable_http_proxy", 0),
@@ -113,3 +113,13 @@ def test_an_upstream_whose_certificate_is_not_trusted_is_unavailable(channel, ga
         channel.unary_unary("/untrusted/potok.test.Raw/Echo")(b"", timeout=10)
     assert caught.value.code() == grpc.StatusCode.UNAVAILABLE
     assert "certificate" in caught.value.details()
+
+
+def test_new_upstream_connections_are_timed(pki, channel, gateway):
+    channel.unary_unary(method("Echo"))(b"x", timeout=10)
+    channel.unary_unary("/plain/potok.test.Raw/Echo")(b"x", timeout=10)
+    context = pki.client_context()
+    response = https_request(gateway.port, context, path="/api/v1/metrics", server_name="localhost")
+    scrape = response.body.decode()
+    assert 'upstream_connect_duration_seconds_count{phase="tcp_tls",service="secure"}' in scrape
+    assert 'upstream_connect_duration_seconds_count{phase="tcp",service="plain"}' in scrape

@@ -25,7 +25,7 @@ import asyncio
 import ssl as ssl_module
 import time
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import h2.config
@@ -622,8 +622,12 @@ class H2Pool:
         idle_timeout: float = 60.0,
         max_connections: int = 16,
         stream_window: int = DEFAULT_STREAM_WINDOW,
+        connect_timer: Callable[[str, float], None] | None = None,
     ) -> None:
         self.host = host
+        # Told (phase, seconds) of each new connection: "tcp" for h2c, "tcp_tls" for TLS
+        # (one step here: the preface follows the handshake at once).
+        self._connect_timer = connect_timer
         self.port = port
         self._ssl = ssl
         self._server_hostname = server_hostname
@@ -679,6 +683,7 @@ class H2Pool:
         raise AssertionError("unreachable")
 
     async def _open(self) -> H2ClientConnection:
+        started = time.perf_counter()
         connection = await H2ClientConnection.open(
             self.host,
             self.port,
@@ -687,6 +692,9 @@ class H2Pool:
             connect_timeout=self._connect_timeout,
             stream_window=self._stream_window,
         )
+        if self._connect_timer is not None:
+            phase = "tcp" if self._ssl is None else "tcp_tls"
+            self._connect_timer(phase, time.perf_counter() - started)
         self.connections.append(connection)
         self.opened += 1
         return connection

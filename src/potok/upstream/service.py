@@ -151,6 +151,7 @@ class Service:
                 server_hostname=target.server_hostname,
                 connect_timeout=self.connect_timeout,
                 idle_timeout=self.config.pool.idle_timeout,
+                connect_timer=self.connect_timer,
             )
         return pool
 
