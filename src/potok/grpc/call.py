@@ -54,6 +54,9 @@ log = structlog.get_logger("potok.grpc")
 # Request fields that are not the call's metadata: the pseudo-headers are rebuilt, and
 # grpc-timeout is replaced by what is left of the deadline.
 _NOT_FORWARDED = frozenset({b"grpc-timeout", b"te", b"host"})
+# A whole request body up to this size is sent before the answer is read, in the call's
+# own task; a larger one (it may wait for the upstream's window) gets a task beside it.
+_INLINE_BODY = 16 * 1024
 # Response head fields that do not pass (the client's stream frames its own response).
 _HEAD_DROPPED = frozenset({b"content-length", b"connection", b"transfer-encoding"})
 
@@ -176,6 +179,7 @@ class GrpcCall:
                 self._judge_attempt(False, failure.kind)
                 if self._may_retry(failure.kind):
                     self._note_attempt_end(failure.kind)
+                    await self._backoff()
                     continue
                 trace = self.exchange.trace
                 if trace is not None:
@@ -186,9 +190,9 @@ class GrpcCall:
             break
         self._stream = stream
         replay = self._replay
-        if replay is not None:
-            # The whole body is here (a unary call): sent before reading the answer, with
-            # no task of its own; it waits only if it is larger than the upstream's window.
+        if replay is not None and len(replay) <= _INLINE_BODY:
+            # A small whole body (a unary call): it fits the upstream's first window, so
+            # it goes out at once, with no task of its own, before the answer is read.
             if replay:
                 with contextlib.suppress(H2Error):  # failed: reading the response says how
                     await stream.send(replay, end_stream=True)
@@ -199,8 +203,11 @@ class GrpcCall:
             await self._relay(stream)
         finally:
             if not sender.done():
+                # Answered before the request ended (or the call ended): stop sending, and
+                # close the stream on the upstream's side too.
                 sender.cancel()
                 self.exchange.body.detach()
+                stream.reset(ErrorCodes.CANCEL)
 
     async def _open(self) -> H2Stream:
         """An upstream stream with the request head sent, for a target not tried yet if
@@ -276,6 +283,10 @@ class GrpcCall:
         """Request DATA up as it arrives; the client's window waits while the upstream's
         is shut (the body pauses the client's stream once enough piles up)."""
         try:
+            replay = self._replay
+            if replay is not None:
+                await stream.send(replay, end_stream=True)
+                return
             body = self.exchange.body
             while chunk := await body.read():
                 await stream.send(chunk)
@@ -390,6 +401,14 @@ class GrpcCall:
             self._retry_charged = True
         self._service.note_retry(kind)
         return True
+
+    async def _backoff(self) -> None:
+        """The retry rules' delay before the next attempt, within the deadline."""
+        retry = self._retry
+        assert retry is not None
+        delay = retry.backoff.delay(len(self._tried) - 1)
+        remaining = self._deadline - time.perf_counter()
+        await asyncio.sleep(max(0.0, min(delay, remaining * 0.9)))
 
     def _note_attempt_end(self, kind: str) -> None:
         target = self._target

@@ -211,8 +211,10 @@ class H2Stream:
 
     def reset(self, code: int = h2.errors.ErrorCodes.CANCEL) -> None:
         """Give up on the stream (RST_STREAM): a caller that left, a deadline that passed.
-        Also what to call on a stream whose body will not be read to its end."""
-        if self._error is None and not self._remote_ended:
+        Also what to call on a stream whose body will not be read to its end, or whose
+        request will not be sent to its end after the server ended its side (RFC 9113
+        §8.1: else the stream stays half-closed and holds one of the server's slots)."""
+        if self._error is None:
             self._connection.reset_stream(self.id, code)
         # Bytes received but never to be read still count against the connection's
         # window: give them back, or the connection would slowly shut for every stream.
@@ -446,8 +448,8 @@ class H2ClientConnection(asyncio.Protocol):
             return
         try:
             self._h2.reset_stream(stream_id, code)
-        except h2.exceptions.StreamClosedError:
-            return
+        except (h2.exceptions.StreamClosedError, h2.exceptions.NoSuchStreamError):
+            return  # closed on both sides already
         self._flush()
         self._idle_check()
 
