@@ -338,6 +338,15 @@ def test_client_cancel_resets_the_upstream_stream(channel, upstream):
     assert upstream.service.cancelled.wait(5)
 
 
+def test_an_upstream_that_cancels_mid_stream_is_cancelled_for_the_client(channel):
+    received = []
+    with pytest.raises(grpc.RpcError) as caught:
+        for message in channel.unary_stream(method("Cut"))(b"", timeout=10):
+            received.append(message)
+    assert received == [b"one", b"two"]
+    assert caught.value.code() == grpc.StatusCode.CANCELLED
+
+
 # Observability ---------------------------------------------------------------------------
 
 

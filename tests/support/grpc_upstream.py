@@ -44,6 +44,7 @@ class RawService:
                 "Count": grpc.unary_stream_rpc_method_handler(self.count),
                 "Forever": grpc.unary_stream_rpc_method_handler(self.forever),
                 "Big": grpc.unary_stream_rpc_method_handler(self.big),
+                "Cut": grpc.unary_stream_rpc_method_handler(self.cut),
                 "Sum": grpc.stream_unary_rpc_method_handler(self.sum),
                 "Chat": grpc.stream_stream_rpc_method_handler(self.chat),
             },
@@ -83,6 +84,14 @@ class RawService:
             yield block
             with self.lock:
                 self.big_sent += 1
+
+    def cut(self, request: bytes, context: grpc.ServicerContext) -> Iterator[bytes]:
+        """Two messages, then the server cancels the call (grpcio: trailers, CANCELLED)."""
+        yield b"one"
+        yield b"two"
+        time.sleep(0.1)
+        context.cancel()
+        time.sleep(0.1)
 
     def forever(self, request: bytes, context: grpc.ServicerContext) -> Iterator[bytes]:
         context.add_callback(self.cancelled.set)

@@ -359,6 +359,7 @@ class Http2Stream:
         if self.closed:
             return
         self.conn.reset_stream(self.stream_id, code)
+        self.conn.flush()  # an abort from an upstream callback: nothing else would write it
         self.gone()
 
     def cancelled(self) -> None:
