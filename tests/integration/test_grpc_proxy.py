@@ -60,6 +60,13 @@ def grpc_config(upstream_url: str) -> dict[str, object]:
                 "policies": {"rate_limit": {"limit": 3, "window": "60s"}},
             },
             {
+                "name": "denied",
+                "match": {"prefix": "/potok.test.Raw/Denied"},
+                "service": "raw",
+                "grpc": True,
+                "policies": {"ip_filter": {"deny": ["127.0.0.0/8"]}},
+            },
+            {
                 "name": "short",
                 "match": {"prefix": "/potok.test.Raw/Slow"},
                 "service": "raw",
@@ -246,6 +253,12 @@ def test_rate_limit_is_resource_exhausted(channel):
             codes.append(error.code())
     assert codes[:3] == [grpc.StatusCode.OK] * 3
     assert codes[3:] == [grpc.StatusCode.RESOURCE_EXHAUSTED] * 2
+
+
+def test_a_refused_address_is_permission_denied(channel):
+    with pytest.raises(grpc.RpcError) as caught:
+        unary(channel, "Denied")(b"", timeout=10)
+    assert caught.value.code() == grpc.StatusCode.PERMISSION_DENIED
 
 
 def test_upstream_down_is_unavailable(channel):
