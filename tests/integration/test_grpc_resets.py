@@ -17,13 +17,17 @@ import pytest
 from h2.errors import ErrorCodes
 
 from tests.support.gateway import GatewayProcess
+from tests.support.net import request
 
 OPTIONS = [("grpc.enable_http_proxy", 0), ("grpc.enable_retries", 0)]
 
 
 class ResettingServer(asyncio.Protocol):
     """h2c: /r.S/Before is reset at once; /r.S/After answers a head and one message,
-    then resets."""
+    then resets; /r.S/Refused is refused (REFUSED_STREAM) every other time, and
+    answered OK the others."""
+
+    refusals = 0
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport: asyncio.Transport = transport  # type: ignore[assignment]
@@ -40,6 +44,15 @@ class ResettingServer(asyncio.Protocol):
                 stream = event.stream_id
                 if path.endswith(b"/Before"):
                     self.conn.reset_stream(stream, ErrorCodes.INTERNAL_ERROR)
+                elif path.endswith(b"/Refused"):
+                    ResettingServer.refusals += 1
+                    if ResettingServer.refusals % 2:
+                        self.conn.reset_stream(stream, ErrorCodes.REFUSED_STREAM)
+                    else:
+                        head = [(b":status", b"200"), (b"content-type", b"application/grpc")]
+                        self.conn.send_headers(stream, head)
+                        self.conn.send_data(stream, b"\0\0\0\0\x02ok")
+                        self.conn.send_headers(stream, [(b"grpc-status", b"0")], end_stream=True)
                 else:
                     head = [(b":status", b"200"), (b"content-type", b"application/grpc")]
                     self.conn.send_headers(stream, head)
@@ -80,7 +93,12 @@ def gateway(upstream_port: int) -> Iterator[GatewayProcess]:
     process = GatewayProcess(
         {
             "services": {
-                "r": {"targets": [f"http://127.0.0.1:{upstream_port}"], "circuit_breaker": None}
+                "r": {
+                    "targets": [f"http://127.0.0.1:{upstream_port}"],
+                    "circuit_breaker": None,
+                    "passive_ejection": None,
+                    "retry": {"attempts": 2, "backoff": {"initial": "1ms", "max": "2ms"}},
+                }
             },
             "routes": [{"name": "r", "match": {"prefix": "/r.S/"}, "service": "r", "grpc": True}],
         }
@@ -109,3 +127,11 @@ def test_a_reset_after_the_answer_started_is_relayed_with_its_code(gateway):
             received.append(message)
     assert received == [b"one"]
     assert caught.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+
+
+def test_a_refused_stream_goes_again_and_the_call_succeeds(gateway):
+    with grpc.insecure_channel(f"127.0.0.1:{gateway.port}", options=OPTIONS) as channel:
+        for _ in range(3):
+            assert channel.unary_unary("/r.S/Refused")(b"x", timeout=10) == b"ok"
+    scrape = request(gateway.port, "GET", "/api/v1/metrics").body.decode()
+    assert 'upstream_retries_total{reason="reset",service="r"} 3.0' in scrape

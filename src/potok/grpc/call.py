@@ -176,19 +176,39 @@ class GrpcCall:
             try:
                 stream = await self._open()
             except Unprocessed as failure:
-                self._judge_attempt(False, failure.kind)
-                if self._may_retry(failure.kind):
-                    self._note_attempt_end(failure.kind)
-                    await self._backoff()
+                if await self._retrying(failure.kind):
                     continue
-                trace = self.exchange.trace
-                if trace is not None:
-                    trace.attempt_error(failure.kind)
                 self._judge_call(False, failure.kind)
                 self._fail(failure.http_status, failure.detail)
                 return
-            break
-        self._stream = stream
+            self._stream = stream
+            refused = await self._attempt(stream)
+            if refused is None:
+                return
+            # REFUSED_STREAM, or a GOAWAY before the stream: the upstream did not process
+            # it, and the whole request is kept: it may go again.
+            self._stream = None
+            if await self._retrying("reset"):
+                continue
+            self._judge_call(False, "reset")
+            self._fail(503, f"{self._service.name} did not take the call: {refused}")
+            return
+
+    async def _retrying(self, kind: str) -> bool:
+        """The attempt failed unprocessed: judged, and retried if the rules allow."""
+        self._judge_attempt(False, kind)
+        trace = self.exchange.trace
+        if self._may_retry(kind):
+            self._note_attempt_end(kind)
+            await self._backoff()
+            return True
+        if trace is not None:
+            trace.attempt_error(kind)
+        return False
+
+    async def _attempt(self, stream: H2Stream) -> H2Error | None:
+        """Send the request and relay the answer; the error if the upstream refused the
+        stream unprocessed and the request could go again (else None: answered)."""
         replay = self._replay
         if replay is not None and len(replay) <= _INLINE_BODY:
             # A small whole body (a unary call): it fits the upstream's first window, so
@@ -196,17 +216,17 @@ class GrpcCall:
             if replay:
                 with contextlib.suppress(H2Error):  # failed: reading the response says how
                     await stream.send(replay, end_stream=True)
-            await self._relay(stream)
-            return
+            return await self._relay(stream)
         sender = self._loop.create_task(self._send_body(stream))
         try:
-            await self._relay(stream)
+            return await self._relay(stream)
         finally:
             if not sender.done():
                 # Answered before the request ended (or the call ended): stop sending, and
                 # close the stream on the upstream's side too.
                 sender.cancel()
-                self.exchange.body.detach()
+                if replay is None:
+                    self.exchange.body.detach()
                 stream.reset(ErrorCodes.CANCEL)
 
     async def _open(self) -> H2Stream:
@@ -294,14 +314,16 @@ class GrpcCall:
         except H2Error:
             pass  # the stream failed: the response side tells the client
 
-    async def _relay(self, stream: H2Stream) -> None:
+    async def _relay(self, stream: H2Stream) -> H2Error | None:
         exchange = self.exchange
         client = self._client
         try:
             head = await stream.response()
         except H2Error as exc:
+            if exc.retryable and self._replay is not None:
+                return exc
             self._upstream_failed(exc, started=False)
-            return
+            return None
         http_status = stream.status or 502
         trace = exchange.trace
         if trace is not None:
@@ -321,7 +343,7 @@ class GrpcCall:
         if trailers_only:
             self._finish()
             exchange.end()
-            return
+            return None
         flush = client.flush
         try:
             while data := await stream.read():
@@ -331,11 +353,12 @@ class GrpcCall:
                     await client.drain()
         except H2Error as exc:
             self._upstream_failed(exc, started=True)
-            return
+            return None
         trailers = stream.trailers or []
         _note_grpc_status(exchange, trailers)
         self._finish()
         client.end_with_trailers(exchange, trailers)
+        return None
 
     # Failures -------------------------------------------------------------------------
 
