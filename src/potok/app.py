@@ -189,6 +189,9 @@ class Gateway:
         duration = time.perf_counter() - exchange.started
         if self.record_metrics:
             metrics.observe(exchange, duration)
+            context = exchange.context
+            if context is not None and "grpc_status" in context:
+                metrics.observe_grpc(exchange.route_name, context["grpc_status"])
         body = exchange.body
         if exchange.status == 499 and body is not None and not body.complete:
             self._gone.info(

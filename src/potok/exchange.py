@@ -14,6 +14,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Protocol
 
 from potok.errors import problem_body
+from potok.grpc.status import grpc_answer, wants_grpc
 from potok.http.http11 import first_header
 
 if TYPE_CHECKING:
@@ -497,7 +498,11 @@ class Exchange:
         extra: dict[str, object] | None = None,
     ) -> None:
         """Answer with RFC 9457 problem+json carrying the request id (in the document; the
-        X-Request-ID header is on every answer, see the server's `send_head`)."""
+        X-Request-ID header is on every answer, see the server's `send_head`). A gRPC
+        call gets the gRPC status instead (grpc/status.py), from any policy or stage."""
+        if self.version == "2" and wants_grpc(self):
+            grpc_answer(self, status, detail, headers)
+            return
         document = problem_body(
             status,
             title=title,

@@ -19,6 +19,7 @@ from potok.config.listeners import ALL_SERVES
 from potok.config.models import GatewayConfig, RouteConfig
 from potok.config.resilience import FallbackConfig
 from potok.exchange import ResponseHook
+from potok.grpc.stage import GrpcStage
 from potok.http.settings import ServerSettings
 from potok.http2.config import http2_settings
 from potok.identity.services import shared_identity
@@ -369,8 +370,10 @@ class Runtime:
             key_header = self.services[each].api_key_header
             if key_header is not None:
                 drop.add(key_header[0].lower())  # a client cannot supply or override it
-        stage: ProxyStage | VariantStage
-        if config.service is not None:
+        stage: ProxyStage | VariantStage | GrpcStage
+        if config.service is not None and config.grpc:
+            stage = self._grpc_stage(config, service, frozenset(drop))
+        elif config.service is not None:
             stage = self._proxy_stage(config, service, frozenset(drop), name)
         else:
             stage = self._variant_stage(name, config, frozenset(drop))
@@ -388,6 +391,17 @@ class Runtime:
             escaped_slashes=config.escaped_slashes,
             refuses_trace="TRACE" not in config.match.methods,
             allow=_allow(config.match.methods),
+        )
+
+    @staticmethod
+    def _grpc_stage(config: RouteConfig, service: Service, drop: frozenset[bytes]) -> GrpcStage:
+        extra = [service.api_key_header] if service.api_key_header is not None else []
+        return GrpcStage(
+            service,
+            drop,
+            [(name.lower(), value) for name, value in extra],
+            _route_retry(config, service),
+            config.preserve_host,
         )
 
     def _proxy_stage(
@@ -420,7 +434,9 @@ class Runtime:
             each.name: Variant(
                 each.name,
                 each.weight,
-                self._proxy_stage(config, self.services[each.name], drop, name),
+                self._grpc_stage(config, self.services[each.name], drop)
+                if config.grpc
+                else self._proxy_stage(config, self.services[each.name], drop, name),
             )
             for each in config.services
         }

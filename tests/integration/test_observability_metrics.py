@@ -83,6 +83,7 @@ MUST_HAVE_SAMPLES = {
 # overload or a failure this test does not cause (their labels are checked by the unit
 # tests of the components that count them).
 NOT_DRIVEN = {
+    "grpc_calls_total",  # a gRPC route's calls: tests/integration/test_grpc_proxy.py
     "upstream_retry_budget_exhausted_total",
     "upstream_bulkhead_rejected_total",
     "upstream_tls_failures_total",

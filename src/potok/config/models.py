@@ -539,6 +539,15 @@ class RouteConfig(ConfigModel):
         ),
     )
     strip_prefix: bool = Field(False, description="Drop the matched prefix before forwarding.")
+    grpc: bool = Field(
+        False,
+        description=(
+            "A gRPC route: calls go to the service over HTTP/2 (h2c to http:// targets, TLS "
+            "with ALPN h2 to https:// ones), trailers are relayed, the gateway's own errors "
+            "are answered as gRPC statuses and `grpc-timeout` bounds the call (docs/grpc.md). "
+            "Clients must speak HTTP/2; the service serves gRPC routes only."
+        ),
+    )
     preserve_host: bool = Field(
         False, description="Send the client's Host header upstream instead of the target's."
     )
@@ -582,6 +591,14 @@ class RouteConfig(ConfigModel):
                 f"mirror.service: {self.mirror.service!r} serves the route itself; a shadow "
                 "must be another service"
             )
+        return self
+
+    @model_validator(mode="after")
+    def _grpc_apart(self) -> RouteConfig:
+        if self.grpc and self.mirror is not None:
+            raise ValueError("mirror: a gRPC route cannot be mirrored (shadows speak HTTP/1.1)")
+        if self.grpc and self.fallback is not None:
+            raise ValueError("fallback: a gRPC route answers UNAVAILABLE while the breaker is open")
         return self
 
     @model_validator(mode="after")
@@ -768,6 +785,30 @@ class GatewayConfig(ConfigModel):
                 raise ValueError(
                     f"{where}.redirect_https: there is no https listener to redirect to "
                     "(add one, or set redirect_port)"
+                )
+        return self
+
+    @model_validator(mode="after")
+    def _grpc_services(self) -> GatewayConfig:
+        """A service is spoken to over HTTP/2 (gRPC routes) or HTTP/1.1, not both: one
+        fact per service, as Envoy's http2_protocol_options on the cluster."""
+        grpc: dict[str, int] = {}
+        plain: dict[str, int] = {}
+        for index, route in enumerate(self.routes):
+            for name in route.service_names:
+                (grpc if route.grpc else plain).setdefault(name, index)
+        for name, index in grpc.items():
+            if name in plain:
+                raise ValueError(
+                    f"routes[{plain[name]}]: service {name!r} serves the gRPC route "
+                    f"routes[{index}] (HTTP/2 upstream); give HTTP routes another service"
+                )
+            service = self.services.get(name)
+            if service is not None and service.health_check is not None:
+                raise ValueError(
+                    f"services.{name}.health_check: the service serves gRPC route "
+                    f"routes[{index}], and the health checks speak HTTP/1.1; rely on "
+                    "passive_ejection instead"
                 )
         return self
 

@@ -99,12 +99,13 @@ class UpstreamTlsContext:
     or a new CA bundle builds a new one.
     """
 
-    __slots__ = ("context", "fingerprint", "server_name", "verifies")
+    __slots__ = ("context", "fingerprint", "h2_context", "server_name", "verifies")
 
     def __init__(
         self, context: ssl.SSLContext, server_name: str | None, verifies: bool, fingerprint: str
     ) -> None:
         self.context = context
+        self.h2_context = context  # ALPN h2 instead of http/1.1: set by build_context
         self.server_name = server_name
         self.verifies = verifies
         self.fingerprint = fingerprint
@@ -125,19 +126,34 @@ _VERSIONS = {"1.2": ssl.TLSVersion.TLSv1_2, "1.3": ssl.TLSVersion.TLSv1_3}
 def build_context(config: UpstreamTlsConfig) -> UpstreamTlsContext:
     """The SSLContext for `config`; ValueError naming the field whose file is unusable.
 
-    Blocking file I/O: called by config validation, which runs off the event loop.
+    Two contexts from the same settings: ALPN http/1.1 for the proxy's connections, and
+    ALPN h2 for a gRPC route's (upstream/h2_client.py). Blocking file I/O: called by
+    config validation, which runs off the event loop.
     """
     digest = hashlib.sha256(config.model_dump_json().encode())
+    context = _client_context(config, "http/1.1", digest)
+    h2_context = _client_context(config, "h2", None)
+    tls = UpstreamTlsContext(
+        context, config.server_name, not config.insecure_skip_verify, digest.hexdigest()
+    )
+    tls.h2_context = h2_context
+    return tls
+
+
+def _client_context(
+    config: UpstreamTlsConfig, alpn: str, digest: hashlib._Hash | None
+) -> ssl.SSLContext:
     # PROTOCOL_TLS_CLIENT: certificate and host name checked unless told otherwise.
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     context.minimum_version = _VERSIONS[config.min_version]
-    context.set_alpn_protocols(["http/1.1"])
+    context.set_alpn_protocols([alpn])
     if config.insecure_skip_verify:
         context.check_hostname = False
         context.verify_mode = ssl.CERT_NONE
     elif config.ca_file is not None:
         pem = _read("ca_file", config.ca_file)
-        digest.update(pem)
+        if digest is not None:
+            digest.update(pem)
         try:
             context.load_verify_locations(cadata=pem.decode("ascii", "replace"))
         except (ssl.SSLError, ValueError) as exc:
@@ -145,8 +161,9 @@ def build_context(config: UpstreamTlsConfig) -> UpstreamTlsContext:
     else:
         context.load_default_certs(ssl.Purpose.SERVER_AUTH)
     if config.cert_file is not None and config.key_file is not None:
-        digest.update(_read("cert_file", config.cert_file))
-        digest.update(_read("key_file", config.key_file))
+        if digest is not None:
+            digest.update(_read("cert_file", config.cert_file))
+            digest.update(_read("key_file", config.key_file))
         try:
             context.load_cert_chain(config.cert_file, config.key_file, password=_no_password)
         except _EncryptedKey as exc:
@@ -158,9 +175,7 @@ def build_context(config: UpstreamTlsConfig) -> UpstreamTlsContext:
                 f"cert_file/key_file: {config.cert_file!r} with {config.key_file!r} is not a "
                 f"usable certificate and matching key: {exc}"
             ) from exc
-    return UpstreamTlsContext(
-        context, config.server_name, not config.insecure_skip_verify, digest.hexdigest()
-    )
+    return context
 
 
 class _EncryptedKey(Exception):

@@ -223,6 +223,8 @@ _RESPONSE_DROPPED = frozenset(
         b"content-length",
     }
 )
+# Never in a trailer section (RFC 9110 6.5.1: framing, routing and connection fields).
+TRAILER_DROPPED = _RESPONSE_DROPPED | {b"te", b"trailer", b"host", b"content-type"}
 # Fields whose value changes with every response: encoded as literals, never entered into
 # HPACK's dynamic table (each entry would evict a useful one, and the encoder searches the
 # table on every insertion: the most expensive part of sending a response).

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING
 from h2.errors import ErrorCodes
 
 from potok.exchange import Exchange, Headers, ResponseHook, Tunnel
-from potok.http2.headers import response_headers, status_bytes
+from potok.http2.headers import TRAILER_DROPPED, response_headers, status_bytes
 from potok.server.body import IncomingBody
 
 if TYPE_CHECKING:
@@ -40,6 +40,7 @@ class Http2Stream:
         "_finished",
         "_pending",
         "_read_pauses",
+        "_trailers",
         "_unacked",
         "blocked_since",
         "closed",
@@ -65,6 +66,7 @@ class Http2Stream:
         self.end_pending = False
         self.dispatched = False  # handed to the handler (which then hears `finished`)
         self._pending: list[bytes] = []  # response DATA waiting for window
+        self._trailers: list[tuple[bytes, bytes]] | None = None  # sent after the pending DATA
         self.blocked_since = 0.0  # loop time the response started waiting for window
         self._read_pauses = 0
         self._unacked = 0  # request DATA bytes received but not acknowledged
@@ -222,7 +224,7 @@ class Http2Stream:
         self.blocked_since = 0.0
         if self.end_pending:
             self.end_pending = False
-            self.conn.h2.end_stream(self.stream_id)
+            self._send_end()
             if self.exchange.body.complete:
                 self.conn.stream_done(self)
             else:
@@ -273,7 +275,7 @@ class Http2Stream:
             if self._pending:
                 self.end_pending = True  # END_STREAM follows the last DATA (window_opened)
             else:
-                self.conn.h2.end_stream(self.stream_id)
+                self._send_end()
         self.conn.flush()
         self._finish()
         if not self._pending:
@@ -284,6 +286,38 @@ class Http2Stream:
                 # tells the client to stop sending the body nobody will read.
                 exchange.body.detach()
                 self.reset(ErrorCodes.NO_ERROR)
+
+    def end_with_trailers(self, exchange: Exchange, trailers: Headers) -> None:
+        """End the response with a trailer section (gRPC's `grpc-status`): a HEADERS frame
+        with END_STREAM after the last DATA, waiting with it for the client's window."""
+        if exchange is not self.exchange or self._finished or self.closed or self._ended:
+            return
+        fields = [
+            (name.lower(), value)
+            for name, value in trailers
+            if name[:1] != b":" and name.lower() not in TRAILER_DROPPED
+        ]
+        if fields:
+            self._trailers = fields
+        self.end_response(exchange)
+
+    def _send_end(self) -> None:
+        trailers = self._trailers
+        if trailers is None:
+            self.conn.h2.end_stream(self.stream_id)
+        else:
+            self._trailers = None
+            self.conn.h2.send_headers(self.stream_id, trailers, end_stream=True)
+
+    def reset_response(self, exchange: Exchange, code: ErrorCodes) -> None:
+        """Like `abort`, with the RST_STREAM code the upstream's reset carried (a relayed
+        CANCEL stays a CANCEL for the client)."""
+        if exchange is not self.exchange or self._finished or self.closed:
+            return
+        if not exchange.status:
+            exchange.status = 502
+        self.reset(code)
+        self._finish()
 
     def abort(self, exchange: Exchange, reason: str) -> None:
         """The response cannot be completed: the client sees the stream reset."""
@@ -325,6 +359,7 @@ class Http2Stream:
         if self.closed:
             return
         self.conn.reset_stream(self.stream_id, code)
+        self.conn.flush()  # an abort from an upstream callback: nothing else would write it
         self.gone()
 
     def cancelled(self) -> None:

@@ -114,6 +114,9 @@ class AccessLog:
             upstream_ms = f"{upstream_micros // 1000}.{_DIGITS[upstream_micros % 1000]}"
         trace = exchange.trace
         trace_id = "" if trace is None else f',"trace_id":"{trace.trace_id}"'
+        context = exchange.context
+        if context is not None and "grpc_status" in context:  # a gRPC call's outcome
+            trace_id += f',"grpc_status":{context["grpc_status"]:d}'
         buffer = self._buffer
         buffer += (
             f'{{"timestamp":"{self._seconds}{_MILLISECONDS[int((now - second) * 1000)]}'

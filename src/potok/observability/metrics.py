@@ -24,6 +24,8 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Histo
 from prometheus_client.process_collector import ProcessCollector
 from prometheus_client.registry import Collector, CollectorRegistry
 
+from potok.grpc.status import NAMES as GRPC_NAMES
+
 if TYPE_CHECKING:
     from potok.exchange import Exchange
 
@@ -306,6 +308,12 @@ class GatewayMetrics:
             "Requests refused before routing (malformed, too large).",
             ("status",),
         )
+        self.grpc_calls = registry.counter(
+            "grpc_calls_total",
+            "gRPC calls on gRPC routes, by route and gRPC status code (OK, UNAVAILABLE, ...): "
+            "the upstream's, or the gateway's own answer's.",
+            ("route", "grpc_code"),
+        )
         # Per (method, route, status): its request counter cell and duration row (the
         # same row for every status). Per service: its upstream duration row.
         self._series: dict[tuple[bytes, str, int], _Series] = {}
@@ -333,6 +341,12 @@ class GatewayMetrics:
                 )
             row[bisect_left(self._upstream_bounds, upstream)] += 1
             row[-1] += upstream
+
+    def observe_grpc(self, route: str, code: int) -> None:
+        """A finished gRPC call's status (0-16, or a number an upstream made up)."""
+        # An upstream's code outside 0-16 is UNKNOWN (as a client reads it): bounded labels.
+        label = GRPC_NAMES[code] if 0 <= code < len(GRPC_NAMES) else "UNKNOWN"
+        self.grpc_calls.inc((route or "unmatched", label))
 
     def _new_series(self, exchange: Exchange) -> _Series:
         method, route, status = exchange.method, exchange.route_name, exchange.status

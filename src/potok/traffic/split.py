@@ -23,6 +23,7 @@ from potok.http.http11 import first_header
 
 if TYPE_CHECKING:
     from potok.exchange import Exchange, RoutePipeline
+    from potok.grpc.stage import GrpcStage
     from potok.observability.metrics import MetricsRegistry
     from potok.traffic.config import CanaryRule, Sticky
     from potok.upstream.stage import ProxyStage
@@ -38,7 +39,7 @@ class Variant:
 
     __slots__ = ("count", "name", "stage", "weight")
 
-    def __init__(self, name: str, weight: int, stage: ProxyStage) -> None:
+    def __init__(self, name: str, weight: int, stage: ProxyStage | GrpcStage) -> None:
         self.name = name
         self.weight = weight
         self.stage = stage

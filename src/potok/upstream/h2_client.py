@@ -1,7 +1,7 @@
 """An HTTP/2 client for upstreams (gRPC and h2 services), on asyncio protocols and `h2`.
 
-Not wired into the proxy yet: the gRPC route (h2 towards the upstream) will use it. What
-it gives, on one TCP (or TLS, ALPN h2) connection:
+Used by the gRPC routes (potok/grpc/call.py) towards their upstreams. What it gives,
+on one TCP (or TLS, ALPN h2) connection:
 
 - multiplexed streams, as many at once as the server's SETTINGS_MAX_CONCURRENT_STREAMS
   allows (`request` waits for a free slot), so one connection carries many calls;
@@ -25,7 +25,8 @@ import asyncio
 import ssl as ssl_module
 import time
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from typing import Any
 
 import h2.config
 import h2.connection
@@ -33,6 +34,7 @@ import h2.errors
 import h2.events
 import h2.exceptions
 import h2.settings
+import hpack
 import hyperframe.frame
 
 Headers = list[tuple[bytes, bytes]]
@@ -90,6 +92,14 @@ class _GracefulH2Connection(h2.connection.H2Connection):
         return frames, events
 
 
+class _PlainEncoder(hpack.Encoder):
+    """HPACK without Huffman coding: hpack's Huffman coder is pure Python, and what it
+    would save on a call's head is a few dozen bytes."""
+
+    def encode(self, headers: Any, huffman: bool = True) -> bytes:
+        return super().encode(headers, huffman=False)
+
+
 class H2Stream:
     """One request/response exchange on an `H2ClientConnection`."""
 
@@ -127,6 +137,11 @@ class H2Stream:
             if name == b":status":
                 return int(value)
         return None
+
+    @property
+    def ended(self) -> bool:
+        """The server ended the stream and every byte of it has been read."""
+        return self._remote_ended and not self._buffer
 
     async def response(self) -> Headers:
         """The response head (waits for it)."""
@@ -196,8 +211,10 @@ class H2Stream:
 
     def reset(self, code: int = h2.errors.ErrorCodes.CANCEL) -> None:
         """Give up on the stream (RST_STREAM): a caller that left, a deadline that passed.
-        Also what to call on a stream whose body will not be read to its end."""
-        if self._error is None and not self._remote_ended:
+        Also what to call on a stream whose body will not be read to its end, or whose
+        request will not be sent to its end after the server ended its side (RFC 9113
+        §8.1: else the stream stays half-closed and holds one of the server's slots)."""
+        if self._error is None:
             self._connection.reset_stream(self.id, code)
         # Bytes received but never to be read still count against the connection's
         # window: give them back, or the connection would slowly shut for every stream.
@@ -238,17 +255,28 @@ class H2ClientConnection(asyncio.Protocol):
     ) -> None:
         self.authority = authority
         self.scheme = scheme
-        config = h2.config.H2Configuration(client_side=True, header_encoding=None)
+        config = h2.config.H2Configuration(
+            client_side=True,
+            header_encoding=None,
+            # The request heads are built by the gateway from fields the server side has
+            # validated already (lower-case names, no connection-specific fields): h2's
+            # checks would be a Python loop over every character of every call.
+            validate_outbound_headers=False,
+            normalize_outbound_headers=False,
+        )
         self._h2 = _GracefulH2Connection(config=config)
+        self._h2.encoder = _PlainEncoder()
         self._stream_window = stream_window
         self._connection_window = connection_window
         self._transport: asyncio.Transport | None = None
         self._streams: dict[int, H2Stream] = {}
         self._write_paused = False
+        self._flush_scheduled = False
         self._changed = asyncio.Event()  # windows, slots, writability, settings moved
         self._pings: dict[bytes, asyncio.Future[float]] = {}
         self._goaway_last_id: int | None = None
         self.closed = False
+        self.draining = False  # retired: no new streams, closed once the last one ends
         self.error: H2Error | None = None
         self.idle_since = time.monotonic()
 
@@ -313,7 +341,12 @@ class H2ClientConnection(asyncio.Protocol):
     @property
     def available(self) -> bool:
         """Whether a new stream may start here (open, no GOAWAY)."""
-        return not self.closed and self._goaway_last_id is None and self.error is None
+        return (
+            not self.closed
+            and self._goaway_last_id is None
+            and self.error is None
+            and not self.draining
+        )
 
     @property
     def active_streams(self) -> int:
@@ -375,7 +408,7 @@ class H2ClientConnection(asyncio.Protocol):
             return
         try:
             self._h2.close_connection(error_code=code)
-            self._flush()
+            self._flush_now()
         except h2.exceptions.ProtocolError:
             pass
         self._terminate(ConnectionClosed("connection closed by the client"))
@@ -415,8 +448,8 @@ class H2ClientConnection(asyncio.Protocol):
             return
         try:
             self._h2.reset_stream(stream_id, code)
-        except h2.exceptions.StreamClosedError:
-            return
+        except (h2.exceptions.StreamClosedError, h2.exceptions.NoSuchStreamError):
+            return  # closed on both sides already
         self._flush()
         self._idle_check()
 
@@ -432,7 +465,7 @@ class H2ClientConnection(asyncio.Protocol):
         try:
             events = self._h2.receive_data(data)
         except h2.exceptions.ProtocolError as exc:
-            self._flush()  # h2 queued a GOAWAY for the server
+            self._flush_now()  # h2 queued a GOAWAY for the server
             self._terminate(ConnectionClosed(f"HTTP/2 protocol error from the server: {exc}"))
             if self._transport is not None:
                 self._transport.close()
@@ -480,16 +513,17 @@ class H2ClientConnection(asyncio.Protocol):
             if stream is not None:
                 stream._remote_ended = True
                 stream._wake()
-            self._wake_all()  # a slot is free
+            self._changed.set()  # a slot is free (for `request` and `wait_for_window`)
             self._idle_check()
         elif isinstance(event, h2.events.StreamReset):
             stream = self._streams.pop(event.stream_id, None)
             if stream is not None:
                 stream._fail(StreamReset(event.error_code))
-            self._wake_all()
+            self._changed.set()
             self._idle_check()
         elif isinstance(event, h2.events.WindowUpdated | h2.events.RemoteSettingsChanged):
-            self._wake_all()
+            # Senders wait on the connection (`wait_for_window`), readers on their stream.
+            self._changed.set()
         elif isinstance(event, h2.events.PingAckReceived):
             waiter = self._pings.pop(event.ping_data, None)
             if waiter is not None and not waiter.done():
@@ -520,6 +554,15 @@ class H2ClientConnection(asyncio.Protocol):
     # Plumbing -------------------------------------------------------------------------
 
     def _flush(self) -> None:
+        """Write what h2 has queued, once per loop iteration: the HEADERS, DATA and
+        WINDOW_UPDATEs of every stream that moved in this iteration share one write
+        (one syscall, not one per frame)."""
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            asyncio.get_running_loop().call_soon(self._flush_now)
+
+    def _flush_now(self) -> None:
+        self._flush_scheduled = False
         data = self._h2.data_to_send()
         if data and self._transport is not None and not self._transport.is_closing():
             self._transport.write(data)
@@ -548,7 +591,7 @@ class H2ClientConnection(asyncio.Protocol):
     def _idle_check(self) -> None:
         if not self._streams:
             self.idle_since = time.monotonic()
-            if self._goaway_last_id is not None and self._transport is not None:
+            if (self._goaway_last_id is not None or self.draining) and self._transport is not None:
                 self._transport.close()
 
     def _wake_all(self) -> None:
@@ -581,8 +624,12 @@ class H2Pool:
         idle_timeout: float = 60.0,
         max_connections: int = 16,
         stream_window: int = DEFAULT_STREAM_WINDOW,
+        connect_timer: Callable[[str, float], None] | None = None,
     ) -> None:
         self.host = host
+        # Told (phase, seconds) of each new connection: "tcp" for h2c, "tcp_tls" for TLS
+        # (one step here: the preface follows the handshake at once).
+        self._connect_timer = connect_timer
         self.port = port
         self._ssl = ssl
         self._server_hostname = server_hostname
@@ -622,19 +669,23 @@ class H2Pool:
         headers: Iterable[tuple[bytes, bytes]] = (),
         *,
         end_stream: bool = False,
+        authority: bytes | None = None,
     ) -> H2Stream:
         """Start a stream on a pooled connection; once more on another connection if the
         chosen one turned out to be going away."""
         for attempt in range(2):
             connection = await self.connection()
             try:
-                return await connection.request(method, path, headers, end_stream=end_stream)
+                return await connection.request(
+                    method, path, headers, end_stream=end_stream, authority=authority
+                )
             except ConnectionClosed as exc:
                 if not exc.retryable or attempt:
                     raise
         raise AssertionError("unreachable")
 
     async def _open(self) -> H2ClientConnection:
+        started = time.perf_counter()
         connection = await H2ClientConnection.open(
             self.host,
             self.port,
@@ -643,6 +694,9 @@ class H2Pool:
             connect_timeout=self._connect_timeout,
             stream_window=self._stream_window,
         )
+        if self._connect_timer is not None:
+            phase = "tcp" if self._ssl is None else "tcp_tls"
+            self._connect_timer(phase, time.perf_counter() - started)
         self.connections.append(connection)
         self.opened += 1
         return connection
@@ -666,6 +720,16 @@ class H2Pool:
     def close(self) -> None:
         for connection in self.connections:
             connection.close()
+        self.connections = []
+
+    def retire(self) -> None:
+        """No new streams here: idle connections close now, busy ones when their last
+        stream ends (a config reload replaced the service; calls in flight finish)."""
+        for connection in self.connections:
+            if connection.active_streams:
+                connection.draining = True
+            else:
+                connection.close()
         self.connections = []
 
 

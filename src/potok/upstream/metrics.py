@@ -77,7 +77,8 @@ class UpstreamMetrics:
         self.connect_duration = registry.histogram(
             "upstream_connect_duration_seconds",
             "Opening a new upstream connection, by phase: tcp (connect) and tls (handshake, "
-            "https:// targets). Reused keep-alive connections are not counted.",
+            "https:// targets); tcp_tls for a gRPC route's TLS connections (connect and "
+            "handshake together). Reused keep-alive connections are not counted.",
             ("service", "phase"),
         )
         self.tls_failures = registry.counter(

@@ -14,6 +14,7 @@ from potok.upstream.bulkhead import Bulkhead
 from potok.upstream.circuit_breaker import CLOSED, STATE_NAMES, CircuitBreaker
 from potok.upstream.dial import ConnectTimer, TlsFailure
 from potok.upstream.discovery import DnsDiscovery
+from potok.upstream.h2_client import H2Pool
 from potok.upstream.health import TargetHealth, run_checks
 from potok.upstream.metrics import UpstreamMetrics
 from potok.upstream.pool import ConnectionPool
@@ -36,6 +37,7 @@ class Service:
         "connect_timer",
         "discovery",
         "failure_on",
+        "h2_pools",
         "name",
         "response_timeout",
         "retry",
@@ -108,6 +110,8 @@ class Service:
                 service=name,
             )
         self._health_task: asyncio.Task[None] | None = None
+        # HTTP/2 connections per target, for the gRPC routes (opened on first use).
+        self.h2_pools: dict[Target, H2Pool] = {}
         self.discovery = DnsDiscovery(self, config, config.dns) if config.dns else None
         if metrics is not None:
             breaker = self.breaker
@@ -134,6 +138,22 @@ class Service:
             if target.health is None or target.health.available():
                 return target
         return first
+
+    def h2_pool(self, target: Target) -> H2Pool:
+        """The target's HTTP/2 connections (h2c, or TLS with ALPN h2 for https://)."""
+        pool = self.h2_pools.get(target)
+        if pool is None:
+            tls = target.tls
+            pool = self.h2_pools[target] = H2Pool(
+                target.host,
+                target.port,
+                ssl=tls.h2_context if tls is not None else None,
+                server_hostname=target.server_hostname,
+                connect_timeout=self.connect_timeout,
+                idle_timeout=self.config.pool.idle_timeout,
+                connect_timer=self.connect_timer,
+            )
+        return pool
 
     def has_healthy_untried(self, tried: Sequence[Target]) -> bool:
         """Whether a target the call did not try gets traffic and last served well.
@@ -258,6 +278,7 @@ class Service:
             self._health_task = None
         for target in self.targets:
             target.pool.close_all()
+        self._close_h2()
 
     def retire(self) -> None:
         """Replaced by a config reload: stop checking, let in-flight requests finish on
@@ -269,10 +290,20 @@ class Service:
             self._health_task = None
         for target in self.targets:
             target.pool.retire()
+        pools, self.h2_pools = self.h2_pools, {}
+        for pool in pools.values():
+            pool.retire()  # calls in flight finish on their connections
+
+    def _close_h2(self) -> None:
+        pools, self.h2_pools = self.h2_pools, {}
+        for pool in pools.values():
+            pool.close()
 
     def prune_pools(self) -> None:
         for target in self.targets:
             target.pool.prune()
+        for pool in self.h2_pools.values():
+            pool.prune()
 
     def _breaker_moved(self, old: int, new: int, reason: str) -> None:
         log.warning(
