@@ -644,7 +644,8 @@ class RouteConfig(ConfigModel):
         ]
         if given:
             raise ValueError(f"aggregate: not with {', '.join(given)} (the calls name theirs)")
-        others = sorted(set(self.match.methods) - {"GET", "HEAD"})
+        # OPTIONS: a cors policy answers browsers' preflights before the calls.
+        others = sorted(set(self.match.methods) - {"GET", "HEAD", "OPTIONS"})
         if others:
             raise ValueError(
                 f"aggregate: answers GET and HEAD only; match.methods also has {', '.join(others)}"
