@@ -502,7 +502,7 @@ class RouteConfig(ConfigModel):
         None,
         description=(
             "Name of the service (under `services`) that serves the route; a weighted route "
-            "gives `services` instead."
+            "gives `services` instead, an aggregated one `aggregate`."
         ),
     )
     services: tuple[WeightedService, ...] = Field(

@@ -129,8 +129,10 @@ class AggregateCall(ConfigModel):
 
 
 class AggregateConfig(ConfigModel):
-    """An answer composed of several upstream calls made in parallel (back end for front
-    end): a JSON object of their JSON answers, under keys or merged at the top level."""
+    """One JSON answer composed of several upstream calls made in parallel.
+
+    Back end for front end: the calls' JSON answers under keys, or merged at the top.
+    """
 
     calls: tuple[AggregateCall, ...] = Field(
         min_length=1, max_length=32, description="The calls, in the order they merge."
