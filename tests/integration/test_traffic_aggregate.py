@@ -318,8 +318,11 @@ def test_other_methods_get_405(three, start_gateway):
     gateway = start_gateway(aggregated(tuple(u.url for u in three), calls))
     response = request(gateway.port, "POST", "/dash", body=b"{}")
     assert response.status == 405 and response.header("allow") == "GET, HEAD"
+    got = request(gateway.port, "GET", "/dash")
     response = request(gateway.port, "HEAD", "/dash")
     assert response.status == 200 and response.body == b""
+    # Composed from GETs like the GET's answer, only not sent: the same length.
+    assert response.header("content-length") == str(len(got.body))
 
 
 @pytest.mark.parametrize(

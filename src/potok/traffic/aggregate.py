@@ -49,9 +49,11 @@ RESULTS = ("ok", "status", "invalid", "too_large", "timeout", "breaker_open", "f
 _BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
 # Client headers no call gets: framing (a call has no body), content codings and ranges
-# (the gateway must read the answer as JSON), conditionals (a 304 has nothing to merge).
+# (the gateway must read the answer as JSON, and asks for it: `Accept: application/json`),
+# conditionals (a 304 has nothing to merge).
 _NOT_SENT = frozenset(
     {
+        b"accept",
         b"content-length",
         b"transfer-encoding",
         b"expect",
@@ -146,11 +148,8 @@ class Call:
 
     async def run(self, exchange: Exchange, common: bytes, request: _Request, index: int) -> None:
         """Make the call and tell `request` how it went (never raises but cancelled)."""
-        start = b"%s %s%s HTTP/1.1\r\nHost: " % (
-            exchange.method,
-            self.path(exchange.params),
-            exchange.query,
-        )
+        # GET for a HEAD too: the answer is composed the same, only not sent.
+        start = b"GET %s%s HTTP/1.1\r\nHost: " % (self.path(exchange.params), exchange.query)
         static = self._static
 
         def head(target: Target, trace_lines: bytes) -> bytes:
@@ -160,7 +159,7 @@ class Call:
 
         call = BufferedCall(
             self.service,
-            exchange.method.decode("latin-1"),
+            "GET",
             head,
             within=self.timeout,
             max_body=self.max_body,
@@ -175,11 +174,11 @@ class Call:
             result = failed.kind if failed.kind in RESULTS else "failed"
             outcome = _Outcome(result, None, failed.status, failed.detail, failed.retry_after)
         else:
-            outcome = self._judge(answer.status, answer.body, exchange.method == b"HEAD")
+            outcome = self._judge(answer.status, answer.body)
         self.count(outcome.result, time.perf_counter() - started)
         request.done(index, outcome)
 
-    def _judge(self, status: int, body: bytes, head: bool) -> _Outcome:
+    def _judge(self, status: int, body: bytes) -> _Outcome:
         if not 200 <= status < 300:
             return _Outcome(
                 "status",
@@ -187,7 +186,7 @@ class Call:
                 502,
                 f"{self.service.name} answered {status} to the {self.label} call",
             )
-        if head or not body:
+        if not body:
             return _Outcome("ok", None)
         try:
             value = orjson.loads(body)
