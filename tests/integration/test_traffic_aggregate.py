@@ -3,12 +3,14 @@ servers called in parallel, partial answers, failures, breakers, identity and tr
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 import time
 from collections.abc import Iterator
 from typing import Any
 
+import aiohttp
 import pytest
 
 from tests.support.gateway import GatewayProcess
@@ -378,3 +380,45 @@ def _refused(config: dict[str, Any], tmp_path: Any, where: str, message: str) ->
 
 
 _ = GatewayProcess  # the fixture's type, for readers
+
+
+def test_a_full_bulkhead_is_503_for_its_call(three, start_gateway):
+    calls = [{"service": "users", "path": "/slow", "key": "user"}]
+    gateway = start_gateway(
+        aggregated(
+            tuple(u.url for u in three),
+            calls,
+            services={"users": {"bulkhead": {"max_concurrent": 1}}},
+        )
+    )
+
+    async def both() -> list[int]:
+        async with aiohttp.ClientSession() as session:
+
+            async def one(delay: float) -> int:
+                url = f"http://127.0.0.1:{gateway.port}/dash?delay={delay}"
+                async with session.get(url) as response:
+                    await response.read()
+                    return response.status
+
+            first = asyncio.ensure_future(one(1.0))
+            await asyncio.sleep(0.3)  # the first holds the only slot
+            second = await one(0)
+            return [await first, second]
+
+    assert asyncio.run(both()) == [200, 503]
+    metrics = request(gateway.port, "GET", "/api/v1/metrics").body.decode()
+    assert metric(metrics, "upstream_bulkhead_rejected_total", service="users") == 1
+
+
+def test_the_routes_deadline_cancels_the_calls(three, start_gateway):
+    calls = [{"service": "users", "path": "/slow", "key": "user", "timeout": "10s"}]
+    gateway = start_gateway(
+        aggregated(tuple(u.url for u in three), calls, timeouts={"request": "300ms"})
+    )
+    started = time.perf_counter()
+    response = request(gateway.port, "GET", "/dash?delay=5")
+    assert response.status == 504
+    assert time.perf_counter() - started < 2.0
+    # The call was dropped with the request: the next one gets a fresh answer at once.
+    assert request(gateway.port, "GET", "/dash?delay=0").status == 200
