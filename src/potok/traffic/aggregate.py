@@ -173,6 +173,9 @@ class Call:
         except CallFailed as failed:
             result = failed.kind if failed.kind in RESULTS else "failed"
             outcome = _Outcome(result, None, failed.status, failed.detail, failed.retry_after)
+        except Exception as exc:  # a bug: the request's 500, not a silent wait for its deadline
+            request.crashed(exc)
+            return
         else:
             outcome = self._judge(answer.status, answer.body)
         self.count(outcome.result, time.perf_counter() - started)
@@ -253,6 +256,17 @@ class _Request:
             exchange.on_cancel = None
             if exchange.is_current():
                 self._stage.answer(exchange, self._outcomes)
+
+    def crashed(self, exc: Exception) -> None:
+        if self._remaining <= 0:
+            return
+        self._remaining = 0
+        self._exchange.on_cancel = None
+        for task in self.tasks:
+            if task is not asyncio.current_task():
+                task.cancel()
+        if self._exchange.is_current():
+            self._exchange.handler_failed(exc)
 
     def _fail(self, call: Call, outcome: _Outcome) -> None:
         exchange = self._exchange
