@@ -139,7 +139,6 @@ class BufferedCall:
         "_trace",
         "_tried",
         "attempts",
-        "target_name",
     )
 
     def __init__(
@@ -168,7 +167,6 @@ class BufferedCall:
         self._bulkhead_held = False
         self._retry_charged = False
         self.attempts = 0
-        self.target_name = ""
 
     async def run(self) -> Answer:
         """The answer (any status), or CallFailed; cancelling it cleans up after it."""
@@ -217,7 +215,6 @@ class BufferedCall:
         while True:
             target = service.choose(self._tried)
             self._tried.append(target)
-            self.target_name = target.name
             self.attempts += 1
             try:
                 answer = await self._attempt(target)
