@@ -92,6 +92,9 @@ request_of() {  # ROUTE -> "PATH|TOKEN"
     compress) echo "/cmp/x|" ;;  # the same, gzip (hey's own Accept-Encoding)
     compress_zstd) echo "/cmp/x||zstd" ;;
     compress_br) echo "/cmp/x||br" ;;
+    weighted) echo "/wgt/x|" ;;  # 90/10 between two services (bench/traffic.sh)
+    mirrored) echo "/mir/x|" ;;  # copied at 100 % to a second service on the same upstream
+    aggregate) echo "/agg/x|" ;;  # three calls to the upstream in parallel, one JSON answer
     *) die "unknown route $1" ;;
     esac
 }

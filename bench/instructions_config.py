@@ -72,6 +72,34 @@ def main() -> None:
         if importlib.util.find_spec("potok.policies.compress") is not None
         else []
     )
+    # A 90/10 weighted route (bench/traffic.sh): two services on the same upstream, so that
+    # only the choice of a variant differs from `open`.
+    # A route mirrored at 100 % to it, and an aggregation of three calls to `bench`.
+    weighted = (
+        [
+            {
+                "name": "weighted",
+                "match": {"prefix": "/wgt/"},
+                "services": [{"name": "bench", "weight": 90}, {"name": "bench-v2", "weight": 10}],
+            },
+            {
+                "name": "mirrored",
+                "match": {"prefix": "/mir/"},
+                "service": "bench",
+                "mirror": {"service": "bench-v2", "max_in_flight": 1000},
+            },
+        ]
+        if importlib.util.find_spec("potok.traffic.split") is not None
+        else []
+    )
+    if importlib.util.find_spec("potok.traffic.aggregate") is not None:
+        calls = [{"service": "bench", "path": f"/{key}", "key": key} for key in "abc"]
+        weighted.append(
+            {"name": "aggregate", "match": {"path": "/agg/x"}, "aggregate": {"calls": calls}}
+        )
+    services: dict[str, object] = {"bench": {"targets": [f"http://127.0.0.1:{upstream}"]}}
+    if weighted:
+        services["bench-v2"] = {"targets": [f"http://127.0.0.1:{upstream}"]}
     # TRACING_RATIO=0.01 (with TRACING_ENDPOINT, set by instructions.sh): tracing on.
     tracing = (
         {
@@ -99,7 +127,7 @@ def main() -> None:
         },
         "metrics": {"enabled": logged},
         "redis": {"url": f"redis://127.0.0.1:{redis_port}/0"},
-        "services": {"bench": {"targets": [f"http://127.0.0.1:{upstream}"]}},
+        "services": services,
         "routes": [
             route("hs256", "/hs2/", jwt_policy),
             route("hs256_sealed", "/hsf/", sealed),
@@ -113,6 +141,7 @@ def main() -> None:
             # The upstream answers this one (and compress) with 4 KiB of JSON (bench/lib.sh).
             route("json4k", "/j4k/"),
             *compress,
+            *weighted,
         ],
     }  # fmt: skip
     (work / "potok.yaml").write_text(yaml.safe_dump(config, sort_keys=False))

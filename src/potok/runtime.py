@@ -49,6 +49,7 @@ from potok.routing.endpoints import (
 )
 from potok.routing.rewrite import Rewriter, compile_rewrite
 from potok.routing.table import RouteEntry, RouteTable
+from potok.traffic.aggregate import AggregateStage, Call
 from potok.traffic.mirror import Mirror
 from potok.traffic.split import Variant, VariantStage, compile_rule
 from potok.upstream.forwarded import TrustedProxies
@@ -370,8 +371,10 @@ class Runtime:
             key_header = self.services[each].api_key_header
             if key_header is not None:
                 drop.add(key_header[0].lower())  # a client cannot supply or override it
-        stage: ProxyStage | VariantStage | GrpcStage
-        if config.service is not None and config.grpc:
+        stage: ProxyStage | VariantStage | GrpcStage | AggregateStage
+        if config.aggregate is not None:
+            stage = self._aggregate_stage(name, config, frozenset(drop))
+        elif config.service is not None and config.grpc:
             stage = self._grpc_stage(config, service, frozenset(drop))
         elif config.service is not None:
             stage = self._proxy_stage(config, service, frozenset(drop), name)
@@ -382,7 +385,7 @@ class Runtime:
         pattern = config.match.path or config.match.prefix or "/"
         return Route(
             name=name,
-            service=service,
+            service=None if config.aggregate is not None else service,
             pipeline=pipeline,
             rewrite=compile_rewrite(config.rewrite, config.strip_prefix),
             request_timeout=config.timeouts.request,
@@ -445,6 +448,16 @@ class Runtime:
         if self.metrics is not None:
             stage.count_in(self.metrics)
         return stage
+
+    def _aggregate_stage(
+        self, name: str, config: RouteConfig, drop: frozenset[bytes]
+    ) -> AggregateStage:
+        assert config.aggregate is not None
+        calls = []
+        for each in config.aggregate.calls:
+            service = self.services[each.service]
+            calls.append(Call(each, service, _route_retry(config, service), name, self.metrics))
+        return AggregateStage(calls, drop, name, self.metrics)
 
     def start(self) -> None:
         """Start background work (health checks); needs the running loop."""

@@ -37,8 +37,9 @@ class Demo:
     """`python -m potok demo` on free ports, output captured to files."""
 
     def __init__(self, extra_env: dict[str, str] | None = None, args: tuple[str, ...] = ()) -> None:
-        ports = distinct_free_ports(5)
-        self.port, self.admin_port, self.state_port, self.task_port, self.metrics_port = ports
+        ports = distinct_free_ports(6)
+        self.port, self.admin_port, self.state_port, self.task_port = ports[:4]
+        self.state_v2_port, self.metrics_port = ports[4:]
         self.dir = Path(tempfile.mkdtemp(prefix="potok-demo-test-"))
         self.stdout_path = self.dir / "stdout.log"
         self.stderr_path = self.dir / "stderr.log"
@@ -52,6 +53,7 @@ class Demo:
                 "--port", str(self.port),
                 "--admin-port", str(self.admin_port),
                 "--state-port", str(self.state_port),
+                "--state-v2-port", str(self.state_v2_port),
                 "--task-port", str(self.task_port),
                 "--metrics-port", str(self.metrics_port),
                 *args,
@@ -119,7 +121,7 @@ def test_banner_lists_curl_commands(demo):
     out = demo.stdout_path.read_text()
     base = f"http://127.0.0.1:{demo.port}"
     curls = [line for line in out.splitlines() if line.strip().startswith("curl ")]
-    assert 5 <= len(curls) <= 14
+    assert 5 <= len(curls) <= 16
     assert any(f"{base}/api/v1/health" in line for line in curls)
     operations = f"http://127.0.0.1:{demo.metrics_port}"
     assert any(f"{operations}/api/v1/metrics" in line for line in curls)
@@ -171,9 +173,9 @@ def test_identity_walk_login_call_refresh_logout(demo):
     assert request(demo.port, "GET", "/secure/users", new_auth).status == 401
 
 
-def test_three_services_run_as_children(demo):
+def test_the_services_run_as_children(demo):
     commands = [" ".join(p.cmdline()) for p in demo.descendants()]
-    for name in ("admin", "state", "task"):
+    for name in ("admin", "state", "state-v2", "task"):
         assert any(f"potok.demo.services {name}" in c for c in commands), commands
 
 
@@ -182,7 +184,7 @@ def test_health(demo):
     assert response.status == 200
     document = body(response)
     assert document["status"] == "ok"
-    assert set(document["services"]) == {"admin", "state", "task"}
+    assert set(document["services"]) == {"admin", "state", "state-v2", "task"}
 
 
 def test_create_a_task_and_read_it_back(demo):
@@ -302,14 +304,14 @@ def test_sigterm_stops_gateway_and_services():
     try:
         running.wait_started()
         children = running.descendants()
-        assert len(children) == 3
+        assert len(children) == 4
         assert request(running.port, "GET", "/api/v1/orgs/acme/tasks").status == 200
         code = running.stop(timeout=30)
         assert code == 0, running.output()
         _, alive = psutil.wait_procs(children, timeout=10)
         assert not alive, f"left running: {alive}"
         ports = (running.port, running.admin_port, running.state_port, running.task_port)
-        for port in (*ports, running.metrics_port):
+        for port in (*ports, running.state_v2_port, running.metrics_port):
             with pytest.raises(OSError):
                 socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
     finally:
@@ -322,10 +324,11 @@ def test_a_taken_port_is_reported_clearly():
         holder.bind(("127.0.0.1", 0))
         holder.listen()
         taken = holder.getsockname()[1]
-        port, admin_port, state_port = distinct_free_ports(3)
+        port, admin_port, state_port, state_v2_port = distinct_free_ports(4)
         result = subprocess.run(
             [sys.executable, "-m", "potok", "demo", "--port", str(port),
              "--admin-port", str(admin_port), "--state-port", str(state_port),
+             "--state-v2-port", str(state_v2_port),
              "--task-port", str(taken)],
             capture_output=True,
             text=True,
@@ -377,3 +380,46 @@ def test_state_overview_and_indicators_are_cached_with_their_ttls(demo):
         status = second.header("Cache-Status") or ""
         assert status.startswith("potok; hit; ttl=")
         assert 0 < int(status.rsplit("=", 1)[1]) <= ttl
+
+
+def test_the_canary_sends_opted_in_requests_to_version_2(demo):
+    canary = request(demo.port, "GET", "/api/v1/state", {"X-Canary": "v2"})
+    assert canary.status == 200
+    assert canary.header("X-Service-Version") == "v2"
+    assert body(canary)["service_version"] == "v2"
+    versions = [
+        request(demo.port, "GET", "/api/v1/state").header("X-Service-Version") for _ in range(20)
+    ]
+    assert set(versions) <= {"v1", "v2"} and "v1" in versions  # 90/10 by weight
+
+
+def test_the_state_route_is_mirrored_to_the_v2_shadow(demo):
+    put = request(
+        demo.port, "PUT", "/api/v1/state/mirrored", {"Content-Type": "application/json"},
+        b'{"value": "copied"}',
+    )  # fmt: skip
+    assert put.status in (200, 201)
+    assert put.header("X-Service-Version") == "v1"  # the client's answer is v1's
+    key = {"X-Service-Key": "demo-state-key"}  # the shadow, asked directly
+    deadline = time.monotonic() + 10
+    while True:
+        shadow = request(demo.state_v2_port, "GET", "/api/v1/state/mirrored", key)
+        if shadow.status == 200 or time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
+    assert shadow.status == 200 and body(shadow)["value"] == "copied"
+    assert body(shadow)["service_version"] == "v2"
+
+
+def test_dashboard_data_merges_the_three_services(demo):
+    response = request(demo.port, "GET", "/api/v1/dashboard-data")
+    assert response.status == 200, response
+    document = body(response)
+    assert set(document) == {"users", "state", "tasks"}
+    assert document["users"]["service"] == "admin"
+    assert document["state"]["service"] == "state" and "keys" in document["state"]
+    assert document["tasks"]["service"] == "task"
+    assert response.header("X-Potok-Partial") is None
+    assert response.header("X-Gateway") == "potok-demo"  # the route's response policies
+    ids = {document[part]["request_id"] for part in ("users", "state", "tasks")}
+    assert ids == {response.header("X-Request-ID")}

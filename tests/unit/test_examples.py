@@ -54,7 +54,7 @@ def test_config_validates(path):
     assert config.services
     assert config.routes
     for route in config.routes:
-        assert route.service in config.services
+        assert set(route.service_names) <= set(config.services), route.name
 
 
 @pytest.mark.parametrize("path", ALL_CONFIGS, ids=lambda p: p.name)

@@ -35,7 +35,7 @@ from potok.demo.services.task import WEBHOOK_SECRET_ENV
 from potok.demo.tls import DemoCertificates, make_demo_certificates, with_https
 
 SERVICES_HOST = "127.0.0.1"
-PORT_ENV = {name: f"POTOK_DEMO_{name.upper()}_PORT" for name in SERVICES}
+PORT_ENV = {name: f"POTOK_DEMO_{name.upper().replace('-', '_')}_PORT" for name in SERVICES}
 METRICS_PORT_ENV = "POTOK_DEMO_METRICS_PORT"  # the metrics listener: metrics, admin API, dashboard
 START_TIMEOUT = 15.0
 STOP_TIMEOUT = 5.0
@@ -164,7 +164,7 @@ def _raise_stopped(signum: int, frame: FrameType | None) -> None:
 def _service_ports(args: argparse.Namespace) -> dict[str, int]:
     ports: dict[str, int] = {}
     for name, spec in SERVICES.items():
-        flag = getattr(args, f"{name}_port")
+        flag = getattr(args, f"{name.replace('-', '_')}_port")
         if flag is not None:
             ports[name] = flag
             continue
@@ -398,6 +398,8 @@ def banner(
         f"  curl -s {base}/legacy/tasks/acme/1        # rewritten to /api/v1/orgs/acme/tasks/1",
         f"  curl -si {base}/api/v1/state/overview | grep -i cache  # potok; fwd=uri-miss; stored",
         f"  curl -si {base}/api/v1/state/overview | grep -i cache  # potok; hit; ttl=29 (30 s)",
+        f"  curl -s {base}/api/v1/dashboard-data      # users, state and tasks in one answer",
+        f"  curl -si -H 'X-Canary: v2' {base}/api/v1/state | grep -i version  # the canary: v2",
         f"Operations (a loopback listener of its own, no credentials): {operations}/dashboard",
         f"  curl -s {operations}/api/v1/metrics | grep http_requests_total",
         f"  curl -s {operations}/api/v1/admin/services      # the admin API: docs/operations.md",

@@ -201,6 +201,11 @@ def _own_endpoint_under(pattern: str, exact: bool, admin_public: bool) -> str | 
 
 def _route_services(route: RouteConfig) -> list[tuple[str, str]]:
     """(field, service name) of every service a route names."""
+    if route.aggregate is not None:
+        return [
+            (f"aggregate.calls[{index}].service", call.service)
+            for index, call in enumerate(route.aggregate.calls)
+        ]
     named = (
         [("service", route.service)]
         if route.service is not None

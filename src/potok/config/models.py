@@ -37,8 +37,14 @@ from potok.policies.cache.bus_config import CacheSectionConfig, cache_problems
 from potok.policies.checks import policy_problems
 from potok.policies.config import ApiPoliciesConfig, PoliciesConfig
 from potok.realtime.config import RealtimeConfig, realtime_problems
-from potok.routing.pattern import validate_pattern, validate_rewrite
-from potok.traffic.config import CanaryRule, MirrorConfig, Sticky, WeightedService
+from potok.routing.pattern import pattern_params, validate_pattern, validate_rewrite
+from potok.traffic.config import (
+    AggregateConfig,
+    CanaryRule,
+    MirrorConfig,
+    Sticky,
+    WeightedService,
+)
 from potok.webhooks.config import WebhooksConfig, webhooks_problems
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
@@ -496,7 +502,7 @@ class RouteConfig(ConfigModel):
         None,
         description=(
             "Name of the service (under `services`) that serves the route; a weighted route "
-            "gives `services` instead."
+            "gives `services` instead, an aggregated one `aggregate`."
         ),
     )
     services: tuple[WeightedService, ...] = Field(
@@ -519,6 +525,14 @@ class RouteConfig(ConfigModel):
         description=(
             "Copy a share of the requests to a shadow service; its answers are discarded "
             "(see docs/traffic.md)."
+        ),
+    )
+    aggregate: AggregateConfig | None = Field(
+        None,
+        description=(
+            "Answer from several upstream calls made in parallel, composed into one JSON "
+            "object (back end for front end; GET and HEAD only); instead of `service` or "
+            "`services` (see docs/traffic.md)."
         ),
     )
     sticky: Sticky = Field(
@@ -603,6 +617,8 @@ class RouteConfig(ConfigModel):
 
     @model_validator(mode="after")
     def _variants(self) -> RouteConfig:
+        if self.aggregate is not None:
+            return self._aggregated()
         if (self.service is None) == (not self.services):
             raise ValueError(
                 "give `service`, or `services` for a weighted route (not both)"
@@ -624,14 +640,60 @@ class RouteConfig(ConfigModel):
                 )
         return self
 
+    def _aggregated(self) -> RouteConfig:
+        """An aggregated route answers by itself: nothing that picks, rewrites or copies
+        one upstream request applies to it."""
+        assert self.aggregate is not None
+        given = [
+            name
+            for name, value in (
+                ("service", self.service is not None),
+                ("services", bool(self.services)),
+                ("mirror", self.mirror is not None),
+                ("canary", bool(self.canary)),
+                ("sticky", self.sticky != "none"),
+                ("rewrite", self.rewrite is not None),
+                ("strip_prefix", self.strip_prefix),
+                ("fallback", self.fallback is not None),
+                ("preserve_host", self.preserve_host),
+                ("grpc", self.grpc),  # the calls are HTTP/1.1 JSON requests
+            )
+            if value
+        ]
+        if given:
+            raise ValueError(f"aggregate: not with {', '.join(given)} (the calls name theirs)")
+        # OPTIONS: a cors policy answers browsers' preflights before the calls.
+        others = sorted(set(self.match.methods) - {"GET", "HEAD", "OPTIONS"})
+        if others:
+            raise ValueError(
+                f"aggregate: answers GET and HEAD only; match.methods also has {', '.join(others)}"
+            )
+        pattern = self.match.path or self.match.prefix or "/"
+        for index, call in enumerate(self.aggregate.calls):
+            try:
+                validate_pattern(call.path)
+            except ValueError as exc:
+                raise ValueError(f"aggregate.calls[{index}].path: {exc}") from None
+            missing = pattern_params(call.path) - pattern_params(pattern)
+            if missing:
+                raise ValueError(
+                    f"aggregate.calls[{index}].path: uses {', '.join(sorted(missing))}, which "
+                    "the match pattern does not define"
+                )
+        return self
+
     @property
     def service_names(self) -> tuple[str, ...]:
         """Every service the route may send to."""
+        if self.aggregate is not None:
+            return tuple(dict.fromkeys(call.service for call in self.aggregate.calls))
         return (self.service,) if self.service is not None else tuple(s.name for s in self.services)
 
     @property
     def primary_service(self) -> str:
-        """The route's service, or its first variant (default names, docs)."""
+        """The route's service, or its first variant or call (default names, docs)."""
+        if self.aggregate is not None:
+            return self.aggregate.calls[0].service
         return self.service if self.service is not None else self.services[0].name
 
     @field_validator("rewrite")

@@ -79,3 +79,75 @@ class MirrorConfig(ConfigModel):
     timeout: Duration = Field(
         5.0, gt=0, description="A mirrored request still unanswered after this is abandoned."
     )
+
+
+class AggregateCall(ConfigModel):
+    """One upstream call of an aggregated route (made in parallel with the others)."""
+
+    name: str | None = Field(
+        None,
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$",
+        description=(
+            "The call's name in X-Potok-Partial, metrics and logs; defaults to `key`, else "
+            "the service name."
+        ),
+    )
+    service: str = Field(description="The service (under `services`) the call goes to.")
+    path: str = Field(
+        min_length=1,
+        description=(
+            "The upstream path, a template like `/users/{id}`: each `{name}` takes the "
+            "route's path parameter of that name. The client's query string is appended."
+        ),
+    )
+    key: str | None = Field(
+        None,
+        min_length=1,
+        max_length=64,
+        description=(
+            "The answer's member holding this call's JSON; none: the call's JSON object is "
+            "merged into the answer's top level (a later call wins on a name both give)."
+        ),
+    )
+    timeout: Duration = Field(5.0, gt=0, description="The call's whole time, its retries included.")
+    required: bool = Field(
+        True,
+        description=(
+            "A required call that fails fails the answer (502, 503 or 504 problem+json); "
+            "an optional one leaves its part out and names it in X-Potok-Partial."
+        ),
+    )
+    max_body: ByteSize = Field(
+        1024 * 1024,
+        ge=0,
+        description="The largest answer body taken from the call; a larger one fails it.",
+    )
+
+    @property
+    def label(self) -> str:
+        return self.name or self.key or self.service
+
+
+class AggregateConfig(ConfigModel):
+    """One JSON answer composed of several upstream calls made in parallel.
+
+    Back end for front end: the calls' JSON answers under keys, or merged at the top.
+    """
+
+    calls: tuple[AggregateCall, ...] = Field(
+        min_length=1, max_length=32, description="The calls, in the order they merge."
+    )
+
+    @model_validator(mode="after")
+    def _distinct(self) -> AggregateConfig:
+        labels = [call.label for call in self.calls]
+        for index, label in enumerate(labels):
+            if label in labels[:index]:
+                raise ValueError(
+                    f"calls[{index}]: a second call named {label!r} (give `name` to tell "
+                    "them apart)"
+                )
+        keys = [call.key for call in self.calls if call.key is not None]
+        if len(set(keys)) != len(keys):
+            raise ValueError("calls: two calls have the same `key`")
+        return self

@@ -37,12 +37,15 @@ _COOKIE = b"cookie"
 class Variant:
     """One service of a weighted route, with its proxy stage."""
 
-    __slots__ = ("count", "name", "stage", "weight")
+    __slots__ = ("call", "count", "name", "stage", "weight")
 
     def __init__(self, name: str, weight: int, stage: ProxyStage | GrpcStage) -> None:
         self.name = name
         self.weight = weight
         self.stage = stage
+        # The stage's bound __call__: calling it skips the instance-call slot lookup, a
+        # few hundred instructions per request on a route whose budget is 2 % (BENCHMARKS).
+        self.call = stage.__call__
         self.count: list[float] = [0.0]  # the metric's cell: requests sent to it
 
 
@@ -95,7 +98,7 @@ class VariantStage:
         variant = self.choose(exchange)
         variant.count[0] += 1
         exchange.service_name = variant.name
-        variant.stage(exchange)
+        variant.call(exchange)
 
 
 def _sticky_key(sticky: Sticky) -> Callable[[Exchange], str | None] | None:

@@ -1,4 +1,4 @@
-"""`python -m potok.demo.services <admin|state|task> --port N`: run one demo service."""
+"""`python -m potok.demo.services <admin|state|state-v2|task> --port N`: run one demo service."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ import uvloop
 from starlette.types import ASGIApp
 
 from potok.demo.services import SERVICES
+from potok.demo.services.jsonapi import VERSION_ENV
 from potok.server.asgi_server import serve_asgi
 
 PARENT_CHECK_INTERVAL = 1.0
@@ -55,6 +56,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     spec = SERVICES[args.service]
     port = spec.default_port if args.port is None else args.port
+    os.environ[VERSION_ENV] = spec.version
     app = spec.app_from_env()
     guarded = "X-Service-Key required" if os.environ.get(spec.api_key_env) else "no key check"
     print(

@@ -1,7 +1,9 @@
 """What every demo service shares: JSON replies, body parsing, errors, the service-key check.
 
-Each reply names the service that answered and echoes the X-Request-ID it received,
-so a caller can see the gateway's routing and correlation id at work.
+Each reply names the service that answered, its version (`service_version` and the
+X-Service-Version header: v1, or what POTOK_DEMO_SERVICE_VERSION says, as for the
+demo's canary instance of the state service) and echoes the X-Request-ID it received,
+so a caller can see the gateway's routing, canary and correlation id at work.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 SERVICE_KEY_HEADER = "X-Service-Key"
 _SERVICE_KEY_HEADER_LOWER = SERVICE_KEY_HEADER.lower().encode()
 MAX_BODY_BYTES = 64 * 1024
+VERSION_ENV = "POTOK_DEMO_SERVICE_VERSION"
 
 Model = TypeVar("Model", bound=BaseModel)
 
@@ -49,6 +52,7 @@ class JsonService:
 
     def __init__(self, name: str) -> None:
         self.name = name
+        self.version = os.environ.get(VERSION_ENV) or "v1"
 
     def reply(
         self,
@@ -59,12 +63,12 @@ class JsonService:
     ) -> Response:
         document = {
             "service": self.name,
+            "service_version": self.version,
             "request_id": request.headers.get("x-request-id"),
             **payload,
         }
-        return JSONResponse(
-            document, status_code=status, headers={"X-Served-By": self.name, **(headers or {})}
-        )
+        served = {"X-Served-By": self.name, "X-Service-Version": self.version}
+        return JSONResponse(document, status_code=status, headers={**served, **(headers or {})})
 
     def error(
         self,

@@ -20,6 +20,9 @@ CLIENT = 2
 # (name, kind, span id, parent span id, start ns, end ns, attributes, error or None)
 SpanRecord = tuple[str, int, str, str | None, int, int, dict[str, Any], str | None]
 
+# A call's span: its id, the trace context lines it sends, its start (ns).
+CallSpan = tuple[str, bytes, int]
+
 _now = time.time_ns
 
 
@@ -107,6 +110,47 @@ class RequestTrace:
         attributes["http.request.method"] = method
         self.children.append(
             (method, CLIENT, span_id, self.span_id, start, _now(), attributes, error)
+        )
+
+    # Calls of their own, several at once (an aggregated route's): a CLIENT span each ---
+
+    def begin_call(self) -> CallSpan:
+        """A span id for one call and the trace context lines it sends (the server
+        span's own when not sampled: nothing is recorded then)."""
+        if not self.sampled:
+            return "", self.upstream_lines, 0
+        span_id = new_span_id()
+        return span_id, self._lines(span_id), _now()
+
+    def end_call(
+        self,
+        span: CallSpan,
+        method: str,
+        *,
+        target: Any,
+        status: int,
+        error: str | None,
+        resend: int,
+    ) -> None:
+        """Record the call begun by `begin_call` (`target`: an upstream Target)."""
+        if not self.sampled or not span[0]:
+            return
+        attributes: dict[str, Any] = {
+            "server.address": target.host,
+            "server.port": target.port,
+            "potok.target": target.name,
+            "http.request.method": method,
+        }
+        if resend:
+            attributes["http.request.resend_count"] = resend
+        if status:
+            attributes["http.response.status_code"] = status
+            if status >= 500 and error is None:
+                error = str(status)
+        if error is not None:
+            attributes["error.type"] = error
+        self.children.append(
+            (method, CLIENT, span[0], self.span_id, span[2], _now(), attributes, error)
         )
 
     # Other I/O a policy waits for (a Redis round trip, a JWKS fetch) -----------------
