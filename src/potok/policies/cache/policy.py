@@ -558,6 +558,10 @@ class Cache:
         """RFC 9111 §3 for a shared cache: the response's Vary names if it may be stored."""
         if exchange.method != b"GET" or b"no-store" in request_cc:
             return None
+        if exchange.content_length or exchange.body.received:
+            # A GET with a body ("fat GET"): the body is not in the key, but an origin may
+            # answer by it; stored, one client's body would choose everyone's answer.
+            return None
         if status < 200 or status in (206, 304):
             return None
         if length is not None and length > self.config.max_entry_bytes:
