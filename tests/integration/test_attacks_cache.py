@@ -36,11 +36,14 @@ class Reflector:
             body = await reader.readexactly(length) if length else b""
             self.seen.append(head)
             answer = head + b"\r\n--body--\r\n" + body
-            extra = b""
-            if b"/cookie" in head.split(b"\r\n", 1)[0]:
-                extra = b"Set-Cookie: session=attacker-session\r\n"
+            line = head.split(b"\r\n", 1)[0]
+            # /implicit/...: an answer that says nothing about caching (the route's
+            # default_ttl decides); else one any cache may keep.
+            extra = b"" if b"/implicit" in line else b"Cache-Control: public, max-age=100\r\n"
+            if b"/cookie" in line:
+                extra += b"Set-Cookie: session=attacker-session\r\n"
             writer.write(
-                b"HTTP/1.1 200 OK\r\nCache-Control: public, max-age=100\r\n" + extra
+                b"HTTP/1.1 200 OK\r\n" + extra
                 + b"Content-Length: %d\r\n\r\n" % len(answer) + answer
             )  # fmt: skip
             await writer.drain()
@@ -57,7 +60,8 @@ def origin() -> Iterator[tuple[Reflector, RawUpstream]]:
 @pytest.fixture(scope="module")
 def gateway(origin: tuple[Reflector, RawUpstream]) -> Iterator[GatewayProcess]:
     _, raw = origin
-    cache = {"x_cache": True}
+    # default_ttl as docs/caching.md shows it: answers without freshness are kept 30 s.
+    cache = {"x_cache": True, "default_ttl": "30s"}
     config = {
         "services": {"up": {"targets": [raw.url]}},
         "routes": [
@@ -172,3 +176,28 @@ def test_another_host_is_another_key(gateway):
     get(gateway, path, host="Evil.Example")
     victim = get(gateway, path, host="localhost")
     assert b"Host: Evil.Example" not in victim.body and b"evil" not in victim.body.lower()
+
+
+def test_an_answer_to_a_cookie_is_not_shared_on_implicit_freshness(gateway):
+    """Web cache deception: the victim's browser is lured to a unique URL; its answer,
+    personal by the session cookie and silent about caching, would be kept by
+    default_ttl and handed to the attacker who asks for the same URL next."""
+    path = fresh_path("implicit") + "?cb=1"
+    victim = get(gateway, path, cookie="session=victim-secret")
+    assert b"victim-secret" in victim.body
+    attacker = get(gateway, path)
+    assert b"victim-secret" not in attacker.body
+    assert attacker.header("x-cache") != "HIT"
+
+
+def test_an_answer_without_cookie_is_kept_on_implicit_freshness(gateway):
+    path = fresh_path("implicit")
+    assert get(gateway, path).status == 200
+    assert get(gateway, path).header("x-cache") == "HIT"
+
+
+def test_an_answer_to_a_cookie_that_says_public_is_kept(gateway):
+    """Explicit freshness from the upstream is its decision to share (as without cookie)."""
+    path = fresh_path("explicit")
+    get(gateway, path, cookie="session=anyone")
+    assert get(gateway, path).header("x-cache") == "HIT"

@@ -583,13 +583,19 @@ class Cache:
         names = vary_names(cache_control.joined(headers, b"vary"))
         if names is None:
             return None
-        allowed = (
+        explicit = (
             b"public" in directives
             or b"max-age" in directives
             or b"s-maxage" in directives
             or (self.targeted(headers) is None and _has(headers, b"expires"))
-            or status in HEURISTIC_STATUSES
-            or (per_identity and b"private" in directives)
+        )
+        if not explicit and not per_identity and exchange.header(b"cookie") is not None:
+            # Web cache deception: an answer to a request with a cookie is likely personal;
+            # if the upstream said nothing about caching, default_ttl or heuristic freshness
+            # would hand the victim's page to whoever asks for the same URL next.
+            return None
+        allowed = (
+            explicit or status in HEURISTIC_STATUSES or (per_identity and b"private" in directives)
         )
         return names if allowed else None
 
