@@ -28,6 +28,9 @@ ANSWERS = {
     "/shared/me": "Cache-Control: max-age=100",
     "/shared/me-vary": "Cache-Control: max-age=100\r\nVary: Authorization",
     "/shared/me-private": "Cache-Control: max-age=100, private",
+    # Public, varying by a header only the gateway sets: the cache cannot see its value in
+    # the client's request (the client's copy is dropped), so it may not store the answer.
+    "/shared/me-vary-identity": "Cache-Control: max-age=100, public\r\nVary: X-User-ID",
     "/own/me": "Cache-Control: max-age=100, private",
     "/own/me-public": "Cache-Control: max-age=100, public",
 }
@@ -93,7 +96,15 @@ def me(gateway: GatewayProcess, path: str, user: str) -> bytes:
     return response.body
 
 
-@pytest.mark.parametrize("path", ["/shared/me", "/shared/me-vary", "/shared/me-private"])
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/shared/me",
+        "/shared/me-vary",
+        "/shared/me-private",
+        "/shared/me-vary-identity",
+    ],
+)
 def test_shared_route_never_serves_a_to_b(gateway: GatewayProcess, path: str) -> None:
     assert me(gateway, path, "alice") == b'{"user":"alice"}'
     assert me(gateway, path, "bob") == b'{"user":"bob"}'

@@ -94,6 +94,10 @@ _STALE_SERVED = frozenset({STALE_OK, STALE_REFRESH})
 # A background refresh not finished after this long is taken for lost (its client's
 # connection went away and the filter with it): another request may start one.
 _REFRESH_FOR = 30.0
+_GATEWAY_SET = frozenset(
+    {b"x-forwarded-for", b"x-forwarded-proto", b"x-forwarded-host", b"x-request-id",
+     b"forwarded", b"x-real-ip"}
+)  # fmt: skip
 _REFRESHING_LIMIT = 4096
 
 
@@ -113,6 +117,7 @@ class Cache:
         "store",
         "tags",
         "targets",
+        "unkeyable",
     )
 
     def __init__(
@@ -122,8 +127,13 @@ class Cache:
         route: str,
         metrics: MetricsRegistry | None = None,
         redis: RedisStore | None = None,
+        *,
+        gateway_set: frozenset[bytes] = frozenset(),
     ) -> None:
         self.config = config
+        # Request headers only the gateway sets upstream (identity, X-Forwarded-*...): the
+        # client's copies are dropped, so a Vary naming one cannot be told apart here.
+        self.unkeyable = _GATEWAY_SET | gateway_set
         self.store = store
         self.redis = redis
         self.route = route
@@ -583,6 +593,10 @@ class Cache:
         names = vary_names(cache_control.joined(headers, b"vary"))
         if names is None:
             return None
+        if names and not self.unkeyable.isdisjoint(names):
+            # Varies by a header the gateway sets (X-User-ID...): every client's request
+            # lacks it, so every caller would select the first caller's answer.
+            return None
         explicit = (
             b"public" in directives
             or b"max-age" in directives
@@ -1029,7 +1043,13 @@ def build(config: CacheConfig | None, context: BuildContext) -> Policy | None:
         f"cache.memory:{context.route_name}", lambda: MemoryStore(config.max_bytes)
     )
     store.max_bytes = config.max_bytes
-    cache = Cache(config, store, context.route_name, context.metrics)
+    cache = Cache(
+        config,
+        store,
+        context.route_name,
+        context.metrics,
+        gateway_set=context.settings.dropped_headers,
+    )
     if config.store == "redis":
         cache.redis = RedisStore(
             _shared_redis(context),
