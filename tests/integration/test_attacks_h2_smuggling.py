@@ -184,3 +184,29 @@ def test_authority_and_host_that_differ_cannot_pick_another_host(client, recorde
     )
     assert client.wait(stream_id).reset == ErrorCodes.PROTOCOL_ERROR
     assert b"smuggled" not in settle(record, before)
+
+
+@pytest.mark.parametrize("method", ["GET", "POST", "HEAD"])
+def test_content_length_on_a_stream_without_data_leaves_no_upstream_waiting(
+    gateway, recorder, method
+):
+    """HEADERS with END_STREAM and content-length 40: no body is coming. Forwarded with
+    `Content-Length: 40`, the upstream would read the next request on its connection as
+    the body (a desync)."""
+    record, _ = recorder
+    client = H2Client(gateway.port)
+    try:
+        stream_id = client.request("/echo/empty", method=method, headers=[("content-length", "40")])
+        assert client.wait(stream_id, timeout=5).reset == ErrorCodes.PROTOCOL_ERROR
+    finally:
+        client.close()
+    before = len(record.data)
+    requests = record.requests
+    client = H2Client(gateway.port)
+    try:
+        for i in range(3):
+            assert client.get(f"/echo/after-empty{i}", timeout=5).status == 200
+    finally:
+        client.close()
+    assert record.requests == requests + 3
+    assert b"GET /echo/after-empty2 HTTP/1.1\r\n" in settle(record, before)

@@ -249,6 +249,12 @@ class Http2Connection(asyncio.Protocol):
         exchange = stream.exchange
         try:
             apply_request_headers(exchange, event.headers or [], self._kinds)
+            if exchange.content_length and event.stream_ended is not None:
+                # RFC 9113 8.1.1: content-length must equal the DATA that follows, and none
+                # does. h2 checks DATA against it, not a HEADERS that ends the stream; sent
+                # on as `Content-Length: N` with no body, the upstream would wait for N
+                # bytes, or read the next request on its connection as them.
+                raise Malformed("content-length on a request without DATA")
         except Malformed as exc:
             self.reset_stream(stream_id, ErrorCodes.PROTOCOL_ERROR)
             _stream_log.info(self.peer_ip, stream=stream_id, detail=f"malformed request: {exc}")
