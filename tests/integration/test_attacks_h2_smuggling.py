@@ -210,3 +210,47 @@ def test_content_length_on_a_stream_without_data_leaves_no_upstream_waiting(
         client.close()
     assert record.requests == requests + 3
     assert b"GET /echo/after-empty2 HTTP/1.1\r\n" in settle(record, before)
+
+
+def test_trailers_that_end_a_body_short_of_content_length_are_malformed(gateway, recorder):
+    """h2 checks content-length when DATA ends the stream; trailers can end it instead."""
+    record, _ = recorder
+    client = H2Client(gateway.port)
+    try:
+        stream_id = client.request(
+            "/echo/trailers", method="POST", headers=[("content-length", "50")], end=False
+        )
+        client.conn.send_data(stream_id, b"hello")
+        client.conn.send_headers(stream_id, [(b"x-trailer", b"1")], end_stream=True)
+        client.flush()
+        assert client.wait(stream_id, timeout=5).reset == ErrorCodes.PROTOCOL_ERROR
+        # The same with the upstream call already under way when the trailers come.
+        stream_id = client.request(
+            "/echo/trailers-late", method="POST", headers=[("content-length", "50")], end=False
+        )
+        client.conn.send_data(stream_id, b"hello")
+        client.flush()
+        time.sleep(0.3)
+        client.conn.send_headers(stream_id, [(b"x-trailer", b"1")], end_stream=True)
+        client.flush()
+        assert client.wait(stream_id, timeout=5).reset == ErrorCodes.PROTOCOL_ERROR
+    finally:
+        client.close()
+    before = len(record.data)
+    client = H2Client(gateway.port)
+    try:
+        for i in range(3):
+            assert client.get(f"/echo/after-trailers{i}", timeout=5).status == 200
+    finally:
+        client.close()
+    assert b"GET /echo/after-trailers2 HTTP/1.1\r\n" in settle(record, before)
+
+
+def test_trailers_after_a_complete_body_are_fine(client):
+    stream_id = client.request(
+        "/echo/whole", method="POST", headers=[("content-length", "5")], end=False
+    )
+    client.conn.send_data(stream_id, b"hello")
+    client.conn.send_headers(stream_id, [(b"x-trailer", b"1")], end_stream=True)
+    client.flush()
+    assert client.wait(stream_id).status == 200

@@ -307,6 +307,14 @@ class Http2Connection(asyncio.Protocol):
     def _stream_ended(self, event: StreamEnded) -> None:
         stream = self.streams.get(event.stream_id or 0)
         if stream is not None:
+            expected = stream.exchange.content_length
+            if expected is not None and stream.exchange.body.received != expected:
+                # RFC 9113 8.1.1: the body ended (by trailers: h2 checks only DATA) short of
+                # content-length; the upstream, sent `Content-Length: N`, would wait for the
+                # rest or read the next request on its connection as it. Malformed.
+                self.reset_stream(stream.stream_id, ErrorCodes.PROTOCOL_ERROR)
+                stream.cancelled()
+                return
             stream.body_complete()
 
     def _stream_reset(self, event: StreamReset) -> None:
