@@ -28,6 +28,7 @@ ANSWERS = {
     "/shared/me": "Cache-Control: max-age=100",
     "/shared/me-vary": "Cache-Control: max-age=100\r\nVary: Authorization",
     "/shared/me-private": "Cache-Control: max-age=100, private",
+    "/cookie/me": "Cache-Control: max-age=100",
     # Public, varying by a header only the gateway sets: the cache cannot see its value in
     # the client's request (the client's copy is dropped), so it may not store the answer.
     "/shared/me-vary-identity": "Cache-Control: max-age=100, public\r\nVary: X-User-ID",
@@ -71,6 +72,14 @@ def gateway() -> Iterator[GatewayProcess]:
                 "match": {"prefix": "/shared"},
                 "service": "up",
                 "policies": {"auth_jwt": jwt_policy, "cache": {}},
+            },
+            {
+                # The token from a cookie (or an API key, mTLS): no Authorization header, the
+                # request authenticated all the same.
+                "name": "cookie",
+                "match": {"prefix": "/cookie"},
+                "service": "up",
+                "policies": {"auth_jwt": {**jwt_policy, "cookie": "token"}, "cache": {}},
             },
             {
                 "name": "own",
@@ -121,3 +130,18 @@ def test_per_identity_route_keys_by_caller(gateway: GatewayProcess, path: str) -
     assert again.body == b'{"user":"carol"}'
     assert (again.header("Cache-Status") or "").startswith("potok; hit")
     assert me(gateway, path, "dave") == b'{"user":"dave"}'
+
+
+def test_a_request_authenticated_without_authorization_is_treated_alike(
+    gateway: GatewayProcess,
+) -> None:
+    """RFC 9111 3.5 names Authorization; a token in a cookie authenticates just as well,
+    so its answer is not shared unless it says public (or the route keys by caller)."""
+
+    def cookie_me(user: str) -> bytes:
+        answer = request(gateway.port, "GET", "/cookie/me", {"Cookie": f"token={token(user)}"})
+        assert answer.status == 200, answer
+        return answer.body
+
+    assert cookie_me("alice") == b'{"user":"alice"}'
+    assert cookie_me("bob") == b'{"user":"bob"}'

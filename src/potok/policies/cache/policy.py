@@ -585,7 +585,9 @@ class Cache:
         if b"private" in directives and private_fields(directives) is None and not per_identity:
             return None
         if (
-            exchange.authorization is not None
+            # Authenticated some other way (a token from a cookie, an API key, a client
+            # certificate) is authorized all the same: RFC 9111 3.5 names only the header.
+            (exchange.authorization is not None or exchange.identity is not None)
             and not per_identity
             and not _authorized_sharable(directives)
         ):
