@@ -15,7 +15,7 @@ from collections.abc import Iterator
 import pytest
 
 from tests.support.gateway import GatewayProcess
-from tests.support.net import Response, request
+from tests.support.net import Response, ResponseReader, connect, request
 from tests.support.upstream import RawUpstream, read_request_head
 
 
@@ -91,6 +91,20 @@ def test_a_get_with_a_body_is_not_served_to_others(gateway):
     assert attack.status == 200
     victim = get(gateway, path)
     assert b"poison=1" not in victim.body
+    assert victim.header("x-cache") != "HIT"
+
+
+def test_a_get_with_a_chunked_body_is_not_served_to_others(gateway):
+    path = fresh_path("fat-chunked")
+    raw = (
+        f"GET {path} HTTP/1.1\r\nHost: localhost\r\nTransfer-Encoding: chunked\r\n"
+        "Connection: close\r\n\r\n8\r\npoison=2\r\n0\r\n\r\n"
+    ).encode()
+    with connect(gateway.port, 10) as sock:
+        sock.sendall(raw)
+        assert ResponseReader(sock).read().status == 200
+    victim = get(gateway, path)
+    assert b"poison=2" not in victim.body
     assert victim.header("x-cache") != "HIT"
 
 

@@ -29,6 +29,7 @@ ANSWERS = {
     "/shared/me-vary": "Cache-Control: max-age=100\r\nVary: Authorization",
     "/shared/me-private": "Cache-Control: max-age=100, private",
     "/cookie/me": "Cache-Control: max-age=100",
+    "/shared/public": "Cache-Control: max-age=100, public",
     # Public, varying by a header only the gateway sets: the cache cannot see its value in
     # the client's request (the client's copy is dropped), so it may not store the answer.
     "/shared/me-vary-identity": "Cache-Control: max-age=100, public\r\nVary: X-User-ID",
@@ -145,3 +146,15 @@ def test_a_request_authenticated_without_authorization_is_treated_alike(
 
     assert cookie_me("alice") == b'{"user":"alice"}'
     assert cookie_me("bob") == b'{"user":"bob"}'
+
+
+def test_a_stored_answer_is_never_served_before_authentication(gateway: GatewayProcess) -> None:
+    """The cache answers a hit in the request stage: after the route's authentication."""
+    assert me(gateway, "/shared/public", "alice") == b'{"user":"alice"}'
+    again = request(
+        gateway.port, "GET", "/shared/public", {"Authorization": f"Bearer {token('x')}"}
+    )
+    assert (again.header("Cache-Status") or "").startswith("potok; hit")  # it is stored
+    assert request(gateway.port, "GET", "/shared/public").status == 401
+    forged = request(gateway.port, "GET", "/shared/public", {"Authorization": "Bearer forged"})
+    assert forged.status == 401
