@@ -28,6 +28,11 @@ ANSWERS = {
     "/shared/me": "Cache-Control: max-age=100",
     "/shared/me-vary": "Cache-Control: max-age=100\r\nVary: Authorization",
     "/shared/me-private": "Cache-Control: max-age=100, private",
+    "/cookie/me": "Cache-Control: max-age=100",
+    "/shared/public": "Cache-Control: max-age=100, public",
+    # Public, varying by a header only the gateway sets: the cache cannot see its value in
+    # the client's request (the client's copy is dropped), so it may not store the answer.
+    "/shared/me-vary-identity": "Cache-Control: max-age=100, public\r\nVary: X-User-ID",
     "/own/me": "Cache-Control: max-age=100, private",
     "/own/me-public": "Cache-Control: max-age=100, public",
 }
@@ -70,6 +75,14 @@ def gateway() -> Iterator[GatewayProcess]:
                 "policies": {"auth_jwt": jwt_policy, "cache": {}},
             },
             {
+                # The token from a cookie (or an API key, mTLS): no Authorization header, the
+                # request authenticated all the same.
+                "name": "cookie",
+                "match": {"prefix": "/cookie"},
+                "service": "up",
+                "policies": {"auth_jwt": {**jwt_policy, "cookie": "token"}, "cache": {}},
+            },
+            {
                 "name": "own",
                 "match": {"prefix": "/own"},
                 "service": "up",
@@ -93,7 +106,15 @@ def me(gateway: GatewayProcess, path: str, user: str) -> bytes:
     return response.body
 
 
-@pytest.mark.parametrize("path", ["/shared/me", "/shared/me-vary", "/shared/me-private"])
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/shared/me",
+        "/shared/me-vary",
+        "/shared/me-private",
+        "/shared/me-vary-identity",
+    ],
+)
 def test_shared_route_never_serves_a_to_b(gateway: GatewayProcess, path: str) -> None:
     assert me(gateway, path, "alice") == b'{"user":"alice"}'
     assert me(gateway, path, "bob") == b'{"user":"bob"}'
@@ -110,3 +131,30 @@ def test_per_identity_route_keys_by_caller(gateway: GatewayProcess, path: str) -
     assert again.body == b'{"user":"carol"}'
     assert (again.header("Cache-Status") or "").startswith("potok; hit")
     assert me(gateway, path, "dave") == b'{"user":"dave"}'
+
+
+def test_a_request_authenticated_without_authorization_is_treated_alike(
+    gateway: GatewayProcess,
+) -> None:
+    """RFC 9111 3.5 names Authorization; a token in a cookie authenticates just as well,
+    so its answer is not shared unless it says public (or the route keys by caller)."""
+
+    def cookie_me(user: str) -> bytes:
+        answer = request(gateway.port, "GET", "/cookie/me", {"Cookie": f"token={token(user)}"})
+        assert answer.status == 200, answer
+        return answer.body
+
+    assert cookie_me("alice") == b'{"user":"alice"}'
+    assert cookie_me("bob") == b'{"user":"bob"}'
+
+
+def test_a_stored_answer_is_never_served_before_authentication(gateway: GatewayProcess) -> None:
+    """The cache answers a hit in the request stage: after the route's authentication."""
+    assert me(gateway, "/shared/public", "alice") == b'{"user":"alice"}'
+    again = request(
+        gateway.port, "GET", "/shared/public", {"Authorization": f"Bearer {token('x')}"}
+    )
+    assert (again.header("Cache-Status") or "").startswith("potok; hit")  # it is stored
+    assert request(gateway.port, "GET", "/shared/public").status == 401
+    forged = request(gateway.port, "GET", "/shared/public", {"Authorization": "Bearer forged"})
+    assert forged.status == 401

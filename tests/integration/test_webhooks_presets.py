@@ -112,7 +112,7 @@ def test_valid_delivery_is_stored_then_forwarded_signed(
 
 def refusals(name: str) -> list[tuple[str, int, str, Callable[[], tuple[bytes, dict[str, str]]]]]:
     """(case, status, reason, make (body, headers)) for one preset. GitHub and MAX sign no
-    timestamp: their replays are caught by the delivery id (GitHub) or the body (MAX)."""
+    timestamp: their replays are caught by the signature (GitHub) or the body (MAX)."""
     _, signer, secrets, timed, _ = PRESETS[name]
     wrong = WRONG.get(name, "not-the-secret-at-all-000000000")
 

@@ -82,12 +82,12 @@ class AdminGuard:
         self.allowed = TrustedProxies(self.config.allow_from)
         self.identity = runtime.identity
 
-    async def authorize(self, request: Request) -> Caller:
-        """The caller, or Refusal (401, 403)."""
+    def screen(self, request: Request) -> str:
+        """Steps every call under /api/v1/admin passes whatever its credentials (the cache and
+        webhooks routers too): the client address in allow_from, not sent by another
+        site's page. The client IP, or Refusal (403)."""
         exchange: Exchange | None = request.scope.get("state", {}).get("exchange")
         ip = exchange.client_ip if exchange is not None else ""
-        route = exchange.route if exchange is not None else None
-        via_listener = route is not None and route.name == ADMIN_LISTENER_ROUTE_NAME
         if not self.allowed.contains(ip):
             raise Refusal(
                 403, f"the admin API is not open to {ip or 'this client'} (admin.allow_from)"
@@ -95,6 +95,14 @@ class AdminGuard:
         forged = _cross_site(request)
         if forged is not None:
             raise Refusal(403, forged)
+        return ip
+
+    async def authorize(self, request: Request) -> Caller:
+        """The caller, or Refusal (401, 403)."""
+        ip = self.screen(request)
+        exchange: Exchange | None = request.scope.get("state", {}).get("exchange")
+        route = exchange.route if exchange is not None else None
+        via_listener = route is not None and route.name == ADMIN_LISTENER_ROUTE_NAME
         if via_listener and self.config.open_on_listener:
             return Caller("listener", ip, True)
         actor = await self._credentials(request)

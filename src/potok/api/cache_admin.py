@@ -22,6 +22,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, Field
 
+from potok.admin.guard import AdminGuard, Refusal
 from potok.errors import problem_body
 from potok.identity.token_service import AuthFailure
 from potok.policies.cache.bus_purge import RESOURCE_KEY as PURGER_KEY
@@ -57,6 +58,12 @@ def create_cache_admin_router(runtime: Callable[[], Runtime]) -> APIRouter:
 
     def refused(request: Request) -> Response | None:
         """None if the caller is an admin, else the problem to answer."""
+        try:
+            # allow_from and the cross-site check hold here as for the rest of the admin API
+            # (they were skipped: any address with a token could purge, any page could try).
+            AdminGuard(runtime()).screen(request)
+        except Refusal as refusal:
+            return _problem(request, refusal.status, refusal.detail)
         tokens = runtime().identity.token_service
         if tokens is None:
             return _problem(request, 404, "the admin API needs the token service")

@@ -249,6 +249,12 @@ class Http2Connection(asyncio.Protocol):
         exchange = stream.exchange
         try:
             apply_request_headers(exchange, event.headers or [], self._kinds)
+            if exchange.content_length and event.stream_ended is not None:
+                # RFC 9113 8.1.1: content-length must equal the DATA that follows, and none
+                # does. h2 checks DATA against it, not a HEADERS that ends the stream; sent
+                # on as `Content-Length: N` with no body, the upstream would wait for N
+                # bytes, or read the next request on its connection as them.
+                raise Malformed("content-length on a request without DATA")
         except Malformed as exc:
             self.reset_stream(stream_id, ErrorCodes.PROTOCOL_ERROR)
             _stream_log.info(self.peer_ip, stream=stream_id, detail=f"malformed request: {exc}")
@@ -301,6 +307,14 @@ class Http2Connection(asyncio.Protocol):
     def _stream_ended(self, event: StreamEnded) -> None:
         stream = self.streams.get(event.stream_id or 0)
         if stream is not None:
+            expected = stream.exchange.content_length
+            if expected is not None and stream.exchange.body.received != expected:
+                # RFC 9113 8.1.1: the body ended (by trailers: h2 checks only DATA) short of
+                # content-length; the upstream, sent `Content-Length: N`, would wait for the
+                # rest or read the next request on its connection as it. Malformed.
+                self.reset_stream(stream.stream_id, ErrorCodes.PROTOCOL_ERROR)
+                stream.cancelled()
+                return
             stream.body_complete()
 
     def _stream_reset(self, event: StreamReset) -> None:

@@ -84,6 +84,13 @@ _NAME_CHARS = b"!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyz"
 _GOOD_NAMES: set[bytes] = set()
 _GOOD_NAMES_LIMIT = 4096
 _PSEUDO = frozenset({b":method", b":scheme", b":path", b":authority"})
+# RFC 9110 9.1: a method is a token (either case). Anything else — white space above all —
+# would rewrite the request line the HTTP/1.1 upstream reads ("GET /other HTTP/1.1\t...").
+_METHOD_CHARS = _NAME_CHARS + b"ABCDEFGHIJKLMNOPQRSTUVWXYZ"
+_GOOD_METHODS: set[bytes] = set()
+# RFC 9110 7.1 / RFC 3986: a request target holds no white space, controls or fragment; the
+# HTTP/1.1 parser refuses them, and in an upstream request line they would split the target.
+_TARGET_CHARS = bytes(b for b in range(256) if b > 0x20 and b not in {0x7F, 0x23})
 
 
 def _check_name(name: bytes) -> None:
@@ -179,6 +186,11 @@ def _apply_pseudo(exchange: Exchange, pseudo: dict[bytes, bytes], host: bytes | 
     method = pseudo.get(b":method")
     if method is None:
         raise Malformed("no :method")
+    if method not in _GOOD_METHODS:
+        if not method or method.translate(None, _METHOD_CHARS):
+            raise Malformed("invalid :method")
+        if len(_GOOD_METHODS) < 64:  # remembered, bounded: a client may send many
+            _GOOD_METHODS.add(method)
     exchange.method = method
     if method == b"CONNECT":
         # RFC 9113 8.5 (and RFC 8441's extended CONNECT): a tunnel, which this gateway
@@ -187,6 +199,8 @@ def _apply_pseudo(exchange: Exchange, pseudo: dict[bytes, bytes], host: bytes | 
     path = pseudo.get(b":path")
     if not path or b":scheme" not in pseudo:
         raise Malformed("no :path or :scheme")
+    if path.translate(None, _TARGET_CHARS):
+        raise Refused(400, "invalid character in :path")
     authority = pseudo.get(b":authority")
     if authority is not None:
         if host is not None and host != authority:

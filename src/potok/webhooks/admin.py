@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse, Response
 
+from potok.admin.guard import AdminGuard, Refusal
 from potok.errors import problem_body
 from potok.identity.token_service import AuthFailure
 from potok.routing.endpoints import WEBHOOKS_ADMIN_PATH
@@ -54,6 +55,11 @@ def create_webhooks_admin_router(runtime: Callable[[], Runtime]) -> APIRouter:
     def authorized(request: Request) -> Outbox | Response:
         """The outbox, or the refusal (401 no/invalid token, 403 not admin, 404 off)."""
         current = runtime()
+        try:
+            # allow_from and the cross-site check, as for the rest of the admin API.
+            AdminGuard(current).screen(request)
+        except Refusal as refusal:
+            return _problem(request, refusal.status, refusal.detail)
         tokens = current.identity.token_service
         if tokens is None:
             return _problem(request, 503, "the token service is off: no admin can sign in")

@@ -41,7 +41,9 @@ class GenericHmacConfig(ConfigModel):
         None, description="Header with the Unix timestamp; required when `signed` has it."
     )
     id_header: str | None = Field(
-        None, description="Header with the provider's delivery id (replay key); else the signature."
+        None,
+        description="Header with the provider's delivery id: required and forwarded. Not the "
+        "replay key (it is not signed): the signature is.",
     )
 
     @field_validator("header", "timestamp_header", "id_header")

@@ -94,6 +94,10 @@ _STALE_SERVED = frozenset({STALE_OK, STALE_REFRESH})
 # A background refresh not finished after this long is taken for lost (its client's
 # connection went away and the filter with it): another request may start one.
 _REFRESH_FOR = 30.0
+_GATEWAY_SET = frozenset(
+    {b"x-forwarded-for", b"x-forwarded-proto", b"x-forwarded-host", b"x-request-id",
+     b"forwarded", b"x-real-ip"}
+)  # fmt: skip
 _REFRESHING_LIMIT = 4096
 
 
@@ -113,6 +117,7 @@ class Cache:
         "store",
         "tags",
         "targets",
+        "unkeyable",
     )
 
     def __init__(
@@ -122,8 +127,13 @@ class Cache:
         route: str,
         metrics: MetricsRegistry | None = None,
         redis: RedisStore | None = None,
+        *,
+        gateway_set: frozenset[bytes] = frozenset(),
     ) -> None:
         self.config = config
+        # Request headers only the gateway sets upstream (identity, X-Forwarded-*...): the
+        # client's copies are dropped, so a Vary naming one cannot be told apart here.
+        self.unkeyable = _GATEWAY_SET | gateway_set
         self.store = store
         self.redis = redis
         self.route = route
@@ -558,6 +568,10 @@ class Cache:
         """RFC 9111 §3 for a shared cache: the response's Vary names if it may be stored."""
         if exchange.method != b"GET" or b"no-store" in request_cc:
             return None
+        if exchange.content_length or exchange.body.received:
+            # A GET with a body ("fat GET"): the body is not in the key, but an origin may
+            # answer by it; stored, one client's body would choose everyone's answer.
+            return None
         if status < 200 or status in (206, 304):
             return None
         if length is not None and length > self.config.max_entry_bytes:
@@ -571,7 +585,9 @@ class Cache:
         if b"private" in directives and private_fields(directives) is None and not per_identity:
             return None
         if (
-            exchange.authorization is not None
+            # Authenticated some other way (a token from a cookie, an API key, a client
+            # certificate) is authorized all the same: RFC 9111 3.5 names only the header.
+            (exchange.authorization is not None or exchange.identity is not None)
             and not per_identity
             and not _authorized_sharable(directives)
         ):
@@ -579,13 +595,23 @@ class Cache:
         names = vary_names(cache_control.joined(headers, b"vary"))
         if names is None:
             return None
-        allowed = (
+        if names and not self.unkeyable.isdisjoint(names):
+            # Varies by a header the gateway sets (X-User-ID...): every client's request
+            # lacks it, so every caller would select the first caller's answer.
+            return None
+        explicit = (
             b"public" in directives
             or b"max-age" in directives
             or b"s-maxage" in directives
             or (self.targeted(headers) is None and _has(headers, b"expires"))
-            or status in HEURISTIC_STATUSES
-            or (per_identity and b"private" in directives)
+        )
+        if not explicit and not per_identity and exchange.header(b"cookie") is not None:
+            # Web cache deception: an answer to a request with a cookie is likely personal;
+            # if the upstream said nothing about caching, default_ttl or heuristic freshness
+            # would hand the victim's page to whoever asks for the same URL next.
+            return None
+        allowed = (
+            explicit or status in HEURISTIC_STATUSES or (per_identity and b"private" in directives)
         )
         return names if allowed else None
 
@@ -1019,7 +1045,13 @@ def build(config: CacheConfig | None, context: BuildContext) -> Policy | None:
         f"cache.memory:{context.route_name}", lambda: MemoryStore(config.max_bytes)
     )
     store.max_bytes = config.max_bytes
-    cache = Cache(config, store, context.route_name, context.metrics)
+    cache = Cache(
+        config,
+        store,
+        context.route_name,
+        context.metrics,
+        gateway_set=context.settings.dropped_headers,
+    )
     if config.store == "redis":
         cache.redis = RedisStore(
             _shared_redis(context),

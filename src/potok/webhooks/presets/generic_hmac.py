@@ -59,7 +59,9 @@ class GenericHmac:
         if not matches_any((presented,), expected):
             raise bad_signature()
         if self._id is not None:
-            return Verified(delivery_id(header(self._id), self._id_name))
+            delivery_id(header(self._id), self._id_name)  # required, checked, forwarded
+        # Keyed by the verified signature, never by the id header: the id is not signed, so
+        # a captured delivery replayed under a fresh id would pass as new.
         return Verified(signature_key(b"".join(parts[:-1]) + presented))
 
     def _decode(self, text: bytes) -> bytes:
