@@ -1,11 +1,12 @@
 """Per request: continue the caller's trace or start one, sample, and hand finished
-sampled traces to the exporter."""
+sampled traces (already encoded) to the exporter."""
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from potok.observability.tracing.context import new_trace_id, parse_traceparent, random_bits
+from potok.observability.tracing import otlp
+from potok.observability.tracing.context import parse_traceparent, random_bits
 from potok.observability.tracing.trace import SERVER, RequestTrace
 
 if TYPE_CHECKING:
@@ -19,6 +20,9 @@ _TRACESTATE = b"tracestate"
 _USER_AGENT = b"user-agent"
 _LOW64 = (1 << 64) - 1
 _random = random_bits
+_encode = otlp.span
+_REMOTE = otlp.FLAGS_REMOTE_PARENT
+_LOCAL = otlp.FLAGS_LOCAL_PARENT
 
 
 class Tracer:
@@ -39,6 +43,31 @@ class Tracer:
     def begin(self, exchange: Exchange) -> RequestTrace:
         """The request's trace; the caller's `traceparent`/`tracestate` are taken out of
         the headers (what goes upstream is the gateway's own)."""
+        for name, _ in exchange.headers:
+            size = len(name)
+            if size in {10, 11} and name.lower() in (_TRACEPARENT, _TRACESTATE):
+                continued = self._continued(exchange)
+                if continued is not None:
+                    return continued
+                break
+        # One draw for both ids: the trace id's 128 bits above the span id's 64 (an
+        # all-zero id is invalid: drawn again, 1 time in 2**64).
+        bits = _random(192)
+        trace_bits = bits >> 64
+        while not trace_bits or not bits & _LOW64:
+            bits = _random(192)
+            trace_bits = bits >> 64
+        trace_id = f"{trace_bits:032x}"
+        if trace_bits & _LOW64 < self._bound:  # the trace id's low 64 bits
+            return RequestTrace(trace_id, None, True, None, f"{bits & _LOW64:016x}")
+        # Not sampled: no span id is kept, only the line that carries one upstream.
+        return RequestTrace.unsampled(
+            trace_id, b"traceparent: 00-%s-%016x-00\r\n" % (trace_id.encode(), bits & _LOW64)
+        )
+
+    def _continued(self, exchange: Exchange) -> RequestTrace | None:
+        """The caller's context if it sent a valid one and is believed; the headers are
+        removed either way."""
         parent = state = None
         headers = exchange.headers
         for index in range(len(headers) - 1, -1, -1):
@@ -47,18 +76,13 @@ class Tracer:
                 parent = headers.pop(index)[1]
             elif len(name) == 10 and name.lower() == _TRACESTATE:
                 state = headers.pop(index)[1]
-        context = (
-            parse_traceparent(parent) if parent is not None and self._believes(exchange) else None
-        )
-        if context is not None:
-            trace_id, parent_id, sampled = context
-            return RequestTrace(trace_id, parent_id, sampled, state)
-        # One draw for both ids (a trace id of all zeros is invalid: 1 in 2**128).
-        bits = _random(192)
-        ids = f"{bits:048x}"
-        trace_id = ids[:32] if bits >> 64 else new_trace_id()
-        sampled = (bits >> 64) & _LOW64 < self._bound  # the trace id's low 64 bits
-        return RequestTrace(trace_id, None, sampled, None, ids[32:] if bits & _LOW64 else "")
+        if parent is None or not self._believes(exchange):
+            return None
+        context = parse_traceparent(parent)
+        if context is None:
+            return None
+        trace_id, parent_id, sampled = context
+        return RequestTrace(trace_id, parent_id, sampled, state)
 
     def _believes(self, exchange: Exchange) -> bool:
         if self._accept == "always":
@@ -68,12 +92,17 @@ class Tracer:
         return self._trusted.contains(exchange.peer_ip)
 
     def finish(self, exchange: Exchange, trace: RequestTrace, duration: float) -> None:
-        """The server span, recorded with its children if the trace is sampled."""
-        if not trace.sampled:
-            return
+        """The server span of a sampled trace, encoded, and the trace to the exporter."""
         trace.end_attempt()
         method = exchange.method.decode("latin-1")
         status = exchange.status
+        user_agent = None
+        for name, value in exchange.headers:
+            if len(name) == 10 and name.lower() == _USER_AGENT:
+                user_agent = value.decode("latin-1")
+                break
+        route = exchange.route_name
+        error = str(status) if status >= 500 else None
         attributes: dict[str, Any] = {
             "http.request.method": method,
             "url.path": exchange.path.decode("latin-1"),
@@ -84,29 +113,26 @@ class Tracer:
             "network.peer.address": exchange.peer_ip,
             "http.response.status_code": status,
             "potok.request_id": exchange.request_id,
+            "user_agent.original": user_agent,
+            "potok.route": route or None,
+            "potok.service": exchange.service_name or None,
+            "error.type": error,
         }
-        for name, value in exchange.headers:
-            if len(name) == 10 and name.lower() == _USER_AGENT:
-                attributes["user_agent.original"] = value.decode("latin-1")
-                break
-        route = exchange.route_name
-        if route:
-            attributes["potok.route"] = route
-        if exchange.service_name:
-            attributes["potok.service"] = exchange.service_name
-        error = str(status) if status >= 500 else None
-        if error is not None:
-            attributes["error.type"] = error
-        span_name = f"{method} {route}" if route else method
-        end = trace.start_ns + int(duration * 1e9)
-        server = (
-            span_name,
-            SERVER,
-            trace.span_id,
-            trace.parent_id,
-            trace.start_ns,
-            end,
-            attributes,
-            error,
+        parent_id = trace.parent_id
+        spans = trace.spans
+        spans.append(
+            _encode(
+                trace.trace_id,
+                trace.span_id,
+                parent_id,
+                f"{method} {route}" if route else method,
+                SERVER,
+                trace.start_ns,
+                trace.start_ns + int(duration * 1e9),
+                attributes,
+                error,
+                flags=_LOCAL if parent_id is None else _REMOTE,
+                trace_state=trace.tracestate,
+            )
         )
-        self._exporter.submit(trace.trace_id, server, trace.children)
+        self._exporter.submit(spans)
