@@ -235,7 +235,7 @@ class TraceExporter:
             if length > _MAX_RESPONSE_BODY:
                 raise ExportFailed("response body too large")
             await reader.readexactly(length)  # an ExportTraceServiceResponse, unread
-        if headers.get("connection", "").lower() == "close":
+        if headers.get("connection", "").lower() == "close" or head.startswith(b"HTTP/1.0"):
             self._disconnect()
         return status, _retry_after(headers.get("retry-after"))
 

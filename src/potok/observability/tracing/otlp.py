@@ -101,14 +101,45 @@ def any_value(value: Any) -> bytes:
 
 def attributes(tag: bytes, values: Mapping[str, Any]) -> bytes:
     """Each (key, value) as a KeyValue field `tag` of the enclosing message; a None
-    value is left out (as the OpenTelemetry API does)."""
-    return b"".join(
-        [
-            field(tag, _key(key) + field(b"\x12", any_value(value)))
-            for key, value in values.items()
-            if value is not None
-        ]
-    )
+    value is left out (as the OpenTelemetry API does).
+
+    The common cases (a string, a small int, a bool, in a KeyValue under 128 bytes:
+    every length one byte) are one %-format of a template each; the rest go through
+    field() and any_value()."""
+    out = []
+    keys = _keys
+    for key, value in values.items():
+        if value is None:
+            continue
+        key_field = keys.get(key) or _key(key)
+        kind = type(value)
+        if kind is str:
+            raw = value.encode()
+            size = len(key_field) + len(raw) + 4  # the KeyValue's length
+            if size < 128:
+                out.append(
+                    tag
+                    + b"%c%s\x12%c\x0a%c%s"
+                    % (size, key_field, size - len(key_field) - 2, len(raw), raw)
+                )
+                continue
+        elif kind is int and 0 <= value < 16384:
+            size = len(key_field)
+            if value < 128:
+                out.append(tag + b"%c%s\x12\x02\x18%c" % (size + 4, key_field, value))
+                continue
+            if size < 123:
+                out.append(
+                    tag
+                    + b"%c%s\x12\x03\x18%c%c"
+                    % (size + 5, key_field, value & 0x7F | 0x80, value >> 7)
+                )
+                continue
+        elif kind is bool and len(key_field) < 124:
+            out.append(tag + b"%c%s\x12\x02\x10%c" % (len(key_field) + 4, key_field, value))
+            continue
+        out.append(field(tag, key_field + field(b"\x12", any_value(value))))
+    return b"".join(out)
 
 
 # Spans ----------------------------------------------------------------------------------
@@ -125,6 +156,7 @@ def span(  # noqa: PLR0917 - the hot path's call: positional is cheaper than key
     values: Mapping[str, Any],
     error: str | None = None,
     *,
+    encoded: bytes = b"",
     flags: int = FLAGS_LOCAL_PARENT,
     trace_state: bytes | None = None,
     events: Sequence[Event] = (),
@@ -133,15 +165,23 @@ def span(  # noqa: PLR0917 - the hot path's call: positional is cheaper than key
     """One Span, already wrapped as a `ScopeSpans.spans` field (2): what a batch joins.
 
     Ids are lower-case hex (as in `traceparent`); times are Unix ns; `error` sets the
-    status to ERROR with that message (the status stays UNSET otherwise)."""
-    ids = (
-        "0a10" + trace_id + "1208" + span_id + ("2208" + parent_id if parent_id else "")
-    )  # trace_id (1), span_id (2), parent_span_id (4): 16 and 8 bytes
-    parts = [bytes.fromhex(ids)]
+    status to ERROR with that message (the status stays UNSET otherwise); `encoded` is
+    attributes already encoded (by `attributes(ATTRIBUTE, ...)` or a template), written
+    before `values`."""
+    # trace_id (1), span_id (2), [trace_state (3)], parent_span_id (4): 16, 8, 8 bytes
+    parent = "2208" + parent_id if parent_id else ""
     if trace_state:
-        parts.append(field(b"\x1a", trace_state))
+        parts = [
+            bytes.fromhex("0a10" + trace_id + "1208" + span_id),
+            field(b"\x1a", trace_state),
+            bytes.fromhex(parent),
+        ]
+    else:
+        parts = [bytes.fromhex("0a10" + trace_id + "1208" + span_id + parent)]
     parts.append(field(b"\x2a", name.encode()))
     parts.append(_KIND_TIMES(0x30, kind, 0x39, start_ns, 0x41, end_ns))
+    if encoded:
+        parts.append(encoded)
     if values:
         parts.append(attributes(b"\x4a", values))
     for event in events:
@@ -149,7 +189,8 @@ def span(  # noqa: PLR0917 - the hot path's call: positional is cheaper than key
     for link in links:
         parts.append(field(b"\x6a", _link(link)))
     if error is not None:
-        parts.append(field(b"\x7a", field(b"\x12", error.encode()) + _STATUS_ERROR))
+        message = field(b"\x12", error.encode()) if error else b""  # "" is the default
+        parts.append(field(b"\x7a", message + _STATUS_ERROR))
     parts.append(_FLAGS(b"\x85\x01", flags))
     return field(b"\x12", b"".join(parts))
 
@@ -174,6 +215,28 @@ def exception_event(time_ns: int, exception: BaseException) -> Event:
     qualified = kind.__qualname__ if module == "builtins" else f"{module}.{kind.__qualname__}"
     values = {"exception.type": qualified, "exception.message": str(exception)}
     return (time_ns, "exception", values)
+
+
+ATTRIBUTE = b"\x4a"  # Span.attributes (9)
+
+
+def string_template(keys: Sequence[str]) -> tuple[bytes, tuple[int, ...]]:
+    """For span attributes whose keys are known in advance and whose values are short
+    strings: a %-format template and, per key, the constant to add to a value's length
+    to get its KeyValue's. Per value the arguments are (constant + n, n + 2, n, bytes),
+    n the value's length in bytes, valid while every constant + n is under 128."""
+    template = b""
+    constants = []
+    for key in keys:
+        key_field = _key(key)
+        template += ATTRIBUTE + b"%c" + key_field.replace(b"%", b"%%") + b"\x12%c\x0a%c%s"
+        constants.append(len(key_field) + 4)
+    return template, tuple(constants)
+
+
+def status_attribute(key: str, value: int) -> bytes:
+    """An int attribute, encoded: for the few values that are cached (status codes)."""
+    return attributes(ATTRIBUTE, {key: value})
 
 
 # The request ----------------------------------------------------------------------------

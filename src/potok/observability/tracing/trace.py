@@ -100,28 +100,28 @@ class RequestTrace:
             return
         self._attempt = None
         span_id, start, status, error, method, target, host, port, resend = attempt
-        if status >= 500 and error is None:
-            error = str(status)
-        name = method.decode("latin-1")
+        encoded = _METHODS.get(method) or _method(method)
+        encoded += _TARGETS.get((target, host, port)) or _target(target, host, port)
+        if status:
+            encoded += _STATUSES.get(status) or _status(status)
+            if status >= 500 and error is None:
+                error = str(status)
+        if resend or error is not None:
+            encoded += otlp.attributes(
+                otlp.ATTRIBUTE, {"http.request.resend_count": resend or None, "error.type": error}
+            )
         self.spans.append(
             _encode(
                 self.trace_id,
                 span_id,
                 self.span_id,
-                name,
+                method.decode("latin-1"),
                 CLIENT,
                 start,
                 _now(),
-                {
-                    "http.request.method": name,
-                    "server.address": host,
-                    "server.port": port,
-                    "potok.target": target,
-                    "http.request.resend_count": resend or None,
-                    "http.response.status_code": status or None,
-                    "error.type": error,
-                },
+                _NO_VALUES,
                 error,
+                encoded=encoded,
                 flags=_LOCAL,
                 trace_state=self.tracestate,
             )
@@ -154,3 +154,35 @@ class RequestTrace:
                 events=events,
             )
         )
+
+
+# Encoded attributes of the upstream attempts, each set bounded: methods (llhttp's
+# list), targets (the config's; cleared if reloads ever pile up more), status codes.
+_NO_VALUES: dict[str, Any] = {}
+_METHODS: dict[bytes, bytes] = {}
+_TARGETS: dict[tuple[str, str, int], bytes] = {}
+_STATUSES: dict[int, bytes] = {}
+_MAX_TARGETS = 4096
+
+
+def _method(method: bytes) -> bytes:
+    encoded = _METHODS[method] = otlp.attributes(
+        otlp.ATTRIBUTE, {"http.request.method": method.decode("latin-1")}
+    )
+    return encoded
+
+
+def _target(target: str, host: str, port: int) -> bytes:
+    if len(_TARGETS) >= _MAX_TARGETS:
+        _TARGETS.clear()
+    encoded = _TARGETS[target, host, port] = otlp.attributes(
+        otlp.ATTRIBUTE, {"server.address": host, "server.port": port, "potok.target": target}
+    )
+    return encoded
+
+
+def _status(status: int) -> bytes:
+    encoded = otlp.attributes(otlp.ATTRIBUTE, {"http.response.status_code": status})
+    if 100 <= status <= 599:
+        _STATUSES[status] = encoded
+    return encoded
