@@ -43,6 +43,7 @@ _FLAGS = struct.Struct("<2sI").pack  # flags (16, fixed32): tag 0x85 0x01
 _DOUBLE = struct.Struct("<Bd").pack  # AnyValue.double_value (4, fixed64)
 _EVENT_TIME = struct.Struct("<BQ").pack  # Event.time_unix_nano (1, fixed64)
 _LINK_FLAGS = struct.Struct("<BI").pack  # Link.flags (6, fixed32)
+_FLAG_FIELDS = {flags: _FLAGS(b"\x85\x01", flags) for flags in (0x101, 0x301)}
 _TRUE = b"\x10\x01"  # AnyValue.bool_value (2)
 _FALSE = b"\x10\x00"
 
@@ -170,6 +171,27 @@ def span(  # noqa: PLR0917 - the hot path's call: positional is cheaper than key
     before `values`."""
     # trace_id (1), span_id (2), [trace_state (3)], parent_span_id (4): 16, 8, 8 bytes
     parent = "2208" + parent_id if parent_id else ""
+    if not (trace_state or values or events or links):  # Potok's spans: one %-format
+        raw_name = name.encode()
+        status = b""
+        if error is not None:
+            status = field(
+                b"\x7a", (field(b"\x12", error.encode()) if error else b"") + _STATUS_ERROR
+            )
+        if len(raw_name) < 128:
+            body = b"%s\x2a%c%s%s%s%s%s" % (
+                bytes.fromhex("0a10" + trace_id + "1208" + span_id + parent),
+                len(raw_name),
+                raw_name,
+                _KIND_TIMES(0x30, kind, 0x39, start_ns, 0x41, end_ns),
+                encoded,
+                status,
+                _FLAG_FIELDS.get(flags) or _FLAGS(b"\x85\x01", flags),
+            )
+            size = len(body)
+            if 128 <= size < 16384:
+                return b"\x12%c%c%s" % (size & 0x7F | 0x80, size >> 7, body)
+            return field(b"\x12", body)
     if trace_state:
         parts = [
             bytes.fromhex("0a10" + trace_id + "1208" + span_id),

@@ -48,7 +48,7 @@ class Tracer:
         self._exporter = exporter
         self._trusted = trusted
         self._accept = config.accept_parent
-        # (route, service) -> their attributes, encoded (the config's routes: bounded).
+        # (route, service) -> their attributes, encoded (the config's: bounded).
         self._routes: dict[tuple[str, str], bytes] = {}
         # As OpenTelemetry's TraceIdRatioBased: sampled when the trace id's low 64 bits
         # fall under ratio * 2**64, so every hop with the same ratio decides alike. As
@@ -112,47 +112,34 @@ class Tracer:
     def finish(self, exchange: Exchange, trace: RequestTrace, duration: float) -> None:
         """The server span of a sampled trace, encoded, and the trace to the exporter.
 
-        The attributes every request has are one %-format (otlp.string_template); the
-        route's, the status's and the user agent's are encoded once and reused."""
+        What varies per request (path, request id) is one %-format; what repeats
+        (method, scheme, host, status, route; the client's addresses; the user agent)
+        is encoded once per distinct value and reused (bounded caches)."""
         trace.end_attempt()
         method = exchange.method
-        path = exchange.path
-        scheme = exchange.forwarded_proto or b"http"
-        version = exchange.version.encode()
-        host = exchange.host
-        client = exchange.client_ip.encode()
-        peer = exchange.peer_ip.encode()
-        request_id = exchange.request_id.encode()
-        a, b, c, d = len(method), len(path), len(scheme), len(version)
-        e, f, g, h = len(host), len(client), len(peer), len(request_id)
-        if (a | b | c | d | e | f | g | h) < 64 and (path + host + scheme).isascii():
-            m, p, s, v, o, k, r, i = _SERVER_CONSTANTS
-            encoded = _SERVER_TEMPLATE % (
-                m + a, a + 2, a, method,
-                p + b, b + 2, b, path,
-                s + c, c + 2, c, scheme,
-                v + d, d + 2, d, version,
-                o + e, e + 2, e, host,
-                k + f, f + 2, f, client,
-                r + g, g + 2, g, peer,
-                i + h, h + 2, h, request_id,
-            )  # fmt: skip
-        else:  # long or not ASCII (bytes read as latin-1 are then valid UTF-8)
-            encoded = _server_attributes(method, path, scheme, version, host, client, peer)
-            encoded += otlp.attributes(_ATTRIBUTE, {"potok.request_id": exchange.request_id})
         status = exchange.status
-        encoded += _STATUS.get(status) or _status(status)
         route = exchange.route_name
-        service = exchange.service_name
-        encoded += self._routes.get((route, service)) or self._route(route, service)
+        common = (method, exchange.forwarded_proto, exchange.version, exchange.host, status)
+        encoded = _COMMON.get(common) or _common(common)
+        addresses = (exchange.client_ip, exchange.peer_ip)
+        encoded += _ADDRESSES.get(addresses) or _addresses(addresses)
+        service = (route, exchange.service_name)  # a split route has several services
+        encoded += self._routes.get(service) or self._route(service)
+        path = exchange.path
+        request_id = exchange.request_id.encode()
+        a, b = len(path), len(request_id)
+        if (a | b) < 64 and path.isascii():
+            p, i = _UNIQUE_CONSTANTS
+            encoded += _UNIQUE_TEMPLATE % (p + a, a + 2, a, path, i + b, b + 2, b, request_id)
+        else:  # long or not ASCII (bytes read as latin-1 are valid UTF-8 then)
+            encoded += otlp.attributes(
+                _ATTRIBUTE,
+                {"url.path": path.decode("latin-1"), "potok.request_id": exchange.request_id},
+            )
         for header, value in exchange.headers:
             if len(header) == 10 and header.lower() == _USER_AGENT:
                 encoded += _AGENTS.get(value) or _agent(value)
                 break
-        error = None
-        if status >= 500:
-            error = str(status)
-            encoded += otlp.attributes(_ATTRIBUTE, {"error.type": error})
         parent_id = trace.parent_id
         name = method.decode("latin-1")
         spans = trace.spans
@@ -166,7 +153,7 @@ class Tracer:
                 trace.start_ns,
                 trace.start_ns + int(duration * 1e9),
                 _NO_VALUES,
-                error,
+                str(status) if status >= 500 else None,
                 encoded=encoded,
                 flags=_LOCAL if parent_id is None else _REMOTE,
                 trace_state=trace.tracestate,
@@ -174,8 +161,9 @@ class Tracer:
         )
         self._exporter.submit(spans)
 
-    def _route(self, route: str, service: str) -> bytes:
-        encoded = self._routes[route, service] = otlp.attributes(
+    def _route(self, key: tuple[str, str]) -> bytes:
+        route, service = key
+        encoded = self._routes[key] = otlp.attributes(
             _ATTRIBUTE, {"potok.route": route or None, "potok.service": service or None}
         )
         return encoded
@@ -183,50 +171,44 @@ class Tracer:
 
 _ATTRIBUTE = otlp.ATTRIBUTE
 _NO_VALUES: dict[str, Any] = {}
-_SERVER_TEMPLATE, _SERVER_CONSTANTS = otlp.string_template(
-    (
-        "http.request.method",
-        "url.path",
-        "url.scheme",
-        "network.protocol.version",
-        "server.address",
-        "client.address",
-        "network.peer.address",
-        "potok.request_id",
-    )
-)
-# Encoded attributes by value, each set bounded: status codes (100-599), user agents
-# (the first _MAX_AGENTS seen; others are encoded per request).
-_STATUS: dict[int, bytes] = {}
+_UNIQUE_TEMPLATE, _UNIQUE_CONSTANTS = otlp.string_template(("url.path", "potok.request_id"))
+# Encoded attributes by the values they repeat, each cache bounded (beyond it a value
+# is encoded per request): (method, scheme, version, host, status); (client address,
+# peer address); user agents.
+_COMMON: dict[tuple[bytes, bytes | None, str, bytes, int], bytes] = {}
+_ADDRESSES: dict[tuple[str, str], bytes] = {}
 _AGENTS: dict[bytes, bytes] = {}
-_MAX_AGENTS = 256
+_MAX_CACHED = 4096
 
 
-def _status(status: int) -> bytes:
-    encoded = otlp.attributes(_ATTRIBUTE, {"http.response.status_code": status})
-    if 100 <= status <= 599:
-        _STATUS[status] = encoded
+def _common(key: tuple[bytes, bytes | None, str, bytes, int]) -> bytes:
+    method, scheme, version, host, status = key
+    encoded = otlp.attributes(
+        _ATTRIBUTE,
+        {
+            "http.request.method": method.decode("latin-1"),
+            "url.scheme": (scheme or b"http").decode("latin-1"),
+            "network.protocol.version": version,
+            "server.address": host.decode("latin-1"),
+            "http.response.status_code": status,
+            "error.type": str(status) if status >= 500 else None,
+        },
+    )
+    if len(_COMMON) < _MAX_CACHED:
+        _COMMON[key] = encoded
+    return encoded
+
+
+def _addresses(key: tuple[str, str]) -> bytes:
+    client, peer = key
+    encoded = otlp.attributes(_ATTRIBUTE, {"client.address": client, "network.peer.address": peer})
+    if len(_ADDRESSES) < _MAX_CACHED:
+        _ADDRESSES[key] = encoded
     return encoded
 
 
 def _agent(value: bytes) -> bytes:
     encoded = otlp.attributes(_ATTRIBUTE, {"user_agent.original": value.decode("latin-1")})
-    if len(_AGENTS) < _MAX_AGENTS:
+    if len(_AGENTS) < _MAX_CACHED:
         _AGENTS[value] = encoded
     return encoded
-
-
-def _server_attributes(*values: bytes) -> bytes:
-    method, path, scheme, version, host, client, peer = (v.decode("latin-1") for v in values)
-    return otlp.attributes(
-        _ATTRIBUTE,
-        {
-            "http.request.method": method,
-            "url.path": path,
-            "url.scheme": scheme,
-            "network.protocol.version": version,
-            "server.address": host,
-            "client.address": client,
-            "network.peer.address": peer,
-        },
-    )
