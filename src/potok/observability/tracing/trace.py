@@ -62,15 +62,6 @@ class RequestTrace:
         # [span id, start ns, status, error, method, target, host, port, resend]
         self._attempt: list[Any] | None = None
 
-    @classmethod
-    def unsampled(cls, trace_id: str, upstream_lines: bytes) -> RequestTrace:
-        """A trace started here and not sampled: the two fields anything reads."""
-        trace = cls.__new__(cls)
-        trace.trace_id = trace_id
-        trace.sampled = False
-        trace.upstream_lines = upstream_lines
-        return trace
-
     def _lines(self, span_id: str) -> bytes:
         flags = "-01\r\n" if self.sampled else "-00\r\n"
         line = ("traceparent: 00-" + self.trace_id + "-" + span_id + flags).encode()
