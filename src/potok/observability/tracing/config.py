@@ -50,8 +50,8 @@ class TracingConfig(ConfigModel):
     compression: Literal["none", "gzip"] = Field(
         "none",
         description=(
-            "Content-Encoding of the export requests: gzip (level 1) trades the loop's "
-            "CPU for a third of the bytes; none suits a collector on the same host."
+            "Content-Encoding of the export requests: gzip (level 1) sends about a tenth "
+            "of the bytes for some of the loop's CPU; none suits a collector nearby."
         ),
     )
     service_name: str = Field("potok", min_length=1, description="The `service.name` resource.")
