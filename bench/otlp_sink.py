@@ -18,13 +18,11 @@ spans = 0
 
 
 class Handler(BaseHTTPRequestHandler):
-    def do_POST(self) -> None:  # noqa: N802 - http.server's name
+    def do_POST(self) -> None:
         global spans
         body = self.rfile.read(int(self.headers["Content-Length"]))
         message = ExportTraceServiceRequest.FromString(body)
-        spans += sum(
-            len(scope.spans) for rs in message.resource_spans for scope in rs.scope_spans
-        )
+        spans += sum(len(scope.spans) for rs in message.resource_spans for scope in rs.scope_spans)
         COUNT_FILE.write_text(f"{spans}\n")
         self.send_response(200)
         self.send_header("Content-Length", "0")

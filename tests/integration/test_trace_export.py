@@ -53,8 +53,8 @@ def counter(metrics: MetricsRegistry, name: str, labels: tuple[str, ...] = ()) -
     return metrics.counters[name].current().get(labels, 0.0)
 
 
-async def eventually(check: Any, timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
+async def eventually(check: Any, within: float = 10.0) -> None:
+    deadline = time.monotonic() + within
     while not check():
         assert time.monotonic() < deadline, "timed out"
         await asyncio.sleep(0.01)
@@ -196,7 +196,7 @@ async def test_a_collector_that_is_down_neither_blocks_nor_grows_memory():
     assert grown < 200_000, grown  # bounded by max_queue, not by the spans offered
     dropped = counter(metrics, "tracing_spans_dropped_total", ("queue_full",))
     assert dropped > 5000
-    await eventually(lambda: exporter.failed_spans > 0, timeout=5)  # gave up after retry_for
+    await eventually(lambda: exporter.failed_spans > 0, within=5)  # gave up after retry_for
     started = time.monotonic()
     await exporter.close()
     assert time.monotonic() - started < 2
@@ -231,5 +231,5 @@ async def test_a_collector_that_closes_idle_connections_costs_no_batch(receiver)
 
 
 def test_headers_that_would_split_the_request_are_refused():
-    with pytest.raises(ValueError, match="tracing.headers"):
+    with pytest.raises(ValueError, match=r"tracing\.headers"):
         GatewayConfig.model_validate({"tracing": {"headers": {"X-A": "ok\r\nX-Injected: 1"}}})
