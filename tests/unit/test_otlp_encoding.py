@@ -252,3 +252,25 @@ def test_varints_are_protobufs(value):
     # int_value of an AnyValue: field 3, varint (a negative int64 is ten bytes).
     expected = AnyValue(int_value=value if value < 2**63 else value - 2**64)
     assert b"\x18" + otlp.varint(value) == expected.SerializeToString()
+
+
+def test_pre_encoded_attributes_and_the_string_template_match_the_general_encoder():
+    values = {"url.path": "/a/b", "potok.request_id": "r-1"}
+    template, constants = otlp.string_template(tuple(values))
+    arguments: list[Any] = []
+    for constant, value in zip(constants, values.values(), strict=True):
+        raw = value.encode()
+        arguments += [constant + len(raw), len(raw) + 2, len(raw), raw]
+    by_template = template % tuple(arguments)
+    assert by_template == otlp.attributes(otlp.ATTRIBUTE, values)
+    encoded = otlp.span(TRACE, SPAN, None, "GET", otlp.SERVER, 1, 2, {}, encoded=by_template)
+    assert encoded == otlp.span(TRACE, SPAN, None, "GET", otlp.SERVER, 1, 2, values)
+    assert span_attributes(only_span(encoded)) == values
+
+
+@pytest.mark.parametrize("key_length", [1, 59, 60, 118, 119, 120, 124, 130])
+@pytest.mark.parametrize("value", ["", "v" * 60, "w" * 130, 0, 127, 128, 16383, 16384, True])
+def test_the_fast_paths_switch_to_the_general_one_at_their_bounds(key_length, value):
+    key = "k" * key_length
+    span = only_span(otlp.span(TRACE, SPAN, PARENT, "x", otlp.CLIENT, 1, 2, {key: value}))
+    assert span_attributes(span) == {key: value}

@@ -125,11 +125,11 @@ def attributes(tag: bytes, values: Mapping[str, Any]) -> bytes:
                 )
                 continue
         elif kind is int and 0 <= value < 16384:
-            size = len(key_field)
-            if value < 128:
+            size = len(key_field)  # the KeyValue's length is size + 4 or + 5: one byte
+            if value < 128 and size < 124:
                 out.append(tag + b"%c%s\x12\x02\x18%c" % (size + 4, key_field, value))
                 continue
-            if size < 123:
+            if value >= 128 and size < 123:
                 out.append(
                     tag
                     + b"%c%s\x12\x03\x18%c%c"
