@@ -21,7 +21,7 @@ VENV=${VENV:-$ROOT/.venv}
 POTOK=$VENV/bin/potok
 PYTHON=$VENV/bin/python
 
-UPSTREAM_PORT=18081
+UPSTREAM_PORT=${UPSTREAM_PORT:-18081}
 
 # Cores: the proxy under test gets core 0; the upstream and the load generator
 # share core 1. Override with PROXY_CPU / LOAD_CPU on bigger machines.

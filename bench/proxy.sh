@@ -48,13 +48,13 @@ RETRIES=${RETRIES:-2}
 NOISE_BUDGET=${NOISE_BUDGET:-600}
 NOISE_SPENT=0
 
-NGINX_PORT=18082
-CADDY_PORT=18083
-POTOK_PORT=18090
-POTOK_LOGGED_PORT=18091
-POTOK_W2_PORT=18092
-POTOK_TRACED_PORT=18093
-OTLP_SINK_PORT=18094
+NGINX_PORT=${NGINX_PORT:-18082}
+CADDY_PORT=${CADDY_PORT:-18083}
+POTOK_PORT=${POTOK_PORT:-18090}
+POTOK_LOGGED_PORT=${POTOK_LOGGED_PORT:-18091}
+POTOK_W2_PORT=${POTOK_W2_PORT:-18092}
+POTOK_TRACED_PORT=${POTOK_TRACED_PORT:-18093}
+OTLP_SINK_PORT=${OTLP_SINK_PORT:-18094}
 
 RAW=$RESULTS/raw-latest
 
@@ -154,7 +154,7 @@ start_potok_w2() {
 
 # potok-traced1 / potok-traced100: the bare config plus tracing at 1 % / 100 %, spans
 # exported to bench/otlp_sink.py (on the load generator's core, as a collector would
-# be elsewhere); the exporter thread runs in the Potok process and is measured.
+# be elsewhere); the exporter runs on the Potok process's loop and is measured.
 start_potok_traced() {
     local name=$1 ratio=$2
     local dir=$WORK/$name

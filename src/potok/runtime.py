@@ -132,7 +132,7 @@ class Runtime:
         )
         self.settings = settings_from(config, self.identity.headers.strip)
         self.trusted = TrustedProxies(config.server.trusted_proxies)
-        self.tracer = build_tracer(config.tracing, self.resources, self.trusted)
+        self.tracer = build_tracer(config.tracing, self.resources, self.trusted, metrics)
         upstream_metrics = UpstreamMetrics(metrics) if metrics is not None else None
         kept = previous.services if previous is not None else {}
         self.services: dict[str, Service] = {

@@ -232,3 +232,27 @@ def test_a_collector_that_is_down_costs_the_requests_nothing(upstream, start_gat
     assert statuses == [200] * 50
     assert time.monotonic() - started < 10
     assert gateway.process.poll() is None
+
+
+def test_long_values_take_the_general_encoder_and_arrive_whole(upstream, receiver, start_gateway):
+    # The server span's attributes are one template while every value is short; a long
+    # path, user agent or request id goes through the general encoder instead.
+    gateway = start_gateway(traced(upstream.url, receiver.endpoint))
+    path = "/echo/" + "long-segment/" * 12
+    agent = "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120.0.0.0 Safari/537.36"
+    response = request(
+        gateway.port, "GET", path, headers={"User-Agent": agent, "X-Request-ID": "r" * 100}
+    )
+    assert response.status == 200
+    trace_id = echoed_header(response.body, "traceparent")[0].split("-")[1]
+    spans = receiver.wait_for_spans(trace_id, 2)
+    [server] = [s for s in spans if s.kind == SERVER]
+    assert server.attributes["url.path"] == path
+    assert server.attributes["user_agent.original"] == agent
+    assert server.attributes["potok.request_id"] == response.header("x-request-id")
+    assert server.attributes["http.response.status_code"] == 200
+    assert server.attributes["http.request.method"] == "GET"
+    assert server.attributes["network.protocol.version"] == "1.1"
+    [client] = [s for s in spans if s.kind == CLIENT]
+    assert client.attributes["http.request.method"] == "GET"
+    assert client.attributes["server.port"] == upstream.port

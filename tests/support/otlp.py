@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import gzip
 import threading
 import time
+from collections import deque
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -44,12 +46,40 @@ class OtlpReceiver:
         self.spans: list[ReceivedSpan] = []
         self.requests = 0
         self.content_types: list[str] = []
+        # Per POST, in arrival order: when (monotonic), its headers and how many spans.
+        self.arrivals: list[float] = []
+        self.headers: list[dict[str, str]] = []
+        self.batch_sizes: list[int] = []
+        self.connections: set[int] = set()  # client ports seen: keep-alive reuses one
+        # Answers to give before the default 200: (status, extra headers), in order.
+        self.replies: deque[tuple[int, dict[str, str]]] = deque()
+        # Close each connection after its answer without saying so (as a collector's idle
+        # timeout does): the client finds out on its next request.
+        self.close_silently = False
         self._lock = threading.Lock()
         receiver = self
 
         class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"  # keep-alive, as a collector
+
             def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers["Content-Length"]))
+                headers = {k.lower(): v for k, v in self.headers.items()}
+                with receiver._lock:
+                    reply_to = receiver.replies.popleft() if receiver.replies else None
+                    receiver.arrivals.append(time.monotonic())
+                    receiver.headers.append(headers)
+                    receiver.connections.add(self.client_address[1])
+                if reply_to is not None and reply_to[0] != 200:
+                    status, extra = reply_to
+                    self.send_response(status)
+                    for name, value in extra.items():
+                        self.send_header(name, value)
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    return
+                if headers.get("content-encoding") == "gzip":
+                    body = gzip.decompress(body)
                 receiver._take(body, self.headers.get("Content-Type", ""))
                 reply = ExportTraceServiceResponse().SerializeToString()
                 self.send_response(200)
@@ -57,6 +87,8 @@ class OtlpReceiver:
                 self.send_header("Content-Length", str(len(reply)))
                 self.end_headers()
                 self.wfile.write(reply)
+                if receiver.close_silently:
+                    self.close_connection = True
 
             def log_message(self, *args: Any) -> None:
                 pass
@@ -90,6 +122,7 @@ class OtlpReceiver:
         with self._lock:
             self.requests += 1
             self.content_types.append(content_type)
+            self.batch_sizes.append(len(spans))
             self.spans.extend(spans)
 
     def trace(self, trace_id: str) -> list[ReceivedSpan]:
@@ -106,6 +139,16 @@ class OtlpReceiver:
                 return spans
             time.sleep(0.05)
         raise AssertionError(f"{len(self.trace(trace_id))} spans of {trace_id}, wanted {count}")
+
+    def wait_for_count(self, count: int, timeout: float = 10.0) -> list[ReceivedSpan]:
+        """Every span received, once there are at least `count`."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with self._lock:
+                if len(self.spans) >= count:
+                    return list(self.spans)
+            time.sleep(0.01)
+        raise AssertionError(f"{len(self.spans)} spans received, wanted {count}")
 
     def stop(self) -> None:
         self._server.shutdown()

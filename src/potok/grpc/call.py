@@ -241,7 +241,9 @@ class GrpcCall:
         target.inflight += 1
         trace = exchange.trace
         if trace is not None:
-            trace.begin_attempt("POST", target.name, target.host, target.port, len(self._tried) - 1)
+            trace.begin_attempt(
+                b"POST", target.name, target.host, target.port, len(self._tried) - 1
+            )
         pool = service.h2_pool(target)
         empty = self._replay == b""
         try:

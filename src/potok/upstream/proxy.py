@@ -173,9 +173,9 @@ class ProxyCall:
         exchange.target_name = target.name
         target.inflight += 1
         trace = exchange.trace
-        if trace is not None:
+        if trace is not None and trace.sampled:
             trace.begin_attempt(
-                exchange.method.decode("latin-1"),
+                exchange.method,
                 target.name,
                 target.host,
                 target.port,
@@ -253,7 +253,7 @@ class ProxyCall:
     ) -> None:
         self._cancel_timer()
         trace = self.exchange.trace
-        if trace is not None:
+        if trace is not None and trace.sampled:
             trace.attempt_status(status)
         if status >= 500:
             retry = self._retry
@@ -361,7 +361,7 @@ class ProxyCall:
         if self._done:
             return
         trace = self.exchange.trace
-        if trace is not None:
+        if trace is not None and trace.sampled:
             trace.attempt_error(kind)
         connection = self._connection
         if (
@@ -409,7 +409,7 @@ class ProxyCall:
             target.inflight -= 1
             self._target = None
         trace = self.exchange.trace
-        if trace is not None:
+        if trace is not None and trace.sampled:
             trace.end_attempt()
         delay = retry.backoff.delay(len(self._tried) - 1)
         remaining = self.exchange.deadline - time.perf_counter()
@@ -585,8 +585,9 @@ class ProxyCall:
         exchange = self.exchange
         exchange.on_cancel = None
         exchange.producer = None
-        if exchange.trace is not None:
-            exchange.trace.end_attempt()
+        trace = exchange.trace
+        if trace is not None and trace.sampled:
+            trace.end_attempt()
         if self._sent_at:
             exchange.upstream_duration = time.perf_counter() - self._sent_at
         if self._target is not None:

@@ -23,7 +23,7 @@ from potok.identity.errors import MissingCredentials, Unauthorized
 from potok.identity.principal import Principal
 from potok.identity.token_source import CacheKey, TokenSource
 from potok.identity.verifier import TokenRejected, UnknownKey
-from potok.observability.tracing.trace import INTERNAL
+from potok.observability.tracing.otlp import INTERNAL, exception_event
 from potok.policies.auth_jwt.config import AuthJwtConfig
 from potok.policies.base import BuildContext, Policy, Stage, Waiting
 
@@ -93,12 +93,15 @@ def build(config: AuthJwtConfig | None, context: BuildContext) -> Policy | None:
 
     async def verify_later(exchange: Exchange, key: CacheKey, token: str) -> None:
         trace = exchange.trace
+        if trace is not None and not trace.sampled:
+            trace = None
         started = time.time_ns() if trace is not None else 0
         try:
             principal = await verifier.verify_async(token)  # refreshes the JWKS (rate-limited)
         except TokenRejected as exc:
             if trace is not None:
-                trace.add_span("auth_jwt jwks", INTERNAL, started, {}, "token_rejected")
+                event = exception_event(time.time_ns(), exc)
+                trace.add_span("auth_jwt jwks", INTERNAL, started, {}, "token_rejected", (event,))
             deny(exchange, Unauthorized(exc.reason), exc.reason)
         if trace is not None:
             trace.add_span("auth_jwt jwks", INTERNAL, started, {})
