@@ -75,7 +75,9 @@ def test_github_docs_vector() -> None:
         "X-GitHub-Event": "issues",
     }
     verified = verifier.verify(lookup(headers), b"Hello, World!", 0)
-    assert verified.key.startswith("sig:")  # the delivery id is not signed: not the key
+    assert verified.key == headers["X-GitHub-Delivery"]
+    # The delivery id is not signed: the digest of the body is the second key.
+    assert verified.signature == "sig:" + hashlib.sha256(b"Hello, World!").hexdigest()[:40]
     assert verified.event_type == "issues"
     with pytest.raises(Rejected):
         verifier.verify(lookup(headers), b"Hello, World?", 0)

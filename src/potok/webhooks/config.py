@@ -42,8 +42,9 @@ class GenericHmacConfig(ConfigModel):
     )
     id_header: str | None = Field(
         None,
-        description="Header with the provider's delivery id: required and forwarded. Not the "
-        "replay key (it is not signed): the signature is.",
+        description="Header with the provider's delivery id: required and forwarded. A "
+        "delivery whose id or signed content was already accepted is a duplicate (the id is "
+        "not signed, so the signed content is checked as well).",
     )
 
     @field_validator("header", "timestamp_header", "id_header")

@@ -6,7 +6,8 @@ a byte of the body is read, the signature over the raw bytes, then the outbox wr
 2xx is sent only once the outbox has committed the delivery (durable); a replay of an
 accepted delivery id gets 200 and nothing is stored again. No task is created when the
 body has already arrived with the head (the usual webhook): the outbox's commit resolves
-a future whose callback answers.
+a future whose callback answers. A replay is a delivery whose id OR signed content
+(both per source) is already stored.
 """
 
 from __future__ import annotations
@@ -104,6 +105,7 @@ class WebhookEndpoint:
             id=new_delivery_id(),
             source=source.name,
             replay_key=verified.key,
+            signature_key=verified.signature,
             event_type=verified.event_type,
             received_at=now,
             headers=_kept_headers(exchange, source.kept),

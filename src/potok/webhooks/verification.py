@@ -13,6 +13,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Protocol
 
+import orjson
+
 HeaderLookup = Callable[[bytes], bytes | None]
 """The first value of a request header by lower-case name (`Exchange.header`)."""
 
@@ -55,10 +57,15 @@ def bad_signature() -> Rejected:
 
 @dataclass(frozen=True, slots=True)
 class Verified:
-    """An authentic delivery: its replay key (the provider's id, else a digest of its
-    signature) and the provider's event type where the scheme names one."""
+    """An authentic delivery and its two replay keys. `key`: the provider's delivery id
+    (else the signed-content digest); `signature`: the digest of what was signed
+    (`signed_content_key`). A delivery whose id OR signed content was already accepted
+    for the source is a duplicate: the id catches a provider's retry re-signed with a
+    new timestamp, the digest catches a captured delivery replayed under a fresh,
+    unsigned id. Plus the provider's event type where the scheme names one."""
 
     key: str
+    signature: str
     event_type: str = "webhook"
 
 
@@ -108,10 +115,30 @@ def check_timestamp(raw: bytes | None, header: str, now: float, tolerance: float
     return stamp
 
 
-def signature_key(signature: bytes) -> str:
-    """A replay key for schemes without a delivery id: the signature identifies (timestamp,
-    body) under one secret, so a replay inside the window carries the same one."""
-    return "sig:" + hashlib.sha256(signature).hexdigest()[:40]
+def signed_content_key(*signed: bytes) -> str:
+    """The digest of exactly what the signature covers (timestamp, id, body as the scheme
+    joins them). Canonical: the same whichever secret signed it and however many extra
+    signatures the header carries, so a replay inside the window always has the same one."""
+    digest = hashlib.sha256()
+    for part in signed:
+        digest.update(part)
+    return "sig:" + digest.hexdigest()[:40]
+
+
+def json_body_id(body: bytes, field: str) -> str | None:
+    """A delivery id from a (signed) JSON object body, e.g. Stripe's event `id`; None when
+    the body is not a JSON object or the field is not a sane id. Only bodies that start
+    with `{` are parsed (form-encoded Slack commands, for one, are not)."""
+    if not body.startswith(b"{"):
+        return None
+    try:
+        document = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return None
+    value = document.get(field) if isinstance(document, dict) else None
+    if not isinstance(value, str) or not 0 < len(value) <= 200:
+        return None
+    return value if value.isascii() and value.isprintable() else None
 
 
 def delivery_id(raw: bytes | None, header: str) -> str:

@@ -30,7 +30,10 @@ def new_delivery_id() -> str:
 
 @dataclass(frozen=True, slots=True)
 class NewDelivery:
-    """An accepted delivery about to be written."""
+    """An accepted delivery about to be written. `replay_key` (the provider's delivery
+    id) and `signature_key` (the digest of what was signed) are each unique per source:
+    a delivery matching a stored row on either is a replay. No signature key (None):
+    only the replay key is checked."""
 
     id: str
     source: str
@@ -39,6 +42,7 @@ class NewDelivery:
     received_at: float
     headers: tuple[tuple[str, str], ...]
     body: bytes
+    signature_key: str | None = None
 
     def headers_json(self) -> str:
         return orjson.dumps(self.headers).decode()
@@ -130,8 +134,9 @@ class Outbox(Protocol):
 
     def accept(self, delivery: NewDelivery) -> asyncio.Future[bool]:
         """Store durably; the future says True once committed and synced, False when the
-        replay key is already stored for its source (a replay: nothing written). No task
-        is created: many accepts share one commit (group commit)."""
+        replay key or the signature key is already stored for its source (a replay:
+        nothing written). No task is created: many accepts share one commit (group
+        commit)."""
         ...
 
     async def claim(

@@ -4,7 +4,8 @@ Accepted deliveries are written by one writer task per worker that takes whateve
 queued while the previous insert committed and writes it as ONE multi-row insert (one
 commit, one WAL flush with the server's default `synchronous_commit = on`); each
 caller's future is resolved after that commit (durable before the 2xx). The unique
-(source, replay_key) index makes a replay a no-op on every instance at once. Claims
+(source, replay_key) and (source, signature_key) indexes make a replay — a matching id or
+matching signed content — a no-op on every instance at once. Claims
 take rows with `FOR UPDATE SKIP LOCKED`, so two instances never pick the same row,
 and lease them for the time of the send.
 """
@@ -49,17 +50,25 @@ SCHEMA = (
         lease_until DOUBLE PRECISION,
         last_error TEXT,
         delivered_at DOUBLE PRECISION,
+        signature_key TEXT,
         UNIQUE (source, replay_key)
     )""",
     f"CREATE INDEX IF NOT EXISTS {TABLE}_due ON {TABLE} (state, next_at)",
     f"CREATE INDEX IF NOT EXISTS {TABLE}_source ON {TABLE} (source, state, seq)",
+    # Tables made before signature keys: the column (NULL in old rows, and NULLs are
+    # distinct in a unique index, so they never collide), then its index.
+    f"ALTER TABLE {TABLE} ADD COLUMN IF NOT EXISTS signature_key TEXT",
+    f"CREATE UNIQUE INDEX IF NOT EXISTS {TABLE}_signature ON {TABLE} (source, signature_key)",
 )
 
+# ON CONFLICT without a target: a conflict on ANY unique index (replay key or signature
+# key, also between two rows of one batch) skips the row; RETURNING lists only the rows
+# inserted, so a missing id is a replay.
 INSERT = (
     f"INSERT INTO {TABLE} (id, source, replay_key, event_type, received_at, headers, body, "
-    "state, next_at) SELECT i, s, k, t, r, h, b, 'pending', r FROM unnest("
-    "$1::text[], $2::text[], $3::text[], $4::text[], $5::float8[], $6::text[], $7::bytea[]"
-    ") AS x(i, s, k, t, r, h, b) ON CONFLICT (source, replay_key) DO NOTHING RETURNING id"
+    "state, next_at, signature_key) SELECT i, s, k, t, r, h, b, 'pending', r, g FROM unnest("
+    "$1::text[], $2::text[], $3::text[], $4::text[], $5::float8[], $6::text[], $7::bytea[], "
+    "$8::text[]) AS x(i, s, k, t, r, h, b, g) ON CONFLICT DO NOTHING RETURNING id"
 )
 
 
@@ -148,6 +157,7 @@ class PostgresOutbox:
             [r.received_at for r in rows],
             [r.headers_json() for r in rows],
             [r.body for r in rows],
+            [r.signature_key for r in rows],
         )
         return {record[0] for record in records}
 

@@ -52,10 +52,18 @@ SCHEMA = (
         lease_until REAL,
         last_error TEXT,
         delivered_at REAL,
+        signature_key TEXT,
         UNIQUE (source, replay_key)
     )""",
     f"CREATE INDEX IF NOT EXISTS {TABLE}_due ON {TABLE} (state, next_at)",
     f"CREATE INDEX IF NOT EXISTS {TABLE}_source ON {TABLE} (source, state, seq)",
+)
+# Tables made before signature keys get the column (NULL in old rows: NULLs are distinct
+# in a unique index, so they never collide) and then the index, which `INSERT OR IGNORE`
+# honours like the first: a conflict on either is a replay.
+ADD_SIGNATURE_KEY = f"ALTER TABLE {TABLE} ADD COLUMN signature_key TEXT"
+SIGNATURE_INDEX = (
+    f"CREATE UNIQUE INDEX IF NOT EXISTS {TABLE}_signature ON {TABLE} (source, signature_key)"
 )
 
 Job = Callable[[sqlite3.Connection], Any]
@@ -121,8 +129,7 @@ class _Writer(threading.Thread):
         # FULL: a commit has reached the disk (WAL fsync) before it returns; NORMAL could
         # lose the last commits on power loss, and they were acknowledged.
         connection.execute("PRAGMA synchronous=FULL")
-        for statement in SCHEMA:
-            connection.execute(statement)
+        _create_or_upgrade(connection)
         return connection
 
     def _serve(self, connection: sqlite3.Connection) -> None:
@@ -147,6 +154,24 @@ class _Writer(threading.Thread):
             self._loop.call_soon_threadsafe(_resolve, results)
             if stop:
                 return
+
+
+def _create_or_upgrade(connection: sqlite3.Connection) -> None:
+    """The table as this version needs it, in one write transaction: the workers of a
+    host starting together create or upgrade it once, the others find it done."""
+    connection.execute("BEGIN IMMEDIATE")
+    try:
+        for statement in SCHEMA:
+            connection.execute(statement)
+        columns = {row[1] for row in connection.execute(f"PRAGMA table_info({TABLE})")}
+        if "signature_key" not in columns:
+            connection.execute(ADD_SIGNATURE_KEY)
+        connection.execute(SIGNATURE_INDEX)
+        connection.execute("COMMIT")
+    except BaseException:
+        if connection.in_transaction:
+            connection.execute("ROLLBACK")
+        raise
 
 
 def _run_batch(
@@ -232,13 +257,16 @@ class SqliteOutbox:
         row = (
             delivery.id, delivery.source, delivery.replay_key, delivery.event_type,
             delivery.received_at, delivery.headers_json(), delivery.body, PENDING,
-            delivery.received_at,
+            delivery.received_at, delivery.signature_key,
         )  # fmt: skip
 
         def insert(connection: sqlite3.Connection) -> bool:
+            # OR IGNORE: a conflict on any unique index (replay key, signature key) skips
+            # the row, and rowcount 0 says it was a replay.
             cursor = connection.execute(
                 f"INSERT OR IGNORE INTO {TABLE} (id, source, replay_key, event_type, "
-                "received_at, headers, body, state, next_at) VALUES (?,?,?,?,?,?,?,?,?)",
+                "received_at, headers, body, state, next_at, signature_key) "
+                "VALUES (?,?,?,?,?,?,?,?,?,?)",
                 row,
             )
             return cursor.rowcount == 1

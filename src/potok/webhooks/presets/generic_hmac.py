@@ -17,7 +17,7 @@ from potok.webhooks.verification import (
     malformed,
     matches_any,
     missing,
-    signature_key,
+    signed_content_key,
 )
 
 if TYPE_CHECKING:
@@ -58,11 +58,12 @@ class GenericHmac:
         expected = (hmac_digest(k, self._algorithm, *parts) for k in self._keys)
         if not matches_any((presented,), expected):
             raise bad_signature()
-        if self._id is not None:
-            delivery_id(header(self._id), self._id_name)  # required, checked, forwarded
-        # Keyed by the verified signature, never by the id header: the id is not signed, so
-        # a captured delivery replayed under a fresh id would pass as new.
-        return Verified(signature_key(b"".join(parts[:-1]) + presented))
+        signed = signed_content_key(*parts)
+        if self._id is None:
+            return Verified(signed, signed)
+        # The id header is not signed: it alone would let a captured delivery pass again
+        # under a fresh id, which the signed-content key catches.
+        return Verified(delivery_id(header(self._id), self._id_name), signed)
 
     def _decode(self, text: bytes) -> bytes:
         try:

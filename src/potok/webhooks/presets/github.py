@@ -1,7 +1,8 @@
 """GitHub (docs.github.com, "Validating webhook deliveries"): `X-Hub-Signature-256:
 sha256=<hex HMAC-SHA256 of the body>`; the delivery id is `X-GitHub-Delivery`. GitHub
-signs no timestamp: replays are caught by the signature alone (kept for
-`outbox.retention`); the delivery id is not signed, so it cannot be the replay key."""
+signs no timestamp: replays are caught for as long as `outbox.retention` keeps them, by
+the delivery id and by the body's digest (the delivery id is not signed, so a captured
+delivery under a fresh id is caught by the digest)."""
 
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ from potok.webhooks.verification import (
     malformed,
     matches_any,
     missing,
-    signature_key,
+    signed_content_key,
 )
 
 if TYPE_CHECKING:
@@ -40,13 +41,11 @@ class GitHub:
             presented = binascii.unhexlify(raw[7:])
         except binascii.Error:
             raise malformed("X-Hub-Signature-256", "expected sha256=<hex>") from None
-        delivery_id(header(b"x-github-delivery"), "X-GitHub-Delivery")  # present and sane
+        delivery = delivery_id(header(b"x-github-delivery"), "X-GitHub-Delivery")
         if not matches_any((presented,), (hmac_digest(k, "sha256", body) for k in self._keys)):
             raise bad_signature()
         event = header(b"x-github-event")
-        # The replay key is the (verified) signature, not X-GitHub-Delivery: the delivery id
-        # is not signed, so a captured delivery replayed under a fresh id would pass.
-        return Verified(signature_key(presented), _event_type(event))
+        return Verified(delivery, signed_content_key(body), _event_type(event))
 
 
 def _event_type(raw: bytes | None) -> str:

@@ -1,7 +1,8 @@
 """MAX messenger bots (dev.max.ru, "Subscriptions", POST /subscriptions `secret`): every
 update carries `X-Max-Bot-Api-Secret` equal to the secret given when subscribing. The
-body is not signed, so the replay key is a digest of the body (each update carries its
-own timestamp and ids, so two genuine updates never share one)."""
+body is not signed and there is no delivery id, so both replay keys are a digest of the
+body (each update carries its own timestamp and ids, so two genuine updates never share
+one)."""
 
 from __future__ import annotations
 
@@ -28,7 +29,8 @@ class MaxBot:
             raise missing("X-Max-Bot-Api-Secret")
         if not matches_any((hashlib.sha256(raw).digest(),), self._digests):
             raise bad_signature()
-        return Verified("body:" + hashlib.sha256(body).hexdigest()[:40], "update")
+        key = "body:" + hashlib.sha256(body).hexdigest()[:40]
+        return Verified(key, key, "update")
 
 
 def build(source: SourceConfig) -> MaxBot:

@@ -1,5 +1,7 @@
 """Slack (api.slack.com/authentication/verifying-requests-from-slack): `X-Slack-Signature:
-v0=<hex HMAC-SHA256 of "v0:{X-Slack-Request-Timestamp}:{body}">`."""
+v0=<hex HMAC-SHA256 of "v0:{X-Slack-Request-Timestamp}:{body}">`. Events API bodies carry
+an `event_id` (signed, the same on Slack's retries, which are re-signed with a new
+timestamp); commands and interactions carry none and are keyed by what was signed."""
 
 from __future__ import annotations
 
@@ -12,10 +14,11 @@ from potok.webhooks.verification import (
     bad_signature,
     check_timestamp,
     hmac_digest,
+    json_body_id,
     malformed,
     matches_any,
     missing,
-    signature_key,
+    signed_content_key,
 )
 
 if TYPE_CHECKING:
@@ -46,7 +49,8 @@ class Slack:
             (presented,), (hmac_digest(k, "sha256", base, body) for k in self._keys)
         ):
             raise bad_signature()
-        return Verified(signature_key(base + presented))
+        signed = signed_content_key(base, body)
+        return Verified(json_body_id(body, "event_id") or signed, signed)
 
 
 def build(source: SourceConfig) -> Slack:

@@ -17,6 +17,7 @@ from potok.webhooks.verification import (
     hmac_digest,
     matches_any,
     missing,
+    signed_content_key,
 )
 
 if TYPE_CHECKING:
@@ -63,7 +64,9 @@ class StandardWebhooks:
         expected = (hmac_digest(key, "sha256", prefix, body) for key in self._keys)
         if not matches_any(presented, expected):
             raise bad_signature()
-        return Verified(message_id)
+        # webhook-id is signed, so it is the key; the same id re-sent with a new timestamp
+        # (a retry) or another body is a duplicate.
+        return Verified(message_id, signed_content_key(prefix, body))
 
 
 def build(source: SourceConfig) -> StandardWebhooks:

@@ -1,6 +1,8 @@
 """Stripe (docs.stripe.com/webhooks, "Verify signatures manually"): `Stripe-Signature:
 t=<unix>,v1=<hex HMAC-SHA256 of "{t}.{body}">[,v1=...][,v0=...]`; several v1 entries
-while the endpoint secret rolls; v0 (test-mode legacy) is ignored."""
+while the endpoint secret rolls; v0 (test-mode legacy) is ignored. The replay key is the
+event's `id` (`evt_…`) from the signed body, the same on every retry although each retry
+is signed with a new `t`."""
 
 from __future__ import annotations
 
@@ -13,10 +15,11 @@ from potok.webhooks.verification import (
     bad_signature,
     check_timestamp,
     hmac_digest,
+    json_body_id,
     malformed,
     matches_any,
     missing,
-    signature_key,
+    signed_content_key,
 )
 
 if TYPE_CHECKING:
@@ -55,9 +58,10 @@ class Stripe:
         expected = (hmac_digest(k, "sha256", stamp, b".", body) for k in self._keys)
         if not matches_any(presented, expected):
             raise bad_signature()
-        # Keyed by what was signed, not by the header: extra or repeated v1= entries would
-        # otherwise make a replay of a captured delivery look new.
-        return Verified(signature_key(stamp + b"." + body))
+        # The signature key is a digest of what was signed, not of the header: extra or
+        # repeated v1= entries would otherwise make a replay of a captured delivery look new.
+        signed = signed_content_key(stamp, b".", body)
+        return Verified(json_body_id(body, "id") or signed, signed)
 
 
 def build(source: SourceConfig) -> Stripe:
