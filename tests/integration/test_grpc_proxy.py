@@ -367,6 +367,8 @@ def test_metrics_and_access_log_carry_the_grpc_status(gateway, channel):
     unary(channel, "Echo")(b"counted", timeout=10)
     with pytest.raises(grpc.RpcError):
         unary(channel, "Fail")(b"x", timeout=10)
+    with pytest.raises(grpc.RpcError):  # no token: the gateway's own UNAUTHENTICATED
+        unary(channel, "Metadata")(b"", timeout=10)
     scrape = request(gateway.port, "GET", "/api/v1/metrics").body.decode()
     assert 'grpc_calls_total{grpc_code="OK",route="raw"}' in scrape
     assert 'grpc_calls_total{grpc_code="NOT_FOUND",route="raw"}' in scrape

@@ -446,30 +446,13 @@ class GrpcCall:
             trace.end_attempt()
 
     def _judge_attempt(self, ok: bool, kind: str = "", http_status: int = 0) -> None:
-        target = self._target
-        if target is None:
-            return
-        target.failing = not ok
-        health = target.health
-        if health is None:
-            return
-        if ok:
-            health.record_success()
-        elif self._service.count_failure(kind, http_status if not ok else 0):
-            health.record_failure()
+        if self._target is not None:
+            self._service.judge_attempt(self._target, ok, kind, http_status if not ok else 0)
 
     def _judge_call(self, ok: bool, kind: str = "", http_status: int = 0) -> None:
-        service = self._service
-        breaker = service.breaker
-        if not self._admitted or breaker is None:
-            return
-        self._admitted = False
-        if ok or not service.count_failure(kind, http_status):
-            breaker.record_success()
-        elif service.has_healthy_untried(self._tried):
-            breaker.record_cancelled()
-        else:
-            breaker.record_failure()
+        if self._admitted:
+            self._admitted = False
+            self._service.judge_call(self._tried, ok, kind, http_status)
 
     # Ending --------------------------------------------------------------------------
 

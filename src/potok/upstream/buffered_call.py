@@ -369,27 +369,12 @@ class BufferedCall:
             raise self._breaker_open()  # other requests tripped it meanwhile
 
     def _judge_attempt(self, target: Target, ok: bool, kind: str = "", status: int = 0) -> None:
-        target.failing = not ok
-        health = target.health
-        if health is None:
-            return
-        if ok:
-            health.record_success()
-        elif self._service.count_failure(kind, status):
-            health.record_failure()
+        self._service.judge_attempt(target, ok, kind, status)
 
     def _judge_call(self, ok: bool, kind: str = "", status: int = 0) -> None:
-        service = self._service
-        breaker = service.breaker
-        if not self._admitted or breaker is None:
-            return
-        self._admitted = False
-        if ok or not service.count_failure(kind, status):
-            breaker.record_success()
-        elif service.has_healthy_untried(self._tried):
-            breaker.record_cancelled()
-        else:
-            breaker.record_failure()
+        if self._admitted:
+            self._admitted = False
+            self._service.judge_call(self._tried, ok, kind, status)
 
 
 def _expire(future: asyncio.Future[bool], target: Target, seconds: float) -> None:

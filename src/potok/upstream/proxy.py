@@ -430,39 +430,14 @@ class ProxyCall:
 
     def _judge_attempt(self, ok: bool, kind: str = "", status: int = 0) -> None:
         """Tell the target's health how this attempt went (passive ejection)."""
-        target = self._target
-        if target is None:
-            return
-        # Any failed attempt, whatever `failure_on` says: a target whose last answer was
-        # worth a retry is not one a retry should count on.
-        target.failing = not ok
-        health = target.health
-        if health is None:
-            return
-        if ok:
-            health.record_success()
-        elif self._service.count_failure(kind, status):
-            health.record_failure()
+        if self._target is not None:
+            self._service.judge_attempt(self._target, ok, kind, status)
 
     def _judge_call(self, ok: bool, kind: str = "", status: int = 0) -> None:
-        """Tell the service's breaker how the whole call went, retries included.
-
-        The breaker judges what the client gets: a dead target whose requests are
-        retried onto a healthy one is the target's failure (ejection), not the service's.
-        """
-        service = self._service
-        breaker = service.breaker
-        if not self._admitted or breaker is None:
-            return
-        self._admitted = False
-        if ok or not service.count_failure(kind, status):
-            breaker.record_success()
-        elif service.has_healthy_untried(self._tried):
-            # Failed on the targets it tried (no retry left, or not safe to retry) while
-            # another target serves well: theirs to answer for (ejection), not the service's.
-            breaker.record_cancelled()
-        else:
-            breaker.record_failure()
+        """Tell the service's breaker how the whole call went, retries included."""
+        if self._admitted:
+            self._admitted = False
+            self._service.judge_call(self._tried, ok, kind, status)
 
     def _breaker_open(self) -> None:
         exchange = self.exchange

@@ -177,6 +177,41 @@ class Service:
             return "5xx" in failure_on or str(status) in failure_on
         return kind in failure_on or not failure_on
 
+    # Verdicts: how an attempt and a whole call went (the proxy, gRPC and buffered calls) --
+
+    def judge_attempt(self, target: Target, ok: bool, kind: str = "", status: int = 0) -> None:
+        """Tell `target`'s health how one attempt went (passive ejection)."""
+        # Any failed attempt, whatever `failure_on` says: a target whose last answer was
+        # worth a retry is not one a retry should count on.
+        target.failing = not ok
+        health = target.health
+        if health is None:
+            return
+        if ok:
+            health.record_success()
+        elif self.count_failure(kind, status):
+            health.record_failure()
+
+    def judge_call(
+        self, tried: Sequence[Target], ok: bool, kind: str = "", status: int = 0
+    ) -> None:
+        """Tell the breaker how a whole call went, retries included (once per admitted call).
+
+        The breaker judges what the client gets: a dead target whose requests are
+        retried onto a healthy one is the target's failure (ejection), not the service's.
+        """
+        breaker = self.breaker
+        if breaker is None:
+            return
+        if ok or not self.count_failure(kind, status):
+            breaker.record_success()
+        elif self.has_healthy_untried(tried):
+            # Failed on the targets it tried (no retry left, or not safe to retry) while
+            # another target serves well: theirs to answer for (ejection), not the service's.
+            breaker.record_cancelled()
+        else:
+            breaker.record_failure()
+
     # Counting (metrics are optional: tests build services without them) -------------
 
     @property
