@@ -1,5 +1,7 @@
-"""A collector stand-in for bench/proxy.sh's tracing targets: accepts OTLP/HTTP trace
-exports on 127.0.0.1:PORT, counts spans (protobuf decoded), answers 200.
+"""A collector stand-in for the tracing benchmarks (bench/tracing.sh, bench/proxy.sh,
+bench/instructions.sh): accepts OTLP/HTTP trace exports on 127.0.0.1:PORT, counts spans
+(protobuf decoded, by the C protobuf runtime), answers 200 and keeps the connection
+open (HTTP/1.1), as a collector does.
 
     python bench/otlp_sink.py PORT COUNT_FILE
 """
@@ -18,6 +20,8 @@ spans = 0
 
 
 class Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+
     def do_POST(self) -> None:
         global spans
         body = self.rfile.read(int(self.headers["Content-Length"]))

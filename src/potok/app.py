@@ -11,6 +11,7 @@ import structlog
 from potok.listening import ACME_CHALLENGE_PREFIX
 from potok.observability.client_log import ThrottledClientLog
 from potok.observability.metrics import GatewayMetrics
+from potok.observability.tracing.trace import RequestTrace
 from potok.routing.https_redirect import redirect_to_https
 from potok.routing.rewrite import (
     UnsafePath,
@@ -203,7 +204,8 @@ class Gateway:
                 bytes_in=exchange.bytes_in,
             )
         trace = exchange.trace
-        if trace is not None and trace.sampled and self.runtime.tracer is not None:
-            self.runtime.tracer.finish(exchange, trace, duration)
+        tracer = self.runtime.tracer
+        if trace is not None and isinstance(trace, RequestTrace) and tracer is not None:
+            tracer.finish(exchange, trace, duration)
         if self.access_log is not None:
             self.access_log.write(exchange, duration)

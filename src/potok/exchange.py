@@ -23,7 +23,7 @@ if TYPE_CHECKING:
     from potok.errors import GatewayError
     from potok.identity.principal import Principal
     from potok.listening import ListenerView
-    from potok.observability.tracing.trace import RequestTrace
+    from potok.observability.tracing.trace import TraceContext
     from potok.tls.session import TlsInfo
 
 Headers = list[tuple[bytes, bytes]]
@@ -311,6 +311,7 @@ class Exchange:
         "target_name",
         "timer",
         "trace",
+        "trace_headers",
         "upgrade",
         "upstream_duration",
         "upstream_path",
@@ -354,7 +355,8 @@ class Exchange:
         self.upstream_path = b""
         # The whole-request deadline, cancelled when the exchange finishes.
         self.timer: asyncio.TimerHandle | None = None
-        self.trace: RequestTrace | None = None  # set by the gateway when tracing is on
+        self.trace: TraceContext | None = None  # set by the gateway when tracing is on
+        self.trace_headers = False  # the request carries traceparent or tracestate
         self.deadline = started + 30.0  # perf_counter time; the route sets its own
         # Called if the client goes away or the request times out while something works on it.
         self.on_cancel: Callable[[], None] | None = None

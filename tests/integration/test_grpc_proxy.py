@@ -442,6 +442,39 @@ def test_a_call_is_traced_like_an_http_request_and_weighted_routes_work(upstream
         receiver.stop()
 
 
+def test_an_unsampled_call_records_nothing_and_sends_its_trace_context(upstream, start_gateway):
+    receiver = OtlpReceiver()
+    try:
+        gateway = start_gateway(
+            {
+                "services": {"one": {"targets": [upstream.url]}},
+                "routes": [
+                    {
+                        "name": "raw",
+                        "match": {"prefix": "/potok.test.Raw/"},
+                        "service": "one",
+                        "grpc": True,
+                    }
+                ],
+                "tracing": {
+                    "enabled": True,
+                    "endpoint": receiver.endpoint,
+                    "sample_ratio": 0.0,
+                    "batch": {"interval": "50ms"},
+                },
+            }
+        )
+        with grpc.insecure_channel(f"127.0.0.1:{gateway.port}", options=OPTIONS) as channel:
+            seen = json.loads(unary(channel, "Metadata")(b"", timeout=10))
+            assert unary(channel, "Echo")(b"u", timeout=10) == b"u"
+        version, trace_id, _, flags = seen["traceparent"].split("-")
+        assert (version, flags) == ("00", "00")
+        time.sleep(0.2)  # two batch intervals
+        assert receiver.trace(trace_id) == []
+    finally:
+        receiver.stop()
+
+
 def test_unprocessed_calls_go_to_another_target_and_an_open_breaker_is_unavailable(
     upstream, start_gateway
 ):

@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from tests.support.h2client import H2Client
 from tests.support.net import free_port, request
 from tests.support.otlp import OtlpReceiver
 from tests.support.upstream import Upstream
@@ -256,3 +257,72 @@ def test_long_values_take_the_general_encoder_and_arrive_whole(upstream, receive
     [client] = [s for s in spans if s.kind == CLIENT]
     assert client.attributes["http.request.method"] == "GET"
     assert client.attributes["server.port"] == upstream.port
+
+
+def test_with_tracing_off_the_callers_trace_context_goes_upstream_untouched(
+    upstream, start_gateway
+):
+    # The parsers note traceparent/tracestate for the tracer; they stay ordinary headers.
+    gateway = start_gateway(
+        {
+            "services": {"up": {"targets": [upstream.url]}},
+            "routes": [{"name": "all", "match": {"prefix": "/"}, "service": "up"}],
+        }
+    )
+    incoming = f"00-{PARENT_TRACE}-{PARENT_SPAN}-01"
+    response = request(
+        gateway.port,
+        "GET",
+        "/echo/off",
+        headers={"traceparent": incoming, "tracestate": "vendor=abc"},
+    )
+    assert echoed_header(response.body, "traceparent") == [incoming]
+    assert echoed_header(response.body, "tracestate") == ["vendor=abc"]
+
+
+def test_an_unsampled_callers_trace_goes_on_unsampled_with_its_state(
+    upstream, receiver, start_gateway
+):
+    gateway = start_gateway(traced(upstream.url, receiver.endpoint, accept_parent="always"))
+    trace_id = uuid.uuid4().hex
+    response = request(
+        gateway.port,
+        "GET",
+        "/echo/unsampled-parent",
+        headers={"traceparent": f"00-{trace_id}-{PARENT_SPAN}-00", "tracestate": "k=v"},
+    )
+    [sent] = echoed_header(response.body, "traceparent")
+    version, sent_trace, sent_span, flags = sent.split("-")
+    assert (version, sent_trace, flags) == ("00", trace_id, "00")
+    assert sent_span not in (PARENT_SPAN, "0" * 16)
+    assert echoed_header(response.body, "tracestate") == ["k=v"]
+    gateway.wait_for(lambda: any(line.get("trace_id") for line in gateway.access_log()))
+    assert gateway.access_log()[-1]["trace_id"] == trace_id
+    time.sleep(0.2)  # two batch intervals
+    assert receiver.trace(trace_id) == []
+
+
+def test_an_http2_callers_trace_is_continued_and_its_headers_replaced(
+    upstream, receiver, start_gateway
+):
+    gateway = start_gateway(traced(upstream.url, receiver.endpoint, accept_parent="always"))
+    trace_id = uuid.uuid4().hex
+    client = H2Client(gateway.port)
+    try:
+        stream_id = client.request(
+            "/echo/h2",
+            headers=[("traceparent", f"00-{trace_id}-{PARENT_SPAN}-01"), ("tracestate", "a=1")],
+        )
+        result = client.wait(stream_id)
+    finally:
+        client.close()
+    assert result.status == 200
+    [sent] = echoed_header(bytes(result.body), "traceparent")
+    assert sent.split("-")[1] == trace_id and sent.split("-")[2] != PARENT_SPAN
+    assert echoed_header(bytes(result.body), "tracestate") == ["a=1"]
+    spans = receiver.wait_for_spans(trace_id, 2)
+    [server] = [s for s in spans if s.kind == SERVER]
+    [attempt] = [s for s in spans if s.kind == CLIENT]
+    assert server.parent_id == PARENT_SPAN
+    assert server.attributes["network.protocol.version"] == "2"
+    assert attempt.parent_id == server.span_id and attempt.span_id == sent.split("-")[2]

@@ -274,3 +274,74 @@ def test_the_fast_paths_switch_to_the_general_one_at_their_bounds(key_length, va
     key = "k" * key_length
     span = only_span(otlp.span(TRACE, SPAN, PARENT, "x", otlp.CLIENT, 1, 2, {key: value}))
     assert span_attributes(span) == {key: value}
+
+
+# The request path's encoder: encode_span and the spans the tracer writes ----------------
+
+
+@pytest.mark.parametrize(
+    ("parent", "state", "error", "name"),
+    [
+        (None, None, None, "GET"),
+        (PARENT, None, "503", "GET all"),
+        (PARENT, b"vendor=abc,other=1", "", "POST r"),
+        (None, b"k=v", None, "x" * 200),  # a name past one length byte
+    ],
+)
+def test_encode_span_writes_the_bytes_span_writes(parent, state, error, name):
+    encoded = otlp.attributes(otlp.ATTRIBUTE, {"a": "b", "n": 7, "long": "v" * 300})
+    general = otlp.span(
+        TRACE,
+        SPAN,
+        parent,
+        name,
+        otlp.CLIENT,
+        1_700_000_000_000_000_000,
+        1_700_000_000_000_123_456,
+        {},
+        error,
+        encoded=encoded,
+        flags=otlp.FLAGS_REMOTE_PARENT if parent else otlp.FLAGS_LOCAL_PARENT,
+        trace_state=state,
+    )
+    fast = otlp.encode_span(
+        otlp.trace_id_field(bytes.fromhex(TRACE)),
+        bytes.fromhex(SPAN),
+        otlp.parent_fields(state, bytes.fromhex(parent) if parent else None),
+        otlp.name_field(name),
+        otlp.kind_times(otlp.CLIENT, 1_700_000_000_000_000_000, 1_700_000_000_000_123_456),
+        encoded,
+        otlp.error_status(error),
+        otlp.flags_field(otlp.FLAGS_REMOTE_PARENT if parent else otlp.FLAGS_LOCAL_PARENT),
+    )
+    assert fast == general
+    span = only_span(fast)
+    assert span.name == name and span.trace_state == (state or b"").decode()
+
+
+def test_a_small_span_takes_the_joined_path_and_stays_valid():
+    # Under 128 bytes the one-format path does not apply (its length takes two bytes).
+    fast = otlp.encode_span(
+        otlp.trace_id_field(bytes.fromhex(TRACE)),
+        bytes.fromhex(SPAN),
+        b"",
+        otlp.name_field("G"),
+        otlp.kind_times(otlp.SERVER, 1, 2),
+        b"",
+        b"",
+        otlp.flags_field(otlp.FLAGS_LOCAL_PARENT),
+    )
+    assert fast == otlp.span(TRACE, SPAN, None, "G", otlp.SERVER, 1, 2, {})
+    assert only_span(fast).name == "G"
+
+
+def test_a_batch_of_a_thousand_spans_is_one_valid_request():
+    spans = [
+        otlp.span(TRACE, SPAN, PARENT, f"s{i}", otlp.CLIENT, i + 1, i + 2, {"i": i})
+        for i in range(1000)
+    ]
+    message, body = decode(*spans)
+    assert message.SerializeToString() == body
+    [resource_spans] = message.resource_spans
+    [scope_spans] = resource_spans.scope_spans
+    assert [span.name for span in scope_spans.spans] == [f"s{i}" for i in range(1000)]

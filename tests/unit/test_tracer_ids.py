@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import os
 import re
 from types import SimpleNamespace
 from typing import Any
 
 from potok.observability.tracing.config import TracingConfig
+from potok.observability.tracing.context import ID_POOL, LINE, POOLED, IdPool
 from potok.observability.tracing.tracer import Tracer
 from potok.upstream.forwarded import TrustedProxies
 
@@ -20,7 +22,7 @@ def tracer(ratio: float) -> Tracer:
 
 
 def exchange() -> Any:
-    return SimpleNamespace(headers=[], peer_ip="127.0.0.1")
+    return SimpleNamespace(headers=[], peer_ip="127.0.0.1", trace_headers=False)
 
 
 def test_ids_stay_distinct_across_pool_refills() -> None:
@@ -51,3 +53,38 @@ def test_the_ratio_decides_on_the_pooled_ids() -> None:
     # Binomial(2000, 0.5): sd 22.4; 850..1150 is beyond 6 sd either way.
     assert 850 <= sampled <= 1_150
     assert all(tracer(1.0).begin(exchange()).sampled for _ in range(600))
+
+
+def test_a_pool_entry_is_its_ids_raw_and_in_its_line() -> None:
+    pool = IdPool()
+    pool.refill()
+    for index in (0, 1, 255, POOLED - 1):
+        raw = pool.raw[index * 24 : index * 24 + 24]
+        line = pool.lines[index * LINE : index * LINE + LINE]
+        assert line == f"traceparent: 00-{raw[:16].hex()}-{raw[16:].hex()}-00\r\n".encode()
+    assert len(pool.lines) == POOLED * LINE and len(pool.raw) == POOLED * 24
+
+
+def test_span_ids_come_from_the_pool_in_order_and_refill_it() -> None:
+    pool = IdPool()
+    seen = set()
+    for _ in range(POOLED + 10):
+        raw, digits = pool.span()
+        assert digits == raw.hex().encode()
+        seen.add(raw)
+    assert len(seen) == POOLED + 10
+    assert pool.next == 10
+
+
+def test_a_forked_child_draws_ids_of_its_own() -> None:
+    ID_POOL.take()  # the parent's pool is filled
+    read, write = os.pipe()
+    child = os.fork()
+    if child == 0:  # pragma: no cover - the child process
+        os.write(write, ID_POOL.lines[:LINE] if ID_POOL.next == POOLED else b"shared")
+        os._exit(0)
+    os.close(write)
+    with os.fdopen(read, "rb") as pipe:
+        seen = pipe.read()
+    os.waitpid(child, 0)
+    assert seen == b""  # emptied at the fork: the child's first take refills it

@@ -45,9 +45,10 @@ class Refused(Exception):
     _RID,
     _AUTHORIZATION,
     _PROXY,
+    _TRACE,
     _DROP,
     _CONNECTION_SPECIFIC,
-) = range(12)
+) = range(13)
 _KINDS: dict[bytes, int] = {
     b"host": _HOST,
     b"content-length": _CL,
@@ -60,6 +61,8 @@ _KINDS: dict[bytes, int] = {
     b"authorization": _AUTHORIZATION,
     b"forwarded": _PROXY,
     b"x-real-ip": _PROXY,
+    b"traceparent": _TRACE,  # forwarded, and noted for the tracer
+    b"tracestate": _TRACE,
     # RFC 9113 8.2.2: a request with any of these is malformed.
     b"connection": _CONNECTION_SPECIFIC,
     b"keep-alive": _CONNECTION_SPECIFIC,
@@ -172,6 +175,9 @@ def apply_request_headers(
                 exchange.proxy_headers = [(name, value)]
             else:
                 exchange.proxy_headers.append((name, value))
+        elif kind == _TRACE:
+            headers.append((name, value))
+            exchange.trace_headers = True
         elif kind == _CONNECTION_SPECIFIC:
             raise Malformed(f"connection-specific field {name.decode()!r}")
         # _DROP: hop-by-hop, or set by the gateway only

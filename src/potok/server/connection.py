@@ -77,8 +77,9 @@ _NO_BODY, _LENGTH, _CHUNKED, _UNTIL_CLOSE = 0, 1, 2, 3
     _H_RID,
     _H_AUTHORIZATION,
     _H_PROXY,
+    _H_TRACE,
     _H_DROP,
-) = range(13)
+) = range(14)
 _SPECIAL: dict[bytes, int] = {
     b"host": _H_HOST,
     b"content-length": _H_CL,
@@ -94,6 +95,10 @@ _SPECIAL: dict[bytes, int] = {
     # Other proxies' statements of the client address: believed only from trusted proxies.
     b"forwarded": _H_PROXY,
     b"x-real-ip": _H_PROXY,
+    # W3C trace context: forwarded as any header, and noted so that a tracer need not
+    # search the header list for it (it replaces them with its own).
+    b"traceparent": _H_TRACE,
+    b"tracestate": _H_TRACE,
 }
 for _name in HOP_BY_HOP:
     _SPECIAL.setdefault(_name, _H_DROP)
@@ -414,6 +419,9 @@ class ClientConnection(asyncio.Protocol):
                 exchange.proxy_headers = [(name, value)]
             else:
                 exchange.proxy_headers.append((name, value))
+        elif kind == _H_TRACE:
+            exchange.headers.append((name, value))
+            exchange.trace_headers = True
         # _H_DROP: hop-by-hop or set by the gateway only: never forwarded
 
     def on_headers_complete(self) -> None:

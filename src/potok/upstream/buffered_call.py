@@ -21,7 +21,7 @@ from potok.upstream.connection import DiscardingListener
 from potok.upstream.dial import TlsFailure, dial
 
 if TYPE_CHECKING:
-    from potok.observability.tracing.trace import CallSpan, RequestTrace
+    from potok.observability.tracing.trace import CallSpan, TraceContext
     from potok.upstream.connection import UpstreamConnection
     from potok.upstream.retry import RetryPolicy
     from potok.upstream.service import Service
@@ -151,7 +151,7 @@ class BufferedCall:
         within: float,
         max_body: int | None,
         retry: RetryPolicy | None,
-        trace: RequestTrace | None = None,
+        trace: TraceContext | None = None,
     ) -> None:
         self._service = service
         self._method = method

@@ -3,12 +3,17 @@ sampled traces (already encoded) to the exporter."""
 
 from __future__ import annotations
 
-from os import urandom
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from potok.observability.tracing import otlp
-from potok.observability.tracing.context import parse_traceparent, random_bits
-from potok.observability.tracing.trace import SERVER, RequestTrace
+from potok.observability.tracing.context import (
+    ID_POOL,
+    LINE,
+    POOLED,
+    TRACE_AT,
+    parse_traceparent,
+)
+from potok.observability.tracing.trace import SERVER, RequestTrace, TraceContext
 
 if TYPE_CHECKING:
     from potok.exchange import Exchange
@@ -16,41 +21,23 @@ if TYPE_CHECKING:
     from potok.observability.tracing.exporter import TraceExporter
     from potok.upstream.forwarded import TrustedProxies
 
-# Ids for this many requests are drawn at once, as one string of hex digits that each
-# request slices 48 digits from (trace id, then span id): one `os.urandom` and one
-# `hex()` per 512 requests instead of a 192-bit draw and its formatting per request
-# (~3,000 instructions of the unsampled request's ~13,500, bench/instructions.sh).
-_POOLED = 512
-_POOL_END = 48 * _POOLED
-_ZERO_TRACE = "0" * 32
-_ZERO_SPAN = "0" * 16
 _TRACEPARENT = b"traceparent"
 _TRACESTATE = b"tracestate"
 _USER_AGENT = b"user-agent"
-_LOW64 = (1 << 64) - 1
-_random = random_bits
-_LENGTHS = frozenset({10, 11})
-_NAMES = frozenset({_TRACEPARENT, _TRACESTATE})
+_POOL = ID_POOL
 _new = object.__new__
-
-
-def _redraw() -> int:
-    """192 bits with neither id all zero (a first draw fails 1 time in 2**64)."""
-    while True:
-        bits = _random(192)
-        if bits > _LOW64 and bits & _LOW64:
-            return bits
-
-
-_encode = otlp.span
-_REMOTE = otlp.FLAGS_REMOTE_PARENT
-_LOCAL = otlp.FLAGS_LOCAL_PARENT
+_kind_times = otlp.KIND_TIMES
+_encode = otlp.encode_span
+_NO_STATUS = b""
+_TRACE_FIELD = b"\x0a\x10"  # Span.trace_id (1), 16 bytes
+_LOCAL_FLAGS = otlp.flags_field(otlp.FLAGS_LOCAL_PARENT)
+_REMOTE_FLAGS = otlp.flags_field(otlp.FLAGS_REMOTE_PARENT)
 
 
 class Tracer:
     """Built with the runtime from `tracing:`; None on the runtime when tracing is off."""
 
-    __slots__ = ("_accept", "_at", "_bound", "_exporter", "_ids", "_routes", "_trusted")
+    __slots__ = ("_accept", "_bound", "_exporter", "_names", "_routes", "_trusted")
 
     def __init__(
         self, config: TracingConfig, exporter: TraceExporter, trusted: TrustedProxies
@@ -58,54 +45,43 @@ class Tracer:
         self._exporter = exporter
         self._trusted = trusted
         self._accept = config.accept_parent
-        # Drawn on first use, in the worker that uses it (never shared across a fork).
-        self._ids = ""
-        self._at = _POOL_END
         # (route, service) -> their attributes, encoded (the config's: bounded).
         self._routes: dict[tuple[str, str], bytes] = {}
+        # (method, route) -> the server span's name field (bounded likewise).
+        self._names: dict[tuple[bytes, str], bytes] = {}
         # As OpenTelemetry's TraceIdRatioBased: sampled when the trace id's low 64 bits
         # fall under ratio * 2**64, so every hop with the same ratio decides alike. As
-        # 16 hex digits; "g" is above them all (ratio 1).
+        # 16 hex digits, which order as the numbers do; "g" is above them all (ratio 1).
         bound = round(config.sample_ratio * (1 << 64))
-        self._bound = f"{bound:016x}" if bound < 1 << 64 else "g"
+        self._bound = b"%016x" % bound if bound < 1 << 64 else b"g"
 
-    def begin(self, exchange: Exchange) -> RequestTrace:
+    def begin(self, exchange: Exchange) -> TraceContext:
         """The request's trace; the caller's `traceparent`/`tracestate` are taken out of
         the headers (what goes upstream is the gateway's own).
 
         Every step counts here (99 % of requests at a 1 % ratio end in this function
-        with nothing recorded): only header names of trace context's lengths are lowered,
-        and one draw gives both ids."""
-        for name, _ in exchange.headers:
-            if len(name) in _LENGTHS and name.lower() in _NAMES:
-                continued = self._continued(exchange)
-                if continued is not None:
-                    return continued
-                break
-        # The trace id's 32 hex digits, then the span id's 16; an all-zero id is invalid.
-        at = self._at
-        if at == _POOL_END:
-            self._ids = urandom(24 * _POOLED).hex()
-            at = 0
-        self._at = at + 48
-        ids = self._ids[at : at + 48]
-        trace_id = ids[:32]
-        if trace_id == _ZERO_TRACE or ids[32:] == _ZERO_SPAN:  # 1 in 2**64
-            ids = f"{_redraw():048x}"
-            trace_id = ids[:32]
-        # As OpenTelemetry's TraceIdRatioBased, on the trace id's low 64 bits: compared
-        # as 16 hex digits, which order as the numbers do.
-        if ids[16:32] < self._bound:
-            return RequestTrace(trace_id, None, True, None, ids[32:])
-        # Not sampled: only what leaves the gateway (the access log's trace id, the
-        # upstream's traceparent), without a call to build it.
-        trace = _new(RequestTrace)
-        trace.trace_id = trace_id
-        trace.sampled = False
-        trace.upstream_lines = f"traceparent: 00-{trace_id}-{ids[32:]}-00\r\n".encode()
+        with nothing recorded): the parsers note whether trace context came at all, and
+        the line an unsampled request sends upstream is a slice of the id pool's."""
+        if exchange.trace_headers:
+            continued = self._continued(exchange)
+            if continued is not None:
+                return continued
+        pool = _POOL
+        index = pool.next
+        if index == POOLED:
+            pool.refill()
+            index = 0
+        pool.next = index + 1
+        at = index * LINE
+        line = pool.lines[at : at + LINE]
+        # The trace id's low 64 bits, as 16 hex digits.
+        if line[TRACE_AT + 16 : TRACE_AT + 32] < self._bound:
+            return RequestTrace(pool.raw[index * 24 : index * 24 + 24], line)
+        trace = _new(TraceContext)
+        trace.upstream_lines = line
         return trace
 
-    def _continued(self, exchange: Exchange) -> RequestTrace | None:
+    def _continued(self, exchange: Exchange) -> TraceContext | None:
         """The caller's context if it sent a valid one and is believed; the headers are
         removed either way."""
         parent = state = None
@@ -121,8 +97,15 @@ class Tracer:
         context = parse_traceparent(parent)
         if context is None:
             return None
-        trace_id, parent_id, sampled = context
-        return RequestTrace(trace_id, parent_id, sampled, state)
+        trace_hex, parent_hex, sampled = context
+        span_id, span_hex = _POOL.span()
+        line = b"traceparent: 00-%s-%s-00\r\n" % (trace_hex.encode(), span_hex)
+        if sampled:
+            ids = bytes.fromhex(trace_hex) + span_id
+            return RequestTrace(ids, line, bytes.fromhex(parent_hex), state)
+        if state is not None:
+            line += b"tracestate: " + state + b"\r\n"
+        return TraceContext(line)
 
     def _believes(self, exchange: Exchange) -> bool:
         if self._accept == "always":
@@ -134,54 +117,101 @@ class Tracer:
     def finish(self, exchange: Exchange, trace: RequestTrace, duration: float) -> None:
         """The server span of a sampled trace, encoded, and the trace to the exporter.
 
-        What varies per request (path, request id) is one %-format; what repeats
-        (method, scheme, host, status, route; the client's addresses; the user agent)
-        is encoded once per distinct value and reused (bounded caches)."""
+        What varies per request (path, request id) goes into one %-format with the
+        span's other fields; what repeats (method, scheme, host, status, route; the
+        client's addresses; the user agent) is encoded once per distinct value and reused
+        (bounded caches)."""
         trace.end_attempt()
         method = exchange.method
         status = exchange.status
         route = exchange.route_name
         common = (method, exchange.forwarded_proto, exchange.version, exchange.host, status)
-        encoded = _COMMON.get(common) or _common(common)
+        common_attributes = _COMMON.get(common) or _common(common)
         addresses = (exchange.client_ip, exchange.peer_ip)
-        encoded += _ADDRESSES.get(addresses) or _addresses(addresses)
+        address_attributes = _ADDRESSES.get(addresses) or _addresses(addresses)
         service = (route, exchange.service_name)  # a split route has several services
-        encoded += self._routes.get(service) or self._route(service)
+        route_attributes = self._routes.get(service) or self._route(service)
+        agent = b""
+        for header, value in exchange.headers:
+            if len(header) == 10 and header.lower() == _USER_AGENT:
+                agent = _AGENTS.get(value) or _agent(value)
+                break
+        name_key = (method, route)
+        name = self._names.get(name_key) or self._name(name_key)
+        start = trace.start_ns
+        times = _kind_times(0x30, SERVER, 0x39, start, 0x41, start + int(duration * 1e9))
+        status_field = _NO_STATUS if status < 500 else otlp.error_status(str(status))
+        ids = trace.ids
+        parent_id = trace.parent_id
+        if parent_id is None and trace.tracestate is None:
+            parent, flags = b"", _LOCAL_FLAGS
+        else:
+            parent = otlp.parent_fields(trace.tracestate, parent_id)
+            flags = _LOCAL_FLAGS if parent_id is None else _REMOTE_FLAGS
         path = exchange.path
         request_id = exchange.request_id.encode()
         a, b = len(path), len(request_id)
+        spans = trace.spans
         if (a | b) < 64 and path.isascii():
             p, i = _UNIQUE_CONSTANTS
-            encoded += _UNIQUE_TEMPLATE % (p + a, a + 2, a, path, i + b, b + 2, b, request_id)
-        else:  # long or not ASCII (bytes read as latin-1 are valid UTF-8 then)
-            encoded += otlp.attributes(
-                _ATTRIBUTE,
-                {"url.path": path.decode("latin-1"), "potok.request_id": exchange.request_id},
+            size = (
+                len(parent)
+                + len(name)
+                + len(common_attributes)
+                + len(address_attributes)
+                + len(route_attributes)
+                + len(agent)
+                + len(status_field)
+                + (p + i + a + b + 58)  # the templated attributes; ids, times, flags
             )
-        for header, value in exchange.headers:
-            if len(header) == 10 and header.lower() == _USER_AGENT:
-                encoded += _AGENTS.get(value) or _agent(value)
-                break
-        parent_id = trace.parent_id
-        name = method.decode("latin-1")
-        spans = trace.spans
+            if 128 <= size < 16384:
+                spans.append(
+                    _SERVER_SPAN
+                    % (
+                        size & 0x7F | 0x80,
+                        size >> 7,
+                        ids[:16],
+                        ids[16:],
+                        parent,
+                        name,
+                        times,
+                        common_attributes,
+                        address_attributes,
+                        route_attributes,
+                        p + a,
+                        a + 2,
+                        a,
+                        path,
+                        i + b,
+                        b + 2,
+                        b,
+                        request_id,
+                        agent,
+                        status_field,
+                        flags,
+                    )
+                )
+                self._exporter.submit(spans)
+                return
+        unique = otlp.attributes(  # long or not ASCII (bytes read as latin-1: valid UTF-8)
+            _ATTRIBUTE,
+            {"url.path": path.decode("latin-1"), "potok.request_id": exchange.request_id},
+        )
+        encoded = common_attributes + address_attributes + route_attributes + unique + agent
         spans.append(
             _encode(
-                trace.trace_id,
-                trace.span_id,
-                parent_id,
-                f"{name} {route}" if route else name,
-                SERVER,
-                trace.start_ns,
-                trace.start_ns + int(duration * 1e9),
-                _NO_VALUES,
-                str(status) if status >= 500 else None,
-                encoded=encoded,
-                flags=_LOCAL if parent_id is None else _REMOTE,
-                trace_state=trace.tracestate,
+                _TRACE_FIELD + ids[:16], ids[16:], parent, name, times, encoded, status_field, flags
             )
         )
         self._exporter.submit(spans)
+
+    def _name(self, key: tuple[bytes, str]) -> bytes:
+        method, route = key
+        name = method.decode("latin-1")
+        encoded = otlp.name_field(f"{name} {route}" if route else name)
+        if len(self._names) < _MAX_CACHED:
+            self._names[key] = encoded
+        return encoded
 
     def _route(self, key: tuple[str, str]) -> bytes:
         route, service = key
@@ -192,8 +222,12 @@ class Tracer:
 
 
 _ATTRIBUTE = otlp.ATTRIBUTE
-_NO_VALUES: dict[str, Any] = {}
 _UNIQUE_TEMPLATE, _UNIQUE_CONSTANTS = otlp.string_template(("url.path", "potok.request_id"))
+# A server span whose path and request id are short ASCII, as one %-format: the
+# ScopeSpans.spans field's tag and two-byte length, the trace id, span id (tag and
+# length), parent, name, kind and times, the cached attributes, the path and request id
+# (the template), the user agent, status and flags (otlp.encode_span's layout).
+_SERVER_SPAN = b"\x12%c%c\x0a\x10%s\x12\x08%s%s%s%s%s%s%s" + _UNIQUE_TEMPLATE + b"%s%s%s"
 # Encoded attributes by the values they repeat, each cache bounded (beyond it a value
 # is encoded per request): (method, scheme, version, host, status); (client address,
 # peer address); user agents.
