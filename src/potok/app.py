@@ -11,7 +11,6 @@ import structlog
 from potok.listening import ACME_CHALLENGE_PREFIX
 from potok.observability.client_log import ThrottledClientLog
 from potok.observability.metrics import GatewayMetrics
-from potok.observability.tracing.trace import RequestTrace
 from potok.routing.https_redirect import redirect_to_https
 from potok.routing.rewrite import (
     UnsafePath,
@@ -77,7 +76,7 @@ class Gateway:
         listener = exchange.connection.listener
         apply_forwarding(exchange, runtime.trusted, listener.scheme)
         if runtime.tracer is not None:
-            exchange.trace = runtime.tracer.begin(exchange)
+            runtime.tracer.begin(exchange)
         path = exchange.path
         if listener.redirect_port is not None and not path.startswith(ACME_CHALLENGE_PREFIX):
             redirect_to_https(exchange, listener.redirect_port)
@@ -205,7 +204,7 @@ class Gateway:
             )
         trace = exchange.trace
         tracer = self.runtime.tracer
-        if trace is not None and isinstance(trace, RequestTrace) and tracer is not None:
+        if trace is not None and tracer is not None:
             tracer.finish(exchange, trace, duration)
         if self.access_log is not None:
             self.access_log.write(exchange, duration)

@@ -23,7 +23,7 @@ if TYPE_CHECKING:
     from potok.errors import GatewayError
     from potok.identity.principal import Principal
     from potok.listening import ListenerView
-    from potok.observability.tracing.trace import TraceContext
+    from potok.observability.tracing.trace import RequestTrace
     from potok.tls.session import TlsInfo
 
 Headers = list[tuple[bytes, bytes]]
@@ -312,6 +312,7 @@ class Exchange:
         "timer",
         "trace",
         "trace_headers",
+        "trace_lines",
         "upgrade",
         "upstream_duration",
         "upstream_path",
@@ -355,7 +356,9 @@ class Exchange:
         self.upstream_path = b""
         # The whole-request deadline, cancelled when the exchange finishes.
         self.timer: asyncio.TimerHandle | None = None
-        self.trace: TraceContext | None = None  # set by the gateway when tracing is on
+        # Tracing on: the trace context lines sent upstream, and the recorder if sampled.
+        self.trace_lines = b""
+        self.trace: RequestTrace | None = None
         self.trace_headers = False  # the request carries traceparent or tracestate
         self.deadline = started + 30.0  # perf_counter time; the route sets its own
         # Called if the client goes away or the request times out while something works on it.

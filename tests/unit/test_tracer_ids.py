@@ -7,12 +7,13 @@ import re
 from types import SimpleNamespace
 from typing import Any
 
+import pytest
+
 from potok.observability.tracing.config import TracingConfig
-from potok.observability.tracing.context import ID_POOL, LINE, POOLED, IdPool
+from potok.observability.tracing.context import FIELDS, ID_POOL, LINE, POOLED, IdPool
 from potok.observability.tracing.tracer import Tracer
 from potok.upstream.forwarded import TrustedProxies
 
-HEX32 = re.compile(r"[0-9a-f]{32}")
 TRACEPARENT = re.compile(rb"traceparent: 00-([0-9a-f]{32})-([0-9a-f]{16})-0[01]\r\n")
 
 
@@ -22,56 +23,99 @@ def tracer(ratio: float) -> Tracer:
 
 
 def exchange() -> Any:
-    return SimpleNamespace(headers=[], peer_ip="127.0.0.1", trace_headers=False)
+    return SimpleNamespace(
+        headers=[], peer_ip="127.0.0.1", trace_headers=False, trace=None, trace_lines=b""
+    )
+
+
+def begun(tracer: Tracer) -> Any:
+    request = exchange()
+    tracer.begin(request)
+    return request
 
 
 def test_ids_stay_distinct_across_pool_refills() -> None:
     unsampled = tracer(0.0)
-    traces = [unsampled.begin(exchange()) for _ in range(1_300)]  # two refills
-    trace_ids = [trace.trace_id for trace in traces]
-    assert all(HEX32.fullmatch(trace_id) for trace_id in trace_ids)
-    assert len(set(trace_ids)) == len(trace_ids)
-    span_ids = []
-    for trace in traces:
-        assert not trace.sampled
-        match = TRACEPARENT.fullmatch(trace.upstream_lines)
-        assert match is not None and match.group(1).decode() == trace.trace_id
+    requests = [begun(unsampled) for _ in range(1_300)]  # two refills
+    trace_ids, span_ids = [], []
+    for request in requests:
+        assert request.trace is None
+        match = TRACEPARENT.fullmatch(request.trace_lines)
+        assert match is not None and request.trace_lines.endswith(b"-00\r\n")
+        trace_ids.append(match.group(1))
         span_ids.append(match.group(2))
+    assert len(set(trace_ids)) == len(trace_ids)
     assert len(set(span_ids)) == len(span_ids)
 
 
 def test_two_tracers_draw_their_own_ids() -> None:
     first, second = tracer(0.0), tracer(0.0)
-    a = {first.begin(exchange()).trace_id for _ in range(600)}
-    b = {second.begin(exchange()).trace_id for _ in range(600)}
+    a = {begun(first).trace_lines[16:48] for _ in range(600)}
+    b = {begun(second).trace_lines[16:48] for _ in range(600)}
     assert not a & b
 
 
-def test_the_ratio_decides_on_the_pooled_ids() -> None:
-    half = tracer(0.5)
-    sampled = sum(half.begin(exchange()).sampled for _ in range(2_000))
-    # Binomial(2000, 0.5): sd 22.4; 850..1150 is beyond 6 sd either way.
-    assert 850 <= sampled <= 1_150
-    assert all(tracer(1.0).begin(exchange()).sampled for _ in range(600))
+@pytest.mark.parametrize("ratio", [0.5, 0.01, 0.0625, 0.9999])
+def test_the_ratio_decides_on_the_trace_ids_low_64_bits(ratio: float) -> None:
+    # As TraceIdRatioBased: sampled exactly when the low 64 bits are under ratio * 2**64
+    # (the tracer decides most requests on one hex digit: the rest must agree).
+    by_ratio = tracer(ratio)
+    bound = round(ratio * (1 << 64))
+    sampled = 0
+    for _ in range(3_000):
+        request = begun(by_ratio)
+        low = int(request.trace_lines[32:48], 16)
+        assert (request.trace is not None) == (low < bound)
+        sampled += request.trace is not None
+    expected = 3_000 * ratio
+    assert abs(sampled - expected) <= 6 * (expected * (1 - ratio)) ** 0.5 + 1
 
 
-def test_a_pool_entry_is_its_ids_raw_and_in_its_line() -> None:
+def test_every_request_is_sampled_at_one_and_none_at_zero() -> None:
+    assert all(begun(tracer(1.0)).trace is not None for _ in range(600))
+    assert all(begun(tracer(0.0)).trace is None for _ in range(600))
+
+
+def test_a_sampled_requests_line_names_its_first_attempt_span() -> None:
+    request = begun(tracer(1.0))
+    trace = request.trace
+    assert request.trace_lines == trace.line
+    fields = trace.fields
+    trace_hex, span_hex = fields[2:18].hex(), fields[48:56].hex()
+    assert request.trace_lines == f"traceparent: 00-{trace_hex}-{span_hex}-01\r\n".encode()
+
+
+def test_a_pool_entry_is_its_span_fields_and_its_line() -> None:
     pool = IdPool()
     pool.refill()
     for index in (0, 1, 255, POOLED - 1):
-        raw = pool.raw[index * 24 : index * 24 + 24]
+        fields = pool.fields(index)
         line = pool.lines[index * LINE : index * LINE + LINE]
-        assert line == f"traceparent: 00-{raw[:16].hex()}-{raw[16:].hex()}-00\r\n".encode()
-    assert len(pool.lines) == POOLED * LINE and len(pool.raw) == POOLED * 24
+        trace, server, attempt = fields[2:18], fields[20:28], fields[48:56]
+        assert fields == (
+            b"\x0a\x10" + trace + b"\x12\x08" + server
+            + b"\x0a\x10" + trace + b"\x12\x08" + attempt + b"\x22\x08" + server
+        )  # fmt: skip
+        assert line == f"traceparent: 00-{trace.hex()}-{attempt.hex()}-00\r\n".encode()
+    assert len(pool.lines) == POOLED * LINE and len(pool.raw) == POOLED * FIELDS
 
 
-def test_span_ids_come_from_the_pool_in_order_and_refill_it() -> None:
+def test_sparse_and_dense_pools_write_the_same_fields() -> None:
+    dense = IdPool()
+    dense.refill()
+    sparse = IdPool()
+    sparse.dense = False
+    sparse.refill()
+    assert sparse.raw == b""
+    sparse.random, sparse.lines = dense.random, dense.lines
+    assert all(sparse.fields(i) == dense.fields(i) for i in range(POOLED))
+
+
+def test_ids_come_from_the_pool_in_order_and_refill_it() -> None:
     pool = IdPool()
     seen = set()
     for _ in range(POOLED + 10):
-        raw, digits = pool.span()
-        assert digits == raw.hex().encode()
-        seen.add(raw)
+        seen.add(pool.fields(pool.take())[20:28])
     assert len(seen) == POOLED + 10
     assert pool.next == 10
 

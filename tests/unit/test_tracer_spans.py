@@ -12,12 +12,20 @@ from opentelemetry.proto.trace.v1.trace_pb2 import Span
 
 from potok.observability.tracing import otlp
 from potok.observability.tracing.config import TracingConfig
+from potok.observability.tracing.context import ID_POOL
 from potok.observability.tracing.trace import RequestTrace
 from potok.observability.tracing.tracer import Tracer
 from potok.upstream.forwarded import TrustedProxies
 
 PARENT_TRACE = "4bf92f3577b34da6a3ce929d0e0e4736"
 PARENT_SPAN = "00f067aa0ba902b7"
+
+
+class Target:  # as upstream.Target: hashable by identity
+    name, host, port = "orders-1", "10.1.1.1", 8080
+
+
+TARGET = Target()
 
 
 class Collected:
@@ -38,6 +46,8 @@ def exchange(**values: Any) -> Any:
     fields: dict[str, Any] = {
         "headers": [(b"User-Agent", b"tests/1"), (b"Accept", b"*/*")],
         "trace_headers": False,
+        "trace": None,
+        "trace_lines": b"",
         "peer_ip": "10.0.0.2",
         "client_ip": "192.0.2.7",
         "method": b"GET",
@@ -69,9 +79,10 @@ def one_request(
     request: Any, *, status: int = 200, error: str | None = None, tracer_parent: str = "never"
 ) -> tuple[RequestTrace, list[Span]]:
     tracer, collected = gateway_tracer(tracer_parent)
-    trace = tracer.begin(request)
+    tracer.begin(request)
+    trace = request.trace
     assert isinstance(trace, RequestTrace)
-    trace.begin_attempt(b"GET", "orders-1", "10.1.1.1", 8080, 0)
+    request.trace_lines = trace.begin_attempt(b"GET", TARGET, 0)
     trace.attempt_status(status)
     if error is not None:
         trace.attempt_error(error)
@@ -84,10 +95,13 @@ def one_request(
 def test_a_sampled_request_is_a_server_span_and_a_client_span():
     request = exchange()
     trace, (client, server) = one_request(request)
-    trace_id = trace.ids[:16]
-    assert server.trace_id == client.trace_id == trace_id
-    assert server.span_id == trace.ids[16:] and server.parent_span_id == b""
+    assert server.trace_id == client.trace_id == trace.fields[2:18]
+    assert server.span_id == trace.fields[20:28] and server.parent_span_id == b""
     assert client.parent_span_id == server.span_id and client.span_id != server.span_id
+    # The upstream was told the attempt's span.
+    assert request.trace_lines == (
+        f"traceparent: 00-{client.trace_id.hex()}-{client.span_id.hex()}-01\r\n".encode()
+    )
     assert server.name == "GET orders" and client.name == "GET"
     assert (server.kind, client.kind) == (Span.SPAN_KIND_SERVER, Span.SPAN_KIND_CLIENT)
     assert server.end_time_unix_nano - server.start_time_unix_nano == 2_500_000
@@ -116,19 +130,27 @@ def test_a_sampled_request_is_a_server_span_and_a_client_span():
     assert not server.HasField("status") and not client.HasField("status")
 
 
-def test_the_upstream_line_names_the_attempt_span():
+@pytest.mark.parametrize("dense", [True, False])
+def test_a_retry_is_a_span_of_its_own_and_the_upstream_is_told_so(dense):
     request = exchange()
-    tracer, _ = gateway_tracer()
-    trace = tracer.begin(request)
-    assert isinstance(trace, RequestTrace)
-    before = trace.upstream_lines
-    trace.begin_attempt(b"GET", "t", "h", 1, 0)
-    line = trace.upstream_lines
-    assert line.startswith(f"traceparent: 00-{trace.ids[:16].hex()}-".encode())
-    assert line.endswith(b"-01\r\n") and line != before
-    assert (
-        before == f"traceparent: 00-{trace.ids[:16].hex()}-{trace.ids[16:].hex()}-01\r\n".encode()
-    )
+    tracer, collected = gateway_tracer()
+    ID_POOL.dense = dense  # a pool written whole, or entry by entry (a tracer of a low ratio)
+    ID_POOL.empty()
+    tracer.begin(request)
+    trace = request.trace
+    first = trace.begin_attempt(b"GET", TARGET, 0)
+    trace.attempt_status(503)
+    second = trace.begin_attempt(b"GET", TARGET, 1)  # ends the first
+    trace.attempt_status(200)
+    trace.end_attempt()
+    tracer.finish(request, trace, 0.001)
+    one, two, server = decoded(collected.spans)
+    assert first != second and first[:49] == second[:49]  # same trace, other span
+    assert second == f"traceparent: 00-{two.trace_id.hex()}-{two.span_id.hex()}-01\r\n".encode()
+    assert one.parent_span_id == two.parent_span_id == server.span_id
+    assert attributes(one)["error.type"] == "503" and one.status.code == 2
+    assert attributes(two)["http.request.resend_count"] == 1
+    assert "error.type" not in attributes(two)
 
 
 def test_a_5xx_and_an_error_are_errors_on_both_spans():
@@ -167,10 +189,11 @@ def test_a_continued_trace_keeps_the_callers_ids_and_state():
         ],
         trace_headers=True,
     )
-    trace, (client, server) = one_request(request, tracer_parent="always")
+    _, (client, server) = one_request(request, tracer_parent="always")
     assert request.headers == []  # the caller's lines are replaced by the gateway's
+    assert request.trace_lines.startswith(f"traceparent: 00-{PARENT_TRACE}-".encode())
     assert server.trace_id.hex() == PARENT_TRACE and server.parent_span_id.hex() == PARENT_SPAN
     assert server.trace_state == client.trace_state == "vendor=abc"
     assert server.flags == otlp.FLAGS_REMOTE_PARENT and client.flags == otlp.FLAGS_LOCAL_PARENT
     assert client.parent_span_id == server.span_id
-    assert trace.upstream_lines.endswith(b"-01\r\ntracestate: vendor=abc\r\n")
+    assert request.trace_lines.endswith(b"-01\r\ntracestate: vendor=abc\r\n")

@@ -241,9 +241,7 @@ class GrpcCall:
         target.inflight += 1
         trace = exchange.trace
         if trace is not None:
-            trace.begin_attempt(
-                b"POST", target.name, target.host, target.port, len(self._tried) - 1
-            )
+            exchange.trace_lines = trace.begin_attempt(b"POST", target, len(self._tried) - 1)
         pool = service.h2_pool(target)
         empty = self._replay == b""
         try:
@@ -295,9 +293,8 @@ class GrpcCall:
         if exchange.forwarded_host:
             fields.append((b"x-forwarded-host", exchange.forwarded_host))
         fields.append(NeverIndexedHeaderTuple(b"x-request-id", exchange.request_id.encode()))
-        trace = exchange.trace
-        if trace is not None:
-            fields += [NeverIndexedHeaderTuple(*pair) for pair in _lines(trace.upstream_lines)]
+        if exchange.trace_lines:
+            fields += [NeverIndexedHeaderTuple(*pair) for pair in _lines(exchange.trace_lines)]
         fields += self._extra
         return fields
 

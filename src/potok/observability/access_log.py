@@ -112,8 +112,8 @@ class AccessLog:
         else:
             upstream_micros = int(upstream * 1_000_000 + 0.5)
             upstream_ms = f"{upstream_micros // 1000}.{_DIGITS[upstream_micros % 1000]}"
-        trace = exchange.trace
-        trace_id = "" if trace is None else f',"trace_id":"{trace.trace_id}"'
+        lines = exchange.trace_lines  # tracing on: "traceparent: 00-<trace id>-..."
+        trace_id = f',"trace_id":"{lines[16:48].decode()}"' if lines else ""
         context = exchange.context
         if context is not None and "grpc_status" in context:  # a gRPC call's outcome
             trace_id += f',"grpc_status":{context["grpc_status"]:d}'

@@ -165,6 +165,7 @@ class Call:
             max_body=self.max_body,
             retry=self.retry,
             trace=exchange.trace,
+            trace_lines=exchange.trace_lines,
         )
         started = time.perf_counter()
         outcome: _Outcome

@@ -21,7 +21,7 @@ from potok.upstream.connection import DiscardingListener
 from potok.upstream.dial import TlsFailure, dial
 
 if TYPE_CHECKING:
-    from potok.observability.tracing.trace import CallSpan, TraceContext
+    from potok.observability.tracing.trace import CallSpan, RequestTrace
     from potok.upstream.connection import UpstreamConnection
     from potok.upstream.retry import RetryPolicy
     from potok.upstream.service import Service
@@ -137,6 +137,7 @@ class BufferedCall:
         "_retry_charged",
         "_service",
         "_trace",
+        "_trace_lines",
         "_tried",
         "attempts",
     )
@@ -151,7 +152,8 @@ class BufferedCall:
         within: float,
         max_body: int | None,
         retry: RetryPolicy | None,
-        trace: TraceContext | None = None,
+        trace: RequestTrace | None = None,
+        trace_lines: bytes = b"",
     ) -> None:
         self._service = service
         self._method = method
@@ -162,6 +164,7 @@ class BufferedCall:
         self._limit = max_body
         self._retry = retry
         self._trace = trace
+        self._trace_lines = trace_lines  # sent when the call is not recorded
         self._tried: list[Target] = []
         self._admitted = False
         self._bulkhead_held = False
@@ -320,7 +323,7 @@ class BufferedCall:
         loop = asyncio.get_running_loop()
         future: asyncio.Future[bool] = loop.create_future()
         listener = _Buffering(future, self._limit)
-        head = self._build_head(target, span[1] if span is not None else b"")
+        head = self._build_head(target, span[1] if span is not None else self._trace_lines)
         connection.send_request(listener, head, head_request=self._head_request, chunked=False)
         if self._body:
             connection.write_body(self._body)

@@ -173,14 +173,9 @@ class ProxyCall:
         exchange.target_name = target.name
         target.inflight += 1
         trace = exchange.trace
-        if trace is not None and trace.sampled:
-            trace.begin_attempt(
-                exchange.method,
-                target.name,
-                target.host,
-                target.port,
-                len(self._tried) - 1,
-            )
+        if trace is not None:
+            resend = len(self._tried) - 1
+            exchange.trace_lines = trace.begin_attempt(exchange.method, target, resend)
         connection = target.pool.acquire()
         if connection is not None:
             self._send(connection)
@@ -253,7 +248,7 @@ class ProxyCall:
     ) -> None:
         self._cancel_timer()
         trace = self.exchange.trace
-        if trace is not None and trace.sampled:
+        if trace is not None:
             trace.attempt_status(status)
         if status >= 500:
             retry = self._retry
@@ -361,7 +356,7 @@ class ProxyCall:
         if self._done:
             return
         trace = self.exchange.trace
-        if trace is not None and trace.sampled:
+        if trace is not None:
             trace.attempt_error(kind)
         connection = self._connection
         if (
@@ -409,7 +404,7 @@ class ProxyCall:
             target.inflight -= 1
             self._target = None
         trace = self.exchange.trace
-        if trace is not None and trace.sampled:
+        if trace is not None:
             trace.end_attempt()
         delay = retry.backoff.delay(len(self._tried) - 1)
         remaining = self.exchange.deadline - time.perf_counter()
@@ -561,7 +556,7 @@ class ProxyCall:
         exchange.on_cancel = None
         exchange.producer = None
         trace = exchange.trace
-        if trace is not None and trace.sampled:
+        if trace is not None:
             trace.end_attempt()
         if self._sent_at:
             exchange.upstream_duration = time.perf_counter() - self._sent_at

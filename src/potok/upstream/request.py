@@ -36,7 +36,6 @@ class RequestHeadBuilder:
         if exchange.upgrade is not None:
             framing += b"Connection: upgrade\r\nUpgrade: " + exchange.upgrade + b"\r\n"
         identity = exchange.identity
-        trace = exchange.trace
         return b"".join(
             (
                 exchange.method,
@@ -59,7 +58,7 @@ class RequestHeadBuilder:
                 b"\r\nX-Request-ID: ",
                 exchange.request_id.encode(),
                 b"\r\n",
-                trace.upstream_lines if trace is not None else b"",
+                exchange.trace_lines,
                 self._static,
                 framing,
                 b"\r\n",

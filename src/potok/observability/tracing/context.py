@@ -13,45 +13,76 @@ _ZERO_SPAN = "0" * 16
 # Ids must be unique, not secret (the OpenTelemetry SDK draws them the same way).
 random_bits = _random = random.getrandbits
 
-# The pool: ids for this many requests drawn at once. Entry i is 24 random bytes (a
-# trace id's 16, a span id's 8) in `raw`, and the `traceparent` line an unsampled request
-# with those ids sends upstream in `lines` (LINE bytes each, the ids' hex at fixed
-# places): one `os.urandom`, one hexlify and 48 strided copies per POOLED requests,
-# where formatting a line per request cost ~1,500 instructions of a request's ~188,000.
+# The pool: ids for this many requests drawn at once, 32 random bytes each: a trace id
+# T (16), a server span id S and a first attempt's span id X (8 each). Entry i is kept
+#   in `raw` (FIELDS bytes from i * FIELDS) as the span fields protobuf needs, tags and
+#   all: [0a 10 T][12 08 S] [0a 10 T][12 08 X][22 08 S]: the server span's trace_id and
+#   span_id fields (SERVER_FIELDS), then the attempt span's trace_id, span_id and
+#   parent_span_id fields (ATTEMPT_FIELDS);
+#   in `lines` (LINE bytes from i * LINE) as the `traceparent` line an unsampled request
+#   sends upstream: "traceparent: 00-T-X-00\r\n" (a sampled one changes the flags).
+# One `os.urandom`, one hexlify and strided copies per POOLED requests: formatting ids
+# per request cost ~3,000 instructions, slicing a pool ~1,000 (bench/instructions.sh).
 POOLED = 512
+FIELDS = 66
 LINE = 70  # b"traceparent: 00-" + 32 + b"-" + 16 + b"-00\r\n"
-TRACE_AT = 16  # the trace id's hex digits in a line: [16, 48)
-SPAN_AT = 49  # the span id's: [49, 65)
-SAMPLED_FLAGS = b"-01\r\n"
+TRACE_AT = 16  # where a line's trace id (32 hex digits) begins
+SPAN_AT = 49  # where its span id (16 hex digits) begins
+FLAGS_AT = 65  # where its "-00\r\n" begins
+SERVER_FIELDS = slice(0, 28)
+ATTEMPT_FIELDS = slice(28, 66)
 _LINE_TEMPLATE = b"traceparent: 00-" + b"0" * 32 + b"-" + b"0" * 16 + b"-00\r\n"
+_TRACE_TAG, _SPAN_TAG, _PARENT_TAG = b"\x0a\x10", b"\x12\x08", b"\x22\x08"
+_FIELDS_TEMPLATE = (
+    _TRACE_TAG + bytes(16) + _SPAN_TAG + bytes(8)
+    + _TRACE_TAG + bytes(16) + _SPAN_TAG + bytes(8) + _PARENT_TAG + bytes(8)
+)  # fmt: skip
+_FIELDS_FORMAT = _FIELDS_TEMPLATE.replace(bytes(16), b"%s").replace(bytes(8), b"%s")
 _ZERO_RUN = b"0" * 16
+# Where the random bytes of an entry (T, S, X at 0, 16, 24) go in its FIELDS: (at, from, size).
+_RAW_PLACES = ((2, 0, 16), (20, 16, 8), (30, 0, 16), (48, 24, 8), (58, 16, 8))
 
 
 class IdPool:
     """POOLED entries of ids, taken in order; refilled when `next` reaches POOLED. One
-    per process (ID_POOL), emptied in a forked child so no two workers share ids."""
+    per process (ID_POOL), emptied in a forked child so no two workers share ids. The
+    tracer reads `next`, `raw` and `lines` itself on the request path (a method call
+    there costs as much as the slice it would wrap)."""
 
-    __slots__ = ("lines", "next", "raw")
+    __slots__ = ("dense", "lines", "next", "random", "raw")
 
     def __init__(self) -> None:
+        self.random = b""
         self.raw = b""
         self.lines = b""
         self.next = POOLED
+        # Whether `raw` is written for every entry at refill (cheaper per sampled request)
+        # or each entry's fields on demand (`fields`; cheaper when few are sampled): set
+        # by the tracer from its ratio; the bytes are the same either way.
+        self.dense = True
 
     def refill(self) -> None:
         while True:
-            raw = os.urandom(24 * POOLED)
-            digits = hexlify(raw)
+            random = os.urandom(32 * POOLED)
+            digits = hexlify(random)
             # An all-zero id is invalid: redraw if 16 zero digits occur anywhere (about
             # once in 10**15 pools), which covers every id.
             if _ZERO_RUN not in digits:
                 break
+        if self.dense:
+            raw = bytearray(_FIELDS_TEMPLATE * POOLED)
+            for at, start, size in _RAW_PLACES:
+                for byte in range(size):
+                    raw[at + byte :: FIELDS] = random[start + byte :: 32]
+            self.raw = bytes(raw)
+        else:
+            self.raw = b""
+        self.random = random
         lines = bytearray(_LINE_TEMPLATE * POOLED)
-        for digit in range(32):
-            lines[TRACE_AT + digit :: LINE] = digits[digit::48]
-        for digit in range(16):
-            lines[SPAN_AT + digit :: LINE] = digits[32 + digit :: 48]
-        self.raw = raw
+        for digit in range(32):  # T
+            lines[TRACE_AT + digit :: LINE] = digits[digit::64]
+        for digit in range(16):  # X
+            lines[SPAN_AT + digit :: LINE] = digits[48 + digit :: 64]
         self.lines = bytes(lines)
         self.next = 0
 
@@ -64,15 +95,18 @@ class IdPool:
         self.next = index + 1
         return index
 
-    def span(self) -> tuple[bytes, bytes]:
-        """A new span id: (8 raw bytes, 16 hex digits)."""
-        index = self.take()
-        at = index * LINE + SPAN_AT
-        return self.raw[index * 24 + 16 : index * 24 + 24], self.lines[at : at + 16]
+    def fields(self, index: int) -> bytes:
+        """Entry `index`'s FIELDS bytes."""
+        at = index * FIELDS
+        if self.raw:
+            return self.raw[at : at + FIELDS]
+        ids = self.random[index * 32 : index * 32 + 32]
+        trace, server, attempt = ids[:16], ids[16:24], ids[24:]
+        return _FIELDS_FORMAT % (trace, server, trace, attempt, server)
 
     def empty(self) -> None:
         self.next = POOLED
-        self.raw = self.lines = b""
+        self.random = self.raw = self.lines = b""
 
 
 ID_POOL = IdPool()

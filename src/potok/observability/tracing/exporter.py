@@ -25,7 +25,6 @@ import random
 import socket
 import ssl
 import time
-from collections import deque
 from email.utils import parsedate_to_datetime
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
@@ -83,7 +82,7 @@ class TraceExporter:
             head += "Content-Encoding: gzip\r\n"
         self._head = head.encode("latin-1")
         self._gzip = config.compression == "gzip"
-        self._queue: deque[bytes] = deque()
+        self._queue: list[bytes] = []  # encoded spans, oldest first
         self._max_queue = config.batch.max_queue
         self._batch = config.batch.max_spans
         self._timer: asyncio.TimerHandle | None = None
@@ -128,7 +127,7 @@ class TraceExporter:
         if len(queue) + len(spans) > self._max_queue or self._closing:
             self._dropped[0] += len(spans)
             return
-        queue.extend(spans)
+        queue += spans
         if self._sender is None:
             if len(queue) >= self._batch:
                 self._send_now()
@@ -149,8 +148,9 @@ class TraceExporter:
         queue = self._queue
         try:
             while True:
-                count = min(len(queue), self._batch)
-                await self._export([queue.popleft() for _ in range(count)])
+                batch = queue[: self._batch]
+                del queue[: self._batch]
+                await self._export(batch)
                 if len(queue) < self._batch or self._closing:
                     break
         finally:
@@ -171,8 +171,9 @@ class TraceExporter:
             await asyncio.gather(self._sender, return_exceptions=True)
         deadline = time.monotonic() + self._config.timeout
         while self._queue and time.monotonic() < deadline:
-            count = min(len(self._queue), self._batch)
-            await self._export([self._queue.popleft() for _ in range(count)])
+            batch = self._queue[: self._batch]
+            del self._queue[: self._batch]
+            await self._export(batch)
         self._disconnect()
 
     # One batch -----------------------------------------------------------------------

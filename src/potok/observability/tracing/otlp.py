@@ -217,50 +217,6 @@ def span(  # noqa: PLR0917 - the hot path's call: positional is cheaper than key
     return field(b"\x12", b"".join(parts))
 
 
-def encode_span(  # noqa: PLR0917 - the hot path's call: positional is cheaper
-    trace_field: bytes,
-    span_id: bytes,
-    parent: bytes,
-    name_field: bytes,
-    kind_times: bytes,
-    encoded: bytes,
-    status: bytes,
-    flags_field: bytes,
-) -> bytes:
-    """The request path's span(): its parts already encoded, one %-format.
-
-    `trace_field` is the trace id's field (`trace_id_field`), `span_id` 8 raw bytes,
-    `parent` the trace state's and parent span id's fields (`parent_fields`), `name_field`
-    from `name_field`, `kind_times` from `kind_times`, `encoded` the attributes, `status`
-    from `error_status` or empty, `flags_field` from `flags_field`: the bytes `span()`
-    writes for the same span (tested)."""
-    size = (
-        len(trace_field) + len(parent) + len(name_field) + len(encoded) + len(status) + 36
-    )  # + the span id's field (10), kind and times (20), flags (6)
-    if 128 <= size < 16384:
-        return b"\x12%c%c%s\x12\x08%s%s%s%s%s%s%s" % (
-            size & 0x7F | 0x80,
-            size >> 7,
-            trace_field,
-            span_id,
-            parent,
-            name_field,
-            kind_times,
-            encoded,
-            status,
-            flags_field,
-        )
-    body = b"".join(
-        (trace_field, b"\x12\x08", span_id, parent, name_field, kind_times, encoded, status)
-    )
-    return field(b"\x12", body + flags_field)
-
-
-def trace_id_field(trace_id: bytes) -> bytes:
-    """Span.trace_id (1) of 16 raw bytes."""
-    return b"\x0a\x10" + trace_id
-
-
 def parent_fields(trace_state: bytes | None, parent_id: bytes | None) -> bytes:
     """Span.trace_state (3) and parent_span_id (4, 8 raw bytes), each when present."""
     encoded = field(b"\x1a", trace_state) if trace_state else b""
@@ -270,11 +226,6 @@ def parent_fields(trace_state: bytes | None, parent_id: bytes | None) -> bytes:
 def name_field(name: str) -> bytes:
     """Span.name (5)."""
     return field(b"\x2a", name.encode())
-
-
-def kind_times(kind: int, start_ns: int, end_ns: int) -> bytes:
-    """Span.kind (6), start_time_unix_nano (7), end_time_unix_nano (8)."""
-    return _KIND_TIMES(0x30, kind, 0x39, start_ns, 0x41, end_ns)
 
 
 def error_status(error: str | None) -> bytes:
@@ -314,18 +265,19 @@ def exception_event(time_ns: int, exception: BaseException) -> Event:
 ATTRIBUTE = b"\x4a"  # Span.attributes (9)
 
 
-def string_template(keys: Sequence[str]) -> tuple[bytes, tuple[int, ...]]:
-    """For span attributes whose keys are known in advance and whose values are short
-    strings: a %-format template and, per key, the constant to add to a value's length
-    to get its KeyValue's. Per value the arguments are (constant + n, n + 2, n, bytes),
-    n the value's length in bytes, valid while every constant + n is under 128."""
-    template = b""
-    constants = []
-    for key in keys:
-        key_field = _key(key)
-        template += ATTRIBUTE + b"%c" + key_field.replace(b"%", b"%%") + b"\x12%c\x0a%c%s"
-        constants.append(len(key_field) + 4)
-    return template, tuple(constants)
+def string_prefixes(key: str, longest: int) -> list[bytes]:
+    """A string attribute `key` up to `longest` bytes long, encoded but for its value:
+    by the value's length, what goes before the value (so that one attribute is two
+    %s in a template). Valid while every length takes one byte (under 128)."""
+    key_field = _key(key)
+    if len(key_field) + 4 + longest >= 128:  # the KeyValue's length
+        raise ValueError(f"{key} of {longest} bytes would need two-byte lengths")
+    prefixes = []
+    for size in range(longest + 1):
+        value_field = b"\x0a" + _SMALL[size]  # AnyValue.string_value (1)
+        key_value = key_field + b"\x12" + _SMALL[size + 2] + value_field
+        prefixes.append(ATTRIBUTE + _SMALL[len(key_value) + size] + key_value)
+    return prefixes
 
 
 def status_attribute(key: str, value: int) -> bytes:

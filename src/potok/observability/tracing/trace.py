@@ -1,149 +1,124 @@
-"""One request's trace context and, when it is sampled, its spans as OTLP bytes.
+"""A sampled request's trace: its spans, encoded to OTLP protobuf as they end.
 
-Everything here runs on the event loop, so it stays small. An unsampled request
-(99 % of them at a 1 % ratio) gets a TraceContext: only what leaves the gateway, the
-`traceparent` line that goes upstream (its trace id is read back from it for the access
-log); it records nothing. A sampled request gets a RequestTrace, which encodes each span
-to protobuf as it ends (otlp.py), so what waits for export is bytes; its ids are kept
-raw and its span fields that repeat (trace id, parent) encoded once per request.
-Call sites on the request path test `trace.sampled` before calling a recording method;
-a TraceContext accepts those calls and records nothing.
+Everything here runs on the event loop, so it stays small. Only a sampled request has a
+RequestTrace (`exchange.trace`); every request of a gateway with tracing on has its trace
+context lines (`exchange.trace_lines`, the `traceparent` that goes upstream), which is
+all an unsampled request gets (the tracer, tracer.py). Ids come from the id pool
+(context.py) already written as the span fields that carry them.
 """
 
 from __future__ import annotations
 
+import struct
 import time
 from typing import Any
 
 from potok.observability.tracing import otlp
-from potok.observability.tracing.context import ID_POOL, SAMPLED_FLAGS, SPAN_AT, TRACE_AT
+from potok.observability.tracing.context import (
+    ATTEMPT_FIELDS,
+    FLAGS_AT,
+    ID_POOL,
+    LINE,
+    SPAN_AT,
+)
 from potok.observability.tracing.otlp import CLIENT, INTERNAL, SERVER
 
-__all__ = ["CLIENT", "INTERNAL", "SERVER", "RequestTrace", "TraceContext"]
+__all__ = ["CLIENT", "INTERNAL", "SERVER", "RequestTrace"]
 
-# A call's span: its id (hex, "" when not recorded), the trace context lines it sends,
-# its start (ns).
+# A call's span: its id (hex), the trace context lines it sends, its start (ns).
 CallSpan = tuple[str, bytes, int]
 
 _now = time.time_ns
-_encode = otlp.encode_span
 _span = otlp.span
-_kind_times = otlp.KIND_TIMES
+_TIMES = struct.Struct("<BQBQ").pack  # Span.start_time_unix_nano (7), end (8)
 _NO_STATUS = b""
 _LOCAL = otlp.FLAGS_LOCAL_PARENT
 _LOCAL_FLAGS = otlp.flags_field(_LOCAL)
-_REMOTE_FLAGS = otlp.flags_field(otlp.FLAGS_REMOTE_PARENT)
-_take_span = ID_POOL.span
-_FLAGS_AT = SPAN_AT + 16  # where a traceparent line's "-00" or "-01" begins
-_TRACE_FIELD = b"\x0a\x10"  # Span.trace_id (1), 16 bytes
-# A client span as otlp.encode_span writes it: the ScopeSpans.spans tag and two-byte
-# length, trace id, span id, parent fields, name, kind and times, attributes, status, flags.
-_CLIENT_SPAN = b"\x12%c%c\x0a\x10%s\x12\x08%s%s%s%s%s%s" + _LOCAL_FLAGS
+_POOL = ID_POOL
+# An attempt's span whose attributes and times are all it has (no error, no resend, no
+# trace state): the ScopeSpans.spans tag and two-byte length, its trace_id, span_id and
+# parent_span_id fields (the pool's ATTEMPT_FIELDS), name and kind, times, attributes,
+# flags.
+_ATTEMPT_SPAN = b"\x12%c%c%s%s%s%s" + _LOCAL_FLAGS
 
 
-def _state_tail(tracestate: bytes) -> bytes:
-    return SAMPLED_FLAGS + b"tracestate: " + tracestate + b"\r\n"
+class RequestTrace:
+    """A sampled request: its ids (as span fields), start, and the spans it recorded."""
 
-
-class TraceContext:
-    """An unsampled request's trace context: the `traceparent` (and `tracestate`) lines
-    it sends upstream. The base of RequestTrace, whose recording methods do nothing here."""
-
-    __slots__ = ("upstream_lines",)
-
-    sampled = False
-
-    def __init__(self, upstream_lines: bytes) -> None:
-        self.upstream_lines = upstream_lines
-
-    @property
-    def trace_id(self) -> str:
-        """32 hex digits (for the access log), from the `traceparent` line."""
-        return self.upstream_lines[TRACE_AT : TRACE_AT + 32].decode()
-
-    def begin_attempt(self, method: bytes, target: str, host: str, port: int, resend: int) -> None:
-        """A CLIENT span per upstream attempt (retries are visible): recorded when sampled."""
-
-    def attempt_status(self, status: int) -> None:
-        pass
-
-    def attempt_error(self, kind: str) -> None:
-        pass
-
-    def end_attempt(self) -> None:
-        pass
-
-    def begin_call(self) -> CallSpan:
-        """A span id for one call of its own (an aggregated route's, several at once)
-        and the trace context lines it sends: the request's own when not recorded."""
-        return "", self.upstream_lines, 0
-
-    def end_call(
-        self,
-        span: CallSpan,
-        method: str,
-        *,
-        target: Any,
-        status: int,
-        error: str | None,
-        resend: int,
-    ) -> None:
-        """Record the call begun by `begin_call` (`target`: an upstream Target)."""
-
-    def add_span(  # noqa: PLR0917 - as the span it makes
-        self,
-        name: str,
-        kind: int,
-        start_ns: int,
-        attributes: dict[str, Any],
-        error: str | None = None,
-        events: tuple[otlp.Event, ...] = (),
-    ) -> None:
-        """A span for other I/O a policy waited for (a Redis round trip, a JWKS fetch)."""
-
-
-class RequestTrace(TraceContext):
-    """A sampled request: its server span's context and the spans it has recorded."""
-
-    __slots__ = ("_attempt", "ids", "parent_id", "spans", "start_ns", "tracestate", "waiting_since")
-
-    sampled = True
+    __slots__ = (
+        "_attempt",
+        "_attempts",
+        "fields",
+        "line",
+        "parent_fields",
+        "spans",
+        "start_ns",
+        "tracestate",
+        "waiting_since",
+    )
 
     def __init__(
         self,
-        ids: bytes,
+        fields: bytes,
         line: bytes,
         parent_id: bytes | None = None,
         tracestate: bytes | None = None,
     ) -> None:
-        """`ids`: the trace id's 16 raw bytes, then the server span id's 8; `line`: the
-        `traceparent` line of those ids as the pool makes it (flags 00); the caller's
-        span id (8 raw bytes) and `tracestate` when the trace continues the caller's."""
+        """`fields`: an id pool entry's (FIELDS bytes; its trace id may be the caller's);
+        `line`: the sampled `traceparent` (and `tracestate`) lines of its first attempt
+        span; the caller's span id (8 raw bytes) and `tracestate` when the trace
+        continues the caller's."""
         self.start_ns = _now()
-        self.ids = ids
-        self.parent_id = parent_id
-        self.tracestate = tracestate
-        # What goes upstream before any attempt span exists (the own API, a pass-through).
-        tail = SAMPLED_FLAGS if tracestate is None else _state_tail(tracestate)
-        self.upstream_lines = line[:_FLAGS_AT] + tail
+        self.fields = fields
+        self.line = line
         self.spans: list[bytes] = []  # finished spans, encoded
-        self.waiting_since = 0  # ns: when a policy began waiting for its I/O (one at a time)
-        # [span id, start ns, status, error, method, target, host, port, resend]
+        # [span fields, start ns, status, error, method, target, resend] of the open one
         self._attempt: list[Any] | None = None
+        self._attempts = 0
+        self.waiting_since = 0  # ns: when a policy began waiting for its I/O (one at a time)
+        if parent_id is None and tracestate is None:
+            self.tracestate = None
+            self.parent_fields = b""
+        else:
+            self.tracestate = tracestate
+            # The server span's trace_state and parent_span_id fields (a remote parent).
+            self.parent_fields = otlp.parent_fields(tracestate, parent_id)
 
-    def children_parent(self) -> bytes:
-        """Span.trace_state and parent_span_id of the server span's children, encoded."""
-        return otlp.parent_fields(self.tracestate, self.ids[16:])
+    @property
+    def trace_hex(self) -> str:
+        return self.fields[2:18].hex()
 
-    # Upstream attempts (one CLIENT span each) ---------------------------------------
+    @property
+    def span_hex(self) -> str:
+        """The server span's id (the parent of every other span of the request)."""
+        return self.fields[20:28].hex()
 
-    def begin_attempt(self, method: bytes, target: str, host: str, port: int, resend: int) -> None:
+    def _new_span(self) -> tuple[bytes, bytes]:
+        """A child span's fields 1, 2 and 4 and the trace context lines naming it."""
+        index = _POOL.take()
+        fields = self.fields
+        other = _POOL.fields(index)[46:56]  # [12 08 Y]: another entry's span id field
+        lines = _POOL.lines[index * LINE + SPAN_AT : index * LINE + FLAGS_AT]
+        line = self.line
+        return (
+            fields[28:46] + other + fields[56:66],
+            line[:SPAN_AT] + lines + line[FLAGS_AT:],
+        )
+
+    # Upstream attempts (one CLIENT span each: retries are visible) -------------------
+
+    def begin_attempt(self, method: bytes, target: Any, resend: int) -> bytes:
+        """Record an attempt on `target` (an upstream Target); the trace context lines
+        it sends."""
         if self._attempt is not None:
             self.end_attempt()
-        span_id, span_hex = _take_span()
-        self._attempt = [span_id, _now(), 0, None, method, target, host, port, resend]
-        lines = self.upstream_lines  # the trace's line with the new span id (the parent)
-        self.upstream_lines = lines[:SPAN_AT] + span_hex + lines[_FLAGS_AT:]
+        self._attempts += 1
+        if self._attempts == 1:  # the pool drew its id with the trace's
+            self._attempt = [self.fields[ATTEMPT_FIELDS], _now(), 0, None, method, target, resend]
+            return self.line
+        fields, line = self._new_span()
+        self._attempt = [fields, _now(), 0, None, method, target, resend]
+        return line
 
     def attempt_status(self, status: int) -> None:
         if self._attempt is not None:
@@ -158,45 +133,32 @@ class RequestTrace(TraceContext):
         if attempt is None:
             return
         self._attempt = None
-        span_id, start, status, error, method, target, host, port, resend = attempt
-        key = (method, target, host, port, status)
-        encoded = _ATTEMPTS.get(key) or _attempt_attributes(key)
-        if status >= 500 and error is None:
-            error = str(status)
-        if resend or error is not None:
-            encoded += otlp.attributes(
-                otlp.ATTRIBUTE, {"http.request.resend_count": resend or None, "error.type": error}
-            )
-        ids = self.ids
-        parent = b"\x22\x08" + ids[16:] if self.tracestate is None else self.children_parent()
-        name = _NAMES.get(method) or _name(method)
-        times = _kind_times(0x30, CLIENT, 0x39, start, 0x41, _now())
-        status_field = _NO_STATUS if error is None else otlp.error_status(error)
-        size = len(parent) + len(name) + len(encoded) + len(status_field) + 54
-        if 128 <= size < 16384:  # as otlp.encode_span, inline: one %-format
-            span = _CLIENT_SPAN % (
-                size & 0x7F | 0x80,
-                size >> 7,
-                ids[:16],
-                span_id,
-                parent,
-                name,
-                times,
-                encoded,
-                status_field,
-            )
+        fields, start, status, error, method, target, resend = attempt
+        key = (method, target, status)
+        head, attributes, size = _ATTEMPTS.get(key) or _describe_attempt(key)
+        times = _TIMES(0x39, start, 0x41, _now())
+        if size and not resend and error is None and status < 500 and self.tracestate is None:
+            # the common case: everything but ids and times cached, one %-format
+            span = _ATTEMPT_SPAN % (size & 0x7F | 0x80, size >> 7, fields, head, times, attributes)
         else:
-            trace_field = _TRACE_FIELD + ids[:16]
-            flags = _LOCAL_FLAGS
-            span = _encode(trace_field, span_id, parent, name, times, encoded, status_field, flags)
+            if status >= 500 and error is None:
+                error = str(status)
+            if resend or error is not None:
+                extra = {"http.request.resend_count": resend or None, "error.type": error}
+                attributes += otlp.attributes(otlp.ATTRIBUTE, extra)
+            if self.tracestate is not None:  # Span.trace_state (3) goes between 2 and 4
+                fields = fields[:28] + otlp.field(b"\x1a", self.tracestate) + fields[28:]
+            status_field = _NO_STATUS if error is None else otlp.error_status(error)
+            body = b"".join((fields, head, times, attributes, status_field, _LOCAL_FLAGS))
+            span = otlp.field(b"\x12", body)
         self.spans.append(span)
 
     # Calls of their own, several at once (an aggregated route's) ---------------------
 
     def begin_call(self) -> CallSpan:
-        span_hex = _take_span()[1]
-        lines = self.upstream_lines
-        return span_hex.decode(), lines[:SPAN_AT] + span_hex + lines[_FLAGS_AT:], _now()
+        """A span id for one call and the trace context lines it sends."""
+        fields, line = self._new_span()
+        return fields[20:28].hex(), line, _now()
 
     def end_call(
         self,
@@ -208,8 +170,7 @@ class RequestTrace(TraceContext):
         error: str | None,
         resend: int,
     ) -> None:
-        if not span[0]:
-            return
+        """Record the call begun by `begin_call` (`target`: an upstream Target)."""
         attributes: dict[str, Any] = {
             "server.address": target.host,
             "server.port": target.port,
@@ -237,11 +198,12 @@ class RequestTrace(TraceContext):
         error: str | None = None,
         events: tuple[otlp.Event, ...] = (),
     ) -> None:
-        self._add(_take_span()[1].decode(), name, kind, start_ns, attributes, error, events)
+        span_id = self._new_span()[0][20:28].hex()
+        self._add(span_id, name, kind, start_ns, attributes, error, events)
 
     def _add(  # noqa: PLR0917 - as the span it makes
         self,
-        span_hex: str,
+        span_id: str,
         name: str,
         kind: int,
         start_ns: int,
@@ -251,9 +213,9 @@ class RequestTrace(TraceContext):
     ) -> None:
         self.spans.append(
             _span(
-                self.ids[:16].hex(),
-                span_hex,
-                self.ids[16:].hex(),
+                self.trace_hex,
+                span_id,
+                self.span_hex,
                 name,
                 kind,
                 start_ns,
@@ -267,34 +229,31 @@ class RequestTrace(TraceContext):
         )
 
 
-# Encoded attributes of the upstream attempts by (method, target, host, port, status):
-# the config's targets times a few methods and statuses; cleared if it ever grows past
-# the bound (reloads piling up targets). Span names by method (llhttp's list).
-_ATTEMPTS: dict[tuple[bytes, str, str, int, int], bytes] = {}
-_NAMES: dict[bytes, bytes] = {}
+# The encoded parts of the upstream attempts' spans by (method, target, status): the
+# config's targets times a few methods and statuses; cleared if it ever grows past the
+# bound (reloads piling up targets).
+_ATTEMPTS: dict[tuple[bytes, Any, int], tuple[bytes, bytes, int]] = {}
 _MAX_ATTEMPTS = 4096
 
 
-def _attempt_attributes(key: tuple[bytes, str, str, int, int]) -> bytes:
-    method, target, host, port, status = key
-    encoded = otlp.attributes(
+def _describe_attempt(key: tuple[bytes, Any, int]) -> tuple[bytes, bytes, int]:
+    """(name and kind fields, attributes, the span's size with them) of an attempt."""
+    method, target, status = key
+    head = otlp.name_field(method.decode("latin-1")) + b"\x30%c" % CLIENT  # Span.kind (6)
+    attributes = otlp.attributes(
         otlp.ATTRIBUTE,
         {
             "http.request.method": method.decode("latin-1"),
-            "server.address": host,
-            "server.port": port,
-            "potok.target": target,
+            "server.address": target.host,
+            "server.port": target.port,
+            "potok.target": target.name,
             "http.response.status_code": status or None,
         },
     )
+    size = 38 + len(head) + 18 + len(attributes) + len(_LOCAL_FLAGS)  # ids, times
+    if not 128 <= size < 16384:  # its length would not take two bytes: the general path
+        size = 0
     if len(_ATTEMPTS) >= _MAX_ATTEMPTS:
         _ATTEMPTS.clear()
-    _ATTEMPTS[key] = encoded
-    return encoded
-
-
-def _name(method: bytes) -> bytes:
-    encoded = otlp.name_field(method.decode("latin-1"))
-    if len(_NAMES) < 64:
-        _NAMES[method] = encoded
-    return encoded
+    described = _ATTEMPTS[key] = (head, attributes, size)
+    return described

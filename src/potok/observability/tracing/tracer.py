@@ -3,17 +3,21 @@ sampled traces (already encoded) to the exporter."""
 
 from __future__ import annotations
 
+import struct
 from typing import TYPE_CHECKING
 
 from potok.observability.tracing import otlp
 from potok.observability.tracing.context import (
+    FIELDS,
+    FLAGS_AT,
     ID_POOL,
     LINE,
     POOLED,
+    SERVER_FIELDS,
     TRACE_AT,
     parse_traceparent,
 )
-from potok.observability.tracing.trace import SERVER, RequestTrace, TraceContext
+from potok.observability.tracing.trace import SERVER, RequestTrace
 
 if TYPE_CHECKING:
     from potok.exchange import Exchange
@@ -25,19 +29,21 @@ _TRACEPARENT = b"traceparent"
 _TRACESTATE = b"tracestate"
 _USER_AGENT = b"user-agent"
 _POOL = ID_POOL
-_new = object.__new__
-_kind_times = otlp.KIND_TIMES
-_encode = otlp.encode_span
 _NO_STATUS = b""
-_TRACE_FIELD = b"\x0a\x10"  # Span.trace_id (1), 16 bytes
+_SAMPLED_TAIL = b"-01\r\n"
 _LOCAL_FLAGS = otlp.flags_field(otlp.FLAGS_LOCAL_PARENT)
 _REMOTE_FLAGS = otlp.flags_field(otlp.FLAGS_REMOTE_PARENT)
+# The first hex digit of a line's low 64 trace id bits: most sampling decisions are
+# made on it alone (an int, no slice).
+_DECIDING_AT = TRACE_AT + 16
+# Below this ratio the pool writes an entry's span fields only when one is sampled.
+_DENSE_FROM = 0.05
 
 
 class Tracer:
     """Built with the runtime from `tracing:`; None on the runtime when tracing is off."""
 
-    __slots__ = ("_accept", "_bound", "_exporter", "_names", "_routes", "_trusted")
+    __slots__ = ("_accept", "_bound", "_described", "_digit", "_exporter", "_trusted")
 
     def __init__(
         self, config: TracingConfig, exporter: TraceExporter, trusted: TrustedProxies
@@ -45,27 +51,26 @@ class Tracer:
         self._exporter = exporter
         self._trusted = trusted
         self._accept = config.accept_parent
-        # (route, service) -> their attributes, encoded (the config's: bounded).
-        self._routes: dict[tuple[str, str], bytes] = {}
-        # (method, route) -> the server span's name field (bounded likewise).
-        self._names: dict[tuple[bytes, str], bytes] = {}
+        # A server span's parts that repeat, by what they depend on (bounded).
+        self._described: dict[_Described, tuple[bytes, bytes, bytes, int]] = {}
         # As OpenTelemetry's TraceIdRatioBased: sampled when the trace id's low 64 bits
         # fall under ratio * 2**64, so every hop with the same ratio decides alike. As
         # 16 hex digits, which order as the numbers do; "g" is above them all (ratio 1).
         bound = round(config.sample_ratio * (1 << 64))
         self._bound = b"%016x" % bound if bound < 1 << 64 else b"g"
+        self._digit = self._bound[0]
+        _POOL.dense = config.sample_ratio >= _DENSE_FROM
 
-    def begin(self, exchange: Exchange) -> TraceContext:
-        """The request's trace; the caller's `traceparent`/`tracestate` are taken out of
-        the headers (what goes upstream is the gateway's own).
+    def begin(self, exchange: Exchange) -> None:
+        """Set the request's trace context lines (what goes upstream: the caller's
+        `traceparent`/`tracestate` are taken out of its headers) and, when it is
+        sampled, its RequestTrace.
 
         Every step counts here (99 % of requests at a 1 % ratio end in this function
         with nothing recorded): the parsers note whether trace context came at all, and
         the line an unsampled request sends upstream is a slice of the id pool's."""
-        if exchange.trace_headers:
-            continued = self._continued(exchange)
-            if continued is not None:
-                return continued
+        if exchange.trace_headers and self._continued(exchange):
+            return
         pool = _POOL
         index = pool.next
         if index == POOLED:
@@ -73,17 +78,22 @@ class Tracer:
             index = 0
         pool.next = index + 1
         at = index * LINE
-        line = pool.lines[at : at + LINE]
-        # The trace id's low 64 bits, as 16 hex digits.
-        if line[TRACE_AT + 16 : TRACE_AT + 32] < self._bound:
-            return RequestTrace(pool.raw[index * 24 : index * 24 + 24], line)
-        trace = _new(TraceContext)
-        trace.upstream_lines = line
-        return trace
+        lines = pool.lines
+        digit = lines[at + _DECIDING_AT]
+        if digit > self._digit or (
+            digit == self._digit and lines[at + _DECIDING_AT : at + TRACE_AT + 32] >= self._bound
+        ):
+            exchange.trace_lines = lines[at : at + LINE]
+            return
+        raw = pool.raw
+        fields = raw[index * FIELDS : index * FIELDS + FIELDS] if raw else pool.fields(index)
+        trace = RequestTrace(fields, lines[at : at + FLAGS_AT] + _SAMPLED_TAIL)
+        exchange.trace = trace
+        exchange.trace_lines = trace.line
 
-    def _continued(self, exchange: Exchange) -> TraceContext | None:
-        """The caller's context if it sent a valid one and is believed; the headers are
-        removed either way."""
+    def _continued(self, exchange: Exchange) -> bool:
+        """Whether the caller sent a valid trace context and is believed (then the
+        request continues it); the caller's lines are removed either way."""
         parent = state = None
         headers = exchange.headers
         for index in range(len(headers) - 1, -1, -1):
@@ -93,19 +103,30 @@ class Tracer:
             elif len(name) == 10 and name.lower() == _TRACESTATE:
                 state = headers.pop(index)[1]
         if parent is None or not self._believes(exchange):
-            return None
+            return False
         context = parse_traceparent(parent)
         if context is None:
-            return None
+            return False
         trace_hex, parent_hex, sampled = context
-        span_id, span_hex = _POOL.span()
-        line = b"traceparent: 00-%s-%s-00\r\n" % (trace_hex.encode(), span_hex)
+        index = _POOL.take()
+        fields = _POOL.fields(index)
+        trace_id = bytes.fromhex(trace_hex)
+        fields = fields[:2] + trace_id + fields[18:30] + trace_id + fields[46:]
+        at = index * LINE
+        line = _POOL.lines[at : at + LINE]
+        line = line[:TRACE_AT] + trace_hex.encode() + line[TRACE_AT + 32 :]
         if sampled:
-            ids = bytes.fromhex(trace_hex) + span_id
-            return RequestTrace(ids, line, bytes.fromhex(parent_hex), state)
-        if state is not None:
-            line += b"tracestate: " + state + b"\r\n"
-        return TraceContext(line)
+            line = line[:FLAGS_AT] + _SAMPLED_TAIL
+            if state is not None:
+                line += b"tracestate: " + state + b"\r\n"
+            trace = RequestTrace(fields, line, bytes.fromhex(parent_hex), state)
+            exchange.trace = trace
+            exchange.trace_lines = line
+        else:
+            if state is not None:
+                line += b"tracestate: " + state + b"\r\n"
+            exchange.trace_lines = line
+        return True
 
     def _believes(self, exchange: Exchange) -> bool:
         if self._accept == "always":
@@ -117,142 +138,128 @@ class Tracer:
     def finish(self, exchange: Exchange, trace: RequestTrace, duration: float) -> None:
         """The server span of a sampled trace, encoded, and the trace to the exporter.
 
-        What varies per request (path, request id) goes into one %-format with the
-        span's other fields; what repeats (method, scheme, host, status, route; the
-        client's addresses; the user agent) is encoded once per distinct value and reused
-        (bounded caches)."""
-        trace.end_attempt()
-        method = exchange.method
-        status = exchange.status
-        route = exchange.route_name
-        common = (method, exchange.forwarded_proto, exchange.version, exchange.host, status)
-        common_attributes = _COMMON.get(common) or _common(common)
+        What varies per request (ids, times, path, request id) goes into one %-format;
+        what repeats is encoded once per distinct value and reused (bounded caches):
+        the name, kind and attributes of a (method, route, service, status, host,
+        scheme, version); the client's addresses; the user agent."""
+        if trace._attempt is not None:
+            trace.end_attempt()
+        key = (
+            exchange.method,
+            exchange.route_name,
+            exchange.service_name,
+            exchange.status,
+            exchange.host,
+            exchange.forwarded_proto,
+            exchange.version,
+        )
+        described = self._described.get(key) or self._describe(key)
         addresses = (exchange.client_ip, exchange.peer_ip)
         address_attributes = _ADDRESSES.get(addresses) or _addresses(addresses)
-        service = (route, exchange.service_name)  # a split route has several services
-        route_attributes = self._routes.get(service) or self._route(service)
         agent = b""
         for header, value in exchange.headers:
             if len(header) == 10 and header.lower() == _USER_AGENT:
                 agent = _AGENTS.get(value) or _agent(value)
                 break
-        name_key = (method, route)
-        name = self._names.get(name_key) or self._name(name_key)
+        head, attributes, tail, constant = described
         start = trace.start_ns
-        times = _kind_times(0x30, SERVER, 0x39, start, 0x41, start + int(duration * 1e9))
-        status_field = _NO_STATUS if status < 500 else otlp.error_status(str(status))
-        ids = trace.ids
-        parent_id = trace.parent_id
-        if parent_id is None and trace.tracestate is None:
-            parent, flags = b"", _LOCAL_FLAGS
-        else:
-            parent = otlp.parent_fields(trace.tracestate, parent_id)
-            flags = _LOCAL_FLAGS if parent_id is None else _REMOTE_FLAGS
+        times = _TIMES(0x39, start, 0x41, start + int(duration * 1e9))
         path = exchange.path
         request_id = exchange.request_id.encode()
         a, b = len(path), len(request_id)
-        spans = trace.spans
-        if (a | b) < 64 and path.isascii():
-            p, i = _UNIQUE_CONSTANTS
-            size = (
-                len(parent)
-                + len(name)
-                + len(common_attributes)
-                + len(address_attributes)
-                + len(route_attributes)
-                + len(agent)
-                + len(status_field)
-                + (p + i + a + b + 58)  # the templated attributes; ids, times, flags
-            )
-            if 128 <= size < 16384:
-                spans.append(
+        parent = trace.parent_fields
+        if (a | b) < 64 and not parent and path.isascii():  # one %-format
+            size = constant + len(address_attributes) + len(agent) + a + b
+            if size < 16384:
+                trace.spans.append(
                     _SERVER_SPAN
                     % (
                         size & 0x7F | 0x80,
                         size >> 7,
-                        ids[:16],
-                        ids[16:],
-                        parent,
-                        name,
+                        trace.fields,
+                        head,
                         times,
-                        common_attributes,
+                        attributes,
                         address_attributes,
-                        route_attributes,
-                        p + a,
-                        a + 2,
-                        a,
+                        _PATH_PREFIXES[a],
                         path,
-                        i + b,
-                        b + 2,
-                        b,
+                        _REQUEST_ID_PREFIXES[b],
                         request_id,
                         agent,
-                        status_field,
-                        flags,
+                        tail,
                     )
                 )
-                self._exporter.submit(spans)
+                self._exporter.submit(trace.spans)
                 return
-        unique = otlp.attributes(  # long or not ASCII (bytes read as latin-1: valid UTF-8)
+        # Long or not ASCII (bytes read as latin-1 are valid UTF-8 then), or continued.
+        unique = otlp.attributes(
             _ATTRIBUTE,
             {"url.path": path.decode("latin-1"), "potok.request_id": exchange.request_id},
         )
-        encoded = common_attributes + address_attributes + route_attributes + unique + agent
-        spans.append(
-            _encode(
-                _TRACE_FIELD + ids[:16], ids[16:], parent, name, times, encoded, status_field, flags
+        body = b"".join(
+            (
+                trace.fields[SERVER_FIELDS],
+                parent,
+                head,
+                times,
+                attributes,
+                address_attributes,
+                unique,
+                agent,
+                tail if not parent else tail[:-4] + _REMOTE_FLAGS[-4:],
             )
         )
-        self._exporter.submit(spans)
+        trace.spans.append(otlp.field(b"\x12", body))
+        self._exporter.submit(trace.spans)
 
-    def _name(self, key: tuple[bytes, str]) -> bytes:
-        method, route = key
-        name = method.decode("latin-1")
-        encoded = otlp.name_field(f"{name} {route}" if route else name)
-        if len(self._names) < _MAX_CACHED:
-            self._names[key] = encoded
-        return encoded
-
-    def _route(self, key: tuple[str, str]) -> bytes:
-        route, service = key
-        encoded = self._routes[key] = otlp.attributes(
-            _ATTRIBUTE, {"potok.route": route or None, "potok.service": service or None}
+    def _describe(self, key: _Described) -> tuple[bytes, bytes, bytes, int]:
+        """(name and kind fields, attributes, status and flags fields, the span's size
+        less its per-request parts) of a server span of `key`."""
+        method_bytes, route, service, status, host, scheme, version = key
+        method = method_bytes.decode("latin-1")
+        head = otlp.name_field(f"{method} {route}" if route else method)
+        head += b"\x30%c" % SERVER  # Span.kind (6)
+        attributes = otlp.attributes(
+            _ATTRIBUTE,
+            {
+                "http.request.method": method,
+                "url.scheme": (scheme or b"http").decode("latin-1"),
+                "network.protocol.version": version,
+                "server.address": host.decode("latin-1"),
+                "http.response.status_code": status,
+                "error.type": str(status) if status >= 500 else None,
+                "potok.route": route or None,
+                "potok.service": service or None,
+            },
         )
-        return encoded
+        tail = (otlp.error_status(str(status)) if status >= 500 else b"") + _LOCAL_FLAGS
+        # the ids' fields (28), times (18) and the fixed bytes of path and request id
+        constant = 28 + len(head) + 18 + len(attributes) + len(tail)
+        constant += len(_PATH_PREFIXES[0]) + len(_REQUEST_ID_PREFIXES[0])
+        described = (head, attributes, tail, constant)
+        if len(self._described) < _MAX_CACHED:
+            self._described[key] = described
+        return described
 
 
 _ATTRIBUTE = otlp.ATTRIBUTE
-_UNIQUE_TEMPLATE, _UNIQUE_CONSTANTS = otlp.string_template(("url.path", "potok.request_id"))
-# A server span whose path and request id are short ASCII, as one %-format: the
-# ScopeSpans.spans field's tag and two-byte length, the trace id, span id (tag and
-# length), parent, name, kind and times, the cached attributes, the path and request id
-# (the template), the user agent, status and flags (otlp.encode_span's layout).
-_SERVER_SPAN = b"\x12%c%c\x0a\x10%s\x12\x08%s%s%s%s%s%s%s" + _UNIQUE_TEMPLATE + b"%s%s%s"
+# By length (under 64 bytes): the attribute but for the value.
+_PATH_PREFIXES = otlp.string_prefixes("url.path", 63)
+_REQUEST_ID_PREFIXES = otlp.string_prefixes("potok.request_id", 63)
+_TIMES = struct.Struct("<BQBQ").pack  # Span.start_time_unix_nano (7), end (8)
+# A server span of a trace the gateway started, whose path and request id are short
+# ASCII, as one %-format: the ScopeSpans.spans field's tag and two-byte length, the
+# trace and span id fields (the first 28 bytes of the pool's `fields`: %.28s drops the
+# rest), name and kind, times, the cached attributes, the client's addresses, path and
+# request id (each a prefix and the value), the user agent, status and flags.
+_SERVER_SPAN = b"\x12%c%c%.28s%s%s%s%s%s%s%s%s%s%s"
+# (method, route, service, status, host, scheme, version)
+_Described = tuple[bytes, str, str, int, bytes, bytes | None, str]
 # Encoded attributes by the values they repeat, each cache bounded (beyond it a value
-# is encoded per request): (method, scheme, version, host, status); (client address,
-# peer address); user agents.
-_COMMON: dict[tuple[bytes, bytes | None, str, bytes, int], bytes] = {}
+# is encoded per request): (client address, peer address); user agents.
 _ADDRESSES: dict[tuple[str, str], bytes] = {}
 _AGENTS: dict[bytes, bytes] = {}
 _MAX_CACHED = 4096
-
-
-def _common(key: tuple[bytes, bytes | None, str, bytes, int]) -> bytes:
-    method, scheme, version, host, status = key
-    encoded = otlp.attributes(
-        _ATTRIBUTE,
-        {
-            "http.request.method": method.decode("latin-1"),
-            "url.scheme": (scheme or b"http").decode("latin-1"),
-            "network.protocol.version": version,
-            "server.address": host.decode("latin-1"),
-            "http.response.status_code": status,
-            "error.type": str(status) if status >= 500 else None,
-        },
-    )
-    if len(_COMMON) < _MAX_CACHED:
-        _COMMON[key] = encoded
-    return encoded
 
 
 def _addresses(key: tuple[str, str]) -> bytes:

@@ -93,8 +93,6 @@ def build(config: AuthJwtConfig | None, context: BuildContext) -> Policy | None:
 
     async def verify_later(exchange: Exchange, key: CacheKey, token: str) -> None:
         trace = exchange.trace
-        if trace is not None and not trace.sampled:
-            trace = None
         started = time.time_ns() if trace is not None else 0
         try:
             principal = await verifier.verify_async(token)  # refreshes the JWKS (rate-limited)

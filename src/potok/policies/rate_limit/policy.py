@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 
 from potok.errors import GatewayError
 from potok.observability.metrics import MetricsRegistry
-from potok.observability.tracing.trace import CLIENT, RequestTrace
+from potok.observability.tracing.trace import CLIENT
 from potok.policies.base import SUSPENDED, BuildContext, Policy, RequestOutcome, Stage
 from potok.policies.rate_limit.config import LimitConfig, RateLimitConfig
 from potok.policies.rate_limit.limiter import LimitMetrics, RateLimiter, state_name
@@ -36,6 +36,7 @@ from potok.redis_clients import redis_endpoint
 
 if TYPE_CHECKING:
     from potok.exchange import Exchange
+    from potok.observability.tracing.trace import RequestTrace
 
 
 def build(config: RateLimitConfig | None, context: BuildContext) -> Policy | None:
@@ -123,7 +124,7 @@ def _redis_check(
     def settle(exchange: Exchange, outcome: Reply | StoreUnavailable) -> None:
         """The batch's answer for one request: go on, or refuse it."""
         trace = exchange.trace
-        if trace is not None and isinstance(trace, RequestTrace):  # sampled
+        if trace is not None:
             _record_span(exchange, trace, outcome)
         if type(outcome) is list and outcome[0] == 1:  # admitted: RateLimiter.admitted inline
             index = outcome[1]
@@ -158,7 +159,7 @@ def _redis_check(
         else:
             keys = [name + key(exchange) for name, key in zip(names, limiter.keys, strict=True)]
         trace = exchange.trace
-        if trace is not None and isinstance(trace, RequestTrace):  # sampled
+        if trace is not None:
             trace.waiting_since = time.time_ns()
         store.submit(specs, keys, settle, exchange)
         return SUSPENDED
