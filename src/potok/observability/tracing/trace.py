@@ -46,8 +46,8 @@ class RequestTrace:
     """A sampled request: its ids (as span fields), start, and the spans it recorded."""
 
     __slots__ = (
-        "_attempt",
-        "_attempts",
+        "attempt",
+        "attempts",
         "fields",
         "line",
         "parent_fields",
@@ -72,9 +72,9 @@ class RequestTrace:
         self.fields = fields
         self.line = line
         self.spans: list[bytes] = []  # finished spans, encoded
-        # [span fields, start ns, status, error, method, target, resend] of the open one
-        self._attempt: list[Any] | None = None
-        self._attempts = 0
+        # The open attempt's [span fields, start ns, status, error, method, target, resend]
+        self.attempt: list[Any] | None = None
+        self.attempts = 0  # begun so far
         self.waiting_since = 0  # ns: when a policy began waiting for its I/O (one at a time)
         if parent_id is None and tracestate is None:
             self.tracestate = None
@@ -110,29 +110,29 @@ class RequestTrace:
     def begin_attempt(self, method: bytes, target: Any, resend: int) -> bytes:
         """Record an attempt on `target` (an upstream Target); the trace context lines
         it sends."""
-        if self._attempt is not None:
+        if self.attempt is not None:
             self.end_attempt()
-        self._attempts += 1
-        if self._attempts == 1:  # the pool drew its id with the trace's
-            self._attempt = [self.fields[ATTEMPT_FIELDS], _now(), 0, None, method, target, resend]
+        self.attempts += 1
+        if self.attempts == 1:  # the pool drew its id with the trace's
+            self.attempt = [self.fields[ATTEMPT_FIELDS], _now(), 0, None, method, target, resend]
             return self.line
         fields, line = self._new_span()
-        self._attempt = [fields, _now(), 0, None, method, target, resend]
+        self.attempt = [fields, _now(), 0, None, method, target, resend]
         return line
 
     def attempt_status(self, status: int) -> None:
-        if self._attempt is not None:
-            self._attempt[2] = status
+        if self.attempt is not None:
+            self.attempt[2] = status
 
     def attempt_error(self, kind: str) -> None:
-        if self._attempt is not None:
-            self._attempt[3] = kind
+        if self.attempt is not None:
+            self.attempt[3] = kind
 
     def end_attempt(self) -> None:
-        attempt = self._attempt
+        attempt = self.attempt
         if attempt is None:
             return
-        self._attempt = None
+        self.attempt = None
         fields, start, status, error, method, target, resend = attempt
         key = (method, target, status)
         head, attributes, size = _ATTEMPTS.get(key) or _describe_attempt(key)

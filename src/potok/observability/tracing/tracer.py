@@ -4,6 +4,7 @@ sampled traces (already encoded) to the exporter."""
 from __future__ import annotations
 
 import struct
+import time
 from typing import TYPE_CHECKING
 
 from potok.observability.tracing import otlp
@@ -29,6 +30,8 @@ _TRACEPARENT = b"traceparent"
 _TRACESTATE = b"tracestate"
 _USER_AGENT = b"user-agent"
 _POOL = ID_POOL
+_new = object.__new__
+_now = time.time_ns
 _NO_STATUS = b""
 _SAMPLED_TAIL = b"-01\r\n"
 _LOCAL_FLAGS = otlp.flags_field(otlp.FLAGS_LOCAL_PARENT)
@@ -85,11 +88,20 @@ class Tracer:
         ):
             exchange.trace_lines = lines[at : at + LINE]
             return
+        # A RequestTrace as its __init__ makes one for a trace of the gateway's own, set
+        # here: the call of the class would cost as much again as the stores.
+        trace = _new(RequestTrace)
+        trace.start_ns = _now()
         raw = pool.raw
-        fields = raw[index * FIELDS : index * FIELDS + FIELDS] if raw else pool.fields(index)
-        trace = RequestTrace(fields, lines[at : at + FLAGS_AT] + _SAMPLED_TAIL)
+        trace.fields = raw[index * FIELDS : index * FIELDS + FIELDS] if raw else pool.fields(index)
+        exchange.trace_lines = trace.line = lines[at : at + FLAGS_AT] + _SAMPLED_TAIL
+        trace.spans = []
+        trace.tracestate = None
+        trace.parent_fields = b""
+        trace.waiting_since = 0
+        trace.attempt = None
+        trace.attempts = 0
         exchange.trace = trace
-        exchange.trace_lines = trace.line
 
     def _continued(self, exchange: Exchange) -> bool:
         """Whether the caller sent a valid trace context and is believed (then the
@@ -142,7 +154,7 @@ class Tracer:
         what repeats is encoded once per distinct value and reused (bounded caches):
         the name, kind and attributes of a (method, route, service, status, host,
         scheme, version); the client's addresses; the user agent."""
-        if trace._attempt is not None:
+        if trace.attempt is not None:
             trace.end_attempt()
         key = (
             exchange.method,
@@ -162,7 +174,7 @@ class Tracer:
                 agent = _AGENTS.get(value) or _agent(value)
                 break
         head, attributes, tail, constant = described
-        start = trace.start_ns
+        start = trace.start_ns  # the span lasts what the request's metrics say it did
         times = _TIMES(0x39, start, 0x41, start + int(duration * 1e9))
         path = exchange.path
         request_id = exchange.request_id.encode()
