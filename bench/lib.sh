@@ -242,6 +242,16 @@ stop_pid() {
     wait "$pid" 2>/dev/null || true
 }
 
+# The 99th percentile of a `wrk --latency` output file, in ms.
+wrk_p99_ms() {
+    awk '$1 == "99%" {v = $2; if (v ~ /ms$/) {sub(/ms/, "", v)} else if (v ~ /us$/) {sub(/us/, "", v); v /= 1000} else if (v ~ /s$/) {sub(/s/, "", v); v *= 1000}; print v}' "$1"
+}
+
+# The median of column COLUMN of FILE (numbers, one row a line).
+column_median() {  # FILE COLUMN
+    sort -g -k"$2","$2" "$1" | awk -v c="$2" '{v[NR] = $c} END {print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2}'
+}
+
 cleanup() {
     local pid
     for pid in "${STARTED_PIDS[@]}"; do

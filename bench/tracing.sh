@@ -76,7 +76,7 @@ run_wrk() {  # ROW -> "req/s p99_ms cpu_us_per_request" appended to $WORK/ROW.tx
     local rps p99 requests seconds cpu
     rps=$(awk '/^Requests\/sec:/ {print $2}' "$out")
     requests=$(awk '/requests in/ {print $1}' "$out")
-    p99=$(awk '$1 == "99%" {v = $2; if (v ~ /ms$/) {sub(/ms/, "", v)} else if (v ~ /us$/) {sub(/us/, "", v); v /= 1000} else if (v ~ /s$/) {sub(/s/, "", v); v *= 1000}; print v}' "$out")
+    p99=$(wrk_p99_ms "$out")
     seconds=$("$PYTHON" "$BENCH_DIR/cpuwatch.py" proc-seconds "$WORK/cpu.before" "$WORK/cpu.after")
     cpu=$(awk -v s="$seconds" -v n="$requests" 'BEGIN {printf "%.1f", 1e6 * s / n}')
     echo "$rps $p99 $cpu" >>"$WORK/$row.txt"
@@ -102,9 +102,6 @@ load_after=$(cut -d' ' -f1-3 /proc/loadavg)
 sleep 2  # the last batches
 spans=$(cat "$WORK/otlp-spans.txt" 2>/dev/null || echo 0)
 
-median() {  # FILE COLUMN
-    sort -g -k"$2","$2" "$1" | awk -v c="$2" '{v[NR] = $c} END {print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2}'
-}
 versus() { awk -v a="$1" -v b="$2" 'BEGIN {printf "%+.1f %%", 100 * (a - b) / b}'; }
 paired() {  # ROW COLUMN: the median over rounds of ROW's value / off's value, as a change
     paste -d' ' "$WORK/$1.txt" "$WORK/off.txt" | awk -v c="$2" '{n = NF / 2; print $c / $(c + n)}' \
@@ -115,10 +112,10 @@ table=$WORK/table.md
     echo "| Tracing | req/s (median) | vs off (median of rounds) | p99 ms (median) | CPU µs per request (median) | vs off (median of rounds) | req/s by round |"
     echo "|:---|---:|---:|---:|---:|---:|:---|"
     for row in "${rows[@]}"; do
-        rps=$(median "$WORK/$row.txt" 1)
-        cpu=$(median "$WORK/$row.txt" 3)
+        rps=$(column_median "$WORK/$row.txt" 1)
+        cpu=$(column_median "$WORK/$row.txt" 3)
         printf '| %s | %s | %s | %s | %s | %s | %s |\n' "${LABEL_OF[$row]}" "$rps" \
-            "$(paired "$row" 1)" "$(median "$WORK/$row.txt" 2)" "$cpu" \
+            "$(paired "$row" 1)" "$(column_median "$WORK/$row.txt" 2)" "$cpu" \
             "$(paired "$row" 3)" "$(cut -d' ' -f1 "$WORK/$row.txt" | paste -sd' ')"
     done
 } >"$table"

@@ -109,7 +109,7 @@ run_wrk() {  # ROW PATH -> "req/s p99_ms" appended to $WORK/ROW.txt
     grep -q "Non-2xx" "$out" && die "non-2xx answers on $2 (see $out)"
     local rps p99
     rps=$(awk '/^Requests\/sec:/ {print $2}' "$out")
-    p99=$(awk '$1 == "99%" {v = $2; if (v ~ /ms$/) {sub(/ms/, "", v)} else if (v ~ /us$/) {sub(/us/, "", v); v /= 1000} else if (v ~ /s$/) {sub(/s/, "", v); v *= 1000}; print v}' "$out")
+    p99=$(wrk_p99_ms "$out")
     echo "$rps $p99" >>"$WORK/$1.txt"
     log "$1: $rps req/s, p99 $p99 ms"
 }
@@ -139,24 +139,21 @@ for round in $(seq 1 "$ROUNDS"); do
 done
 load_after=$(cut -d' ' -f1-3 /proc/loadavg)
 
-median() {  # FILE COLUMN
-    sort -g -k"$2","$2" "$1" | awk -v c="$2" '{v[NR] = $c} END {print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2}'
-}
-plain=$(median "$WORK/plain.txt" 1)
+plain=$(column_median "$WORK/plain.txt" 1)
 share() { awk -v a="$1" -v b="$plain" 'BEGIN {printf "%.1f %%", 100 * a / b}'; }
 table=$WORK/table.md
 {
     echo "| Row | req/s (median) | p99 ms (median) | vs plain |"
     echo "|:---|---:|---:|---:|"
     for row in plain weighted mirrored aggregate; do
-        rps=$(median "$WORK/$row.txt" 1)
-        echo "| $row | $rps | $(median "$WORK/$row.txt" 2) | $(share "$rps") |"
+        rps=$(column_median "$WORK/$row.txt" 1)
+        echo "| $row | $rps | $(column_median "$WORK/$row.txt" 2) | $(share "$rps") |"
     done
     echo
     echo "| Front end (traffic_client.py, $CONNECTIONS connections) | answers/s (median) | p50 ms | p99 ms |"
     echo "|:---|---:|---:|---:|"
-    echo "| one aggregated call /agg/x | $(median "$WORK/client-aggregate.txt" 1) | $(median "$WORK/client-aggregate.txt" 2) | $(median "$WORK/client-aggregate.txt" 3) |"
-    echo "| three sequential calls /one/a, /one/b, /one/c | $(median "$WORK/client-sequential.txt" 1) | $(median "$WORK/client-sequential.txt" 2) | $(median "$WORK/client-sequential.txt" 3) |"
+    echo "| one aggregated call /agg/x | $(column_median "$WORK/client-aggregate.txt" 1) | $(column_median "$WORK/client-aggregate.txt" 2) | $(column_median "$WORK/client-aggregate.txt" 3) |"
+    echo "| three sequential calls /one/a, /one/b, /one/c | $(column_median "$WORK/client-sequential.txt" 1) | $(column_median "$WORK/client-sequential.txt" 2) | $(column_median "$WORK/client-sequential.txt" 3) |"
 } >"$table"
 mkdir -p "$RESULTS"
 {
