@@ -10,9 +10,12 @@ import uuid
 from collections.abc import Iterator
 from typing import Any
 
+import jwt
 import pytest
 
 from tests.support.h2client import H2Client
+from tests.support.identity_gateway import claims, ec_private, sign
+from tests.support.jwks_server import JwksServer
 from tests.support.net import free_port, request
 from tests.support.otlp import OtlpReceiver
 from tests.support.upstream import Upstream
@@ -326,3 +329,38 @@ def test_an_http2_callers_trace_is_continued_and_its_headers_replaced(
     assert server.parent_id == PARENT_SPAN
     assert server.attributes["network.protocol.version"] == "2"
     assert attempt.parent_id == server.span_id and attempt.span_id == sent.split("-")[2]
+
+
+def test_a_jwks_fetch_the_request_waited_for_is_a_child_span(upstream, receiver, start_gateway):
+    old, new = ec_private(), ec_private()
+    jwks = JwksServer({"keys": [jwk_of(old, "k-0")]})
+    try:
+        config = traced(upstream.url, receiver.endpoint)
+        issuer = {
+            "issuer": "https://jwks.test",
+            "jwks": {"url": jwks.url, "min_refresh_interval": "10ms"},
+        }
+        config["routes"][0]["policies"] = {"auth_jwt": {"issuers": [issuer]}}
+        gateway = start_gateway(config)
+        gateway.wait_for(lambda: jwks.fetches >= 1)  # the set as it was at start
+        time.sleep(0.05)  # past min_refresh_interval
+        jwks.document = {"keys": [jwk_of(old, "k-0"), jwk_of(new, "k-1")]}  # a new key
+        token = sign(claims(iss="https://jwks.test"), new, "ES256", kid="k-1")
+        response = request(
+            gateway.port, "GET", "/echo/jwks", headers={"Authorization": f"Bearer {token}"}
+        )
+        assert response.status == 200, response
+        trace_id = echoed_header(response.body, "traceparent")[0].split("-")[1]
+        spans = receiver.wait_for_spans(trace_id, 3)
+        [server] = [s for s in spans if s.kind == SERVER]
+        [fetch] = [s for s in spans if s.name == "auth_jwt jwks"]
+        assert fetch.parent_id == server.span_id and fetch.kind == 1  # INTERNAL
+        assert server.start_ns <= fetch.start_ns <= fetch.end_ns <= server.end_ns
+        assert jwks.fetches == 2
+    finally:
+        jwks.stop()
+
+
+def jwk_of(key: Any, kid: str) -> dict[str, Any]:
+    jwk = json.loads(jwt.algorithms.ECAlgorithm.to_jwk(key.public_key()))
+    return {**jwk, "kid": kid, "alg": "ES256", "use": "sig"}
