@@ -4,14 +4,11 @@ and the ids the gateway draws."""
 from __future__ import annotations
 
 import os
-import random
 from binascii import hexlify
 
 _HEX = frozenset(b"0123456789abcdef")
 _ZERO_TRACE = "0" * 32
 _ZERO_SPAN = "0" * 16
-# Ids must be unique, not secret (the OpenTelemetry SDK draws them the same way).
-random_bits = _random = random.getrandbits
 
 # The pool: ids for this many requests drawn at once, 32 random bytes each: a trace id
 # T (16), a server span id S and a first attempt's span id X (8 each). Entry i is kept
@@ -46,7 +43,7 @@ _RAW_PLACES = ((2, 0, 16), (20, 16, 8), (30, 0, 16), (48, 24, 8), (58, 16, 8))
 class IdPool:
     """POOLED entries of ids, taken in order; refilled when `next` reaches POOLED. One
     per process (ID_POOL), emptied in a forked child so no two workers share ids. The
-    tracer reads `next`, `raw` and `lines` itself on the request path (a method call
+    tracer reads `next` and `lines` itself on the request path (a method call
     there costs as much as the slice it would wrap)."""
 
     __slots__ = ("dense", "lines", "next", "random", "raw")
@@ -113,16 +110,6 @@ ID_POOL = IdPool()
 os.register_at_fork(after_in_child=ID_POOL.empty)
 
 
-def new_trace_id() -> str:
-    """128 random bits as 32 lower-case hex digits (never all zero)."""
-    return f"{_random(128) or 1:032x}"
-
-
-def new_span_id() -> str:
-    """64 random bits as 16 lower-case hex digits (never all zero)."""
-    return f"{_random(64) or 1:016x}"
-
-
 def parse_traceparent(value: bytes) -> tuple[str, str, bool] | None:
     """(trace id, parent span id, sampled) from a `traceparent` value, or None when it
     is not one (the spec: then start a new trace, as if there were none).
@@ -148,10 +135,6 @@ def parse_traceparent(value: bytes) -> tuple[str, str, bool] | None:
     if trace == _ZERO_TRACE or span == _ZERO_SPAN:
         return None
     return trace, span, bool(int(flags, 16) & 1)
-
-
-def traceparent(trace_id: str, span_id: str, sampled: bool) -> bytes:
-    return f"00-{trace_id}-{span_id}-{'01' if sampled else '00'}".encode()
 
 
 def _hex(part: bytes) -> bool:

@@ -38,7 +38,7 @@ Link = tuple[str, str, str, Mapping[str, Any]]
 _U64 = (1 << 64) - 1
 _SMALL = [bytes((n,)) for n in range(128)]
 # kind (field 6, varint), start (7, fixed64), end (8, fixed64)
-_KIND_TIMES = KIND_TIMES = struct.Struct("<BBBQBQ").pack
+_KIND_TIMES = struct.Struct("<BBBQBQ").pack
 _FLAGS = struct.Struct("<2sI").pack  # flags (16, fixed32): tag 0x85 0x01
 _DOUBLE = struct.Struct("<Bd").pack  # AnyValue.double_value (4, fixed64)
 _EVENT_TIME = struct.Struct("<BQ").pack  # Event.time_unix_nano (1, fixed64)
@@ -278,11 +278,6 @@ def string_prefixes(key: str, longest: int) -> list[bytes]:
         key_value = key_field + b"\x12" + _SMALL[size + 2] + value_field
         prefixes.append(ATTRIBUTE + _SMALL[len(key_value) + size] + key_value)
     return prefixes
-
-
-def status_attribute(key: str, value: int) -> bytes:
-    """An int attribute, encoded: for the few values that are cached (status codes)."""
-    return attributes(ATTRIBUTE, {key: value})
 
 
 # The request ----------------------------------------------------------------------------

@@ -9,7 +9,6 @@ from typing import TYPE_CHECKING
 
 from potok.observability.tracing import otlp
 from potok.observability.tracing.context import (
-    FIELDS,
     FLAGS_AT,
     ID_POOL,
     LINE,
@@ -32,7 +31,6 @@ _USER_AGENT = b"user-agent"
 _POOL = ID_POOL
 _new = object.__new__
 _now = time.time_ns
-_NO_STATUS = b""
 _SAMPLED_TAIL = b"-01\r\n"
 _LOCAL_FLAGS = otlp.flags_field(otlp.FLAGS_LOCAL_PARENT)
 _REMOTE_FLAGS = otlp.flags_field(otlp.FLAGS_REMOTE_PARENT)
@@ -92,8 +90,7 @@ class Tracer:
         # here: the call of the class would cost as much again as the stores.
         trace = _new(RequestTrace)
         trace.start_ns = _now()
-        raw = pool.raw
-        trace.fields = raw[index * FIELDS : index * FIELDS + FIELDS] if raw else pool.fields(index)
+        trace.fields = pool.fields(index)
         exchange.trace_lines = trace.line = lines[at : at + FLAGS_AT] + _SAMPLED_TAIL
         trace.spans = []
         trace.tracestate = None
