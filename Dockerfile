@@ -21,7 +21,7 @@ WORKDIR /src
 COPY requirements/runtime.txt requirements/runtime.txt
 COPY deploy/docker/install.sh deploy/docker/install.sh
 RUN deploy/docker/install.sh lock "$VIRTUAL_ENV"
-COPY pyproject.toml README.md ./
+COPY pyproject.toml setup.py README.md ./
 COPY src src
 RUN deploy/docker/install.sh app "$VIRTUAL_ENV"
 

@@ -112,6 +112,12 @@ prepare_potok() {
         rm -rf "$WORK/potok-src"
         mkdir -p "$WORK/potok-src"
         git -C "$ROOT" archive "$commit" src | tar -x -C "$WORK/potok-src"
+        if git -C "$ROOT" cat-file -e "$commit:setup.py" 2>/dev/null; then  # C extensions
+            git -C "$ROOT" archive "$commit" setup.py pyproject.toml README.md \
+                | tar -x -C "$WORK/potok-src"
+            (cd "$WORK/potok-src" && "$PYTHON" setup.py -q build_ext --inplace >build.log 2>&1) \
+                || die "building the snapshot's C extensions failed (see $WORK/potok-src/build.log)"
+        fi
         export PYTHONPATH="$WORK/potok-src/src${PYTHONPATH:+:$PYTHONPATH}"
         POTOK_SOURCE="commit $(git -C "$ROOT" rev-parse --short "$commit") (POTOK_REF=$POTOK_REF, snapshot)"
     else
@@ -119,10 +125,18 @@ prepare_potok() {
         [[ -z $(git -C "$ROOT" status --porcelain --untracked-files=no -- src 2>/dev/null) ]] \
             || dirty=" + uncommitted changes in src/"
         POTOK_SOURCE="working tree at $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo '?')$dirty"
+        local source built
+        for source in "$ROOT"/src/potok/observability/tracing/_encode.c; do
+            built=$(ls "${source%.c}".cpython-*.so 2>/dev/null | head -1)
+            [[ -n $built && $built -nt $source ]] \
+                || die "${source#"$ROOT"/} is not built or changed since: run pip install -e . again"
+        done
     fi
     local where
     where=$("$PYTHON" -c 'import potok; print(potok.__file__)') || die "cannot import potok"
-    log "Potok under test: $POTOK_SOURCE ($where)"
+    local encoders
+    encoders=$("$PYTHON" -c 'from potok.observability.tracing import encode; print("C" if encode.NATIVE else "Python")')
+    log "Potok under test: $POTOK_SOURCE ($where; tracing encoders in $encoders)"
 }
 
 # Fail early if a port is already taken by something else.

@@ -10,7 +10,10 @@ import pytest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.proto.trace.v1.trace_pb2 import Span
 
-from potok.observability.tracing import otlp
+from potok.observability.tracing import context as context_module
+from potok.observability.tracing import encode, otlp
+from potok.observability.tracing import trace as trace_module
+from potok.observability.tracing import tracer as tracer_module
 from potok.observability.tracing.config import TracingConfig
 from potok.observability.tracing.context import ID_POOL
 from potok.observability.tracing.trace import RequestTrace
@@ -19,6 +22,17 @@ from potok.upstream.forwarded import TrustedProxies
 
 PARENT_TRACE = "4bf92f3577b34da6a3ce929d0e0e4736"
 PARENT_SPAN = "00f067aa0ba902b7"
+
+
+@pytest.fixture(autouse=True, params=["native", "python"])
+def encoders(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Every test twice: with the C encoders and with encode.py's Python ones."""
+    if request.param == "python":
+        monkeypatch.setattr(tracer_module, "server_span", encode.python_server_span)
+        monkeypatch.setattr(trace_module, "attempt_span", encode.python_attempt_span)
+        monkeypatch.setattr(context_module, "pool_entries", encode.python_pool_entries)
+        ID_POOL.empty()  # drawn again by the Python pool_entries
+    return str(request.param)
 
 
 class Target:  # as upstream.Target: hashable by identity

@@ -4,7 +4,8 @@ and the ids the gateway draws."""
 from __future__ import annotations
 
 import os
-from binascii import hexlify
+
+from potok.observability.tracing.encode import POOLED_FIELDS, POOLED_LINE, pool_entries
 
 _HEX = frozenset(b"0123456789abcdef")
 _ZERO_TRACE = "0" * 32
@@ -18,26 +19,19 @@ _ZERO_SPAN = "0" * 16
 #   parent_span_id fields (ATTEMPT_FIELDS);
 #   in `lines` (LINE bytes from i * LINE) as the `traceparent` line an unsampled request
 #   sends upstream: "traceparent: 00-T-X-00\r\n" (a sampled one changes the flags).
-# One `os.urandom`, one hexlify and strided copies per POOLED requests: formatting ids
-# per request cost ~3,000 instructions, slicing a pool ~1,000 (bench/instructions.sh).
+# One `os.urandom` and one pool_entries (encode.py: C, or strided copies in Python) per
+# POOLED requests: formatting ids per request cost ~3,000 instructions, a pool's slice
+# ~1,000 (bench/instructions.sh).
 POOLED = 512
-FIELDS = 66
-LINE = 70  # b"traceparent: 00-" + 32 + b"-" + 16 + b"-00\r\n"
+FIELDS = POOLED_FIELDS
+LINE = POOLED_LINE  # b"traceparent: 00-" + 32 + b"-" + 16 + b"-00\r\n"
 TRACE_AT = 16  # where a line's trace id (32 hex digits) begins
 SPAN_AT = 49  # where its span id (16 hex digits) begins
 FLAGS_AT = 65  # where its "-00\r\n" begins
 SERVER_FIELDS = slice(0, 28)
 ATTEMPT_FIELDS = slice(28, 66)
-_LINE_TEMPLATE = b"traceparent: 00-" + b"0" * 32 + b"-" + b"0" * 16 + b"-00\r\n"
-_TRACE_TAG, _SPAN_TAG, _PARENT_TAG = b"\x0a\x10", b"\x12\x08", b"\x22\x08"
-_FIELDS_TEMPLATE = (
-    _TRACE_TAG + bytes(16) + _SPAN_TAG + bytes(8)
-    + _TRACE_TAG + bytes(16) + _SPAN_TAG + bytes(8) + _PARENT_TAG + bytes(8)
-)  # fmt: skip
-_FIELDS_FORMAT = _FIELDS_TEMPLATE.replace(bytes(16), b"%s").replace(bytes(8), b"%s")
-_ZERO_RUN = b"0" * 16
-# Where the random bytes of an entry (T, S, X at 0, 16, 24) go in its FIELDS: (at, from, size).
-_RAW_PLACES = ((2, 0, 16), (20, 16, 8), (30, 0, 16), (48, 24, 8), (58, 16, 8))
+# An entry's fields made from its ids (T, S, T, X, S) when `raw` is not written.
+_FIELDS_FORMAT = b"\x0a\x10%s\x12\x08%s\x0a\x10%s\x12\x08%s\x22\x08%s"
 
 
 class IdPool:
@@ -46,12 +40,13 @@ class IdPool:
     tracer reads `next` and `lines` itself on the request path (a method call
     there costs as much as the slice it would wrap)."""
 
-    __slots__ = ("dense", "lines", "next", "random", "raw")
+    __slots__ = ("dense", "lines", "next", "random", "raw", "sampled")
 
     def __init__(self) -> None:
         self.random = b""
         self.raw = b""
         self.lines = b""
+        self.sampled = b""  # when dense: `lines` with the sampled flag ("-01\r\n")
         self.next = POOLED
         # Whether `raw` is written for every entry at refill (cheaper per sampled request)
         # or each entry's fields on demand (`fields`; cheaper when few are sampled): set
@@ -61,26 +56,13 @@ class IdPool:
     def refill(self) -> None:
         while True:
             random = os.urandom(32 * POOLED)
-            digits = hexlify(random)
-            # An all-zero id is invalid: redraw if 16 zero digits occur anywhere (about
-            # once in 10**15 pools), which covers every id.
-            if _ZERO_RUN not in digits:
+            entries = pool_entries(random, self.dense)
+            if entries is not None:  # else an all-zero id (invalid), about once in 10**16 pools
                 break
-        if self.dense:
-            raw = bytearray(_FIELDS_TEMPLATE * POOLED)
-            for at, start, size in _RAW_PLACES:
-                for byte in range(size):
-                    raw[at + byte :: FIELDS] = random[start + byte :: 32]
-            self.raw = bytes(raw)
-        else:
-            self.raw = b""
+        self.raw, self.lines = entries
+        # "-00\r\n" ends each line and occurs nowhere else (hex digits, no CR).
+        self.sampled = self.lines.replace(b"-00\r\n", b"-01\r\n") if self.raw else b""
         self.random = random
-        lines = bytearray(_LINE_TEMPLATE * POOLED)
-        for digit in range(32):  # T
-            lines[TRACE_AT + digit :: LINE] = digits[digit::64]
-        for digit in range(16):  # X
-            lines[SPAN_AT + digit :: LINE] = digits[48 + digit :: 64]
-        self.lines = bytes(lines)
         self.next = 0
 
     def take(self) -> int:
@@ -103,7 +85,7 @@ class IdPool:
 
     def empty(self) -> None:
         self.next = POOLED
-        self.random = self.raw = self.lines = b""
+        self.random = self.raw = self.lines = self.sampled = b""
 
 
 ID_POOL = IdPool()

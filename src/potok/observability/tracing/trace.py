@@ -9,7 +9,6 @@ all an unsampled request gets (the tracer, tracer.py). Ids come from the id pool
 
 from __future__ import annotations
 
-import struct
 import time
 from typing import Any
 
@@ -21,6 +20,7 @@ from potok.observability.tracing.context import (
     LINE,
     SPAN_AT,
 )
+from potok.observability.tracing.encode import attempt_span
 from potok.observability.tracing.otlp import CLIENT, INTERNAL, SERVER
 
 __all__ = ["CLIENT", "INTERNAL", "SERVER", "RequestTrace"]
@@ -30,16 +30,9 @@ CallSpan = tuple[str, bytes, int]
 
 _now = time.time_ns
 _span = otlp.span
-_TIMES = struct.Struct("<BQBQ").pack  # Span.start_time_unix_nano (7), end (8)
-_NO_STATUS = b""
 _LOCAL = otlp.FLAGS_LOCAL_PARENT
 _LOCAL_FLAGS = otlp.flags_field(_LOCAL)
 _POOL = ID_POOL
-# An attempt's span whose attributes and times are all it has (no error, no resend, no
-# trace state): the ScopeSpans.spans tag and two-byte length, its trace_id, span_id and
-# parent_span_id fields (the pool's ATTEMPT_FIELDS), name and kind, times, attributes,
-# flags.
-_ATTEMPT_SPAN = b"\x12%c%c%s%s%s%s" + _LOCAL_FLAGS
 
 
 class RequestTrace:
@@ -135,23 +128,20 @@ class RequestTrace:
         self.attempt = None
         fields, start, status, error, method, target, resend = attempt
         key = (method, target, status)
-        head, attributes, size = _ATTEMPTS.get(key) or _describe_attempt(key)
-        times = _TIMES(0x39, start, 0x41, _now())
-        if size and not resend and error is None and status < 500 and self.tracestate is None:
-            # the common case: everything but ids and times cached, one %-format
-            span = _ATTEMPT_SPAN % (size & 0x7F | 0x80, size >> 7, fields, head, times, attributes)
-        else:
-            if status >= 500 and error is None:
-                error = str(status)
-            if resend or error is not None:
-                extra = {"http.request.resend_count": resend or None, "error.type": error}
-                attributes += otlp.attributes(otlp.ATTRIBUTE, extra)
-            if self.tracestate is not None:  # Span.trace_state (3) goes between 2 and 4
-                fields = fields[:28] + otlp.field(b"\x1a", self.tracestate) + fields[28:]
-            status_field = _NO_STATUS if error is None else otlp.error_status(error)
-            body = b"".join((fields, head, times, attributes, status_field, _LOCAL_FLAGS))
-            span = otlp.field(b"\x12", body)
-        self.spans.append(span)
+        head, attributes = _ATTEMPTS.get(key) or _describe_attempt(key)
+        if not resend and error is None and status < 500 and self.tracestate is None:
+            # the common case: everything but ids and times cached
+            self.spans.append(attempt_span(fields, head, start, _now(), attributes, _LOCAL_FLAGS))
+            return
+        if status >= 500 and error is None:
+            error = str(status)
+        if resend or error is not None:
+            extra = {"http.request.resend_count": resend or None, "error.type": error}
+            attributes += otlp.attributes(otlp.ATTRIBUTE, extra)
+        if self.tracestate is not None:  # Span.trace_state (3) goes between 2 and 4
+            fields = fields[:28] + otlp.field(b"\x1a", self.tracestate) + fields[28:]
+        tail = otlp.error_status(error) + _LOCAL_FLAGS
+        self.spans.append(attempt_span(fields, head, start, _now(), attributes, tail))
 
     # Calls of their own, several at once (an aggregated route's) ---------------------
 
@@ -232,12 +222,12 @@ class RequestTrace:
 # The encoded parts of the upstream attempts' spans by (method, target, status): the
 # config's targets times a few methods and statuses; cleared if it ever grows past the
 # bound (reloads piling up targets).
-_ATTEMPTS: dict[tuple[bytes, Any, int], tuple[bytes, bytes, int]] = {}
+_ATTEMPTS: dict[tuple[bytes, Any, int], tuple[bytes, bytes]] = {}
 _MAX_ATTEMPTS = 4096
 
 
-def _describe_attempt(key: tuple[bytes, Any, int]) -> tuple[bytes, bytes, int]:
-    """(name and kind fields, attributes, the span's size with them) of an attempt."""
+def _describe_attempt(key: tuple[bytes, Any, int]) -> tuple[bytes, bytes]:
+    """(name and kind fields, attributes) of an attempt."""
     method, target, status = key
     head = otlp.name_field(method.decode("latin-1")) + b"\x30%c" % CLIENT  # Span.kind (6)
     attributes = otlp.attributes(
@@ -250,10 +240,7 @@ def _describe_attempt(key: tuple[bytes, Any, int]) -> tuple[bytes, bytes, int]:
             "http.response.status_code": status or None,
         },
     )
-    size = 38 + len(head) + 18 + len(attributes) + len(_LOCAL_FLAGS)  # ids, times
-    if not 128 <= size < 16384:  # its length would not take two bytes: the general path
-        size = 0
     if len(_ATTEMPTS) >= _MAX_ATTEMPTS:
         _ATTEMPTS.clear()
-    described = _ATTEMPTS[key] = (head, attributes, size)
+    described = _ATTEMPTS[key] = (head, attributes)
     return described

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 
 from potok.observability.tracing import otlp
 from potok.observability.tracing.context import (
+    FIELDS,
     FLAGS_AT,
     ID_POOL,
     LINE,
@@ -17,6 +18,7 @@ from potok.observability.tracing.context import (
     TRACE_AT,
     parse_traceparent,
 )
+from potok.observability.tracing.encode import server_span
 from potok.observability.tracing.trace import SERVER, RequestTrace
 
 if TYPE_CHECKING:
@@ -53,7 +55,7 @@ class Tracer:
         self._trusted = trusted
         self._accept = config.accept_parent
         # A server span's parts that repeat, by what they depend on (bounded).
-        self._described: dict[_Described, tuple[bytes, bytes, bytes, int]] = {}
+        self._described: dict[_Described, tuple[bytes, bytes, bytes]] = {}
         # As OpenTelemetry's TraceIdRatioBased: sampled when the trace id's low 64 bits
         # fall under ratio * 2**64, so every hop with the same ratio decides alike. As
         # 16 hex digits, which order as the numbers do; "g" is above them all (ratio 1).
@@ -90,8 +92,13 @@ class Tracer:
         # here: the call of the class would cost as much again as the stores.
         trace = _new(RequestTrace)
         trace.start_ns = _now()
-        trace.fields = pool.fields(index)
-        exchange.trace_lines = trace.line = lines[at : at + FLAGS_AT] + _SAMPLED_TAIL
+        raw = pool.raw
+        if raw:  # dense: the fields and the sampled line are written already
+            trace.fields = raw[index * FIELDS : index * FIELDS + FIELDS]
+            exchange.trace_lines = trace.line = pool.sampled[at : at + LINE]
+        else:
+            trace.fields = pool.fields(index)
+            exchange.trace_lines = trace.line = lines[at : at + FLAGS_AT] + _SAMPLED_TAIL
         trace.spans = []
         trace.tracestate = None
         trace.parent_fields = b""
@@ -147,10 +154,11 @@ class Tracer:
     def finish(self, exchange: Exchange, trace: RequestTrace, duration: float) -> None:
         """The server span of a sampled trace, encoded, and the trace to the exporter.
 
-        What varies per request (ids, times, path, request id) goes into one %-format;
-        what repeats is encoded once per distinct value and reused (bounded caches):
-        the name, kind and attributes of a (method, route, service, status, host,
-        scheme, version); the client's addresses; the user agent."""
+        What varies per request (ids, times, path, request id) goes into one call of
+        encode.server_span with the rest; what repeats is encoded once per distinct
+        value and reused (bounded caches): the name, kind and attributes of a (method,
+        route, service, status, host, scheme, version); the client's addresses; the
+        user agent."""
         if trace.attempt is not None:
             trace.end_attempt()
         key = (
@@ -170,40 +178,31 @@ class Tracer:
             if len(header) == 10 and header.lower() == _USER_AGENT:
                 agent = _AGENTS.get(value) or _agent(value)
                 break
-        head, attributes, tail, constant = described
-        start = trace.start_ns  # the span lasts what the request's metrics say it did
-        times = _TIMES(0x39, start, 0x41, start + int(duration * 1e9))
-        path = exchange.path
-        request_id = exchange.request_id.encode()
-        a, b = len(path), len(request_id)
+        head, attributes, tail = described
         parent = trace.parent_fields
-        if (a | b) < 64 and not parent and path.isascii():  # one %-format
-            size = constant + len(address_attributes) + len(agent) + a + b
-            if size < 16384:
-                trace.spans.append(
-                    _SERVER_SPAN
-                    % (
-                        size & 0x7F | 0x80,
-                        size >> 7,
-                        trace.fields,
-                        head,
-                        times,
-                        attributes,
-                        address_attributes,
-                        _PATH_PREFIXES[a],
-                        path,
-                        _REQUEST_ID_PREFIXES[b],
-                        request_id,
-                        agent,
-                        tail,
-                    )
+        if not parent:  # a trace of the gateway's own: one call
+            trace.spans.append(
+                server_span(
+                    trace.fields,
+                    head,
+                    trace.start_ns,  # the span lasts what the request's metrics say it did
+                    duration,
+                    attributes,
+                    address_attributes,
+                    exchange.path,
+                    exchange.request_id,
+                    agent,
+                    tail,
                 )
-                self._exporter.submit(trace.spans)
-                return
-        # Long or not ASCII (bytes read as latin-1 are valid UTF-8 then), or continued.
+            )
+            self._exporter.submit(trace.spans)
+            return
+        # Continued: the caller's span is the parent, its tracestate goes on.
+        start = trace.start_ns
+        times = _TIMES(0x39, start, 0x41, start + int(duration * 1e9))
         unique = otlp.attributes(
             _ATTRIBUTE,
-            {"url.path": path.decode("latin-1"), "potok.request_id": exchange.request_id},
+            {"url.path": exchange.path.decode("latin-1"), "potok.request_id": exchange.request_id},
         )
         body = b"".join(
             (
@@ -215,15 +214,15 @@ class Tracer:
                 address_attributes,
                 unique,
                 agent,
-                tail if not parent else tail[:-4] + _REMOTE_FLAGS[-4:],
+                tail[:-4] + _REMOTE_FLAGS[-4:],
             )
         )
         trace.spans.append(otlp.field(b"\x12", body))
         self._exporter.submit(trace.spans)
 
-    def _describe(self, key: _Described) -> tuple[bytes, bytes, bytes, int]:
-        """(name and kind fields, attributes, status and flags fields, the span's size
-        less its per-request parts) of a server span of `key`."""
+    def _describe(self, key: _Described) -> tuple[bytes, bytes, bytes]:
+        """(name and kind fields, attributes, status and flags fields) of a server span
+        of `key`."""
         method_bytes, route, service, status, host, scheme, version = key
         method = method_bytes.decode("latin-1")
         head = otlp.name_field(f"{method} {route}" if route else method)
@@ -242,26 +241,14 @@ class Tracer:
             },
         )
         tail = (otlp.error_status(str(status)) if status >= 500 else b"") + _LOCAL_FLAGS
-        # the ids' fields (28), times (18) and the fixed bytes of path and request id
-        constant = 28 + len(head) + 18 + len(attributes) + len(tail)
-        constant += len(_PATH_PREFIXES[0]) + len(_REQUEST_ID_PREFIXES[0])
-        described = (head, attributes, tail, constant)
+        described = (head, attributes, tail)
         if len(self._described) < _MAX_CACHED:
             self._described[key] = described
         return described
 
 
 _ATTRIBUTE = otlp.ATTRIBUTE
-# By length (under 64 bytes): the attribute but for the value.
-_PATH_PREFIXES = otlp.string_prefixes("url.path", 63)
-_REQUEST_ID_PREFIXES = otlp.string_prefixes("potok.request_id", 63)
 _TIMES = struct.Struct("<BQBQ").pack  # Span.start_time_unix_nano (7), end (8)
-# A server span of a trace the gateway started, whose path and request id are short
-# ASCII, as one %-format: the ScopeSpans.spans field's tag and two-byte length, the
-# trace and span id fields (the first 28 bytes of the pool's `fields`: %.28s drops the
-# rest), name and kind, times, the cached attributes, the client's addresses, path and
-# request id (each a prefix and the value), the user agent, status and flags.
-_SERVER_SPAN = b"\x12%c%c%.28s%s%s%s%s%s%s%s%s%s%s"
 # (method, route, service, status, host, scheme, version)
 _Described = tuple[bytes, str, str, int, bytes, bytes | None, str]
 # Encoded attributes by the values they repeat, each cache bounded (beyond it a value
