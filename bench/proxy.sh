@@ -263,7 +263,7 @@ post_checks() {
             echo "GET /api/v1/metrics -> $(curl -s -o /dev/null -m 2 -w '%{http_code}' "http://127.0.0.1:$PORT/api/v1/metrics" || echo none)" >>"$notes"
             ;;
         potok-traced1 | potok-traced100)
-            echo "spans the collector received so far: $(cat "$WORK/otlp-spans.txt" 2>/dev/null || echo 0)" >>"$notes"
+            echo "what the collector received so far: $(cat "$WORK/otlp-spans.txt" 2>/dev/null || echo nothing)" >>"$notes"
             ;;
         potok-w2)
             echo "child processes of the supervisor (pid $PID):" >>"$notes"

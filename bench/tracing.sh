@@ -2,9 +2,10 @@
 # Tracing's cost (issue 19's benchmark): the same proxy with tracing off, at 1 % and at
 # 100 % sampling, in one run.
 #
-#     bench/tracing.sh                     # 9 rounds of 5 s per row, then callgrind (~14 min)
-#     ROUNDS=7 DURATION=10 bench/tracing.sh
-#     CALLGRIND=0 bench/tracing.sh         # wall clock only (~3 min)
+#     bench/tracing.sh                     # 9 rounds of 5 s per row, 4 x 2 rounds side by
+#                                          # side, then callgrind (~17 min)
+#     ROUNDS=7 DURATION=10 SIDE_SETS=6 SIDE_ROUNDS=3 bench/tracing.sh
+#     CALLGRIND=0 bench/tracing.sh         # wall clock only (~5 min)
 #
 # Four Potoks (one worker each, all on core $PROXY_CPU, only the measured one loaded)
 # with bench/proxy.sh's bare config (one route to the nginx upstream, access log and
@@ -18,6 +19,14 @@
 # On a shared VM a round can run 20 % slower than the next for reasons of the host's;
 # "vs off" is therefore the median of each round's own ratio (the rows of a round run
 # back to back), not a ratio of medians.
+# Then side by side (SIDE_SETS sets of fresh processes, SIDE_ROUNDS rounds of DURATION s
+# in each): off and one other row loaded at the same time, each by a wrk of its own,
+# both Potoks sharing core $PROXY_CPU. The scheduler gives each half the core, so the
+# ratio of their req/s is the ratio of what a request costs each, and whatever the host
+# does to the core in those seconds it does to both: on this VM the rows above move by
+# ±20 % from one round to the next, a ratio side by side by ±2 % within one set of
+# processes. Between sets it moves by a few per cent more (two processes of one config
+# are not equally fast here: memory layout), hence several sets.
 # Goals: <= 3 % fewer req/s at 1 %, <= 15 % at 100 %.
 # Then (CALLGRIND=1) bench/instructions.sh counts user-space instructions per request,
 # off / 1 % / 100 %: load-independent, but blind to the kernel's share of a request
@@ -31,6 +40,8 @@ ROUNDS=${ROUNDS:-9}
 DURATION=${DURATION:-5}
 CONNECTIONS=${CONNECTIONS:-50}
 CALLGRIND=${CALLGRIND:-1}
+SIDE_SETS=${SIDE_SETS:-4}  # fresh processes for each set of side-by-side rounds
+SIDE_ROUNDS=${SIDE_ROUNDS:-2}
 
 trap cleanup EXIT
 ensure_tools
@@ -60,10 +71,26 @@ for i in "${!rows[@]}"; do
             "${RATIO_OF[$row]}" "$SINK_PORT" >>"$WORK/$row/potok.yaml"
         "$POTOK" check --config "$WORK/$row/potok.yaml" >/dev/null || die "potok rejects $row's config"
     fi
-    start_potok "$WORK/$row/potok.yaml" "$PROXY_CPU" "$WORK/$row/potok.log"
-    PID_OF[$row]=$LAST_PID
-    wait_http "$port" "$LAST_PID" || die "potok ($row) did not start (see $WORK/$row/potok.log)"
 done
+start_rows() {  # a fresh Potok process per row
+    local row
+    for row in "${rows[@]}"; do
+        start_potok "$WORK/$row/potok.yaml" "$PROXY_CPU" "$WORK/$row/potok.log"
+        PID_OF[$row]=$LAST_PID
+        wait_http "${PORT_OF[$row]}" "$LAST_PID" || die "potok ($row) did not start (see $WORK/$row/potok.log)"
+    done
+}
+stop_rows() {
+    local row
+    for row in "${rows[@]}"; do stop_pid "${PID_OF[$row]}"; done
+}
+warm_up() {
+    local row
+    for row in "${rows[@]}"; do
+        taskset -c "$LOAD_CPU" wrk -t1 -c"$CONNECTIONS" -d2s "http://127.0.0.1:${PORT_OF[$row]}/" >/dev/null 2>&1
+    done
+}
+start_rows
 log "potok off / 1 % / 100 % / off on ports $FIRST_PORT-$((FIRST_PORT + 3)) (core $PROXY_CPU), sink on $SINK_PORT"
 
 run_wrk() {  # ROW -> "req/s p99_ms cpu_us_per_request" appended to $WORK/ROW.txt
@@ -83,9 +110,7 @@ run_wrk() {  # ROW -> "req/s p99_ms cpu_us_per_request" appended to $WORK/ROW.tx
     log "$row: $rps req/s, p99 $p99 ms, $cpu us CPU per request"
 }
 
-for row in "${rows[@]}"; do  # warm-up
-    taskset -c "$LOAD_CPU" wrk -t1 -c"$CONNECTIONS" -d2s "http://127.0.0.1:${PORT_OF[$row]}/" >/dev/null 2>&1
-done
+warm_up
 load_before=$(cut -d' ' -f1-3 /proc/loadavg)
 for round in $(seq 1 "$ROUNDS"); do
     log "round $round of $ROUNDS"
@@ -98,9 +123,41 @@ for round in $(seq 1 "$ROUNDS"); do
     esac
     for row in "${order[@]}"; do run_wrk "$row"; done
 done
+
+side_by_side() {  # ROW ROUND -> "off_rps row_rps": both loaded at once, sharing the core
+    local row=$1 first=off second=$1 pid
+    if (($2 % 2 == 0)); then first=$1 second=off; fi  # which wrk starts first, alternately
+    taskset -c "$LOAD_CPU" wrk -t1 -c"$CONNECTIONS" -d"${DURATION}s" \
+        "http://127.0.0.1:${PORT_OF[$first]}/" >"$WORK/side-$first.out" 2>&1 &
+    pid=$!
+    taskset -c "$LOAD_CPU" wrk -t1 -c"$CONNECTIONS" -d"${DURATION}s" \
+        "http://127.0.0.1:${PORT_OF[$second]}/" >"$WORK/side-$second.out" 2>&1 \
+        || die "wrk failed on $second (see $WORK/side-$second.out)"
+    wait "$pid" || die "wrk failed on $first (see $WORK/side-$first.out)"
+    if grep -q "Non-2xx" "$WORK/side-off.out" "$WORK/side-$row.out"; then
+        die "non-2xx answers side by side ($row)"
+    fi
+    echo "$(awk '/^Requests\/sec:/ {print $2}' "$WORK/side-off.out") $(awk '/^Requests\/sec:/ {print $2}' "$WORK/side-$row.out")"
+}
+side_rows=(traced1 traced100 control)
+# Fresh processes per set: two processes of one config differ by a few per cent here
+# (their memory layout), more than a 3 % goal; several sets average that out.
+for set in $(seq 1 "$SIDE_SETS"); do
+    stop_rows
+    start_rows
+    warm_up
+    for round in $(seq 1 "$SIDE_ROUNDS"); do
+        log "side by side, processes $set of $SIDE_SETS, round $round of $SIDE_ROUNDS"
+        for row in "${side_rows[@]}"; do
+            pair=$(side_by_side "$row" "$round")
+            echo "$pair" >>"$WORK/side-$row.txt"
+            log "off beside $row: $pair req/s"
+        done
+    done
+done
 load_after=$(cut -d' ' -f1-3 /proc/loadavg)
 sleep 2  # the last batches
-spans=$(cat "$WORK/otlp-spans.txt" 2>/dev/null || echo 0)
+spans=$(cat "$WORK/otlp-spans.txt" 2>/dev/null || echo "nothing")
 
 versus() { awk -v a="$1" -v b="$2" 'BEGIN {printf "%+.1f %%", 100 * (a - b) / b}'; }
 paired() {  # ROW COLUMN: the median over rounds of ROW's value / off's value, as a change
@@ -118,12 +175,24 @@ table=$WORK/table.md
             "$(paired "$row" 1)" "$(column_median "$WORK/$row.txt" 2)" "$cpu" \
             "$(paired "$row" 3)" "$(cut -d' ' -f1 "$WORK/$row.txt" | paste -sd' ')"
     done
+    echo
+    echo "Side by side (off and the row loaded at once, sharing core $PROXY_CPU; $SIDE_SETS sets of fresh processes, $SIDE_ROUNDS rounds of ${DURATION} s each):"
+    echo
+    echo "| Tracing | req/s vs off beside it (median of rounds) | lowest, highest | each round |"
+    echo "|:---|---:|:---|:---|"
+    for row in "${side_rows[@]}"; do
+        awk '{printf "%+.1f\n", 100 * ($2 - $1) / $1}' "$WORK/side-$row.txt" | sort -g >"$WORK/side-$row.ratios"
+        printf '| %s | %s %% | %s %%, %s %% | %s |\n' "${LABEL_OF[$row]}" \
+            "$(awk '{v[NR] = $1} END {m = (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2; printf "%+.1f", m}' "$WORK/side-$row.ratios")" \
+            "$(head -1 "$WORK/side-$row.ratios")" "$(tail -1 "$WORK/side-$row.ratios")" \
+            "$(awk '{printf "%+.1f %% ", 100 * ($2 - $1) / $1}' "$WORK/side-$row.txt")"
+    done
 } >"$table"
 mkdir -p "$RESULTS"
 {
     echo "Tracing, $(date -u '+%Y-%m-%d %H:%M UTC'), $POTOK_SOURCE; $ROUNDS rounds of ${DURATION} s per row"
     echo "(wrk -c$CONNECTIONS, rows alternating); Potok 1 worker on core $PROXY_CPU; nginx, wrk and the OTLP sink"
-    echo "on core $LOAD_CPU; load average before $load_before, after $load_after; spans the sink received: $spans;"
+    echo "on core $LOAD_CPU; load average before $load_before, after $load_after; the sink received $spans;"
     echo "$(lscpu | awk -F: '/Model name/ {gsub(/^ +/, "", $2); print $2}')."
     echo
     cat "$table"

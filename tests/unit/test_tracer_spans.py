@@ -97,9 +97,9 @@ def one_request(
     trace = request.trace
     assert isinstance(trace, RequestTrace)
     request.trace_lines = trace.begin_attempt(b"GET", TARGET, 0)
-    trace.attempt_status(status)
+    trace.attempt_status = status
     if error is not None:
-        trace.attempt_error(error)
+        trace.attempt_error = error
     trace.end_attempt()
     request.status = status
     tracer.finish(request, trace, 0.0025)
@@ -153,9 +153,9 @@ def test_a_retry_is_a_span_of_its_own_and_the_upstream_is_told_so(dense):
     tracer.begin(request)
     trace = request.trace
     first = trace.begin_attempt(b"GET", TARGET, 0)
-    trace.attempt_status(503)
+    trace.attempt_status = 503
     second = trace.begin_attempt(b"GET", TARGET, 1)  # ends the first
-    trace.attempt_status(200)
+    trace.attempt_status = 200
     trace.end_attempt()
     tracer.finish(request, trace, 0.001)
     one, two, server = decoded(collected.spans)

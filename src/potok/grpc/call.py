@@ -203,7 +203,7 @@ class GrpcCall:
             await self._backoff()
             return True
         if trace is not None:
-            trace.attempt_error(kind)
+            trace.attempt_error = kind
         return False
 
     async def _attempt(self, stream: H2Stream) -> H2Error | None:
@@ -326,7 +326,7 @@ class GrpcCall:
         http_status = stream.status or 502
         trace = exchange.trace
         if trace is not None:
-            trace.attempt_status(http_status)
+            trace.attempt_status = http_status
         ok = http_status < 500
         self._judge_attempt(ok, "5xx", http_status)
         self._judge_call(ok, "5xx", http_status)
@@ -365,7 +365,7 @@ class GrpcCall:
         exchange = self.exchange
         trace = exchange.trace
         if trace is not None:
-            trace.attempt_error("reset")
+            trace.attempt_error = "reset"
         code = exc.code if isinstance(exc, StreamReset) else ErrorCodes.INTERNAL_ERROR
         cancelled = code == ErrorCodes.CANCEL
         if not cancelled:
@@ -439,7 +439,7 @@ class GrpcCall:
             self._target = None
         trace = self.exchange.trace
         if trace is not None:
-            trace.attempt_error(kind)
+            trace.attempt_error = kind
             trace.end_attempt()
 
     def _judge_attempt(self, ok: bool, kind: str = "", http_status: int = 0) -> None:

@@ -249,7 +249,7 @@ class ProxyCall:
         self._cancel_timer()
         trace = self.exchange.trace
         if trace is not None:
-            trace.attempt_status(status)
+            trace.attempt_status = status
         if status >= 500:
             retry = self._retry
             if (
@@ -357,7 +357,7 @@ class ProxyCall:
             return
         trace = self.exchange.trace
         if trace is not None:
-            trace.attempt_error(kind)
+            trace.attempt_error = kind
         connection = self._connection
         if (
             kind == "reset"

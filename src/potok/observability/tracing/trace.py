@@ -40,6 +40,12 @@ class RequestTrace:
 
     __slots__ = (
         "attempt",
+        "attempt_error",
+        "attempt_method",
+        "attempt_resend",
+        "attempt_start",
+        "attempt_status",
+        "attempt_target",
         "attempts",
         "fields",
         "line",
@@ -65,8 +71,12 @@ class RequestTrace:
         self.fields = fields
         self.line = line
         self.spans: list[bytes] = []  # finished spans, encoded
-        # The open attempt's [span fields, start ns, status, error, method, target, resend]
-        self.attempt: list[Any] | None = None
+        # The open attempt's span fields (None: none is open); its other attempt_* slots
+        # are set by begin_attempt, and attempt_status and attempt_error by its caller
+        # as the attempt goes (plain stores: a method call costs more than the store).
+        self.attempt: bytes | None = None
+        self.attempt_status = 0  # the upstream's answer
+        self.attempt_error: str | None = None  # what went wrong (error.type)
         self.attempts = 0  # begun so far
         self.waiting_since = 0  # ns: when a policy began waiting for its I/O (one at a time)
         if parent_id is None and tracestate is None:
@@ -105,33 +115,34 @@ class RequestTrace:
         it sends."""
         if self.attempt is not None:
             self.end_attempt()
+        self.attempt_start = _now()
+        self.attempt_method = method
+        self.attempt_target = target
+        self.attempt_resend = resend
+        self.attempt_status = 0
+        self.attempt_error = None
         self.attempts += 1
         if self.attempts == 1:  # the pool drew its id with the trace's
-            self.attempt = [self.fields[ATTEMPT_FIELDS], _now(), 0, None, method, target, resend]
+            self.attempt = self.fields[ATTEMPT_FIELDS]
             return self.line
-        fields, line = self._new_span()
-        self.attempt = [fields, _now(), 0, None, method, target, resend]
+        self.attempt, line = self._new_span()
         return line
 
-    def attempt_status(self, status: int) -> None:
-        if self.attempt is not None:
-            self.attempt[2] = status
-
-    def attempt_error(self, kind: str) -> None:
-        if self.attempt is not None:
-            self.attempt[3] = kind
-
     def end_attempt(self) -> None:
-        attempt = self.attempt
-        if attempt is None:
+        fields = self.attempt
+        if fields is None:
             return
         self.attempt = None
-        fields, start, status, error, method, target, resend = attempt
-        key = (method, target, status)
+        status = self.attempt_status
+        key = (self.attempt_method, self.attempt_target, status)
         head, attributes = _ATTEMPTS.get(key) or _describe_attempt(key)
+        error = self.attempt_error
+        resend = self.attempt_resend
         if not resend and error is None and status < 500 and self.tracestate is None:
             # the common case: everything but ids and times cached
-            self.spans.append(attempt_span(fields, head, start, _now(), attributes, _LOCAL_FLAGS))
+            self.spans.append(
+                attempt_span(fields, head, self.attempt_start, _now(), attributes, _LOCAL_FLAGS)
+            )
             return
         if status >= 500 and error is None:
             error = str(status)
@@ -141,7 +152,7 @@ class RequestTrace:
         if self.tracestate is not None:  # Span.trace_state (3) goes between 2 and 4
             fields = fields[:28] + otlp.field(b"\x1a", self.tracestate) + fields[28:]
         tail = otlp.error_status(error) + _LOCAL_FLAGS
-        self.spans.append(attempt_span(fields, head, start, _now(), attributes, tail))
+        self.spans.append(attempt_span(fields, head, self.attempt_start, _now(), attributes, tail))
 
     # Calls of their own, several at once (an aggregated route's) ---------------------
 
