@@ -138,13 +138,17 @@ def test_bad_arguments_are_refused_as_python_would() -> None:
 
 
 @pytest.mark.parametrize("dense", [True, False])
-def test_the_pool_entries_are_the_same_in_c_and_python(dense: bool) -> None:
+@pytest.mark.parametrize("bound", [b"g", b"0" * 16, b"%016x" % (1 << 62), b"8"])
+def test_the_pool_entries_are_the_same_in_c_and_python(dense: bool, bound: bytes) -> None:
     random = os.urandom(32 * 512)
-    entries = native.pool_entries(random, dense)
-    assert entries == encode.python_pool_entries(random, dense)
+    entries = native.pool_entries(random, dense, bound)
+    assert entries == encode.python_pool_entries(random, dense, bound)
     assert entries is not None
-    fields, lines = entries
-    assert len(lines) == 512 * 70 and len(fields) == (512 * 66 if dense else 0)
+    fields, lines, sampled = entries
+    assert len(lines) == len(sampled) == 512 and len(fields) == (512 * 66 if dense else 0)
+    for line, chosen in zip(lines, sampled, strict=True):
+        assert len(line) == 70 and line.endswith(b"-01\r\n" if chosen else b"-00\r\n")
+        assert chosen == (line[32:48] < bound)  # the low 64 bits of the trace id
 
 
 def test_an_all_zero_id_makes_both_pools_draw_again() -> None:
@@ -152,13 +156,14 @@ def test_an_all_zero_id_makes_both_pools_draw_again() -> None:
     for zero in (slice(0, 16), slice(16, 24), slice(24, 32)):  # trace, server, attempt
         random = bytearray(ids * 4)
         random[32 + zero.start : 32 + zero.stop] = bytes(zero.stop - zero.start)
-        assert native.pool_entries(bytes(random), True) is None
-        assert encode.python_pool_entries(bytes(random), True) is None
+        assert native.pool_entries(bytes(random), True, b"g") is None
+        assert encode.python_pool_entries(bytes(random), True, b"g") is None
     # Sixteen zero digits across two ids are no zero id: both keep the pool.
     random = bytes(range(1, 13)) + bytes(8) + bytes(range(1, 13)) + bytes(range(1, 33))
-    assert native.pool_entries(random, True) == encode.python_pool_entries(random, True)
-    assert native.pool_entries(random, True) is not None
-    with pytest.raises(ValueError, match="32 bytes an entry"):
-        native.pool_entries(bytes(33), True)
-    with pytest.raises(ValueError, match="32 bytes an entry"):
-        encode.python_pool_entries(bytes(33), True)
+    assert native.pool_entries(random, True, b"g") == encode.python_pool_entries(random, True, b"g")
+    assert native.pool_entries(random, True, b"g") is not None
+    for pool_entries in (native.pool_entries, encode.python_pool_entries):
+        with pytest.raises(ValueError, match="32 bytes an entry"):
+            pool_entries(bytes(33), True, b"g")
+        with pytest.raises(ValueError, match="1 to 16 hex digits"):
+            pool_entries(bytes(32), True, b"")

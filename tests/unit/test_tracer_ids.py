@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from potok.observability.tracing.config import TracingConfig
-from potok.observability.tracing.context import FIELDS, ID_POOL, LINE, POOLED, IdPool
+from potok.observability.tracing.context import ALL, FIELDS, ID_POOL, POOLED, IdPool
 from potok.observability.tracing.tracer import Tracer
 from potok.upstream.forwarded import TrustedProxies
 
@@ -85,30 +85,42 @@ def test_a_sampled_requests_line_names_its_first_attempt_span() -> None:
     assert request.trace_lines == f"traceparent: 00-{trace_hex}-{span_hex}-01\r\n".encode()
 
 
-def test_a_pool_entry_is_its_span_fields_and_its_line() -> None:
+@pytest.mark.parametrize(("bound", "flags"), [(ALL, "01"), (b"0" * 16, "00")])
+def test_a_pool_entry_is_its_span_fields_and_its_line(bound: bytes, flags: str) -> None:
     pool = IdPool()
+    pool.configure(bound, dense=True)
     pool.refill()
     for index in (0, 1, 255, POOLED - 1):
         fields = pool.fields(index)
-        line = pool.lines[index * LINE : index * LINE + LINE]
+        line = pool.lines[index]
         trace, server, attempt = fields[2:18], fields[20:28], fields[48:56]
         assert fields == (
             b"\x0a\x10" + trace + b"\x12\x08" + server
             + b"\x0a\x10" + trace + b"\x12\x08" + attempt + b"\x22\x08" + server
         )  # fmt: skip
-        assert line == f"traceparent: 00-{trace.hex()}-{attempt.hex()}-00\r\n".encode()
-    assert len(pool.lines) == POOLED * LINE and len(pool.raw) == POOLED * FIELDS
+        assert line == f"traceparent: 00-{trace.hex()}-{attempt.hex()}-{flags}\r\n".encode()
+        assert pool.sampled[index] == (flags == "01")
+    assert len(pool.lines) == POOLED and len(pool.raw) == POOLED * FIELDS
 
 
 def test_sparse_and_dense_pools_write_the_same_fields() -> None:
     dense = IdPool()
     dense.refill()
     sparse = IdPool()
-    sparse.dense = False
+    sparse.configure(ALL, dense=False)
     sparse.refill()
     assert sparse.raw == b""
     sparse.random, sparse.lines = dense.random, dense.lines
     assert all(sparse.fields(i) == dense.fields(i) for i in range(POOLED))
+
+
+def test_a_new_ratio_drops_the_entries_decided_under_the_old_one() -> None:
+    pool = IdPool()
+    pool.take()
+    pool.configure(b"0" * 16, dense=True)
+    assert pool.next == POOLED and not pool.lines  # drawn again at the next take
+    pool.take()
+    assert not any(pool.sampled)
 
 
 def test_ids_come_from_the_pool_in_order_and_refill_it() -> None:
@@ -125,7 +137,7 @@ def test_a_forked_child_draws_ids_of_its_own() -> None:
     read, write = os.pipe()
     child = os.fork()
     if child == 0:  # pragma: no cover - the child process
-        os.write(write, ID_POOL.lines[:LINE] if ID_POOL.next == POOLED else b"shared")
+        os.write(write, b"".join(ID_POOL.lines) if ID_POOL.next == POOLED else b"shared")
         os._exit(0)
     os.close(write)
     with os.fdopen(read, "rb") as pipe:

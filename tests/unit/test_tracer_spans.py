@@ -15,7 +15,7 @@ from potok.observability.tracing import encode, otlp
 from potok.observability.tracing import trace as trace_module
 from potok.observability.tracing import tracer as tracer_module
 from potok.observability.tracing.config import TracingConfig
-from potok.observability.tracing.context import ID_POOL
+from potok.observability.tracing.context import ALL, ID_POOL
 from potok.observability.tracing.trace import RequestTrace
 from potok.observability.tracing.tracer import Tracer
 from potok.upstream.forwarded import TrustedProxies
@@ -148,8 +148,7 @@ def test_a_sampled_request_is_a_server_span_and_a_client_span():
 def test_a_retry_is_a_span_of_its_own_and_the_upstream_is_told_so(dense):
     request = exchange()
     tracer, collected = gateway_tracer()
-    ID_POOL.dense = dense  # a pool written whole, or entry by entry (a tracer of a low ratio)
-    ID_POOL.empty()
+    ID_POOL.configure(ALL, dense)  # a pool written whole, or entry by entry (a low ratio's)
     tracer.begin(request)
     trace = request.trace
     first = trace.begin_attempt(b"GET", TARGET, 0)

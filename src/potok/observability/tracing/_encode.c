@@ -310,24 +310,27 @@ put_hex(char *out, const unsigned char *data, int size)
 }
 
 PyDoc_STRVAR(pool_entries_doc,
-"pool_entries(random, dense, /) -> tuple[bytes, bytes] | None\n"
+"pool_entries(random, dense, bound, /) -> tuple[bytes, list[bytes], bytes] | None\n"
 "\n"
-"The id pool's (fields, lines) from `random` (32 bytes an entry: trace id T, server\n"
-"span id S, first attempt's span id X): per entry the span fields\n"
+"The id pool's (fields, lines, sampled) from `random` (32 bytes an entry: trace id T,\n"
+"server span id S, first attempt's span id X). Per entry: its span fields\n"
 "[0a 10 T][12 08 S][0a 10 T][12 08 X][22 08 S] (66 bytes; b'' for all when `dense`\n"
-"is false) and the line b'traceparent: 00-<T>-<X>-00\\r\\n' (70 bytes). None when an\n"
+"is false); its line b'traceparent: 00-<T>-<X>-<flags>\\r\\n' (70 bytes); whether it\n"
+"is sampled (a byte, 1 or 0): when the low 64 bits of T, as 16 hex digits, sort below\n"
+"`bound` (16 hex digits; b'g' samples all), and then its flags are 01. None when an\n"
 "id would be all zeros (invalid: draw again).");
 
 static PyObject *
 pool_entries(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 {
     (void)module;
-    if (!arity("pool_entries", nargs, 2)) {
+    if (!arity("pool_entries", nargs, 3)) {
         return NULL;
     }
-    const char *random;
-    Py_ssize_t size;
-    if (bytes_arg(args[0], "random", &random, &size) < 0) {
+    const char *random, *bound;
+    Py_ssize_t size, bound_size;
+    if (bytes_arg(args[0], "random", &random, &size) < 0 ||
+        bytes_arg(args[2], "bound", &bound, &bound_size) < 0) {
         return NULL;
     }
     int dense = PyObject_IsTrue(args[1]);
@@ -336,6 +339,10 @@ pool_entries(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     }
     if (size % ENTRY_RANDOM != 0) {
         PyErr_SetString(PyExc_ValueError, "random must hold 32 bytes an entry");
+        return NULL;
+    }
+    if (bound_size < 1 || bound_size > 16) {
+        PyErr_SetString(PyExc_ValueError, "bound must hold 1 to 16 hex digits");
         return NULL;
     }
     Py_ssize_t count = size / ENTRY_RANDOM;
@@ -347,14 +354,13 @@ pool_entries(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         }
     }
     PyObject *fields = PyBytes_FromStringAndSize(NULL, dense ? count * ENTRY_FIELDS : 0);
-    PyObject *lines = PyBytes_FromStringAndSize(NULL, count * ENTRY_LINE);
-    if (fields == NULL || lines == NULL) {
-        Py_XDECREF(fields);
-        Py_XDECREF(lines);
-        return NULL;
+    PyObject *lines = PyList_New(count);
+    PyObject *sampled = PyBytes_FromStringAndSize(NULL, count);
+    if (fields == NULL || lines == NULL || sampled == NULL) {
+        goto error;
     }
     char *field = PyBytes_AS_STRING(fields);
-    char *line = PyBytes_AS_STRING(lines);
+    char *decisions = PyBytes_AS_STRING(sampled);
     for (Py_ssize_t entry = 0; entry < count; entry++) {
         const char *trace = random + entry * ENTRY_RANDOM;
         const char *server = trace + 16, *attempt = trace + 24;
@@ -370,16 +376,31 @@ pool_entries(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
             field = put(field, "\x22\x08", 2);
             field = put(field, server, 8);
         }
+        PyObject *line_object = PyBytes_FromStringAndSize(NULL, ENTRY_LINE);
+        if (line_object == NULL) {
+            goto error;
+        }
+        PyList_SET_ITEM(lines, entry, line_object); /* the list owns it now */
+        char *line = PyBytes_AS_STRING(line_object);
+        char *low_digits = line + sizeof(LINE_HEAD) - 1 + 16; /* T's last 16 digits */
         line = put(line, LINE_HEAD, sizeof(LINE_HEAD) - 1);
         line = put_hex(line, (const unsigned char *)trace, 16);
         *line++ = '-';
         line = put_hex(line, (const unsigned char *)attempt, 8);
-        line = put(line, LINE_TAIL, sizeof(LINE_TAIL) - 1);
+        int is_sampled = memcmp(low_digits, bound, (size_t)bound_size) < 0;
+        decisions[entry] = (char)is_sampled;
+        line = put(line, is_sampled ? "-01\r\n" : LINE_TAIL, sizeof(LINE_TAIL) - 1);
     }
-    PyObject *pair = PyTuple_Pack(2, fields, lines);
+    PyObject *entries = PyTuple_Pack(3, fields, lines, sampled);
     Py_DECREF(fields);
     Py_DECREF(lines);
-    return pair;
+    Py_DECREF(sampled);
+    return entries;
+error:
+    Py_XDECREF(fields);
+    Py_XDECREF(lines); /* a list with NULL items is freed safely */
+    Py_XDECREF(sampled);
+    return NULL;
 }
 
 static PyMethodDef methods[] = {

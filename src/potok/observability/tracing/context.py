@@ -17,14 +17,16 @@ _ZERO_SPAN = "0" * 16
 #   all: [0a 10 T][12 08 S] [0a 10 T][12 08 X][22 08 S]: the server span's trace_id and
 #   span_id fields (SERVER_FIELDS), then the attempt span's trace_id, span_id and
 #   parent_span_id fields (ATTEMPT_FIELDS);
-#   in `lines` (LINE bytes from i * LINE) as the `traceparent` line an unsampled request
-#   sends upstream: "traceparent: 00-T-X-00\r\n" (a sampled one changes the flags).
-# One `os.urandom` and one pool_entries (encode.py: C, or strided copies in Python) per
-# POOLED requests: formatting ids per request cost ~3,000 instructions, a pool's slice
-# ~1,000 (bench/instructions.sh).
+#   in `lines[i]` as the `traceparent` line its request sends upstream,
+#   "traceparent: 00-T-X-01\r\n" when it is sampled (`sampled[i]`), else "...-00\r\n":
+#   the sampling decision is made for the whole pool when it is drawn.
+# One `os.urandom` and one pool_entries (encode.py: C, or Python) per POOLED requests:
+# formatting ids per request cost ~3,000 instructions, a pool's slice ~1,000, a list's
+# item ~100 (bench/instructions.sh).
 POOLED = 512
 FIELDS = POOLED_FIELDS
 LINE = POOLED_LINE  # b"traceparent: 00-" + 32 + b"-" + 16 + b"-00\r\n"
+ALL = b"g"  # a sampling bound above every 16 hex digits: every entry sampled
 TRACE_AT = 16  # where a line's trace id (32 hex digits) begins
 SPAN_AT = 49  # where its span id (16 hex digits) begins
 FLAGS_AT = 65  # where its "-00\r\n" begins
@@ -37,31 +39,38 @@ _FIELDS_FORMAT = b"\x0a\x10%s\x12\x08%s\x0a\x10%s\x12\x08%s\x22\x08%s"
 class IdPool:
     """POOLED entries of ids, taken in order; refilled when `next` reaches POOLED. One
     per process (ID_POOL), emptied in a forked child so no two workers share ids. The
-    tracer reads `next` and `lines` itself on the request path (a method call
-    there costs as much as the slice it would wrap)."""
+    tracer reads `next`, `lines` and `sampled` itself on the request path (a method
+    call there costs more than the item it would return)."""
 
-    __slots__ = ("dense", "lines", "next", "random", "raw", "sampled")
+    __slots__ = ("bound", "dense", "lines", "next", "random", "raw", "sampled")
 
     def __init__(self) -> None:
         self.random = b""
         self.raw = b""
-        self.lines = b""
-        self.sampled = b""  # when dense: `lines` with the sampled flag ("-01\r\n")
+        self.lines: list[bytes] = []
+        self.sampled = b""
         self.next = POOLED
-        # Whether `raw` is written for every entry at refill (cheaper per sampled request)
-        # or each entry's fields on demand (`fields`; cheaper when few are sampled): set
-        # by the tracer from its ratio; the bytes are the same either way.
+        # Set by the tracer from its ratio (sample: ids whose low 64 bits, as 16 hex
+        # digits, sort below `bound`), with `dense`: whether `raw` is written for every
+        # entry at refill (cheaper per sampled request) or each entry's fields on demand
+        # (`fields`; cheaper when few are sampled); the bytes are the same either way.
+        self.bound = ALL
         self.dense = True
+
+    def configure(self, bound: bytes, dense: bool) -> None:
+        """Sample below `bound`, write `raw` or not: the entries drawn under other
+        settings are dropped."""
+        if (bound, dense) != (self.bound, self.dense):
+            self.bound, self.dense = bound, dense
+            self.empty()
 
     def refill(self) -> None:
         while True:
             random = os.urandom(32 * POOLED)
-            entries = pool_entries(random, self.dense)
+            entries = pool_entries(random, self.dense, self.bound)
             if entries is not None:  # else an all-zero id (invalid), about once in 10**16 pools
                 break
-        self.raw, self.lines = entries
-        # "-00\r\n" ends each line and occurs nowhere else (hex digits, no CR).
-        self.sampled = self.lines.replace(b"-00\r\n", b"-01\r\n") if self.raw else b""
+        self.raw, self.lines, self.sampled = entries
         self.random = random
         self.next = 0
 
@@ -85,7 +94,8 @@ class IdPool:
 
     def empty(self) -> None:
         self.next = POOLED
-        self.random = self.raw = self.lines = self.sampled = b""
+        self.random = self.raw = self.sampled = b""
+        self.lines = []
 
 
 ID_POOL = IdPool()

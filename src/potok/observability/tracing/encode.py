@@ -91,14 +91,20 @@ def python_attempt_span(  # noqa: PLR0917 - as server_span
     return otlp.field(b"\x12", b"".join((fields, head, times, attributes, tail)))
 
 
-def python_pool_entries(random: bytes, dense: bool) -> tuple[bytes, bytes] | None:
-    """The id pool's (fields, lines) from `random` (32 bytes an entry: trace id T, server
-    span id S, first attempt's span id X): per entry the span fields
-    [0a 10 T][12 08 S][0a 10 T][12 08 X][22 08 S] (b"" for all unless `dense`) and the
-    line b"traceparent: 00-<T>-<X>-00\\r\\n". None when an id would be all zeros."""
+def python_pool_entries(
+    random: bytes, dense: bool, bound: bytes
+) -> tuple[bytes, list[bytes], bytes] | None:
+    """The id pool's (fields, lines, sampled) from `random` (32 bytes an entry: trace id
+    T, server span id S, first attempt's span id X). Per entry: its span fields
+    [0a 10 T][12 08 S][0a 10 T][12 08 X][22 08 S] (b"" for all unless `dense`); its line
+    b"traceparent: 00-<T>-<X>-<flags>\\r\\n"; whether it is sampled (a byte, 1 or 0): when
+    the low 64 bits of T, as 16 hex digits, sort below `bound` (16 hex digits; b"g"
+    samples all), and then its flags are 01. None when an id would be all zeros."""
     count, rest = divmod(len(random), 32)
     if rest:
         raise ValueError("random must hold 32 bytes an entry")
+    if not 1 <= len(bound) <= 16:
+        raise ValueError("bound must hold 1 to 16 hex digits")
     digits = hexlify(random)
     if _ZERO_RUN in digits:  # 16 zero digits somewhere: maybe an all-zero id
         for at in range(0, len(random), 32):
@@ -113,12 +119,17 @@ def python_pool_entries(random: bytes, dense: bool) -> tuple[bytes, bytes] | Non
             for byte in range(size):
                 raw[at + byte :: POOLED_FIELDS] = random[start + byte :: 32]
         fields = bytes(raw)
-    lines = bytearray(_LINE_TEMPLATE * count)
-    for digit in range(32):  # T
-        lines[16 + digit :: POOLED_LINE] = digits[digit::64]
-    for digit in range(16):  # X
-        lines[49 + digit :: POOLED_LINE] = digits[48 + digit :: 64]
-    return fields, bytes(lines)
+    lines = []
+    sampled = bytearray(count)
+    for entry in range(count):
+        trace, attempt = (
+            digits[entry * 64 : entry * 64 + 32],
+            digits[entry * 64 + 48 : entry * 64 + 64],
+        )
+        chosen = trace[16:] < bound
+        sampled[entry] = chosen
+        lines.append(b"traceparent: 00-%s-%s-0%d\r\n" % (trace, attempt, chosen))
+    return fields, lines, bytes(sampled)
 
 
 # The server span of python_server_span's common case: the ScopeSpans.spans field's tag
@@ -132,7 +143,6 @@ _REQUEST_ID_PREFIXES = otlp.string_prefixes("potok.request_id", 63)
 # The ids' fields (28), times (18) and the path's and request id's prefixes.
 _SERVER_CONSTANT = 28 + 18 + len(_PATH_PREFIXES[0]) + len(_REQUEST_ID_PREFIXES[0])
 _ZERO_RUN = b"0" * 16
-_LINE_TEMPLATE = b"traceparent: 00-" + b"0" * 32 + b"-" + b"0" * 16 + b"-00\r\n"
 _FIELDS_TEMPLATE = (
     b"\x0a\x10" + bytes(16) + b"\x12\x08" + bytes(8)
     + b"\x0a\x10" + bytes(16) + b"\x12\x08" + bytes(8) + b"\x22\x08" + bytes(8)
@@ -142,7 +152,7 @@ _RAW_PLACES = ((2, 0, 16), (20, 16, 8), (30, 0, 16), (48, 24, 8), (58, 16, 8))
 
 ServerSpan = Callable[[bytes, bytes, int, float, bytes, bytes, bytes, str, bytes, bytes], bytes]
 AttemptSpan = Callable[[bytes, bytes, int, int, bytes, bytes], bytes]
-PoolEntries = Callable[[bytes, bool], "tuple[bytes, bytes] | None"]
+PoolEntries = Callable[[bytes, bool, bytes], "tuple[bytes, list[bytes], bytes] | None"]
 
 server_span: ServerSpan = python_server_span
 attempt_span: AttemptSpan = python_attempt_span

@@ -17,7 +17,6 @@ from potok.observability.tracing.context import (
     ATTEMPT_FIELDS,
     FLAGS_AT,
     ID_POOL,
-    LINE,
     SPAN_AT,
 )
 from potok.observability.tracing.encode import attempt_span
@@ -101,7 +100,7 @@ class RequestTrace:
         index = _POOL.take()
         fields = self.fields
         other = _POOL.fields(index)[46:56]  # [12 08 Y]: another entry's span id field
-        lines = _POOL.lines[index * LINE + SPAN_AT : index * LINE + FLAGS_AT]
+        lines = _POOL.lines[index][SPAN_AT:FLAGS_AT]
         line = self.line
         return (
             fields[28:46] + other + fields[56:66],

@@ -9,10 +9,10 @@ from typing import TYPE_CHECKING
 
 from potok.observability.tracing import otlp
 from potok.observability.tracing.context import (
+    ALL,
     FIELDS,
     FLAGS_AT,
     ID_POOL,
-    LINE,
     POOLED,
     SERVER_FIELDS,
     TRACE_AT,
@@ -34,11 +34,9 @@ _POOL = ID_POOL
 _new = object.__new__
 _now = time.time_ns
 _SAMPLED_TAIL = b"-01\r\n"
+_UNSAMPLED_TAIL = b"-00\r\n"
 _LOCAL_FLAGS = otlp.flags_field(otlp.FLAGS_LOCAL_PARENT)
 _REMOTE_FLAGS = otlp.flags_field(otlp.FLAGS_REMOTE_PARENT)
-# The first hex digit of a line's low 64 trace id bits: most sampling decisions are
-# made on it alone (an int, no slice).
-_DECIDING_AT = TRACE_AT + 16
 # Below this ratio the pool writes an entry's span fields only when one is sampled.
 _DENSE_FROM = 0.05
 
@@ -59,10 +57,11 @@ class Tracer:
         # As OpenTelemetry's TraceIdRatioBased: sampled when the trace id's low 64 bits
         # fall under ratio * 2**64, so every hop with the same ratio decides alike. As
         # 16 hex digits, which order as the numbers do; "g" is above them all (ratio 1).
+        # The pool decides for each entry when it is drawn.
         bound = round(config.sample_ratio * (1 << 64))
-        self._bound = b"%016x" % bound if bound < 1 << 64 else b"g"
-        self._digit = self._bound[0]
-        _POOL.dense = config.sample_ratio >= _DENSE_FROM
+        _POOL.configure(
+            b"%016x" % bound if bound < 1 << 64 else ALL, config.sample_ratio >= _DENSE_FROM
+        )
 
     def begin(self, exchange: Exchange) -> None:
         """Set the request's trace context lines (what goes upstream: the caller's
@@ -71,7 +70,8 @@ class Tracer:
 
         Every step counts here (99 % of requests at a 1 % ratio end in this function
         with nothing recorded): the parsers note whether trace context came at all, and
-        the line an unsampled request sends upstream is a slice of the id pool's."""
+        the line an unsampled request sends upstream and the decision are the id
+        pool's, made when it was drawn."""
         if exchange.trace_headers and self._continued(exchange):
             return
         pool = _POOL
@@ -80,25 +80,19 @@ class Tracer:
             pool.refill()
             index = 0
         pool.next = index + 1
-        at = index * LINE
-        lines = pool.lines
-        digit = lines[at + _DECIDING_AT]
-        if digit > self._digit or (
-            digit == self._digit and lines[at + _DECIDING_AT : at + TRACE_AT + 32] >= self._bound
-        ):
-            exchange.trace_lines = lines[at : at + LINE]
+        exchange.trace_lines = line = pool.lines[index]
+        if not pool.sampled[index]:
             return
         # A RequestTrace as its __init__ makes one for a trace of the gateway's own, set
         # here: the call of the class would cost as much again as the stores.
         trace = _new(RequestTrace)
         trace.start_ns = _now()
         raw = pool.raw
-        if raw:  # dense: the fields and the sampled line are written already
+        if raw:  # dense: the fields are written already
             trace.fields = raw[index * FIELDS : index * FIELDS + FIELDS]
-            exchange.trace_lines = trace.line = pool.sampled[at : at + LINE]
         else:
             trace.fields = pool.fields(index)
-            exchange.trace_lines = trace.line = lines[at : at + FLAGS_AT] + _SAMPLED_TAIL
+        trace.line = line
         trace.spans = []
         trace.tracestate = None
         trace.parent_fields = b""
@@ -128,20 +122,14 @@ class Tracer:
         fields = _POOL.fields(index)
         trace_id = bytes.fromhex(trace_hex)
         fields = fields[:2] + trace_id + fields[18:30] + trace_id + fields[46:]
-        at = index * LINE
-        line = _POOL.lines[at : at + LINE]
-        line = line[:TRACE_AT] + trace_hex.encode() + line[TRACE_AT + 32 :]
+        line = _POOL.lines[index]  # the caller's trace id and sampled flag, this span id
+        line = line[:TRACE_AT] + trace_hex.encode() + line[TRACE_AT + 32 : FLAGS_AT]
+        line += _SAMPLED_TAIL if sampled else _UNSAMPLED_TAIL
+        if state is not None:
+            line += b"tracestate: " + state + b"\r\n"
+        exchange.trace_lines = line
         if sampled:
-            line = line[:FLAGS_AT] + _SAMPLED_TAIL
-            if state is not None:
-                line += b"tracestate: " + state + b"\r\n"
-            trace = RequestTrace(fields, line, bytes.fromhex(parent_hex), state)
-            exchange.trace = trace
-            exchange.trace_lines = line
-        else:
-            if state is not None:
-                line += b"tracestate: " + state + b"\r\n"
-            exchange.trace_lines = line
+            exchange.trace = RequestTrace(fields, line, bytes.fromhex(parent_hex), state)
         return True
 
     def _believes(self, exchange: Exchange) -> bool:
