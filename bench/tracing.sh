@@ -161,8 +161,9 @@ spans=$(cat "$WORK/otlp-spans.txt" 2>/dev/null || echo "nothing")
 
 versus() { awk -v a="$1" -v b="$2" 'BEGIN {printf "%+.1f %%", 100 * (a - b) / b}'; }
 paired() {  # ROW COLUMN: the median over rounds of ROW's value / off's value, as a change
-    paste -d' ' "$WORK/$1.txt" "$WORK/off.txt" | awk -v c="$2" '{n = NF / 2; print $c / $(c + n)}' \
-        | sort -g | awk '{v[NR] = $1} END {m = (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2; printf "%+.1f %%", 100 * (m - 1)}'
+    paste -d' ' "$WORK/$1.txt" "$WORK/off.txt" \
+        | awk -v c="$2" '{n = NF / 2; print 100 * ($c / $(c + n) - 1)}' >"$WORK/paired.txt"
+    printf '%+.1f %%' "$(column_median "$WORK/paired.txt" 1)"
 }
 table=$WORK/table.md
 {
@@ -183,7 +184,7 @@ table=$WORK/table.md
     for row in "${side_rows[@]}"; do
         awk '{printf "%+.1f\n", 100 * ($2 - $1) / $1}' "$WORK/side-$row.txt" | sort -g >"$WORK/side-$row.ratios"
         printf '| %s | %s %% | %s %%, %s %% | %s |\n' "${LABEL_OF[$row]}" \
-            "$(awk '{v[NR] = $1} END {m = (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2; printf "%+.1f", m}' "$WORK/side-$row.ratios")" \
+            "$(printf '%+.1f' "$(column_median "$WORK/side-$row.ratios" 1)")" \
             "$(head -1 "$WORK/side-$row.ratios")" "$(tail -1 "$WORK/side-$row.ratios")" \
             "$(awk '{printf "%+.1f %% ", 100 * ($2 - $1) / $1}' "$WORK/side-$row.txt")"
     done

@@ -24,6 +24,7 @@ SERVER, CLIENT = 2, 3
 ERROR = 2
 PARENT_TRACE = "4bf92f3577b34da6a3ce929d0e0e4736"
 PARENT_SPAN = "00f067aa0ba902b7"
+CALLERS_TRACEPARENT = f"00-{PARENT_TRACE}-{PARENT_SPAN}-01"  # a sampled caller
 
 
 @pytest.fixture(scope="module")
@@ -118,12 +119,11 @@ def test_retries_are_one_client_span_each(upstream, receiver, start_gateway):
 
 def test_a_trusted_callers_trace_is_continued(upstream, receiver, start_gateway):
     gateway = start_gateway(traced(upstream.url, receiver.endpoint, accept_parent="always"))
-    incoming = f"00-{PARENT_TRACE}-{PARENT_SPAN}-01"
     response = request(
         gateway.port,
         "GET",
         "/echo/continued",
-        headers={"traceparent": incoming, "tracestate": "vendor=abc"},
+        headers={"traceparent": CALLERS_TRACEPARENT, "tracestate": "vendor=abc"},
     )
     [sent] = echoed_header(response.body, "traceparent")
     assert sent.split("-")[1] == PARENT_TRACE and sent.split("-")[2] != PARENT_SPAN
@@ -139,12 +139,11 @@ def test_an_untrusted_callers_trace_is_not_continued(upstream, receiver, start_g
     # Default: parents only from server.trusted_proxies (none here). The client cannot
     # choose the trace id or force sampling; its headers do not reach the upstream.
     gateway = start_gateway(traced(upstream.url, receiver.endpoint, sample_ratio=0.0))
-    incoming = f"00-{PARENT_TRACE}-{PARENT_SPAN}-01"
     response = request(
         gateway.port,
         "GET",
         "/echo/untrusted",
-        headers={"traceparent": incoming, "tracestate": "vendor=evil"},
+        headers={"traceparent": CALLERS_TRACEPARENT, "tracestate": "vendor=evil"},
     )
     [sent] = echoed_header(response.body, "traceparent")
     assert PARENT_TRACE not in sent and sent.endswith("-00")
@@ -272,14 +271,13 @@ def test_with_tracing_off_the_callers_trace_context_goes_upstream_untouched(
             "routes": [{"name": "all", "match": {"prefix": "/"}, "service": "up"}],
         }
     )
-    incoming = f"00-{PARENT_TRACE}-{PARENT_SPAN}-01"
     response = request(
         gateway.port,
         "GET",
         "/echo/off",
-        headers={"traceparent": incoming, "tracestate": "vendor=abc"},
+        headers={"traceparent": CALLERS_TRACEPARENT, "tracestate": "vendor=abc"},
     )
-    assert echoed_header(response.body, "traceparent") == [incoming]
+    assert echoed_header(response.body, "traceparent") == [CALLERS_TRACEPARENT]
     assert echoed_header(response.body, "tracestate") == ["vendor=abc"]
 
 

@@ -15,7 +15,7 @@ _ZERO_SPAN = "0" * 16
 # T (16), a server span id S and a first attempt's span id X (8 each). Entry i is kept
 #   in `raw` (FIELDS bytes from i * FIELDS) as the span fields protobuf needs, tags and
 #   all: [0a 10 T][12 08 S] [0a 10 T][12 08 X][22 08 S]: the server span's trace_id and
-#   span_id fields (SERVER_FIELDS), then the attempt span's trace_id, span_id and
+#   span_id fields (its first 28 bytes), then the attempt span's trace_id, span_id and
 #   parent_span_id fields (ATTEMPT_FIELDS);
 #   in `lines[i]` as the `traceparent` line its request sends upstream,
 #   "traceparent: 00-T-X-01\r\n" when it is sampled (`sampled[i]`), else "...-00\r\n":
@@ -30,7 +30,6 @@ ALL = b"g"  # a sampling bound above every 16 hex digits: every entry sampled
 TRACE_AT = 16  # where a line's trace id (32 hex digits) begins
 SPAN_AT = 49  # where its span id (16 hex digits) begins
 FLAGS_AT = 65  # where its "-00\r\n" begins
-SERVER_FIELDS = slice(0, 28)
 ATTEMPT_FIELDS = slice(28, 66)
 # An entry's fields made from its ids (T, S, T, X, S) when `raw` is not written.
 _FIELDS_FORMAT = b"\x0a\x10%s\x12\x08%s\x0a\x10%s\x12\x08%s\x22\x08%s"

@@ -137,20 +137,16 @@ class RequestTrace:
         head, attributes = _ATTEMPTS.get(key) or _describe_attempt(key)
         error = self.attempt_error
         resend = self.attempt_resend
-        if not resend and error is None and status < 500 and self.tracestate is None:
-            # the common case: everything but ids and times cached
-            self.spans.append(
-                attempt_span(fields, head, self.attempt_start, _now(), attributes, _LOCAL_FLAGS)
-            )
-            return
-        if status >= 500 and error is None:
-            error = str(status)
-        if resend or error is not None:
-            extra = {"http.request.resend_count": resend or None, "error.type": error}
-            attributes += otlp.attributes(otlp.ATTRIBUTE, extra)
-        if self.tracestate is not None:  # Span.trace_state (3) goes between 2 and 4
-            fields = fields[:28] + otlp.field(b"\x1a", self.tracestate) + fields[28:]
-        tail = otlp.error_status(error) + _LOCAL_FLAGS
+        tail = _LOCAL_FLAGS  # the common case: everything but ids and times cached
+        if resend or error is not None or status >= 500 or self.tracestate is not None:
+            if status >= 500 and error is None:
+                error = str(status)
+            if resend or error is not None:
+                extra = {"http.request.resend_count": resend or None, "error.type": error}
+                attributes += otlp.attributes(otlp.ATTRIBUTE, extra)
+            if self.tracestate is not None:  # Span.trace_state (3) goes between 2 and 4
+                fields = fields[:28] + otlp.field(b"\x1a", self.tracestate) + fields[28:]
+            tail = otlp.error_status(error) + _LOCAL_FLAGS
         self.spans.append(attempt_span(fields, head, self.attempt_start, _now(), attributes, tail))
 
     # Calls of their own, several at once (an aggregated route's) ---------------------

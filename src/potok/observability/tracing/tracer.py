@@ -3,18 +3,15 @@ sampled traces (already encoded) to the exporter."""
 
 from __future__ import annotations
 
-import struct
 import time
 from typing import TYPE_CHECKING
 
 from potok.observability.tracing import otlp
 from potok.observability.tracing.context import (
     ALL,
-    FIELDS,
     FLAGS_AT,
     ID_POOL,
     POOLED,
-    SERVER_FIELDS,
     TRACE_AT,
     parse_traceparent,
 )
@@ -87,11 +84,7 @@ class Tracer:
         # here: the call of the class would cost as much again as the stores.
         trace = _new(RequestTrace)
         trace.start_ns = _now()
-        raw = pool.raw
-        if raw:  # dense: the fields are written already
-            trace.fields = raw[index * FIELDS : index * FIELDS + FIELDS]
-        else:
-            trace.fields = pool.fields(index)
+        trace.fields = pool.fields(index)
         trace.line = line
         trace.spans = []
         trace.tracestate = None
@@ -168,44 +161,23 @@ class Tracer:
                 break
         head, attributes, tail = described
         parent = trace.parent_fields
-        if not parent:  # a trace of the gateway's own: one call
-            trace.spans.append(
-                server_span(
-                    trace.fields,
-                    head,
-                    trace.start_ns,  # the span lasts what the request's metrics say it did
-                    duration,
-                    attributes,
-                    address_attributes,
-                    exchange.path,
-                    exchange.request_id,
-                    agent,
-                    tail,
-                )
-            )
-            self._exporter.submit(trace.spans)
-            return
-        # Continued: the caller's span is the parent, its tracestate goes on.
-        start = trace.start_ns
-        times = _TIMES(0x39, start, 0x41, start + int(duration * 1e9))
-        unique = otlp.attributes(
-            _ATTRIBUTE,
-            {"url.path": exchange.path.decode("latin-1"), "potok.request_id": exchange.request_id},
-        )
-        body = b"".join(
-            (
-                trace.fields[SERVER_FIELDS],
-                parent,
+        if parent:  # continued: the caller's span is the parent, its tracestate goes on
+            head = parent + head  # trace_state (3) and parent_span_id (4) before name (5)
+            tail = tail[:-4] + _REMOTE_FLAGS[-4:]
+        trace.spans.append(
+            server_span(
+                trace.fields,
                 head,
-                times,
+                trace.start_ns,  # the span lasts what the request's metrics say it did
+                duration,
                 attributes,
                 address_attributes,
-                unique,
+                exchange.path,
+                exchange.request_id,
                 agent,
-                tail[:-4] + _REMOTE_FLAGS[-4:],
+                tail,
             )
         )
-        trace.spans.append(otlp.field(b"\x12", body))
         self._exporter.submit(trace.spans)
 
     def _describe(self, key: _Described) -> tuple[bytes, bytes, bytes]:
@@ -236,7 +208,6 @@ class Tracer:
 
 
 _ATTRIBUTE = otlp.ATTRIBUTE
-_TIMES = struct.Struct("<BQBQ").pack  # Span.start_time_unix_nano (7), end (8)
 # (method, route, service, status, host, scheme, version)
 _Described = tuple[bytes, str, str, int, bytes, bytes | None, str]
 # Encoded attributes by the values they repeat, each cache bounded (beyond it a value
