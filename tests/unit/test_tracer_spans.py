@@ -26,9 +26,14 @@ PARENT_SPAN = "00f067aa0ba902b7"
 
 @pytest.fixture(autouse=True, params=["native", "python"])
 def encoders(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
-    """Every test twice: with the C encoders and with encode.py's Python ones."""
+    """Every test twice: with the C recorder and encoders and with the Python ones
+    (trace.py's PythonRequestTrace, encode.py)."""
+    assert trace_module.NATIVE, "the C extension is not built (setup.py build_ext)"
     if request.param == "python":
-        monkeypatch.setattr(tracer_module, "server_span", encode.python_server_span)
+        monkeypatch.setattr(tracer_module, "new_trace", trace_module.python_new_trace)
+        monkeypatch.setattr(tracer_module, "RequestTrace", trace_module.PythonRequestTrace)
+        monkeypatch.setattr(trace_module, "RequestTrace", trace_module.PythonRequestTrace)
+        monkeypatch.setattr(trace_module, "server_span", encode.python_server_span)
         monkeypatch.setattr(trace_module, "attempt_span", encode.python_attempt_span)
         monkeypatch.setattr(context_module, "pool_entries", encode.python_pool_entries)
         ID_POOL.empty()  # drawn again by the Python pool_entries
@@ -95,7 +100,7 @@ def one_request(
     tracer, collected = gateway_tracer(tracer_parent)
     tracer.begin(request)
     trace = request.trace
-    assert isinstance(trace, RequestTrace)
+    assert isinstance(trace, trace_module.RequestTrace)
     request.trace_lines = trace.begin_attempt(b"GET", TARGET, 0)
     trace.attempt_status = status
     if error is not None:

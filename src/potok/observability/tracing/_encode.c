@@ -13,8 +13,11 @@
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
+#include <stddef.h>
 #include <stdint.h>
+#include <structmember.h>
 #include <string.h>
+#include <time.h>
 
 #define SERVER_IDS 28 /* [0a 10 trace id][12 08 span id]: the start of a pool entry */
 #define ENTRY_RANDOM 32
@@ -146,6 +149,93 @@ new_span(Py_ssize_t body, char **at)
     return span;
 }
 
+/* A server span's parts; `parent` (may be empty) goes before `head`, and when
+ * `flags` is not NULL it replaces the last 4 bytes of `tail` (Span.flags' value). */
+typedef struct {
+    const char *fields, *parent, *head, *attributes, *addresses, *path, *request_id, *agent,
+        *tail, *flags;
+    Py_ssize_t parent_size, head_size, attributes_size, addresses_size, path_size,
+        request_id_size, agent_size, tail_size;
+    uint64_t start;
+    double duration;
+} ServerParts;
+
+static PyObject *
+write_server_span(const ServerParts *parts)
+{
+    /* As int(duration * 1e9): truncated; a negative or NaN duration is none at all. */
+    double nanoseconds = parts->duration * 1e9;
+    uint64_t start = parts->start, end = start;
+    if (nanoseconds >= 1.0) {
+        if (nanoseconds >= 18446744073709551616.0 - (double)start) {
+            PyErr_SetString(PyExc_OverflowError, "start + duration is past 2**64 ns");
+            return NULL;
+        }
+        end = start + (uint64_t)nanoseconds;
+    }
+    const char *path = parts->path;
+    Py_ssize_t path_size = parts->path_size;
+    /* The path as UTF-8: every byte above 0x7f (a Latin-1 letter) takes two. */
+    Py_ssize_t path_utf8 = path_size;
+    for (Py_ssize_t i = 0; i < path_size; i++) {
+        path_utf8 += (unsigned char)path[i] >> 7;
+    }
+    Py_ssize_t body = SERVER_IDS + parts->parent_size + parts->head_size + 18 +
+                      parts->attributes_size + parts->addresses_size +
+                      string_attribute_size(sizeof(PATH_KEY) - 1, path_utf8) +
+                      string_attribute_size(sizeof(REQUEST_ID_KEY) - 1, parts->request_id_size) +
+                      parts->agent_size + parts->tail_size;
+    char *out;
+    PyObject *span = new_span(body, &out);
+    if (span == NULL) {
+        return NULL;
+    }
+    out = put(out, parts->fields, SERVER_IDS);
+    out = put(out, parts->parent, parts->parent_size);
+    out = put(out, parts->head, parts->head_size);
+    out = put_fixed64(out, 0x39, start); /* Span.start_time_unix_nano (7) */
+    out = put_fixed64(out, 0x41, end);   /* Span.end_time_unix_nano (8) */
+    out = put(out, parts->attributes, parts->attributes_size);
+    out = put(out, parts->addresses, parts->addresses_size);
+    out = put_string_attribute_head(out, PATH_KEY, sizeof(PATH_KEY) - 1, path_utf8);
+    if (path_utf8 == path_size) {
+        out = put(out, path, path_size);
+    }
+    else {
+        for (Py_ssize_t i = 0; i < path_size; i++) {
+            unsigned char byte = (unsigned char)path[i];
+            if (byte < 0x80) {
+                *out++ = (char)byte;
+            }
+            else {
+                *out++ = (char)(0xC0 | (byte >> 6));
+                *out++ = (char)(0x80 | (byte & 0x3F));
+            }
+        }
+    }
+    out = put_string_attribute_head(out, REQUEST_ID_KEY, sizeof(REQUEST_ID_KEY) - 1,
+                                    parts->request_id_size);
+    out = put(out, parts->request_id, parts->request_id_size);
+    out = put(out, parts->agent, parts->agent_size);
+    out = put(out, parts->tail, parts->tail_size);
+    if (parts->flags != NULL) {
+        memcpy(out - 4, parts->flags, 4);
+    }
+    return span;
+}
+
+static int
+request_id_arg(PyObject *arg, const char **data, Py_ssize_t *size)
+{
+    if (!PyUnicode_Check(arg)) {
+        PyErr_Format(PyExc_TypeError, "request_id must be str, not %.100s",
+                     Py_TYPE(arg)->tp_name);
+        return -1;
+    }
+    *data = PyUnicode_AsUTF8AndSize(arg, size);
+    return *data == NULL ? -1 : 0;
+}
+
 PyDoc_STRVAR(server_span_doc,
 "server_span(fields, head, start, duration, attributes, addresses, path, request_id,\n"
 "            agent, tail, /) -> bytes\n"
@@ -164,89 +254,30 @@ server_span(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     if (!arity("server_span", nargs, 10)) {
         return NULL;
     }
-    const char *fields, *head, *attributes, *addresses, *path, *agent, *tail, *request_id;
-    Py_ssize_t fields_size, head_size, attributes_size, addresses_size, path_size, agent_size,
-        tail_size, request_id_size;
-    uint64_t start;
-    if (bytes_arg(args[0], "fields", &fields, &fields_size) < 0 ||
-        bytes_arg(args[1], "head", &head, &head_size) < 0 ||
-        time_arg(args[2], "start", &start) < 0 ||
-        bytes_arg(args[4], "attributes", &attributes, &attributes_size) < 0 ||
-        bytes_arg(args[5], "addresses", &addresses, &addresses_size) < 0 ||
-        bytes_arg(args[6], "path", &path, &path_size) < 0 ||
-        bytes_arg(args[8], "agent", &agent, &agent_size) < 0 ||
-        bytes_arg(args[9], "tail", &tail, &tail_size) < 0) {
+    ServerParts parts = {.parent = "", .parent_size = 0, .flags = NULL};
+    Py_ssize_t fields_size;
+    if (bytes_arg(args[0], "fields", &parts.fields, &fields_size) < 0 ||
+        bytes_arg(args[1], "head", &parts.head, &parts.head_size) < 0 ||
+        time_arg(args[2], "start", &parts.start) < 0 ||
+        bytes_arg(args[4], "attributes", &parts.attributes, &parts.attributes_size) < 0 ||
+        bytes_arg(args[5], "addresses", &parts.addresses, &parts.addresses_size) < 0 ||
+        bytes_arg(args[6], "path", &parts.path, &parts.path_size) < 0 ||
+        bytes_arg(args[8], "agent", &parts.agent, &parts.agent_size) < 0 ||
+        bytes_arg(args[9], "tail", &parts.tail, &parts.tail_size) < 0) {
         return NULL;
     }
     if (fields_size < SERVER_IDS) {
         PyErr_SetString(PyExc_ValueError, "fields must hold at least 28 bytes");
         return NULL;
     }
-    double duration = PyFloat_AsDouble(args[3]);
-    if (duration == -1.0 && PyErr_Occurred()) {
+    parts.duration = PyFloat_AsDouble(args[3]);
+    if (parts.duration == -1.0 && PyErr_Occurred()) {
         return NULL;
     }
-    if (!PyUnicode_Check(args[7])) {
-        PyErr_Format(PyExc_TypeError, "request_id must be str, not %.100s",
-                     Py_TYPE(args[7])->tp_name);
+    if (request_id_arg(args[7], &parts.request_id, &parts.request_id_size) < 0) {
         return NULL;
     }
-    request_id = PyUnicode_AsUTF8AndSize(args[7], &request_id_size);
-    if (request_id == NULL) {
-        return NULL;
-    }
-    /* As int(duration * 1e9): truncated; a negative or NaN duration is none at all. */
-    double nanoseconds = duration * 1e9;
-    uint64_t end = start;
-    if (nanoseconds >= 1.0) {
-        if (nanoseconds >= 18446744073709551616.0 - (double)start) {
-            PyErr_SetString(PyExc_OverflowError, "start + duration is past 2**64 ns");
-            return NULL;
-        }
-        end = start + (uint64_t)nanoseconds;
-    }
-    /* The path as UTF-8: every byte above 0x7f (a Latin-1 letter) takes two. */
-    Py_ssize_t path_utf8 = path_size;
-    for (Py_ssize_t i = 0; i < path_size; i++) {
-        path_utf8 += (unsigned char)path[i] >> 7;
-    }
-    Py_ssize_t body = SERVER_IDS + head_size + 18 + attributes_size + addresses_size +
-                      string_attribute_size(sizeof(PATH_KEY) - 1, path_utf8) +
-                      string_attribute_size(sizeof(REQUEST_ID_KEY) - 1, request_id_size) +
-                      agent_size + tail_size;
-    char *out;
-    PyObject *span = new_span(body, &out);
-    if (span == NULL) {
-        return NULL;
-    }
-    out = put(out, fields, SERVER_IDS);
-    out = put(out, head, head_size);
-    out = put_fixed64(out, 0x39, start); /* Span.start_time_unix_nano (7) */
-    out = put_fixed64(out, 0x41, end);   /* Span.end_time_unix_nano (8) */
-    out = put(out, attributes, attributes_size);
-    out = put(out, addresses, addresses_size);
-    out = put_string_attribute_head(out, PATH_KEY, sizeof(PATH_KEY) - 1, path_utf8);
-    if (path_utf8 == path_size) {
-        out = put(out, path, path_size);
-    }
-    else {
-        for (Py_ssize_t i = 0; i < path_size; i++) {
-            unsigned char byte = (unsigned char)path[i];
-            if (byte < 0x80) {
-                *out++ = (char)byte;
-            }
-            else {
-                *out++ = (char)(0xC0 | (byte >> 6));
-                *out++ = (char)(0x80 | (byte & 0x3F));
-            }
-        }
-    }
-    out = put_string_attribute_head(out, REQUEST_ID_KEY, sizeof(REQUEST_ID_KEY) - 1,
-                                    request_id_size);
-    out = put(out, request_id, request_id_size);
-    out = put(out, agent, agent_size);
-    put(out, tail, tail_size);
-    return span;
+    return write_server_span(&parts);
 }
 
 PyDoc_STRVAR(attempt_span_doc,
@@ -255,6 +286,26 @@ PyDoc_STRVAR(attempt_span_doc,
 "An upstream attempt's span as a ScopeSpans.spans field: `fields` (its trace_id,\n"
 "span_id and parent_span_id fields), `head` (name and kind), start and end (ns),\n"
 "`attributes`, `tail` (status and flags), each bytes part written as given.");
+
+static PyObject *
+write_attempt_span(const char *fields, Py_ssize_t fields_size, const char *head,
+                   Py_ssize_t head_size, uint64_t start, uint64_t end, const char *attributes,
+                   Py_ssize_t attributes_size, const char *tail, Py_ssize_t tail_size)
+{
+    char *out;
+    PyObject *span =
+        new_span(fields_size + head_size + 18 + attributes_size + tail_size, &out);
+    if (span == NULL) {
+        return NULL;
+    }
+    out = put(out, fields, fields_size);
+    out = put(out, head, head_size);
+    out = put_fixed64(out, 0x39, start);
+    out = put_fixed64(out, 0x41, end);
+    out = put(out, attributes, attributes_size);
+    put(out, tail, tail_size);
+    return span;
+}
 
 static PyObject *
 attempt_span(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
@@ -273,19 +324,8 @@ attempt_span(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         bytes_arg(args[5], "tail", &tail, &tail_size) < 0) {
         return NULL;
     }
-    char *out;
-    PyObject *span =
-        new_span(fields_size + head_size + 18 + attributes_size + tail_size, &out);
-    if (span == NULL) {
-        return NULL;
-    }
-    out = put(out, fields, fields_size);
-    out = put(out, head, head_size);
-    out = put_fixed64(out, 0x39, start);
-    out = put_fixed64(out, 0x41, end);
-    out = put(out, attributes, attributes_size);
-    put(out, tail, tail_size);
-    return span;
+    return write_attempt_span(fields, fields_size, head, head_size, start, end, attributes,
+                              attributes_size, tail, tail_size);
 }
 
 static int
@@ -403,13 +443,621 @@ error:
     return NULL;
 }
 
+/* The recorder: what every sampled request calls, as trace.py's PythonRequestTrace
+ * does it (the reference: same attributes, same spans). trace.py subclasses this type
+ * (NativeRequestTrace) with the Python methods of the rarer spans and binds the caches
+ * and the functions that fill them (bind()); a cache miss, an unusual attempt (a
+ * resend, an error, a trace state) and a retry's new span id go back to Python. */
+
+typedef struct {
+    PyObject_HEAD
+    PyObject *fields;        /* bytes: an id pool entry's */
+    PyObject *line;          /* bytes: the first attempt's trace context lines */
+    PyObject *spans;         /* list of bytes: the finished spans */
+    PyObject *tracestate;    /* bytes or None */
+    PyObject *parent_fields; /* bytes: the caller's span as a parent (b"": none) */
+    PyObject *attempt;       /* bytes (the open attempt's span fields) or None */
+    PyObject *attempt_method;
+    PyObject *attempt_target;
+    PyObject *attempt_error; /* str or None */
+    long long start_ns, attempt_start, waiting_since;
+    long long attempts, attempt_resend, attempt_status;
+} Trace;
+
+static struct {
+    PyTypeObject *type; /* trace.py's NativeRequestTrace */
+    PyObject *attempts, *describe_attempt, *addresses, *describe_addresses, *agents,
+        *describe_agent, *local_flags, *remote_flags;
+    /* method names, interned */
+    PyObject *describe, *new_span, *unusual_attempt;
+} bound;
+
+/* As time.time_ns(): the system clock. */
+static void
+now_ns(long long *value)
+{
+    struct timespec now;
+    clock_gettime(CLOCK_REALTIME, &now);
+    *value = (long long)now.tv_sec * 1000000000LL + now.tv_nsec;
+}
+
+static int
+trace_traverse(Trace *self, visitproc visit, void *arg)
+{
+    /* Not its type: a Python subclass's traverse visits that (this base is static). */
+    Py_VISIT(self->fields);
+    Py_VISIT(self->line);
+    Py_VISIT(self->spans);
+    Py_VISIT(self->tracestate);
+    Py_VISIT(self->parent_fields);
+    Py_VISIT(self->attempt);
+    Py_VISIT(self->attempt_method);
+    Py_VISIT(self->attempt_target);
+    Py_VISIT(self->attempt_error);
+    return 0;
+}
+
+static int
+trace_clear(Trace *self)
+{
+    Py_CLEAR(self->fields);
+    Py_CLEAR(self->line);
+    Py_CLEAR(self->spans);
+    Py_CLEAR(self->tracestate);
+    Py_CLEAR(self->parent_fields);
+    Py_CLEAR(self->attempt);
+    Py_CLEAR(self->attempt_method);
+    Py_CLEAR(self->attempt_target);
+    Py_CLEAR(self->attempt_error);
+    return 0;
+}
+
+static void
+trace_dealloc(Trace *self)
+{
+    PyTypeObject *type = Py_TYPE(self);
+    PyObject_GC_UnTrack(self);
+    trace_clear(self);
+    type->tp_free((PyObject *)self);
+}
+
+static PyObject *empty_bytes; /* b"" */
+
+/* The state of a new trace, as PythonRequestTrace.__init__ leaves it. Every object
+ * member is set (never NULL) from here on: only attempt_error can be set from Python,
+ * and only to an object. */
+static int
+trace_start(Trace *self, PyObject *fields, PyObject *line, PyObject *parent_fields,
+            PyObject *tracestate)
+{
+    PyObject *spans = PyList_New(0);
+    if (spans == NULL) {
+        return -1;
+    }
+    now_ns(&self->start_ns);
+    Py_XSETREF(self->spans, spans);
+    Py_XSETREF(self->fields, Py_NewRef(fields));
+    Py_XSETREF(self->line, Py_NewRef(line));
+    Py_XSETREF(self->parent_fields, Py_NewRef(parent_fields));
+    Py_XSETREF(self->tracestate, Py_NewRef(tracestate));
+    Py_XSETREF(self->attempt, Py_NewRef(Py_None));
+    Py_XSETREF(self->attempt_method, Py_NewRef(empty_bytes));
+    Py_XSETREF(self->attempt_target, Py_NewRef(Py_None));
+    Py_XSETREF(self->attempt_error, Py_NewRef(Py_None));
+    self->attempt_start = self->waiting_since = 0;
+    self->attempts = self->attempt_resend = self->attempt_status = 0;
+    return 0;
+}
+
+static PyObject *
+trace_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
+{
+    (void)args;
+    (void)kwargs;
+    Trace *self = (Trace *)type->tp_alloc(type, 0);
+    if (self == NULL) {
+        return NULL;
+    }
+    if (trace_start(self, empty_bytes, empty_bytes, empty_bytes, Py_None) < 0) {
+        Py_DECREF(self);
+        return NULL;
+    }
+    return (PyObject *)self;
+}
+
+static int
+trace_init(Trace *self, PyObject *args, PyObject *kwargs)
+{
+    static char *keywords[] = {"fields", "line", "parent_fields", "tracestate", NULL};
+    PyObject *fields, *line, *parent_fields = NULL, *tracestate = Py_None;
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "SS|SO:RequestTrace", keywords, &fields,
+                                     &line, &parent_fields, &tracestate)) {
+        return -1;
+    }
+    if (tracestate != Py_None && !PyBytes_Check(tracestate)) {
+        PyErr_SetString(PyExc_TypeError, "tracestate must be bytes or None");
+        return -1;
+    }
+    return trace_start(self, fields, line, parent_fields == NULL ? empty_bytes : parent_fields,
+                       tracestate);
+}
+
+PyDoc_STRVAR(new_trace_doc,
+"new_trace(fields, line, /) -> RequestTrace\n"
+"\n"
+"A trace of the gateway's own (as RequestTrace(fields, line)): the bound class's\n"
+"instance without the class call.");
+
+static PyObject *
+new_trace(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    (void)module;
+    if (!arity("new_trace", nargs, 2)) {
+        return NULL;
+    }
+    if (bound.type == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "bind() has not been called");
+        return NULL;
+    }
+    if (!PyBytes_Check(args[0]) || !PyBytes_Check(args[1])) {
+        PyErr_SetString(PyExc_TypeError, "fields and line must be bytes");
+        return NULL;
+    }
+    Trace *self = (Trace *)bound.type->tp_alloc(bound.type, 0);
+    if (self == NULL) {
+        return NULL;
+    }
+    if (trace_start(self, args[0], args[1], empty_bytes, Py_None) < 0) {
+        Py_DECREF(self);
+        return NULL;
+    }
+    return (PyObject *)self;
+}
+
+/* (method, target, status): the cached (head, attributes) of an attempt, borrowed from
+ * the tuple it returns in *owner (a new reference). */
+static int
+attempt_described(Trace *self, PyObject **owner, PyObject **head, PyObject **attributes)
+{
+    PyObject *status = PyLong_FromLongLong(self->attempt_status);
+    if (status == NULL) {
+        return -1;
+    }
+    PyObject *key = PyTuple_Pack(3, self->attempt_method, self->attempt_target, status);
+    Py_DECREF(status);
+    if (key == NULL) {
+        return -1;
+    }
+    PyObject *described = PyDict_GetItemWithError(bound.attempts, key);
+    if (described != NULL) {
+        Py_INCREF(described);
+    }
+    else if (!PyErr_Occurred()) {
+        described = PyObject_CallOneArg(bound.describe_attempt, key);
+    }
+    Py_DECREF(key);
+    if (described == NULL) {
+        return -1;
+    }
+    if (!PyTuple_Check(described) || PyTuple_GET_SIZE(described) != 2 ||
+        !PyBytes_Check(PyTuple_GET_ITEM(described, 0)) ||
+        !PyBytes_Check(PyTuple_GET_ITEM(described, 1))) {
+        Py_DECREF(described);
+        PyErr_SetString(PyExc_TypeError, "an attempt is described by (bytes, bytes)");
+        return -1;
+    }
+    *owner = described;
+    *head = PyTuple_GET_ITEM(described, 0);
+    *attributes = PyTuple_GET_ITEM(described, 1);
+    return 0;
+}
+
+static int
+trace_end_attempt(Trace *self)
+{
+    if (self->attempt == Py_None) {
+        return 0;
+    }
+    PyObject *fields = self->attempt; /* the reference moves here */
+    self->attempt = Py_NewRef(Py_None);
+    PyObject *described, *head, *attributes;
+    if (attempt_described(self, &described, &head, &attributes) < 0) {
+        Py_DECREF(fields);
+        return -1;
+    }
+    PyObject *unusual = NULL;
+    PyObject *tail = bound.local_flags;
+    if (self->attempt_resend || self->attempt_error != Py_None || self->attempt_status >= 500 ||
+        self->tracestate != Py_None) {
+        PyObject *call[3] = {(PyObject *)self, fields, attributes};
+        unusual = PyObject_VectorcallMethod(bound.unusual_attempt, call,
+                                            3 | PY_VECTORCALL_ARGUMENTS_OFFSET, NULL);
+        if (unusual == NULL) {
+            goto error;
+        }
+        if (!PyTuple_Check(unusual) || PyTuple_GET_SIZE(unusual) != 3 ||
+            !PyBytes_Check(PyTuple_GET_ITEM(unusual, 0)) ||
+            !PyBytes_Check(PyTuple_GET_ITEM(unusual, 1)) ||
+            !PyBytes_Check(PyTuple_GET_ITEM(unusual, 2))) {
+            PyErr_SetString(PyExc_TypeError, "_unusual_attempt returns 3 bytes");
+            goto error;
+        }
+        Py_SETREF(fields, Py_NewRef(PyTuple_GET_ITEM(unusual, 0)));
+        attributes = PyTuple_GET_ITEM(unusual, 1);
+        tail = PyTuple_GET_ITEM(unusual, 2);
+    }
+    long long end;
+    now_ns(&end);
+    if (self->attempt_start < 0 || end < 0) {
+        PyErr_SetString(PyExc_OverflowError, "a time before 1970");
+        goto error;
+    }
+    PyObject *span = write_attempt_span(
+        PyBytes_AS_STRING(fields), PyBytes_GET_SIZE(fields), PyBytes_AS_STRING(head),
+        PyBytes_GET_SIZE(head), (uint64_t)self->attempt_start, (uint64_t)end,
+        PyBytes_AS_STRING(attributes), PyBytes_GET_SIZE(attributes), PyBytes_AS_STRING(tail),
+        PyBytes_GET_SIZE(tail));
+    if (span == NULL) {
+        goto error;
+    }
+    int appended = PyList_Append(self->spans, span);
+    Py_DECREF(span);
+    Py_XDECREF(unusual);
+    Py_DECREF(described);
+    Py_DECREF(fields);
+    return appended;
+error:
+    Py_XDECREF(unusual);
+    Py_DECREF(described);
+    Py_DECREF(fields);
+    return -1;
+}
+
+static PyObject *
+trace_end_attempt_method(Trace *self, PyObject *unused)
+{
+    (void)unused;
+    if (trace_end_attempt(self) < 0) {
+        return NULL;
+    }
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+trace_begin_attempt(Trace *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (!arity("begin_attempt", nargs, 3)) {
+        return NULL;
+    }
+    long long resend = PyLong_AsLongLong(args[2]);
+    if (resend == -1 && PyErr_Occurred()) {
+        return NULL;
+    }
+    if (trace_end_attempt(self) < 0) {
+        return NULL;
+    }
+    now_ns(&self->attempt_start);
+    Py_SETREF(self->attempt_method, Py_NewRef(args[0]));
+    Py_SETREF(self->attempt_target, Py_NewRef(args[1]));
+    self->attempt_resend = resend;
+    self->attempt_status = 0;
+    Py_XSETREF(self->attempt_error, Py_NewRef(Py_None));
+    self->attempts += 1;
+    if (self->attempts == 1) { /* the pool drew its id with the trace's */
+        if (!PyBytes_Check(self->fields) || PyBytes_GET_SIZE(self->fields) < ENTRY_FIELDS) {
+            PyErr_SetString(PyExc_ValueError, "fields must hold 66 bytes");
+            return NULL;
+        }
+        PyObject *attempt =
+            PyBytes_FromStringAndSize(PyBytes_AS_STRING(self->fields) + SERVER_IDS,
+                                      ENTRY_FIELDS - SERVER_IDS);
+        if (attempt == NULL) {
+            return NULL;
+        }
+        Py_SETREF(self->attempt, attempt);
+        return Py_NewRef(self->line);
+    }
+    PyObject *call[1] = {(PyObject *)self};
+    PyObject *made = PyObject_VectorcallMethod(bound.new_span, call,
+                                               1 | PY_VECTORCALL_ARGUMENTS_OFFSET, NULL);
+    if (made == NULL) {
+        return NULL;
+    }
+    if (!PyTuple_Check(made) || PyTuple_GET_SIZE(made) != 2 ||
+        !PyBytes_Check(PyTuple_GET_ITEM(made, 0))) {
+        Py_DECREF(made);
+        PyErr_SetString(PyExc_TypeError, "_new_span returns (fields bytes, line)");
+        return NULL;
+    }
+    Py_SETREF(self->attempt, Py_NewRef(PyTuple_GET_ITEM(made, 0)));
+    PyObject *line = Py_NewRef(PyTuple_GET_ITEM(made, 1));
+    Py_DECREF(made);
+    return line;
+}
+
+/* Bytes from a cache, or from its filler on a miss (a new reference, in *owned too). */
+static PyObject *
+cached(PyObject *cache, PyObject *fill, PyObject *key, PyObject **owned)
+{
+    PyObject *value = PyDict_GetItemWithError(cache, key);
+    if (value != NULL) {
+        Py_INCREF(value);
+    }
+    else if (PyErr_Occurred() || (value = PyObject_CallOneArg(fill, key)) == NULL) {
+        return NULL;
+    }
+    *owned = value;
+    if (!PyBytes_Check(value)) {
+        PyErr_SetString(PyExc_TypeError, "a cached attribute is bytes");
+        return NULL;
+    }
+    return value;
+}
+
+/* The user agent's attribute (a new reference, in *owned too; b"" with none). */
+static PyObject *
+user_agent(PyObject *headers, PyObject **owned)
+{
+    if (!PyList_Check(headers)) {
+        PyErr_SetString(PyExc_TypeError, "headers must be a list");
+        return NULL;
+    }
+    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(headers); i++) {
+        PyObject *header = PyList_GET_ITEM(headers, i);
+        if (!PyTuple_Check(header) || PyTuple_GET_SIZE(header) != 2) {
+            PyErr_SetString(PyExc_TypeError, "a header is a (name, value) tuple");
+            return NULL;
+        }
+        PyObject *name = PyTuple_GET_ITEM(header, 0);
+        if (!PyBytes_Check(name) || PyBytes_GET_SIZE(name) != 10) {
+            continue;
+        }
+        const char *text = PyBytes_AS_STRING(name);
+        int same = 1;
+        for (int c = 0; c < 10 && same; c++) {
+            char lower = (text[c] >= 'A' && text[c] <= 'Z') ? (char)(text[c] + 32) : text[c];
+            same = lower == "user-agent"[c];
+        }
+        if (same) {
+            return cached(bound.agents, bound.describe_agent, PyTuple_GET_ITEM(header, 1),
+                          owned);
+        }
+    }
+    *owned = Py_NewRef(empty_bytes);
+    return empty_bytes;
+}
+
+static PyObject *
+trace_finish(Trace *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (!arity("finish", nargs, 8)) {
+        return NULL;
+    }
+    PyObject *key = args[0], *addresses_key = args[1], *headers = args[2],
+             *described_cache = args[6], *tracer = args[7];
+    if (!PyDict_Check(described_cache)) {
+        PyErr_SetString(PyExc_TypeError, "described must be a dict");
+        return NULL;
+    }
+    ServerParts parts = {.parent = "", .parent_size = 0, .flags = NULL};
+    Py_ssize_t fields_size;
+    if (bytes_arg(args[3], "path", &parts.path, &parts.path_size) < 0 ||
+        request_id_arg(args[4], &parts.request_id, &parts.request_id_size) < 0 ||
+        bytes_arg(self->fields, "fields", &parts.fields, &fields_size) < 0 ||
+        bytes_arg(self->parent_fields, "parent_fields", &parts.parent, &parts.parent_size) <
+            0) {
+        return NULL;
+    }
+    parts.duration = PyFloat_AsDouble(args[5]);
+    if (parts.duration == -1.0 && PyErr_Occurred()) {
+        return NULL;
+    }
+    if (fields_size < SERVER_IDS || self->start_ns < 0) {
+        PyErr_SetString(PyExc_ValueError, "fields too short or start before 1970");
+        return NULL;
+    }
+    parts.start = (uint64_t)self->start_ns;
+    if (trace_end_attempt(self) < 0) {
+        return NULL;
+    }
+    PyObject *result = NULL, *addresses_owned = NULL, *agent_owned = NULL;
+    PyObject *described = PyDict_GetItemWithError(described_cache, key);
+    if (described != NULL) {
+        Py_INCREF(described);
+    }
+    else if (PyErr_Occurred()) {
+        return NULL;
+    }
+    else {
+        PyObject *call[2] = {tracer, key};
+        described = PyObject_VectorcallMethod(bound.describe, call,
+                                              2 | PY_VECTORCALL_ARGUMENTS_OFFSET, NULL);
+        if (described == NULL) {
+            return NULL;
+        }
+    }
+    if (!PyTuple_Check(described) || PyTuple_GET_SIZE(described) != 3 ||
+        bytes_arg(PyTuple_GET_ITEM(described, 0), "head", &parts.head, &parts.head_size) < 0 ||
+        bytes_arg(PyTuple_GET_ITEM(described, 1), "attributes", &parts.attributes,
+                  &parts.attributes_size) < 0 ||
+        bytes_arg(PyTuple_GET_ITEM(described, 2), "tail", &parts.tail, &parts.tail_size) < 0) {
+        if (!PyErr_Occurred()) {
+            PyErr_SetString(PyExc_TypeError, "a server span is described by 3 bytes");
+        }
+        goto done;
+    }
+    if (parts.tail_size < 4) {
+        PyErr_SetString(PyExc_ValueError, "a server span's tail holds its flags");
+        goto done;
+    }
+    if (parts.parent_size) { /* continued: the caller's span is the parent */
+        parts.flags = PyBytes_AS_STRING(bound.remote_flags) +
+                      PyBytes_GET_SIZE(bound.remote_flags) - 4;
+    }
+    PyObject *addresses =
+        cached(bound.addresses, bound.describe_addresses, addresses_key, &addresses_owned);
+    if (addresses == NULL) {
+        goto done;
+    }
+    parts.addresses = PyBytes_AS_STRING(addresses);
+    parts.addresses_size = PyBytes_GET_SIZE(addresses);
+    PyObject *agent = user_agent(headers, &agent_owned);
+    if (agent == NULL) {
+        goto done;
+    }
+    parts.agent = PyBytes_AS_STRING(agent);
+    parts.agent_size = PyBytes_GET_SIZE(agent);
+    PyObject *span = write_server_span(&parts);
+    if (span == NULL) {
+        goto done;
+    }
+    int appended = PyList_Append(self->spans, span);
+    Py_DECREF(span);
+    if (appended == 0) {
+        result = Py_NewRef(self->spans);
+    }
+done:
+    Py_DECREF(described);
+    Py_XDECREF(addresses_owned);
+    Py_XDECREF(agent_owned);
+    return result;
+}
+
+static PyMethodDef trace_methods[] = {
+    {"begin_attempt", (PyCFunction)(void (*)(void))trace_begin_attempt, METH_FASTCALL,
+     "begin_attempt(method, target, resend, /) -> bytes: as PythonRequestTrace's."},
+    {"end_attempt", (PyCFunction)trace_end_attempt_method, METH_NOARGS,
+     "end_attempt() -> None: as PythonRequestTrace's."},
+    {"finish", (PyCFunction)(void (*)(void))trace_finish, METH_FASTCALL,
+     "finish(key, addresses, headers, path, request_id, duration, described, tracer, /)"
+     " -> list[bytes]: as PythonRequestTrace's."},
+    {NULL, NULL, 0, NULL},
+};
+
+/* What Python sets: attempt_status, attempt_error (the caller's, as the attempt goes) and
+ * waiting_since (a policy's); the rest is the recorder's own. */
+#define OBJECT_MEMBER(name) {#name, T_OBJECT, offsetof(Trace, name), READONLY, NULL}
+#define INT_MEMBER(name) {#name, T_LONGLONG, offsetof(Trace, name), READONLY, NULL}
+#define SET_INT_MEMBER(name) {#name, T_LONGLONG, offsetof(Trace, name), 0, NULL}
+
+static PyMemberDef trace_members[] = {
+    OBJECT_MEMBER(fields),
+    OBJECT_MEMBER(line),
+    OBJECT_MEMBER(spans),
+    OBJECT_MEMBER(tracestate),
+    OBJECT_MEMBER(parent_fields),
+    OBJECT_MEMBER(attempt),
+    OBJECT_MEMBER(attempt_method),
+    OBJECT_MEMBER(attempt_target),
+    {"attempt_error", T_OBJECT_EX, offsetof(Trace, attempt_error), 0, NULL},
+    INT_MEMBER(start_ns),
+    INT_MEMBER(attempt_start),
+    SET_INT_MEMBER(waiting_since),
+    INT_MEMBER(attempts),
+    INT_MEMBER(attempt_resend),
+    SET_INT_MEMBER(attempt_status),
+    {NULL, 0, 0, 0, NULL},
+};
+
+static PyTypeObject TraceType = {
+    PyVarObject_HEAD_INIT(NULL, 0).tp_name = "potok.observability.tracing._encode.Trace",
+    .tp_doc = "A sampled request's recorder (trace.py's PythonRequestTrace in C).",
+    .tp_basicsize = sizeof(Trace),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE | Py_TPFLAGS_HAVE_GC,
+    .tp_new = trace_new,
+    .tp_init = (initproc)trace_init,
+    .tp_dealloc = (destructor)trace_dealloc,
+    .tp_traverse = (traverseproc)trace_traverse,
+    .tp_clear = (inquiry)trace_clear,
+    .tp_methods = trace_methods,
+    .tp_members = trace_members,
+};
+
+PyDoc_STRVAR(bind_doc,
+"bind(cls, attempts, describe_attempt, addresses, describe_addresses, agents,\n"
+"     describe_agent, local_flags, remote_flags, /) -> None\n"
+"\n"
+"What the recorder uses (trace.py's): the class new_trace makes (a subclass of Trace),\n"
+"the caches of encoded attempts, addresses and user agents (dicts) with the functions\n"
+"that encode (and cache) a miss, and Span.flags' fields of a local and a remote parent.");
+
+static PyObject *
+bind(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    (void)module;
+    if (!arity("bind", nargs, 9)) {
+        return NULL;
+    }
+    if (!PyType_Check(args[0]) || !PyType_IsSubtype((PyTypeObject *)args[0], &TraceType)) {
+        PyErr_SetString(PyExc_TypeError, "cls must be a subclass of Trace");
+        return NULL;
+    }
+    if (!PyDict_Check(args[1]) || !PyDict_Check(args[3]) || !PyDict_Check(args[5]) ||
+        !PyCallable_Check(args[2]) || !PyCallable_Check(args[4]) || !PyCallable_Check(args[6]) ||
+        !PyBytes_Check(args[7]) || !PyBytes_Check(args[8]) || PyBytes_GET_SIZE(args[8]) < 4) {
+        PyErr_SetString(PyExc_TypeError, "bind: dicts, callables and flags bytes expected");
+        return NULL;
+    }
+    Py_XSETREF(bound.type, (PyTypeObject *)Py_NewRef(args[0]));
+    Py_XSETREF(bound.attempts, Py_NewRef(args[1]));
+    Py_XSETREF(bound.describe_attempt, Py_NewRef(args[2]));
+    Py_XSETREF(bound.addresses, Py_NewRef(args[3]));
+    Py_XSETREF(bound.describe_addresses, Py_NewRef(args[4]));
+    Py_XSETREF(bound.agents, Py_NewRef(args[5]));
+    Py_XSETREF(bound.describe_agent, Py_NewRef(args[6]));
+    Py_XSETREF(bound.local_flags, Py_NewRef(args[7]));
+    Py_XSETREF(bound.remote_flags, Py_NewRef(args[8]));
+    Py_RETURN_NONE;
+}
+
+static int
+intern_names(void)
+{
+    struct {
+        PyObject **slot;
+        const char *text;
+    } names[] = {
+        {&bound.describe, "describe"},
+        {&bound.new_span, "_new_span"},
+        {&bound.unusual_attempt, "_unusual_attempt"},
+    };
+    for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
+        if (*names[i].slot == NULL) {
+            *names[i].slot = PyUnicode_InternFromString(names[i].text);
+            if (*names[i].slot == NULL) {
+                return -1;
+            }
+        }
+    }
+    if (empty_bytes == NULL) {
+        empty_bytes = PyBytes_FromStringAndSize(NULL, 0);
+    }
+    return empty_bytes == NULL ? -1 : 0;
+}
+
 static PyMethodDef methods[] = {
     {"server_span", (PyCFunction)(void (*)(void))server_span, METH_FASTCALL, server_span_doc},
     {"attempt_span", (PyCFunction)(void (*)(void))attempt_span, METH_FASTCALL,
      attempt_span_doc},
     {"pool_entries", (PyCFunction)(void (*)(void))pool_entries, METH_FASTCALL,
      pool_entries_doc},
+    {"new_trace", (PyCFunction)(void (*)(void))new_trace, METH_FASTCALL, new_trace_doc},
+    {"bind", (PyCFunction)(void (*)(void))bind, METH_FASTCALL, bind_doc},
     {NULL, NULL, 0, NULL},
+};
+
+static int
+module_exec(PyObject *module)
+{
+    if (intern_names() < 0 || PyType_Ready(&TraceType) < 0) {
+        return -1;
+    }
+    return PyModule_AddObjectRef(module, "Trace", (PyObject *)&TraceType);
+}
+
+static PyModuleDef_Slot slots[] = {
+    {Py_mod_exec, module_exec},
+    {0, NULL},
 };
 
 static struct PyModuleDef module = {
@@ -418,6 +1066,7 @@ static struct PyModuleDef module = {
     .m_doc = "The tracer's request-path encoders (see encode.py for the same in Python).",
     .m_size = 0,
     .m_methods = methods,
+    .m_slots = slots,
 };
 
 PyMODINIT_FUNC

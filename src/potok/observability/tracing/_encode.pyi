@@ -1,4 +1,7 @@
 # The C encoders (_encode.c); encode.py has the same in Python, with their docs.
+from collections.abc import Callable
+from typing import Any
+
 def server_span(
     fields: bytes,
     head: bytes,
@@ -18,3 +21,57 @@ def attempt_span(
 def pool_entries(
     random: bytes, dense: bool, bound: bytes, /
 ) -> tuple[bytes, list[bytes], bytes] | None: ...
+
+class Trace:
+    """The recorder (trace.py's PythonRequestTrace in C; NativeRequestTrace subclasses it)."""
+
+    fields: bytes
+    line: bytes
+    spans: list[bytes]
+    tracestate: bytes | None
+    parent_fields: bytes
+    attempt: bytes | None
+    attempt_method: bytes
+    attempt_target: Any
+    attempt_error: str | None
+    start_ns: int
+    attempt_start: int
+    waiting_since: int
+    attempts: int
+    attempt_resend: int
+    attempt_status: int
+    def __init__(
+        self,
+        fields: bytes,
+        line: bytes,
+        parent_fields: bytes = b"",
+        tracestate: bytes | None = None,
+    ) -> None: ...
+    def begin_attempt(self, method: bytes, target: Any, resend: int, /) -> bytes: ...
+    def end_attempt(self) -> None: ...
+    def finish(
+        self,
+        key: tuple[bytes, str, str, int, bytes, bytes | None, str],
+        addresses: tuple[str, str],
+        headers: list[tuple[bytes, bytes]],
+        path: bytes,
+        request_id: str,
+        duration: float,
+        described: dict[Any, tuple[bytes, bytes, bytes]],
+        tracer: Any,
+        /,
+    ) -> list[bytes]: ...
+
+def new_trace(fields: bytes, line: bytes, /) -> Trace: ...
+def bind(
+    cls: type[Trace],
+    attempts: dict[Any, tuple[bytes, bytes]],
+    describe_attempt: Callable[[Any], tuple[bytes, bytes]],
+    addresses: dict[tuple[str, str], bytes],
+    describe_addresses: Callable[[tuple[str, str]], bytes],
+    agents: dict[bytes, bytes],
+    describe_agent: Callable[[bytes], bytes],
+    local_flags: bytes,
+    remote_flags: bytes,
+    /,
+) -> None: ...

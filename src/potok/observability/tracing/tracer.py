@@ -3,7 +3,6 @@ sampled traces (already encoded) to the exporter."""
 
 from __future__ import annotations
 
-import time
 from typing import TYPE_CHECKING
 
 from potok.observability.tracing import otlp
@@ -15,8 +14,13 @@ from potok.observability.tracing.context import (
     TRACE_AT,
     parse_traceparent,
 )
-from potok.observability.tracing.encode import server_span
-from potok.observability.tracing.trace import SERVER, RequestTrace
+from potok.observability.tracing.trace import (
+    SERVER,
+    Described,
+    RequestTrace,
+    ServerKey,
+    new_trace,
+)
 
 if TYPE_CHECKING:
     from potok.exchange import Exchange
@@ -26,14 +30,10 @@ if TYPE_CHECKING:
 
 _TRACEPARENT = b"traceparent"
 _TRACESTATE = b"tracestate"
-_USER_AGENT = b"user-agent"
 _POOL = ID_POOL
-_new = object.__new__
-_now = time.time_ns
 _SAMPLED_TAIL = b"-01\r\n"
 _UNSAMPLED_TAIL = b"-00\r\n"
 _LOCAL_FLAGS = otlp.flags_field(otlp.FLAGS_LOCAL_PARENT)
-_REMOTE_FLAGS = otlp.flags_field(otlp.FLAGS_REMOTE_PARENT)
 # Below this ratio the pool writes an entry's span fields only when one is sampled.
 _DENSE_FROM = 0.05
 
@@ -50,7 +50,7 @@ class Tracer:
         self._trusted = trusted
         self._accept = config.accept_parent
         # A server span's parts that repeat, by what they depend on (bounded).
-        self._described: dict[_Described, tuple[bytes, bytes, bytes]] = {}
+        self._described: Described = {}
         # As OpenTelemetry's TraceIdRatioBased: sampled when the trace id's low 64 bits
         # fall under ratio * 2**64, so every hop with the same ratio decides alike. As
         # 16 hex digits, which order as the numbers do; "g" is above them all (ratio 1).
@@ -80,19 +80,7 @@ class Tracer:
         exchange.trace_lines = line = pool.lines[index]
         if not pool.sampled[index]:
             return
-        # A RequestTrace as its __init__ makes one for a trace of the gateway's own, set
-        # here: the call of the class would cost as much again as the stores.
-        trace = _new(RequestTrace)
-        trace.start_ns = _now()
-        trace.fields = pool.fields(index)
-        trace.line = line
-        trace.spans = []
-        trace.tracestate = None
-        trace.parent_fields = b""
-        trace.waiting_since = 0
-        trace.attempt = None
-        trace.attempts = 0
-        exchange.trace = trace
+        exchange.trace = new_trace(pool.fields(index), line)
 
     def _continued(self, exchange: Exchange) -> bool:
         """Whether the caller sent a valid trace context and is believed (then the
@@ -122,7 +110,8 @@ class Tracer:
             line += b"tracestate: " + state + b"\r\n"
         exchange.trace_lines = line
         if sampled:
-            exchange.trace = RequestTrace(fields, line, bytes.fromhex(parent_hex), state)
+            parent = otlp.parent_fields(state, bytes.fromhex(parent_hex))
+            exchange.trace = RequestTrace(fields, line, parent, state)
         return True
 
     def _believes(self, exchange: Exchange) -> bool:
@@ -133,54 +122,29 @@ class Tracer:
         return self._trusted.contains(exchange.peer_ip)
 
     def finish(self, exchange: Exchange, trace: RequestTrace, duration: float) -> None:
-        """The server span of a sampled trace, encoded, and the trace to the exporter.
-
-        What varies per request (ids, times, path, request id) goes into one call of
-        encode.server_span with the rest; what repeats is encoded once per distinct
-        value and reused (bounded caches): the name, kind and attributes of a (method,
-        route, service, status, host, scheme, version); the client's addresses; the
-        user agent."""
-        if trace.attempt is not None:
-            trace.end_attempt()
-        key = (
-            exchange.method,
-            exchange.route_name,
-            exchange.service_name,
-            exchange.status,
-            exchange.host,
-            exchange.forwarded_proto,
-            exchange.version,
+        """The server span of a sampled trace (trace.finish), and the trace to the
+        exporter."""
+        spans = trace.finish(
+            (
+                exchange.method,
+                exchange.route_name,
+                exchange.service_name,
+                exchange.status,
+                exchange.host,
+                exchange.forwarded_proto,
+                exchange.version,
+            ),
+            (exchange.client_ip, exchange.peer_ip),
+            exchange.headers,
+            exchange.path,
+            exchange.request_id,
+            duration,
+            self._described,
+            self,
         )
-        described = self._described.get(key) or self._describe(key)
-        addresses = (exchange.client_ip, exchange.peer_ip)
-        address_attributes = _ADDRESSES.get(addresses) or _addresses(addresses)
-        agent = b""
-        for header, value in exchange.headers:
-            if len(header) == 10 and header.lower() == _USER_AGENT:
-                agent = _AGENTS.get(value) or _agent(value)
-                break
-        head, attributes, tail = described
-        parent = trace.parent_fields
-        if parent:  # continued: the caller's span is the parent, its tracestate goes on
-            head = parent + head  # trace_state (3) and parent_span_id (4) before name (5)
-            tail = tail[:-4] + _REMOTE_FLAGS[-4:]
-        trace.spans.append(
-            server_span(
-                trace.fields,
-                head,
-                trace.start_ns,  # the span lasts what the request's metrics say it did
-                duration,
-                attributes,
-                address_attributes,
-                exchange.path,
-                exchange.request_id,
-                agent,
-                tail,
-            )
-        )
-        self._exporter.submit(trace.spans)
+        self._exporter.submit(spans)
 
-    def _describe(self, key: _Described) -> tuple[bytes, bytes, bytes]:
+    def describe(self, key: ServerKey) -> tuple[bytes, bytes, bytes]:
         """(name and kind fields, attributes, status and flags fields) of a server span
         of `key`."""
         method_bytes, route, service, status, host, scheme, version = key
@@ -208,25 +172,4 @@ class Tracer:
 
 
 _ATTRIBUTE = otlp.ATTRIBUTE
-# (method, route, service, status, host, scheme, version)
-_Described = tuple[bytes, str, str, int, bytes, bytes | None, str]
-# Encoded attributes by the values they repeat, each cache bounded (beyond it a value
-# is encoded per request): (client address, peer address); user agents.
-_ADDRESSES: dict[tuple[str, str], bytes] = {}
-_AGENTS: dict[bytes, bytes] = {}
 _MAX_CACHED = 4096
-
-
-def _addresses(key: tuple[str, str]) -> bytes:
-    client, peer = key
-    encoded = otlp.attributes(_ATTRIBUTE, {"client.address": client, "network.peer.address": peer})
-    if len(_ADDRESSES) < _MAX_CACHED:
-        _ADDRESSES[key] = encoded
-    return encoded
-
-
-def _agent(value: bytes) -> bytes:
-    encoded = otlp.attributes(_ATTRIBUTE, {"user_agent.original": value.decode("latin-1")})
-    if len(_AGENTS) < _MAX_CACHED:
-        _AGENTS[value] = encoded
-    return encoded
