@@ -28,8 +28,9 @@ PARENT_SPAN = "00f067aa0ba902b7"
 def encoders(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
     """Every test twice: with the C recorder and encoders and with the Python ones
     (trace.py's PythonRequestTrace, encode.py)."""
-    assert trace_module.NATIVE, "the C extension is not built (setup.py build_ext)"
-    if request.param == "python":
+    if request.param == "native":
+        assert trace_module.NATIVE, "the C extension is not built (setup.py build_ext)"
+    else:
         monkeypatch.setattr(tracer_module, "new_trace", trace_module.python_new_trace)
         monkeypatch.setattr(tracer_module, "RequestTrace", trace_module.PythonRequestTrace)
         monkeypatch.setattr(trace_module, "RequestTrace", trace_module.PythonRequestTrace)
