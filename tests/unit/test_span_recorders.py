@@ -13,7 +13,7 @@ from opentelemetry.proto.trace.v1.trace_pb2 import Span
 from potok.observability.tracing import _encode as native
 from potok.observability.tracing import otlp, trace
 from potok.observability.tracing.config import TracingConfig
-from potok.observability.tracing.context import ID_POOL
+from potok.observability.tracing.context import ID_POOL, POOLED, IdPool
 from potok.observability.tracing.tracer import Tracer
 from potok.upstream.forwarded import TrustedProxies
 
@@ -184,4 +184,87 @@ def test_a_full_cache_is_emptied_not_grown(monkeypatch: pytest.MonkeyPatch) -> N
         recorder = trace.new_trace(FIELDS, LINE)
         recorder.finish(KEY, ADDRESSES, [(b"user-agent", agent)], b"/", "r", 0.0, {}, TRACER)
     assert list(trace._AGENTS) == [b"c/1"]
+    ID_POOL.empty()
+
+
+class Exchange:  # what begin reads and sets
+    def __init__(self, trace_headers: bool = False) -> None:
+        self.trace_headers = trace_headers
+        self.trace_lines = b""
+        self.trace: Any = None
+
+
+def test_both_begins_take_the_same_entries_and_decide_alike() -> None:
+    from potok.observability.tracing import tracer as tracer_module
+
+    pool = ID_POOL
+    native_tracer = Tracer(TracingConfig(enabled=True, sample_ratio=0.5), None, TrustedProxies(()))  # type: ignore[arg-type]
+    assert isinstance(native_tracer.begin, native.Begin)
+    pool.refill()
+    for at in range(POOLED + 8):  # past a refill
+        one = Exchange()
+        if at % 2:
+            native_tracer.begin(one)
+        else:
+            native_tracer._begin(one)
+        expected_line = pool.lines[pool.next - 1]
+        assert one.trace_lines == expected_line
+        sampled = bool(pool.sampled[pool.next - 1])
+        assert (one.trace is not None) == sampled == expected_line.endswith(b"-01\r\n")
+        if sampled:
+            assert one.trace.fields == pool.fields(pool.next - 1)
+            assert one.trace.line == expected_line
+    assert tracer_module._NativeBegin is native.Begin
+
+
+def test_the_c_begin_hands_trace_context_to_the_tracer() -> None:
+    calls = []
+
+    def continued(exchange: Any) -> bool:
+        calls.append(exchange)
+        return bool(exchange.trace_headers == "continue")
+
+    begin = native.Begin(ID_POOL, continued)
+    believed = Exchange(trace_headers="continue")  # type: ignore[arg-type]
+    begin(believed)
+    assert calls == [believed] and believed.trace_lines == b"" and believed.trace is None
+    refused = Exchange(trace_headers=True)
+    begin(refused)  # not continued: a trace of the gateway's own
+    assert calls[-1] is refused and refused.trace_lines.startswith(b"traceparent: 00-")
+
+
+def test_the_c_begin_refuses_what_it_cannot_use() -> None:
+    begin = native.Begin(ID_POOL, lambda exchange: False)
+    with pytest.raises(TypeError):
+        begin()  # type: ignore[call-arg]
+    with pytest.raises(TypeError):
+        begin(Exchange(), Exchange())  # type: ignore[call-arg]
+    with pytest.raises(TypeError):
+        begin(exchange=Exchange())  # type: ignore[call-arg]
+    with pytest.raises(AttributeError):
+        begin(object())  # no trace_headers
+    with pytest.raises(TypeError):
+        native.Begin(object(), len)  # type: ignore[arg-type]
+    with pytest.raises(TypeError):
+        native.Begin(ID_POOL, "not callable")  # type: ignore[arg-type]
+
+    def boom(exchange: Any) -> bool:
+        raise ValueError("tracer failed")
+
+    with pytest.raises(ValueError, match="tracer failed"):
+        native.Begin(ID_POOL, boom)(Exchange(trace_headers=True))
+    broken = IdPool()
+    broken.lines, broken.sampled, broken.next = [b"line"], b"", 0  # no decisions
+    with pytest.raises(TypeError, match="sampled"):
+        native.Begin(broken, len)(Exchange())
+
+    class Dry(IdPool):
+        __slots__ = ()
+
+        def refill(self) -> None:  # does not refill
+            pass
+
+    dry = Dry()
+    with pytest.raises(RuntimeError, match="left it empty"):
+        native.Begin(dry, len)(Exchange())
     ID_POOL.empty()

@@ -31,6 +31,7 @@ def encoders(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) ->
     if request.param == "native":
         assert trace_module.NATIVE, "the C extension is not built (setup.py build_ext)"
     else:
+        monkeypatch.setattr(tracer_module, "_NativeBegin", None)
         monkeypatch.setattr(tracer_module, "new_trace", trace_module.python_new_trace)
         monkeypatch.setattr(tracer_module, "RequestTrace", trace_module.PythonRequestTrace)
         monkeypatch.setattr(trace_module, "RequestTrace", trace_module.PythonRequestTrace)

@@ -1,12 +1,16 @@
-/* The tracer's request-path encoders in C: the id pool's entries and the two spans
- * every sampled request makes (its server span, an upstream attempt's span).
+/* The tracer's request path in C: the id pool's entries, the two spans every sampled
+ * request makes (its server span, an upstream attempt's span), the recorder that makes
+ * them (Trace) and the tracer's begin (Begin, over the pool's state, Pool).
  *
- * encode.py holds the same three functions in Python and is what they are tested
- * against (byte for byte, tests/unit/test_span_encoders.py); the tracer uses these when
- * the extension was built (setup.py builds it optionally: no compiler, no extension).
- * Why C: at 100 % sampling the Python encoders cost a request ~10,000 instructions of
- * formatting, packing and strided copies (bench/instructions.sh, BENCHMARKS.md
- * "Tracing"); here each is one call that sizes its output once and fills it.
+ * Each is in Python too, the reference it is tested against and what runs where the
+ * extension was not built (setup.py builds it optionally: no compiler, no extension):
+ * the encoders in encode.py (the same bytes, tests/unit/test_span_encoders.py), the
+ * recorder in trace.py's PythonRequestTrace and begin in tracer.py's Tracer._begin (the
+ * same spans and decisions, tests/unit/test_span_recorders.py). Why C: in the tracer's
+ * loop under callgrind the Python ones cost a sampled request ~44,000 instructions, these
+ * ~10,600 (a proxied request is ~188,000), and at 1 % sampling every request ~9,000
+ * against ~1,500 (BENCHMARKS.md "Tracing"): formatting, packing, strided copies and the
+ * interpreter's frames, where C sizes each output once and fills it.
  *
  * Wire format: https://protobuf.dev/programming-guides/encoding/ ; the messages are
  * opentelemetry-proto's trace.proto and common.proto (Span, KeyValue, AnyValue).
@@ -1035,6 +1039,280 @@ intern_names(void)
     return empty_bytes == NULL ? -1 : 0;
 }
 
+/* The id pool's state (context.py's IdPool subclasses this: its Python methods refill
+ * and take; `begin` below reads it without attribute lookups) and the tracer's begin in
+ * C: what every request of a gateway with tracing on calls. */
+
+typedef struct {
+    PyObject_HEAD
+    PyObject *lines;   /* list of bytes: each entry's traceparent line */
+    PyObject *sampled; /* bytes: each entry's decision, 1 or 0 */
+    PyObject *raw;     /* bytes: the entries' span fields, ENTRY_FIELDS each, or b"" */
+    Py_ssize_t next;   /* the next entry to take */
+} Pool;
+
+static int
+pool_traverse(Pool *self, visitproc visit, void *arg)
+{
+    Py_VISIT(self->lines);
+    Py_VISIT(self->sampled);
+    Py_VISIT(self->raw);
+    return 0;
+}
+
+static int
+pool_clear(Pool *self)
+{
+    Py_CLEAR(self->lines);
+    Py_CLEAR(self->sampled);
+    Py_CLEAR(self->raw);
+    return 0;
+}
+
+static void
+pool_dealloc(Pool *self)
+{
+    PyObject_GC_UnTrack(self);
+    pool_clear(self);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static PyMemberDef pool_members[] = {
+    {"lines", T_OBJECT, offsetof(Pool, lines), 0, NULL},
+    {"sampled", T_OBJECT, offsetof(Pool, sampled), 0, NULL},
+    {"raw", T_OBJECT, offsetof(Pool, raw), 0, NULL},
+    {"next", T_PYSSIZET, offsetof(Pool, next), 0, NULL},
+    {NULL, 0, 0, 0, NULL},
+};
+
+static PyTypeObject PoolType = {
+    PyVarObject_HEAD_INIT(NULL, 0).tp_name = "potok.observability.tracing._encode.Pool",
+    .tp_doc = "The id pool's state: lines, sampled, raw, next (context.py's IdPool).",
+    .tp_basicsize = sizeof(Pool),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE | Py_TPFLAGS_HAVE_GC,
+    .tp_new = PyType_GenericNew,
+    .tp_dealloc = (destructor)pool_dealloc,
+    .tp_traverse = (traverseproc)pool_traverse,
+    .tp_clear = (inquiry)pool_clear,
+    .tp_members = pool_members,
+};
+
+typedef struct {
+    PyObject_HEAD
+    vectorcallfunc vectorcall;
+    Pool *pool;
+    PyObject *continued; /* the tracer's: (exchange) -> whether it continues the caller's */
+} Begin;
+
+static struct {
+    PyObject *trace_headers, *trace_lines, *trace, *refill, *fields;
+} begin_names;
+
+/* The entry `index`'s span fields: a slice of the pool's raw bytes, or its fields(). */
+static PyObject *
+pool_fields(Pool *pool, Py_ssize_t index)
+{
+    if (PyBytes_Check(pool->raw) && PyBytes_GET_SIZE(pool->raw) >= (index + 1) * ENTRY_FIELDS) {
+        return PyBytes_FromStringAndSize(PyBytes_AS_STRING(pool->raw) + index * ENTRY_FIELDS,
+                                         ENTRY_FIELDS);
+    }
+    PyObject *at = PyLong_FromSsize_t(index);
+    if (at == NULL) {
+        return NULL;
+    }
+    PyObject *call[2] = {(PyObject *)pool, at};
+    PyObject *fields = PyObject_VectorcallMethod(begin_names.fields, call,
+                                                 2 | PY_VECTORCALL_ARGUMENTS_OFFSET, NULL);
+    Py_DECREF(at);
+    if (fields != NULL && !PyBytes_Check(fields)) {
+        Py_DECREF(fields);
+        PyErr_SetString(PyExc_TypeError, "IdPool.fields returns bytes");
+        return NULL;
+    }
+    return fields;
+}
+
+/* The next entry's index (refilled when used up), or -1 with an error set. */
+static Py_ssize_t
+pool_take(Pool *pool)
+{
+    if (!PyList_Check(pool->lines) || pool->next >= PyList_GET_SIZE(pool->lines) ||
+        pool->next < 0) {
+        PyObject *call[1] = {(PyObject *)pool};
+        PyObject *done = PyObject_VectorcallMethod(begin_names.refill, call,
+                                                   1 | PY_VECTORCALL_ARGUMENTS_OFFSET, NULL);
+        if (done == NULL) {
+            return -1;
+        }
+        Py_DECREF(done);
+        if (!PyList_Check(pool->lines) || pool->next >= PyList_GET_SIZE(pool->lines) ||
+            pool->next < 0) {
+            PyErr_SetString(PyExc_RuntimeError, "the id pool's refill left it empty");
+            return -1;
+        }
+    }
+    if (!PyBytes_Check(pool->sampled) || PyBytes_GET_SIZE(pool->sampled) <= pool->next) {
+        PyErr_SetString(PyExc_TypeError, "the id pool's sampled is bytes, one per line");
+        return -1;
+    }
+    return pool->next++;
+}
+
+static PyObject *
+begin_call(Begin *self, PyObject *const *args, size_t nargsf, PyObject *kwnames)
+{
+    if (!arity("begin", PyVectorcall_NARGS(nargsf), 1) || kwnames != NULL) {
+        if (!PyErr_Occurred()) {
+            PyErr_SetString(PyExc_TypeError, "begin() takes no keyword arguments");
+        }
+        return NULL;
+    }
+    if (self->pool == NULL) { /* cleared by the garbage collector */
+        PyErr_SetString(PyExc_RuntimeError, "begin() of a cleared Begin");
+        return NULL;
+    }
+    PyObject *exchange = args[0];
+    PyObject *flag = PyObject_GetAttr(exchange, begin_names.trace_headers);
+    if (flag == NULL) {
+        return NULL;
+    }
+    int came = PyObject_IsTrue(flag);
+    Py_DECREF(flag);
+    if (came < 0) {
+        return NULL;
+    }
+    if (came) { /* the caller sent trace context: the tracer's Python decides */
+        PyObject *continued = PyObject_CallOneArg(self->continued, exchange);
+        if (continued == NULL) {
+            return NULL;
+        }
+        int yes = PyObject_IsTrue(continued);
+        Py_DECREF(continued);
+        if (yes < 0) {
+            return NULL;
+        }
+        if (yes) {
+            Py_RETURN_NONE;
+        }
+    }
+    Pool *pool = self->pool;
+    Py_ssize_t index = pool_take(pool);
+    if (index < 0) {
+        return NULL;
+    }
+    PyObject *line = Py_NewRef(PyList_GET_ITEM(pool->lines, index));
+    int failed = PyObject_SetAttr(exchange, begin_names.trace_lines, line);
+    if (failed || !PyBytes_AS_STRING(pool->sampled)[index]) {
+        Py_DECREF(line);
+        return failed ? NULL : Py_NewRef(Py_None);
+    }
+    PyObject *fields = pool_fields(pool, index);
+    PyObject *trace = NULL;
+    if (fields != NULL && PyBytes_Check(line)) {
+        trace = bound.type == NULL ? NULL : bound.type->tp_alloc(bound.type, 0);
+        if (trace != NULL && trace_start((Trace *)trace, fields, line, empty_bytes, Py_None) < 0) {
+            Py_CLEAR(trace);
+        }
+        else if (trace == NULL && !PyErr_Occurred()) {
+            PyErr_SetString(PyExc_RuntimeError, "bind() has not been called");
+        }
+    }
+    else if (fields != NULL) {
+        PyErr_SetString(PyExc_TypeError, "the id pool's lines are bytes");
+    }
+    Py_XDECREF(fields);
+    Py_DECREF(line);
+    if (trace == NULL) {
+        return NULL;
+    }
+    failed = PyObject_SetAttr(exchange, begin_names.trace, trace);
+    Py_DECREF(trace);
+    return failed ? NULL : Py_NewRef(Py_None);
+}
+
+static PyObject *
+begin_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
+{
+    PyObject *pool, *continued;
+    static char *keywords[] = {"pool", "continued", NULL};
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "O!O:Begin", keywords, &PoolType, &pool,
+                                     &continued)) {
+        return NULL;
+    }
+    if (!PyCallable_Check(continued)) {
+        PyErr_SetString(PyExc_TypeError, "continued must be callable");
+        return NULL;
+    }
+    Begin *self = (Begin *)type->tp_alloc(type, 0);
+    if (self == NULL) {
+        return NULL;
+    }
+    self->vectorcall = (vectorcallfunc)begin_call;
+    self->pool = (Pool *)Py_NewRef(pool);
+    self->continued = Py_NewRef(continued);
+    return (PyObject *)self;
+}
+
+static int
+begin_traverse(Begin *self, visitproc visit, void *arg)
+{
+    Py_VISIT(self->pool);
+    Py_VISIT(self->continued);
+    return 0;
+}
+
+static int
+begin_clear(Begin *self)
+{
+    Py_CLEAR(self->pool);
+    Py_CLEAR(self->continued);
+    return 0;
+}
+
+static void
+begin_dealloc(Begin *self)
+{
+    PyObject_GC_UnTrack(self);
+    begin_clear(self);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static PyTypeObject BeginType = {
+    PyVarObject_HEAD_INIT(NULL, 0).tp_name = "potok.observability.tracing._encode.Begin",
+    .tp_doc = "Begin(pool, continued): the tracer's begin(exchange) in C (tracer.py's\n"
+              "Tracer._begin is the same in Python).",
+    .tp_basicsize = sizeof(Begin),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_HAVE_VECTORCALL,
+    .tp_new = begin_new,
+    .tp_dealloc = (destructor)begin_dealloc,
+    .tp_traverse = (traverseproc)begin_traverse,
+    .tp_clear = (inquiry)begin_clear,
+    .tp_vectorcall_offset = offsetof(Begin, vectorcall),
+    .tp_call = PyVectorcall_Call,
+};
+
+static int
+intern_begin_names(void)
+{
+    struct {
+        PyObject **slot;
+        const char *text;
+    } names[] = {
+        {&begin_names.trace_headers, "trace_headers"},
+        {&begin_names.trace_lines, "trace_lines"},
+        {&begin_names.trace, "trace"},
+        {&begin_names.refill, "refill"},
+        {&begin_names.fields, "fields"},
+    };
+    for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
+        if (*names[i].slot == NULL &&
+            (*names[i].slot = PyUnicode_InternFromString(names[i].text)) == NULL) {
+            return -1;
+        }
+    }
+    return 0;
+}
+
 static PyMethodDef methods[] = {
     {"server_span", (PyCFunction)(void (*)(void))server_span, METH_FASTCALL, server_span_doc},
     {"attempt_span", (PyCFunction)(void (*)(void))attempt_span, METH_FASTCALL,
@@ -1049,10 +1327,15 @@ static PyMethodDef methods[] = {
 static int
 module_exec(PyObject *module)
 {
-    if (intern_names() < 0 || PyType_Ready(&TraceType) < 0) {
+    if (intern_names() < 0 || intern_begin_names() < 0 || PyType_Ready(&TraceType) < 0 ||
+        PyType_Ready(&PoolType) < 0 || PyType_Ready(&BeginType) < 0) {
         return -1;
     }
-    return PyModule_AddObjectRef(module, "Trace", (PyObject *)&TraceType);
+    if (PyModule_AddObjectRef(module, "Trace", (PyObject *)&TraceType) < 0 ||
+        PyModule_AddObjectRef(module, "Pool", (PyObject *)&PoolType) < 0) {
+        return -1;
+    }
+    return PyModule_AddObjectRef(module, "Begin", (PyObject *)&BeginType);
 }
 
 static PyModuleDef_Slot slots[] = {

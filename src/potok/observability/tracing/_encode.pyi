@@ -1,4 +1,5 @@
-# The C encoders (_encode.c); encode.py has the same in Python, with their docs.
+# The C encoders and recorder (_encode.c); encode.py, trace.py, context.py and tracer.py
+# have the same in Python, with their docs.
 from collections.abc import Callable
 from typing import Any
 
@@ -75,3 +76,17 @@ def bind(
     remote_flags: bytes,
     /,
 ) -> None: ...
+
+class Pool:
+    """The id pool's state (context.py's IdPool subclasses it)."""
+
+    lines: list[bytes]
+    sampled: bytes
+    raw: bytes
+    next: int
+
+class Begin:
+    """The tracer's begin(exchange) in C (tracer.py's Tracer._begin in Python)."""
+
+    def __init__(self, pool: Pool, continued: Callable[[Any], bool]) -> None: ...
+    def __call__(self, exchange: Any, /) -> None: ...

@@ -35,13 +35,25 @@ ATTEMPT_FIELDS = slice(28, 66)
 _FIELDS_FORMAT = b"\x0a\x10%s\x12\x08%s\x0a\x10%s\x12\x08%s\x22\x08%s"
 
 
-class IdPool:
+try:  # the state the C `begin` reads (_encode.c), as C members
+    from potok.observability.tracing._encode import Pool as _PoolState
+except ImportError:  # built without a C compiler
+
+    class _PoolState:  # type: ignore[no-redef]
+        __slots__ = ("lines", "next", "raw", "sampled")
+
+
+class IdPool(_PoolState):
     """POOLED entries of ids, taken in order; refilled when `next` reaches POOLED. One
     per process (ID_POOL), emptied in a forked child so no two workers share ids. The
-    tracer reads `next`, `lines` and `sampled` itself on the request path (a method
-    call there costs more than the item it would return)."""
+    tracer's begin reads `next`, `lines`, `sampled` and `raw` itself on the request path
+    (a method call there costs more than the item it would return)."""
 
-    __slots__ = ("bound", "dense", "lines", "next", "random", "raw", "sampled")
+    __slots__ = ("bound", "dense", "random")
+    lines: list[bytes]
+    next: int
+    raw: bytes
+    sampled: bytes
 
     def __init__(self) -> None:
         self.random = b""
