@@ -2,9 +2,9 @@
 # Tracing's cost (issue 19's benchmark): the same proxy with tracing off, at 1 % and at
 # 100 % sampling, in one run.
 #
-#     bench/tracing.sh                     # 9 rounds of 5 s per row, 4 x 2 rounds side by
-#                                          # side, then callgrind (~17 min)
-#     ROUNDS=7 DURATION=10 SIDE_SETS=6 SIDE_ROUNDS=3 bench/tracing.sh
+#     bench/tracing.sh                     # 9 rounds of 5 s per row, 8 x 2 rounds side by
+#                                          # side, then callgrind (~20 min)
+#     ROUNDS=7 DURATION=10 SIDE_SETS=12 SIDE_ROUNDS=3 bench/tracing.sh
 #     CALLGRIND=0 bench/tracing.sh         # wall clock only (~5 min)
 #
 # Four Potoks (one worker each, all on core $PROXY_CPU, only the measured one loaded)
@@ -40,7 +40,7 @@ ROUNDS=${ROUNDS:-9}
 DURATION=${DURATION:-5}
 CONNECTIONS=${CONNECTIONS:-50}
 CALLGRIND=${CALLGRIND:-1}
-SIDE_SETS=${SIDE_SETS:-4}  # fresh processes for each set of side-by-side rounds
+SIDE_SETS=${SIDE_SETS:-8}  # fresh processes for each set of side-by-side rounds (the sets differ most)
 SIDE_ROUNDS=${SIDE_ROUNDS:-2}
 
 trap cleanup EXIT
