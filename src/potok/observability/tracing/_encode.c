@@ -516,16 +516,33 @@ trace_clear(Trace *self)
     return 0;
 }
 
+/* A garbage-collected object's dealloc: untracked, its members cleared, freed. */
+static void
+gc_dealloc(PyObject *self, inquiry clear)
+{
+    PyObject_GC_UnTrack(self);
+    clear(self);
+    Py_TYPE(self)->tp_free(self);
+}
+
 static void
 trace_dealloc(Trace *self)
 {
-    PyTypeObject *type = Py_TYPE(self);
-    PyObject_GC_UnTrack(self);
-    trace_clear(self);
-    type->tp_free((PyObject *)self);
+    gc_dealloc((PyObject *)self, (inquiry)trace_clear);
 }
 
 static PyObject *empty_bytes; /* b"" */
+
+/* Whether the members are there (tp_clear, the garbage collector's, empties them all). */
+static int
+trace_ready(Trace *self)
+{
+    if (self->spans != NULL) {
+        return 1;
+    }
+    PyErr_SetString(PyExc_RuntimeError, "a cleared trace");
+    return 0;
+}
 
 /* The state of a new trace, as PythonRequestTrace.__init__ leaves it. Every object
  * member is set (never NULL) from here on: only attempt_error can be set from Python,
@@ -659,6 +676,9 @@ attempt_described(Trace *self, PyObject **owner, PyObject **head, PyObject **att
 static int
 trace_end_attempt(Trace *self)
 {
+    if (!trace_ready(self)) {
+        return -1;
+    }
     if (self->attempt == Py_None) {
         return 0;
     }
@@ -730,7 +750,7 @@ trace_end_attempt_method(Trace *self, PyObject *unused)
 static PyObject *
 trace_begin_attempt(Trace *self, PyObject *const *args, Py_ssize_t nargs)
 {
-    if (!arity("begin_attempt", nargs, 3)) {
+    if (!arity("begin_attempt", nargs, 3) || !trace_ready(self)) {
         return NULL;
     }
     long long resend = PyLong_AsLongLong(args[2]);
@@ -834,7 +854,7 @@ user_agent(PyObject *headers, PyObject **owned)
 static PyObject *
 trace_finish(Trace *self, PyObject *const *args, Py_ssize_t nargs)
 {
-    if (!arity("finish", nargs, 8)) {
+    if (!arity("finish", nargs, 8) || !trace_ready(self)) {
         return NULL;
     }
     PyObject *key = args[0], *addresses_key = args[1], *headers = args[2],
@@ -1072,9 +1092,7 @@ pool_clear(Pool *self)
 static void
 pool_dealloc(Pool *self)
 {
-    PyObject_GC_UnTrack(self);
-    pool_clear(self);
-    Py_TYPE(self)->tp_free((PyObject *)self);
+    gc_dealloc((PyObject *)self, (inquiry)pool_clear);
 }
 
 static PyMemberDef pool_members[] = {
@@ -1272,9 +1290,7 @@ begin_clear(Begin *self)
 static void
 begin_dealloc(Begin *self)
 {
-    PyObject_GC_UnTrack(self);
-    begin_clear(self);
-    Py_TYPE(self)->tp_free((PyObject *)self);
+    gc_dealloc((PyObject *)self, (inquiry)begin_clear);
 }
 
 static PyTypeObject BeginType = {
