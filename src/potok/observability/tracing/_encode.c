@@ -476,6 +476,11 @@ static struct {
     PyObject *describe, *new_span, *unusual_attempt;
 } bound;
 
+/* Begin's attribute and method names, interned (intern_names) */
+static struct {
+    PyObject *trace_headers, *trace_lines, *trace, *refill, *fields;
+} begin_names;
+
 /* As time.time_ns(): the system clock. */
 static void
 now_ns(long long *value)
@@ -609,18 +614,15 @@ PyDoc_STRVAR(new_trace_doc,
 "A trace of the gateway's own (as RequestTrace(fields, line)): the bound class's\n"
 "instance without the class call.");
 
+/* A trace of the gateway's own (new reference): the bound class's instance, started. */
 static PyObject *
-new_trace(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+make_trace(PyObject *fields, PyObject *line)
 {
-    (void)module;
-    if (!arity("new_trace", nargs, 2)) {
-        return NULL;
-    }
     if (bound.type == NULL) {
         PyErr_SetString(PyExc_RuntimeError, "bind() has not been called");
         return NULL;
     }
-    if (!PyBytes_Check(args[0]) || !PyBytes_Check(args[1])) {
+    if (!PyBytes_Check(fields) || !PyBytes_Check(line)) {
         PyErr_SetString(PyExc_TypeError, "fields and line must be bytes");
         return NULL;
     }
@@ -628,11 +630,21 @@ new_trace(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     if (self == NULL) {
         return NULL;
     }
-    if (trace_start(self, args[0], args[1], empty_bytes, Py_None) < 0) {
+    if (trace_start(self, fields, line, empty_bytes, Py_None) < 0) {
         Py_DECREF(self);
         return NULL;
     }
     return (PyObject *)self;
+}
+
+static PyObject *
+new_trace(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    (void)module;
+    if (!arity("new_trace", nargs, 2)) {
+        return NULL;
+    }
+    return make_trace(args[0], args[1]);
 }
 
 /* (method, target, status): the cached (head, attributes) of an attempt, borrowed from
@@ -1044,6 +1056,11 @@ intern_names(void)
         {&bound.describe, "describe"},
         {&bound.new_span, "_new_span"},
         {&bound.unusual_attempt, "_unusual_attempt"},
+        {&begin_names.trace_headers, "trace_headers"},
+        {&begin_names.trace_lines, "trace_lines"},
+        {&begin_names.trace, "trace"},
+        {&begin_names.refill, "refill"},
+        {&begin_names.fields, "fields"},
     };
     for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
         if (*names[i].slot == NULL) {
@@ -1122,9 +1139,6 @@ typedef struct {
     PyObject *continued; /* the tracer's: (exchange) -> whether it continues the caller's */
 } Begin;
 
-static struct {
-    PyObject *trace_headers, *trace_lines, *trace, *refill, *fields;
-} begin_names;
 
 /* The entry `index`'s span fields: a slice of the pool's raw bytes, or its fields(). */
 static PyObject *
@@ -1225,19 +1239,7 @@ begin_call(Begin *self, PyObject *const *args, size_t nargsf, PyObject *kwnames)
         return failed ? NULL : Py_NewRef(Py_None);
     }
     PyObject *fields = pool_fields(pool, index);
-    PyObject *trace = NULL;
-    if (fields != NULL && PyBytes_Check(line)) {
-        trace = bound.type == NULL ? NULL : bound.type->tp_alloc(bound.type, 0);
-        if (trace != NULL && trace_start((Trace *)trace, fields, line, empty_bytes, Py_None) < 0) {
-            Py_CLEAR(trace);
-        }
-        else if (trace == NULL && !PyErr_Occurred()) {
-            PyErr_SetString(PyExc_RuntimeError, "bind() has not been called");
-        }
-    }
-    else if (fields != NULL) {
-        PyErr_SetString(PyExc_TypeError, "the id pool's lines are bytes");
-    }
+    PyObject *trace = fields == NULL ? NULL : make_trace(fields, line);
     Py_XDECREF(fields);
     Py_DECREF(line);
     if (trace == NULL) {
@@ -1307,27 +1309,6 @@ static PyTypeObject BeginType = {
     .tp_call = PyVectorcall_Call,
 };
 
-static int
-intern_begin_names(void)
-{
-    struct {
-        PyObject **slot;
-        const char *text;
-    } names[] = {
-        {&begin_names.trace_headers, "trace_headers"},
-        {&begin_names.trace_lines, "trace_lines"},
-        {&begin_names.trace, "trace"},
-        {&begin_names.refill, "refill"},
-        {&begin_names.fields, "fields"},
-    };
-    for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
-        if (*names[i].slot == NULL &&
-            (*names[i].slot = PyUnicode_InternFromString(names[i].text)) == NULL) {
-            return -1;
-        }
-    }
-    return 0;
-}
 
 static PyMethodDef methods[] = {
     {"server_span", (PyCFunction)(void (*)(void))server_span, METH_FASTCALL, server_span_doc},
@@ -1343,7 +1324,7 @@ static PyMethodDef methods[] = {
 static int
 module_exec(PyObject *module)
 {
-    if (intern_names() < 0 || intern_begin_names() < 0 || PyType_Ready(&TraceType) < 0 ||
+    if (intern_names() < 0 || PyType_Ready(&TraceType) < 0 ||
         PyType_Ready(&PoolType) < 0 || PyType_Ready(&BeginType) < 0) {
         return -1;
     }

@@ -16,6 +16,7 @@ from potok.observability.tracing.context import (
     parse_traceparent,
 )
 from potok.observability.tracing.trace import (
+    MAX_CACHED,
     SERVER,
     Described,
     RequestTrace,
@@ -177,10 +178,9 @@ class Tracer:
         )
         tail = (otlp.error_status(str(status)) if status >= 500 else b"") + _LOCAL_FLAGS
         described = (head, attributes, tail)
-        if len(self._described) < _MAX_CACHED:
+        if len(self._described) < MAX_CACHED:
             self._described[key] = described
         return described
 
 
 _ATTRIBUTE = otlp.ATTRIBUTE
-_MAX_CACHED = 4096
