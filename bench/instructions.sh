@@ -8,6 +8,7 @@
 #     POTOK_SRC=/path/to/src bench/instructions.sh   # another checkout's src/
 #     LOGGED=1 bench/instructions.sh         # access log (to a file) and metrics on
 #     TRACING_RATIO=0.01 bench/instructions.sh   # tracing on, 1 % sampled (bench/otlp_sink.py)
+#     CACHE_SIM=1 bench/instructions.sh      # also L1/last-level misses per request (slower)
 #
 # Wall-clock benchmarks on this 2-core VM (bench/jwt.sh, bench/ratelimit.sh) move by
 # ±2-5 % between runs, as much as the changes they are meant to judge. Instructions
@@ -60,7 +61,11 @@ wait_port_open "$REDIS_PORT" || die "redis did not start"
 
 check_port_free "$PORT"
 # One interpreter, not the console script's wrapper: callgrind follows one process.
-spawn_bg "$WORK/potok.log" taskset -c "$PROXY_CPU" valgrind --tool=callgrind \
+# CACHE_SIM=1: callgrind simulates the caches too (its default geometry, the same on
+# every run), so a change's L1 misses can be told apart per function in the dumps.
+cache_sim=no
+[[ ${CACHE_SIM:-0} == 1 ]] && cache_sim=yes
+spawn_bg "$WORK/potok.log" taskset -c "$PROXY_CPU" valgrind --tool=callgrind --cache-sim="$cache_sim" \
     --callgrind-out-file="$WORK/callgrind.out.%p" --dump-line=no --compress-strings=no \
     "$PYTHON" -m potok run --config "$WORK/potok.yaml"
 PID=$LAST_PID
@@ -112,6 +117,12 @@ total_ir() {  # the `totals:` line of the newest dump
     file=$(ls -t "$WORK"/callgrind.out.* | head -1)
     awk '/^totals:/ {print $2}' "$file"
 }
+l1_misses() {  # CACHE_SIM=1: "instruction data" L1 misses (I1mr; D1mr + D1mw) of the newest dump
+    local file
+    file=$(ls -t "$WORK"/callgrind.out.* | head -1)
+    awk '/^events:/ {for (i = 2; i <= NF; i++) at[$i] = i}
+        /^totals:/ {print $(at["I1mr"]), $(at["D1mr"]) + $(at["D1mw"])}' "$file"
+}
 
 printf '| Route | instructions per request | vs the open route before it | extra work |\n|:---|---:|---:|---:|\n' >"$WORK/table.md"
 open_ir=
@@ -135,6 +146,11 @@ for route in $ROUTES; do
     send "$REQUESTS" "$path" "$tok" "$enc"
     callgrind_control --dump="$route" "$PID" >/dev/null
     per=$(($(total_ir) / count))
+    misses=
+    if [[ $cache_sim == yes ]]; then
+        read -r i1 d1 <<<"$(l1_misses)"
+        misses=" (L1 misses per request: instruction $((i1 / count)), data $((d1 / count)))"
+    fi
     echo "$route $count $(ls -t "$WORK"/callgrind.out.* | head -1)" >>"$WORK/dumps.txt"
     [[ $route == open ]] && open_ir=$per
     delta= share=
@@ -143,7 +159,7 @@ for route in $ROUTES; do
         share=$(awk -v d=$((per - open_ir)) -v o="$open_ir" 'BEGIN {printf "%+.1f %%", 100 * d / o}')
     fi
     printf '| %s | %s | %s | %s |\n' "$route" "$per" "$delta" "$share" >>"$WORK/table.md"
-    log "$route: $per instructions per request ${delta:+($delta vs open)}"
+    log "$route: $per instructions per request ${delta:+($delta vs open)}$misses"
 done
 mkdir -p "$RESULTS"
 {

@@ -75,8 +75,9 @@ class Gateway:
         self.metrics.inflight_count += 1
         listener = exchange.connection.listener
         apply_forwarding(exchange, runtime.trusted, listener.scheme)
-        if runtime.tracer is not None:
-            runtime.tracer.begin(exchange)
+        begin_trace = runtime.begin_trace
+        if begin_trace is not None:
+            begin_trace(exchange)
         path = exchange.path
         if listener.redirect_port is not None and not path.startswith(ACME_CHALLENGE_PREFIX):
             redirect_to_https(exchange, listener.redirect_port)

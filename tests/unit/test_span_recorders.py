@@ -187,14 +187,24 @@ def test_a_full_cache_is_emptied_not_grown(monkeypatch: pytest.MonkeyPatch) -> N
     ID_POOL.empty()
 
 
-class Exchange:  # what begin reads and sets
+class Exchange:  # what begin reads and sets (by name: an instance dict)
     def __init__(self, trace_headers: bool = False) -> None:
         self.trace_headers = trace_headers
         self.trace_lines = b""
         self.trace: Any = None
 
 
-def test_both_begins_take_the_same_entries_and_decide_alike() -> None:
+class SlottedExchange:  # as potok.exchange.Exchange: slots, which begin uses by offset
+    __slots__ = ("trace", "trace_headers", "trace_lines")
+
+    def __init__(self, trace_headers: bool = False) -> None:
+        self.trace_headers = trace_headers
+        self.trace_lines = b""
+        self.trace: Any = None
+
+
+@pytest.mark.parametrize("exchange_class", [Exchange, SlottedExchange])
+def test_both_begins_take_the_same_entries_and_decide_alike(exchange_class: type) -> None:
     from potok.observability.tracing import tracer as tracer_module
 
     pool = ID_POOL
@@ -202,7 +212,7 @@ def test_both_begins_take_the_same_entries_and_decide_alike() -> None:
     assert isinstance(native_tracer.begin, native.Begin)
     pool.refill()
     for at in range(POOLED + 8):  # past a refill
-        one = Exchange()
+        one = exchange_class()
         if at % 2:
             native_tracer.begin(one)
         else:
@@ -231,6 +241,51 @@ def test_the_c_begin_hands_trace_context_to_the_tracer() -> None:
     refused = Exchange(trace_headers=True)
     begin(refused)  # not continued: a trace of the gateway's own
     assert calls[-1] is refused and refused.trace_lines.startswith(b"traceparent: 00-")
+
+
+def test_the_c_begin_follows_a_class_that_changes_after_it_was_seen() -> None:
+    """Slots by offset only while the class is unchanged: a class modified since, another
+    class, or one with its own attribute hooks goes by name, as Python would."""
+
+    class Slotted:
+        __slots__ = ("trace", "trace_headers", "trace_lines")
+
+        def __init__(self) -> None:
+            self.trace_headers, self.trace_lines, self.trace = False, b"", None
+
+    begin = native.Begin(ID_POOL, lambda exchange: False)
+    first = Slotted()
+    begin(first)  # the layout noted
+    assert first.trace_lines.startswith(b"traceparent: 00-")
+    begin(Exchange())  # another class between: by name
+    seen: list[bytes] = []
+    slot = Slotted.trace_lines  # the member descriptor
+    Slotted.trace_lines = property(  # type: ignore[assignment]
+        slot.__get__, lambda self, value: seen.append(value)
+    )
+    later = Slotted()  # whose trace_lines the property's setter swallows
+    begin(later)
+    assert len(seen) == 2 and seen[1].startswith(b"traceparent: 00-")  # __init__'s, begin's
+    with pytest.raises(AttributeError):  # the slot itself was never written
+        slot.__get__(later)
+
+    class Hooked(SlottedExchange):
+        __slots__ = ()
+
+        def __setattr__(self, name: str, value: Any) -> None:
+            seen.append(name.encode())
+            object.__setattr__(self, name, value)
+
+    hooked = Hooked()
+    seen.clear()
+    begin(hooked)
+    sampled = [b"trace"] if hooked.trace is not None else []  # as the pool decided
+    assert seen == [b"trace_lines", *sampled]
+    assert hooked.trace_lines.startswith(b"traceparent: 00-")
+    unset = SlottedExchange.__new__(SlottedExchange)  # no slot set: as Python, an error
+    with pytest.raises(AttributeError, match="trace_headers"):
+        begin(unset)
+    ID_POOL.empty()
 
 
 def test_the_c_begin_refuses_what_it_cannot_use() -> None:

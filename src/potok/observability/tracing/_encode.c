@@ -23,6 +23,9 @@
 #include <string.h>
 #include <time.h>
 
+#define LIKELY(condition) __builtin_expect(!!(condition), 1)
+#define UNLIKELY(condition) __builtin_expect(!!(condition), 0)
+
 #define SERVER_IDS 28 /* [0a 10 trace id][12 08 span id]: the start of a pool entry */
 #define ENTRY_RANDOM 32
 #define ENTRY_FIELDS 66
@@ -1137,7 +1140,84 @@ typedef struct {
     vectorcallfunc vectorcall;
     Pool *pool;
     PyObject *continued; /* the tracer's: (exchange) -> whether it continues the caller's */
+    /* The exchange class whose slots begin reads and writes at their offsets (NULL until
+     * it has seen one), its version tag then, and the offsets (see same_layout). */
+    PyTypeObject *layout;
+    unsigned int layout_version;
+    Py_ssize_t headers_at, lines_at, trace_at;
 } Begin;
+
+/* Begin's exchange slots (trace_headers, trace_lines, trace) by offset, not by name:
+ * the three lookups by name (the class's dict, the member descriptor, its getter or
+ * setter) cost ~400 instructions and ~10 L1 misses a request, begin's largest share
+ * (bench/instructions.sh CACHE_SIM=1). Only while the exchange's class is the one whose
+ * layout was noted and unchanged since: the same version tag (CPython gives a class a new
+ * one when it or a base is modified), generic attribute access, plain writable slots.
+ * Anything else goes by name, as Python would. */
+
+static Py_ssize_t
+slot_offset(PyTypeObject *type, PyObject *name)
+{
+    PyObject *descriptor = _PyType_Lookup(type, name); /* borrowed; sets no error */
+    if (descriptor == NULL || !Py_IS_TYPE(descriptor, &PyMemberDescr_Type)) {
+        return -1;
+    }
+    PyMemberDef *member = ((PyMemberDescrObject *)descriptor)->d_member;
+    if (member->type != T_OBJECT_EX || (member->flags & READONLY)) {
+        return -1;
+    }
+    return member->offset;
+}
+
+static void
+note_layout(Begin *self, PyTypeObject *type)
+{
+    if (type->tp_getattro != PyObject_GenericGetAttr ||
+        type->tp_setattro != PyObject_GenericSetAttr) {
+        return;
+    }
+    Py_ssize_t headers = slot_offset(type, begin_names.trace_headers);
+    Py_ssize_t lines = slot_offset(type, begin_names.trace_lines);
+    Py_ssize_t trace = slot_offset(type, begin_names.trace);
+    /* _PyType_Lookup gave the class a version tag if it can have one */
+    if (headers < 0 || lines < 0 || trace < 0 ||
+        !PyType_HasFeature(type, Py_TPFLAGS_VALID_VERSION_TAG) || type->tp_version_tag == 0) {
+        return;
+    }
+    Py_XSETREF(self->layout, (PyTypeObject *)Py_NewRef(type));
+    self->layout_version = type->tp_version_tag;
+    self->headers_at = headers;
+    self->lines_at = lines;
+    self->trace_at = trace;
+}
+
+static inline int
+same_layout(Begin *self, PyObject *exchange)
+{
+    PyTypeObject *type = Py_TYPE(exchange);
+    if (LIKELY(type == self->layout && type->tp_version_tag == self->layout_version)) {
+        return 1;
+    }
+    note_layout(self, type);
+    return type == self->layout && type->tp_version_tag == self->layout_version;
+}
+
+static inline PyObject **
+slot_at(PyObject *exchange, Py_ssize_t offset)
+{
+    return (PyObject **)((char *)exchange + offset);
+}
+
+/* exchange.<name> = value, at `offset` when `direct` */
+static int
+set_slot(PyObject *exchange, int direct, Py_ssize_t offset, PyObject *name, PyObject *value)
+{
+    if (!direct) {
+        return PyObject_SetAttr(exchange, name, value);
+    }
+    Py_XSETREF(*slot_at(exchange, offset), Py_NewRef(value));
+    return 0;
+}
 
 
 /* The entry `index`'s span fields: a slice of the pool's raw bytes, or its fields(). */
@@ -1168,8 +1248,8 @@ pool_fields(Pool *pool, Py_ssize_t index)
 static Py_ssize_t
 pool_take(Pool *pool)
 {
-    if (!PyList_Check(pool->lines) || pool->next >= PyList_GET_SIZE(pool->lines) ||
-        pool->next < 0) {
+    if (UNLIKELY(!PyList_Check(pool->lines) || pool->next >= PyList_GET_SIZE(pool->lines) ||
+                 pool->next < 0)) {
         PyObject *call[1] = {(PyObject *)pool};
         PyObject *done = PyObject_VectorcallMethod(begin_names.refill, call,
                                                    1 | PY_VECTORCALL_ARGUMENTS_OFFSET, NULL);
@@ -1183,7 +1263,7 @@ pool_take(Pool *pool)
             return -1;
         }
     }
-    if (!PyBytes_Check(pool->sampled) || PyBytes_GET_SIZE(pool->sampled) <= pool->next) {
+    if (UNLIKELY(!PyBytes_Check(pool->sampled) || PyBytes_GET_SIZE(pool->sampled) <= pool->next)) {
         PyErr_SetString(PyExc_TypeError, "the id pool's sampled is bytes, one per line");
         return -1;
     }
@@ -1193,25 +1273,34 @@ pool_take(Pool *pool)
 static PyObject *
 begin_call(Begin *self, PyObject *const *args, size_t nargsf, PyObject *kwnames)
 {
-    if (!arity("begin", PyVectorcall_NARGS(nargsf), 1) || kwnames != NULL) {
-        if (!PyErr_Occurred()) {
+    if (UNLIKELY(PyVectorcall_NARGS(nargsf) != 1 || kwnames != NULL)) {
+        if (arity("begin", PyVectorcall_NARGS(nargsf), 1)) {
             PyErr_SetString(PyExc_TypeError, "begin() takes no keyword arguments");
         }
         return NULL;
     }
-    if (self->pool == NULL) { /* cleared by the garbage collector */
+    if (UNLIKELY(self->pool == NULL)) { /* cleared by the garbage collector */
         PyErr_SetString(PyExc_RuntimeError, "begin() of a cleared Begin");
         return NULL;
     }
     PyObject *exchange = args[0];
-    PyObject *flag = PyObject_GetAttr(exchange, begin_names.trace_headers);
-    if (flag == NULL) {
-        return NULL;
+    int direct = same_layout(self, exchange);
+    PyObject *flag = direct ? *slot_at(exchange, self->headers_at) : NULL;
+    int came;
+    if (LIKELY(flag == Py_False)) {
+        came = 0;
     }
-    int came = PyObject_IsTrue(flag);
-    Py_DECREF(flag);
-    if (came < 0) {
-        return NULL;
+    else {
+        flag = flag != NULL ? Py_NewRef(flag)
+                            : PyObject_GetAttr(exchange, begin_names.trace_headers);
+        if (flag == NULL) {
+            return NULL;
+        }
+        came = PyObject_IsTrue(flag);
+        Py_DECREF(flag);
+        if (came < 0) {
+            return NULL;
+        }
     }
     if (came) { /* the caller sent trace context: the tracer's Python decides */
         PyObject *continued = PyObject_CallOneArg(self->continued, exchange);
@@ -1226,15 +1315,18 @@ begin_call(Begin *self, PyObject *const *args, size_t nargsf, PyObject *kwnames)
         if (yes) {
             Py_RETURN_NONE;
         }
+        direct = same_layout(self, exchange); /* the Python may have changed the class */
     }
     Pool *pool = self->pool;
     Py_ssize_t index = pool_take(pool);
-    if (index < 0) {
+    if (UNLIKELY(index < 0)) {
         return NULL;
     }
+    /* Both read before the write, which may free what the slot held (and run Python) */
     PyObject *line = Py_NewRef(PyList_GET_ITEM(pool->lines, index));
-    int failed = PyObject_SetAttr(exchange, begin_names.trace_lines, line);
-    if (failed || !PyBytes_AS_STRING(pool->sampled)[index]) {
+    int sampled = PyBytes_AS_STRING(pool->sampled)[index];
+    int failed = set_slot(exchange, direct, self->lines_at, begin_names.trace_lines, line);
+    if (LIKELY(!sampled) || UNLIKELY(failed)) {
         Py_DECREF(line);
         return failed ? NULL : Py_NewRef(Py_None);
     }
@@ -1245,7 +1337,10 @@ begin_call(Begin *self, PyObject *const *args, size_t nargsf, PyObject *kwnames)
     if (trace == NULL) {
         return NULL;
     }
-    failed = PyObject_SetAttr(exchange, begin_names.trace, trace);
+    if (direct) {
+        direct = same_layout(self, exchange); /* what ran since may have been Python */
+    }
+    failed = set_slot(exchange, direct, self->trace_at, begin_names.trace, trace);
     Py_DECREF(trace);
     return failed ? NULL : Py_NewRef(Py_None);
 }
@@ -1278,6 +1373,7 @@ begin_traverse(Begin *self, visitproc visit, void *arg)
 {
     Py_VISIT(self->pool);
     Py_VISIT(self->continued);
+    Py_VISIT(self->layout);
     return 0;
 }
 
@@ -1286,6 +1382,7 @@ begin_clear(Begin *self)
 {
     Py_CLEAR(self->pool);
     Py_CLEAR(self->continued);
+    Py_CLEAR(self->layout);
     return 0;
 }
 
