@@ -134,8 +134,8 @@ class Runtime:
         self.trusted = TrustedProxies(config.server.trusted_proxies)
         self.tracer = build_tracer(config.tracing, self.resources, self.trusted, metrics)
         # What every request calls when tracing is on, held here: `runtime.tracer.begin`
-        # is two lookups more, and begin's is a slot of its instance (CPython's method
-        # lookup finds the class's descriptor first): ~170 instructions a request.
+        # is two lookups more, and `begin` is a slot of the tracer's instance, which
+        # CPython's method lookup reaches through the class (BENCHMARKS.md "Tracing").
         self.begin_trace = self.tracer.begin if self.tracer is not None else None
         upstream_metrics = UpstreamMetrics(metrics) if metrics is not None else None
         kept = previous.services if previous is not None else {}

@@ -1149,8 +1149,9 @@ typedef struct {
 
 /* Begin's exchange slots (trace_headers, trace_lines, trace) by offset, not by name:
  * the three lookups by name (the class's dict, the member descriptor, its getter or
- * setter) cost ~400 instructions and ~10 L1 misses a request, begin's largest share
- * (bench/instructions.sh CACHE_SIM=1). Only while the exchange's class is the one whose
+ * setter) and the tracer's method lookup at the call site were ~500 instructions and ~40
+ * L1 misses a request, most of what begin cost (callgrind's self cost by function under
+ * bench/instructions.sh CACHE_SIM=1; BENCHMARKS.md "Tracing"). Only while the exchange's class is the one whose
  * layout was noted and unchanged since: the same version tag (CPython gives a class a new
  * one when it or a base is modified), generic attribute access, plain writable slots.
  * Anything else goes by name, as Python would. */
