@@ -112,16 +112,13 @@ send() {  # COUNT PATH TOKEN [ACCEPT-ENCODING]: exactly COUNT requests, every an
     grep -qE "^\s*\[200\]\s+$1 responses" "$WORK/hey.txt" ||
         die "not $1 answers of 200 for $2 (see $WORK/hey.txt)"
 }
+newest_dump() { ls -t "$WORK"/callgrind.out.* | head -1; }
 total_ir() {  # the `totals:` line of the newest dump
-    local file
-    file=$(ls -t "$WORK"/callgrind.out.* | head -1)
-    awk '/^totals:/ {print $2}' "$file"
+    awk '/^totals:/ {print $2}' "$(newest_dump)"
 }
 l1_misses() {  # CACHE_SIM=1: "instruction data" L1 misses (I1mr; D1mr + D1mw) of the newest dump
-    local file
-    file=$(ls -t "$WORK"/callgrind.out.* | head -1)
     awk '/^events:/ {for (i = 2; i <= NF; i++) at[$i] = i}
-        /^totals:/ {print $(at["I1mr"]), $(at["D1mr"]) + $(at["D1mw"])}' "$file"
+        /^totals:/ {print $(at["I1mr"]), $(at["D1mr"]) + $(at["D1mw"])}' "$(newest_dump)"
 }
 
 printf '| Route | instructions per request | vs the open route before it | extra work |\n|:---|---:|---:|---:|\n' >"$WORK/table.md"
@@ -151,7 +148,7 @@ for route in $ROUTES; do
         read -r i1 d1 <<<"$(l1_misses)"
         misses=" (L1 misses per request: instruction $((i1 / count)), data $((d1 / count)))"
     fi
-    echo "$route $count $(ls -t "$WORK"/callgrind.out.* | head -1)" >>"$WORK/dumps.txt"
+    echo "$route $count $(newest_dump)" >>"$WORK/dumps.txt"
     [[ $route == open ]] && open_ir=$per
     delta= share=
     if [[ -n $open_ir ]]; then

@@ -1209,6 +1209,14 @@ slot_at(PyObject *exchange, Py_ssize_t offset)
     return (PyObject **)((char *)exchange + offset);
 }
 
+/* exchange.<name> (a new reference), at `offset` when `direct` and the slot is set */
+static PyObject *
+get_slot(PyObject *exchange, int direct, Py_ssize_t offset, PyObject *name)
+{
+    PyObject *value = direct ? *slot_at(exchange, offset) : NULL;
+    return value != NULL ? Py_NewRef(value) : PyObject_GetAttr(exchange, name);
+}
+
 /* exchange.<name> = value, at `offset` when `direct` */
 static int
 set_slot(PyObject *exchange, int direct, Py_ssize_t offset, PyObject *name, PyObject *value)
@@ -1286,22 +1294,14 @@ begin_call(Begin *self, PyObject *const *args, size_t nargsf, PyObject *kwnames)
     }
     PyObject *exchange = args[0];
     int direct = same_layout(self, exchange);
-    PyObject *flag = direct ? *slot_at(exchange, self->headers_at) : NULL;
-    int came;
-    if (LIKELY(flag == Py_False)) {
-        came = 0;
+    PyObject *flag = get_slot(exchange, direct, self->headers_at, begin_names.trace_headers);
+    if (UNLIKELY(flag == NULL)) {
+        return NULL;
     }
-    else {
-        flag = flag != NULL ? Py_NewRef(flag)
-                            : PyObject_GetAttr(exchange, begin_names.trace_headers);
-        if (flag == NULL) {
-            return NULL;
-        }
-        came = PyObject_IsTrue(flag);
-        Py_DECREF(flag);
-        if (came < 0) {
-            return NULL;
-        }
+    int came = LIKELY(flag == Py_False) ? 0 : PyObject_IsTrue(flag);
+    Py_DECREF(flag);
+    if (UNLIKELY(came < 0)) {
+        return NULL;
     }
     if (came) { /* the caller sent trace context: the tracer's Python decides */
         PyObject *continued = PyObject_CallOneArg(self->continued, exchange);
